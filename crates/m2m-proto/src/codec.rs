@@ -1,0 +1,121 @@
+//! JSON-lines framing with a maximum line length.
+//!
+//! Bytes go in with [`LineDecoder::push`]; whole lines come out of [`LineDecoder::next_line`].
+//! A line longer than the limit is an error as soon as the limit is passed, so a peer can
+//! never make us buffer more than `max_line + one read`.
+
+/// A line over the limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("line longer than {max} bytes")]
+pub struct LineTooLong {
+    /// The limit that was passed.
+    pub max: usize,
+}
+
+/// Splits a byte stream into `\n`-terminated lines.
+#[derive(Debug)]
+pub struct LineDecoder {
+    buf: Vec<u8>,
+    /// Start of the unread part of `buf`.
+    start: usize,
+    /// Bytes after `start` already scanned for `\n` without finding one.
+    scanned: usize,
+    max: usize,
+}
+
+impl LineDecoder {
+    /// A decoder refusing lines longer than `max` bytes (without the `\n`).
+    pub fn new(max: usize) -> Self {
+        LineDecoder {
+            buf: Vec::new(),
+            start: 0,
+            scanned: 0,
+            max,
+        }
+    }
+
+    /// Appends received bytes.
+    pub fn push(&mut self, data: &[u8]) {
+        if self.start > 0 && self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        } else if self.start > 64 * 1024 && self.start * 2 > self.buf.len() {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        self.buf.extend_from_slice(data);
+    }
+
+    /// Bytes buffered and not yet returned.
+    pub fn buffered(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    /// The next complete line without its `\n` (and without a trailing `\r`); blank lines
+    /// are skipped. `Ok(None)` means more bytes are needed.
+    pub fn next_line(&mut self) -> Result<Option<&[u8]>, LineTooLong> {
+        loop {
+            let unread = &self.buf[self.start..];
+            match memchr(b'\n', &unread[self.scanned..]) {
+                Some(pos) => {
+                    let end = self.scanned + pos;
+                    if end > self.max {
+                        return Err(LineTooLong { max: self.max });
+                    }
+                    let line_start = self.start;
+                    self.start += end + 1;
+                    self.scanned = 0;
+                    let mut line = &self.buf[line_start..line_start + end];
+                    if let [rest @ .., b'\r'] = line {
+                        line = rest;
+                    }
+                    if line.iter().all(u8::is_ascii_whitespace) {
+                        continue;
+                    }
+                    return Ok(Some(line));
+                }
+                None => {
+                    self.scanned = unread.len();
+                    if self.scanned > self.max {
+                        return Err(LineTooLong { max: self.max });
+                    }
+                    return Ok(None);
+                }
+            }
+        }
+    }
+}
+
+fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
+    hay.iter().position(|&b| b == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_across_pushes() {
+        let mut d = LineDecoder::new(100);
+        d.push(b"{\"a\":1}\n{\"b\"");
+        assert_eq!(d.next_line().unwrap(), Some(&b"{\"a\":1}"[..]));
+        assert_eq!(d.next_line().unwrap(), None);
+        d.push(b":2}\r\n\n\n");
+        assert_eq!(d.next_line().unwrap(), Some(&b"{\"b\":2}"[..]));
+        assert_eq!(d.next_line().unwrap(), None);
+        assert_eq!(d.buffered(), 0);
+    }
+
+    #[test]
+    fn refuses_long_lines_early() {
+        let mut d = LineDecoder::new(8);
+        d.push(b"0123456789");
+        assert_eq!(d.next_line(), Err(LineTooLong { max: 8 }));
+        let mut d = LineDecoder::new(8);
+        d.push(b"012345678\n");
+        assert_eq!(d.next_line(), Err(LineTooLong { max: 8 }));
+        let mut d = LineDecoder::new(8);
+        d.push(b"01234567\n");
+        assert_eq!(d.next_line().unwrap(), Some(&b"01234567"[..]));
+    }
+}

@@ -1,0 +1,283 @@
+//! The 2.0 crypto of PROTOCOL.md A4: ephemeral X25519 keys exchanged as base64 SPKI DER, the
+//! raw shared secret used as the AES-256-GCM key, and the envelope
+//! `base64(nonce[12] || tag[16] || ciphertext)`.
+//!
+//! X25519 comes from `x25519-dalek` (keys can be built from bytes, so the vectors and seeded
+//! tests are deterministic); AES-GCM from `ring` (assembly, the fastest available here; see
+//! `docs/PERFORMANCE.md` for the benchmark that chose it).
+
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use base64::engine::DecodePaddingMode;
+use base64::Engine;
+use rand_core::CryptoRngCore;
+use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
+use serde_json::Value;
+
+/// Standard base64 that accepts input with or without padding (Node always pads; hand-made
+/// peers sometimes do not).
+pub const B64: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// DER prefix of an X25519 SubjectPublicKeyInfo; the 32 raw key bytes follow.
+pub const SPKI_PREFIX: [u8; 12] = [
+    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x6e, 0x03, 0x21, 0x00,
+];
+/// Nonce length of the envelope.
+pub const NONCE_LEN: usize = 12;
+/// Tag length of the envelope.
+pub const TAG_LEN: usize = 16;
+
+/// Why a key or an envelope was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CryptoError {
+    /// Not base64 of a 44-byte X25519 SPKI.
+    #[error("public key is not a base64 X25519 SPKI")]
+    InvalidPublicKey,
+    /// The peer's key gives an all-zero shared secret (a low-order point).
+    #[error("public key is a low-order point")]
+    LowOrderKey,
+    /// The envelope is not base64, too short, or fails authentication.
+    #[error("envelope failed to decrypt")]
+    DecryptionFailed,
+}
+
+/// A peer's X25519 public key, validated.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct PublicKey(pub [u8; 32]);
+
+impl std::fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PublicKey({})", hex::encode(&self.0[..8]))
+    }
+}
+
+impl PublicKey {
+    /// Parses base64 SPKI DER as the original sends it.
+    pub fn from_spki_b64(text: &str) -> Result<Self, CryptoError> {
+        if text.len() > 128 {
+            return Err(CryptoError::InvalidPublicKey);
+        }
+        let der = B64
+            .decode(text.trim())
+            .map_err(|_| CryptoError::InvalidPublicKey)?;
+        if der.len() != SPKI_PREFIX.len() + 32 || der[..SPKI_PREFIX.len()] != SPKI_PREFIX {
+            return Err(CryptoError::InvalidPublicKey);
+        }
+        let mut raw = [0u8; 32];
+        raw.copy_from_slice(&der[SPKI_PREFIX.len()..]);
+        Ok(PublicKey(raw))
+    }
+
+    /// Base64 SPKI DER, as the original sends it.
+    pub fn to_spki_b64(&self) -> String {
+        let mut der = [0u8; 44];
+        der[..12].copy_from_slice(&SPKI_PREFIX);
+        der[12..].copy_from_slice(&self.0);
+        B64.encode(der)
+    }
+}
+
+/// An ephemeral X25519 key pair: one per connection.
+pub struct KeyPair {
+    secret: x25519_dalek::StaticSecret,
+    public: PublicKey,
+}
+
+impl std::fmt::Debug for KeyPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyPair")
+            .field("public", &self.public)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeyPair {
+    /// A fresh key pair.
+    pub fn generate(rng: &mut dyn CryptoRngCore) -> Self {
+        let mut bytes = [0u8; 32];
+        rng.fill_bytes(&mut bytes);
+        Self::from_secret(bytes)
+    }
+
+    /// A key pair from a 32-byte private key (tests, vectors).
+    pub fn from_secret(bytes: [u8; 32]) -> Self {
+        let secret = x25519_dalek::StaticSecret::from(bytes);
+        let public = PublicKey(x25519_dalek::PublicKey::from(&secret).to_bytes());
+        KeyPair { secret, public }
+    }
+
+    /// The public half.
+    pub fn public(&self) -> PublicKey {
+        self.public
+    }
+
+    /// The raw X25519 shared secret with `peer`, refused when it is all zeros (a low-order
+    /// peer key would otherwise give every session the same, public, key).
+    pub fn shared_secret(&self, peer: &PublicKey) -> Result<[u8; 32], CryptoError> {
+        let shared = self
+            .secret
+            .diffie_hellman(&x25519_dalek::PublicKey::from(peer.0));
+        if !shared.was_contributory() {
+            return Err(CryptoError::LowOrderKey);
+        }
+        Ok(shared.to_bytes())
+    }
+}
+
+/// An AES-256-GCM key sealing and opening 2.0 envelopes.
+pub struct EnvelopeKey {
+    key: LessSafeKey,
+}
+
+impl std::fmt::Debug for EnvelopeKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EnvelopeKey(..)")
+    }
+}
+
+impl EnvelopeKey {
+    /// The key from 32 bytes (in 2.0, the raw shared secret).
+    pub fn new(bytes: &[u8; 32]) -> Self {
+        // AES_256_GCM takes exactly 32 bytes, which the type guarantees.
+        let unbound = match UnboundKey::new(&aead::AES_256_GCM, bytes) {
+            Ok(k) => k,
+            Err(_) => unreachable!("AES-256-GCM accepts any 32-byte key"),
+        };
+        EnvelopeKey {
+            key: LessSafeKey::new(unbound),
+        }
+    }
+
+    /// Seals `plaintext` under `nonce` into the base64 envelope.
+    pub fn seal(&self, nonce: [u8; NONCE_LEN], plaintext: &[u8]) -> String {
+        let mut raw = Vec::with_capacity(NONCE_LEN + TAG_LEN + plaintext.len());
+        raw.extend_from_slice(&nonce);
+        raw.extend_from_slice(&[0u8; TAG_LEN]);
+        raw.extend_from_slice(plaintext);
+        let tag = match self.key.seal_in_place_separate_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::empty(),
+            &mut raw[NONCE_LEN + TAG_LEN..],
+        ) {
+            Ok(tag) => tag,
+            // ring refuses only inputs beyond GCM's 64 GiB limit, which no frame reaches.
+            Err(_) => unreachable!("AES-GCM input within limits"),
+        };
+        raw[NONCE_LEN..NONCE_LEN + TAG_LEN].copy_from_slice(tag.as_ref());
+        B64.encode(&raw)
+    }
+
+    /// Seals with a random nonce, as the original does.
+    pub fn seal_random(&self, rng: &mut dyn CryptoRngCore, plaintext: &[u8]) -> String {
+        let mut nonce = [0u8; NONCE_LEN];
+        rng.fill_bytes(&mut nonce);
+        self.seal(nonce, plaintext)
+    }
+
+    /// Opens a base64 envelope; returns the nonce and the plaintext.
+    pub fn open(&self, envelope: &str) -> Result<([u8; NONCE_LEN], Vec<u8>), CryptoError> {
+        let mut raw = B64
+            .decode(envelope.trim())
+            .map_err(|_| CryptoError::DecryptionFailed)?;
+        if raw.len() < NONCE_LEN + TAG_LEN {
+            return Err(CryptoError::DecryptionFailed);
+        }
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce.copy_from_slice(&raw[..NONCE_LEN]);
+        // The wire puts the tag before the ciphertext; ring wants it after.
+        raw[NONCE_LEN..].rotate_left(TAG_LEN);
+        let len = self
+            .key
+            .open_in_place(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::empty(),
+                &mut raw[NONCE_LEN..],
+            )
+            .map_err(|_| CryptoError::DecryptionFailed)?
+            .len();
+        raw.copy_within(NONCE_LEN..NONCE_LEN + len, 0);
+        raw.truncate(len);
+        Ok((nonce, raw))
+    }
+}
+
+/// The plaintext of a payload: a string travels as itself, anything else as JSON
+/// (`JSON.stringify`).
+pub fn encode_payload(payload: &Value) -> Vec<u8> {
+    match payload {
+        Value::String(s) => s.as_bytes().to_vec(),
+        other => serde_json::to_vec(other).unwrap_or_default(),
+    }
+}
+
+/// The payload of a plaintext: JSON if it parses, else the text itself (`JSON.parse` with
+/// fallback to the raw string).
+pub fn decode_payload(plaintext: &[u8]) -> Value {
+    match serde_json::from_slice(plaintext) {
+        Ok(v) => v,
+        Err(_) => Value::String(String::from_utf8_lossy(plaintext).into_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spki_roundtrip_and_rejections() {
+        let kp = KeyPair::from_secret([7u8; 32]);
+        let b64 = kp.public().to_spki_b64();
+        assert_eq!(PublicKey::from_spki_b64(&b64), Ok(kp.public()));
+        assert_eq!(
+            PublicKey::from_spki_b64("AAAA"),
+            Err(CryptoError::InvalidPublicKey)
+        );
+        // An Ed25519 SPKI (OID 1.3.101.112) is not an X25519 key.
+        let mut der = SPKI_PREFIX.to_vec();
+        der[8] = 0x70;
+        der.extend_from_slice(&[1u8; 32]);
+        assert_eq!(
+            PublicKey::from_spki_b64(&B64.encode(&der)),
+            Err(CryptoError::InvalidPublicKey)
+        );
+    }
+
+    #[test]
+    fn low_order_points_are_refused() {
+        let kp = KeyPair::from_secret([9u8; 32]);
+        // 0 and 1 are low-order points on Curve25519.
+        for raw in [[0u8; 32], {
+            let mut one = [0u8; 32];
+            one[0] = 1;
+            one
+        }] {
+            assert_eq!(
+                kp.shared_secret(&PublicKey(raw)),
+                Err(CryptoError::LowOrderKey)
+            );
+        }
+    }
+
+    #[test]
+    fn seal_open_roundtrip() {
+        let key = EnvelopeKey::new(&[3u8; 32]);
+        let env = key.seal([1u8; 12], b"hello");
+        let (nonce, pt) = key.open(&env).unwrap();
+        assert_eq!(nonce, [1u8; 12]);
+        assert_eq!(pt, b"hello");
+        assert_eq!(
+            EnvelopeKey::new(&[4u8; 32]).open(&env),
+            Err(CryptoError::DecryptionFailed)
+        );
+    }
+
+    #[test]
+    fn payload_rules() {
+        assert_eq!(encode_payload(&Value::String("x y".into())), b"x y");
+        assert_eq!(encode_payload(&serde_json::json!({"a":1})), b"{\"a\":1}");
+        assert_eq!(decode_payload(b"{\"a\":1}"), serde_json::json!({"a":1}));
+        assert_eq!(decode_payload(b"plain"), Value::String("plain".into()));
+    }
+}

@@ -1,0 +1,20 @@
+//! # m2m-proto
+//!
+//! The M2M ("Molt To Molt") wire protocol without IO: the hub's WebSocket and HTTP messages
+//! ([`hub`]), the P2P frames ([`frame`]) and their line framing ([`codec`]), the 2.0 crypto
+//! envelope ([`crypto`]), and the P2P session state machines ([`session`]). The hub, the agent
+//! SDK, the tests and the fuzzers all use this one implementation.
+//!
+//! Nothing here panics on peer-controlled input: every parser returns an error instead.
+
+pub mod codec;
+pub mod crypto;
+pub mod frame;
+pub mod hub;
+pub mod limits;
+pub mod session;
+
+pub use codec::{LineDecoder, LineTooLong};
+pub use crypto::{CryptoError, EnvelopeKey, KeyPair, PublicKey};
+pub use frame::Frame;
+pub use session::{IncomingMessage, Initiator, InitiatorEvent, Responder, ResponderOutput, SessionError};
