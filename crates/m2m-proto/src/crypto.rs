@@ -128,7 +128,8 @@ impl KeyPair {
 
 /// An AES-256-GCM key sealing and opening 2.0 envelopes.
 pub struct EnvelopeKey {
-    key: LessSafeKey,
+    // Boxed: the expanded AES key schedule is ~540 bytes, and sessions move this around.
+    key: Box<LessSafeKey>,
 }
 
 impl std::fmt::Debug for EnvelopeKey {
@@ -146,7 +147,7 @@ impl EnvelopeKey {
             Err(_) => unreachable!("AES-256-GCM accepts any 32-byte key"),
         };
         EnvelopeKey {
-            key: LessSafeKey::new(unbound),
+            key: Box::new(LessSafeKey::new(unbound)),
         }
     }
 

@@ -146,6 +146,11 @@ fn correlation(v: Option<Value>) -> Option<Value> {
 impl Frame {
     /// Parses one line (without its `\n`).
     pub fn parse(line: &[u8]) -> Result<Frame, FrameError> {
+        // serde would also read a JSON array into the struct, field by field; a frame is
+        // an object.
+        if line.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(FrameError::NotJson);
+        }
         let raw: RawFrame = serde_json::from_slice(line).map_err(|_| FrameError::NotJson)?;
         let kind = match raw.kind {
             Some(Value::String(s)) => s,
@@ -347,7 +352,12 @@ mod tests {
                 },
                 r#"{"type":"ack","correlationId":"c1"}"#,
             ),
-            (Frame::Ack { correlation_id: None }, r#"{"type":"ack"}"#),
+            (
+                Frame::Ack {
+                    correlation_id: None,
+                },
+                r#"{"type":"ack"}"#,
+            ),
             (Frame::Ping, r#"{"type":"ping"}"#),
             (Frame::Pong, r#"{"type":"pong"}"#),
             (

@@ -238,10 +238,14 @@ fn number(
     let n = match v {
         None | Some(Value::Null) => return Ok(default),
         Some(Value::Number(n)) => n.as_f64().unwrap_or(0.0),
-        Some(Value::String(s)) => s.trim().parse::<f64>().map_err(|_| RequestError::InvalidField {
-            field,
-            reason: "must be a number",
-        })?,
+        Some(Value::String(s)) => {
+            s.trim()
+                .parse::<f64>()
+                .map_err(|_| RequestError::InvalidField {
+                    field,
+                    reason: "must be a number",
+                })?
+        }
         Some(_) => {
             return Err(RequestError::InvalidField {
                 field,
@@ -256,7 +260,11 @@ fn number(
         });
     }
     let n = n.trunc() as u64;
-    Ok(if n == 0 && default > 0 { default } else { n.min(max) })
+    Ok(if n == 0 && default > 0 {
+        default
+    } else {
+        n.min(max)
+    })
 }
 
 /// Parses page bounds for discover and `/agents` (default 100) or find (default 10).
@@ -265,7 +273,12 @@ pub fn page(
     offset: &Option<Value>,
     default_limit: u32,
 ) -> Result<(u32, u64), RequestError> {
-    let limit = number(limit, "limit", default_limit.into(), limits::MAX_PAGE.into())?;
+    let limit = number(
+        limit,
+        "limit",
+        default_limit.into(),
+        limits::MAX_PAGE.into(),
+    )?;
     let offset = number(offset, "offset", 0, u64::MAX)?;
     Ok((limit as u32, offset))
 }
@@ -293,7 +306,8 @@ impl HubRequest {
                 signature: opt_string(&self.signature, "signature")?,
             })),
             Some("discover") => {
-                let (limit, offset) = page(&self.limit, &self.offset, limits::DEFAULT_DISCOVER_LIMIT)?;
+                let (limit, offset) =
+                    page(&self.limit, &self.offset, limits::DEFAULT_DISCOVER_LIMIT)?;
                 Ok(Action::Discover(Discover {
                     exclude_id: opt_string(&self.id, "id")?,
                     capabilities: string_list(&self.capabilities, "capabilities")?,

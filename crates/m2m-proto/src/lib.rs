@@ -17,4 +17,6 @@ pub mod session;
 pub use codec::{LineDecoder, LineTooLong};
 pub use crypto::{CryptoError, EnvelopeKey, KeyPair, PublicKey};
 pub use frame::Frame;
-pub use session::{IncomingMessage, Initiator, InitiatorEvent, Responder, ResponderOutput, SessionError};
+pub use session::{
+    IncomingMessage, Initiator, InitiatorEvent, Responder, ResponderOutput, SessionError,
+};
