@@ -7,6 +7,8 @@
 //!
 //! Nothing here panics on peer-controlled input: every parser returns an error instead.
 
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod codec;
 pub mod crypto;
 pub mod frame;
