@@ -1,0 +1,605 @@
+//! [`Agent`]: the SDK's handle, and [`AgentBuilder`].
+//!
+//! `connect` binds the P2P listener first, then registers at the hub (PROTOCOL.md A5). The
+//! agent then runs three kinds of tasks, all owned by one [`TaskTracker`] and stopped by one
+//! [`CancellationToken`]: the responder (accept loop + one task per inbound connection), the
+//! hub supervisor (heartbeats, reconnects) and the outbound connections of the pool. Tasks
+//! hold only the parts they need, never the `Agent`, so dropping the last handle stops them
+//! too; [`Agent::disconnect`] stops them and waits.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::stream::{self, Stream, StreamExt};
+use m2m_proto::hub::{
+    errors as hub_errors, status, AgentRecord, Discovered, Found, FoundAgent, HubRequest,
+    LookedUp, Peer, Stats,
+};
+use m2m_proto::limits;
+use serde_json::{Map, Value};
+use tokio::net::TcpListener;
+use tokio::sync::broadcast;
+use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio_util::task::TaskTracker;
+
+use crate::cache::AddressCache;
+use crate::config::{hub_url, AgentConfig};
+use crate::error::{AgentError, Result};
+use crate::hub_client::correlation_id;
+use crate::hub_link::{self, HubLink, LinkTiming};
+use crate::inbox::Inbox;
+use crate::listener::{self, InboundLimits};
+use crate::message::{
+    AgentEvent, BroadcastFailure, BroadcastOptions, BroadcastReport, Delivery, DiscoverOptions,
+    Message,
+};
+use crate::peer::{self, OutboundSettings, Pool};
+
+/// Events kept for slow [`Agent::events`] subscribers before they miss some.
+const EVENT_CAPACITY: usize = 64;
+/// How long `disconnect` waits for the agent's tasks to stop.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// An M2M agent: registered at a hub, listening for peers, able to send to them.
+///
+/// Cheap to clone; every clone is the same agent. See the [crate docs](crate) for a tour.
+#[derive(Clone, Debug)]
+pub struct Agent {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: AgentConfig,
+    local_port: u16,
+    link: Arc<HubLink>,
+    inbox: Arc<Inbox>,
+    pool: Arc<Pool>,
+    cache: AddressCache,
+    events: broadcast::Sender<AgentEvent>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+    disconnected: AtomicBool,
+    _stop_on_drop: DropGuard,
+}
+
+/// Builds an [`Agent`]; finish with [`AgentBuilder::connect`].
+#[derive(Debug, Clone, Default)]
+pub struct AgentBuilder {
+    config: AgentConfig,
+}
+
+impl AgentBuilder {
+    /// P2P listening port; 0 (the default) picks any free port.
+    pub fn port(mut self, port: u16) -> Self {
+        self.config.port = port;
+        self
+    }
+
+    /// The hub: a `ws://`/`wss://`/`http(s)://` URL or a host (default `m2m.dev`).
+    pub fn hub(mut self, hub: &str) -> Self {
+        self.config.hub = hub.to_owned();
+        self
+    }
+
+    /// The public `host:port` to register (behind NAT).
+    pub fn address(mut self, address: &str) -> Self {
+        self.config.address = Some(address.to_owned());
+        self
+    }
+
+    /// Capabilities offered.
+    pub fn capabilities<I, S>(mut self, capabilities: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.config.capabilities = capabilities.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Metadata registered at the hub.
+    pub fn metadata(mut self, metadata: Map<String, Value>) -> Self {
+        self.config.metadata = metadata;
+        self
+    }
+
+    /// Time between heartbeats (default 30 s).
+    pub fn heartbeat_interval(mut self, interval: Duration) -> Self {
+        self.config.heartbeat_interval = interval;
+        self
+    }
+
+    /// Reconnect when the hub connection drops (default true).
+    pub fn auto_reconnect(mut self, on: bool) -> Self {
+        self.config.auto_reconnect = on;
+        self
+    }
+
+    /// First reconnect delay (default 5 s; doubles per failed attempt up to 60 s).
+    pub fn reconnect_delay(mut self, delay: Duration) -> Self {
+        self.config.reconnect_delay = delay;
+        self
+    }
+
+    /// Default wait of [`Agent::request`] (default 30 s).
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.config.request_timeout = timeout;
+        self
+    }
+
+    /// Time a P2P send may take until the ack (default 10 s).
+    pub fn send_timeout(mut self, timeout: Duration) -> Self {
+        self.config.send_timeout = timeout;
+        self
+    }
+
+    /// Time a hub request may take (default 10 s).
+    pub fn hub_request_timeout(mut self, timeout: Duration) -> Self {
+        self.config.hub_request_timeout = timeout;
+        self
+    }
+
+    /// Messages buffered for the application before peers are slowed down (default 1024).
+    pub fn inbox_capacity(mut self, capacity: usize) -> Self {
+        self.config.inbox_capacity = capacity;
+        self
+    }
+
+    /// Changes any other setting.
+    pub fn configure(mut self, f: impl FnOnce(&mut AgentConfig)) -> Self {
+        f(&mut self.config);
+        self
+    }
+
+    /// The configuration built so far.
+    pub fn config(&self) -> &AgentConfig {
+        &self.config
+    }
+
+    /// Starts the listener, registers at the hub and returns the running agent.
+    pub async fn connect(self) -> Result<Agent> {
+        Agent::connect_with(self.config).await
+    }
+}
+
+impl Agent {
+    /// A builder with the protocol's defaults.
+    pub fn builder() -> AgentBuilder {
+        AgentBuilder::default()
+    }
+
+    /// Starts an agent from a full configuration.
+    pub async fn connect_with(config: AgentConfig) -> Result<Agent> {
+        let url = hub_url(&config.hub)?;
+        let listener = TcpListener::bind(SocketAddr::new(config.bind_ip, config.port))
+            .await
+            .map_err(|e| AgentError::io(format!("binding P2P port {}", config.port), &e))?;
+        let local_port = listener
+            .local_addr()
+            .map_err(|e| AgentError::io("reading the P2P port", &e))?
+            .port();
+        let address = match &config.address {
+            Some(a) => a.clone(),
+            None => format!("{}:{}", hub_link::local_ipv4(&url).await, local_port),
+        };
+
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let inbox = Inbox::new(config.inbox_capacity);
+        tracker.spawn(listener::serve(
+            listener,
+            inbox.clone(),
+            InboundLimits {
+                max_frame_len: config.max_frame_len,
+                handshake_timeout: config.handshake_timeout,
+                idle_timeout: config.idle_timeout,
+                write_timeout: config.send_timeout,
+                max_connections: config.max_inbound_connections,
+            },
+            cancel.clone(),
+            tracker.clone(),
+        ));
+        let pool = Arc::new(Pool::new(
+            OutboundSettings {
+                max_frame_len: config.max_frame_len,
+                write_timeout: config.send_timeout,
+                pool_idle_close: config.pool_idle_close,
+            },
+            cancel.clone(),
+            tracker.clone(),
+        ));
+        let link = Arc::new(HubLink::new(
+            url,
+            LinkTiming {
+                request_timeout: config.hub_request_timeout,
+                heartbeat_interval: config.heartbeat_interval,
+                auto_reconnect: config.auto_reconnect,
+                reconnect_delay: config.reconnect_delay,
+                max_reconnect_delay: config.max_reconnect_delay,
+            },
+            address,
+            config.capabilities.clone(),
+            config.metadata.clone(),
+            cancel.clone(),
+            tracker.clone(),
+        ));
+        let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        let agent = Agent {
+            inner: Arc::new(Inner {
+                cache: AddressCache::new(config.address_cache_ttl),
+                config,
+                local_port,
+                link: link.clone(),
+                inbox,
+                pool: pool.clone(),
+                events: events.clone(),
+                cancel: cancel.clone(),
+                tracker: tracker.clone(),
+                disconnected: AtomicBool::new(false),
+                _stop_on_drop: cancel.clone().drop_guard(),
+            }),
+        };
+        // On failure `agent` drops here, which stops the listener.
+        let identity = link.register().await?;
+        tracing::info!(id = %identity.id, address = %identity.address, "registered at the hub");
+        let _ = events.send(AgentEvent::Connected {
+            id: identity.id,
+            address: identity.address,
+        });
+        tracker.spawn(hub_link::supervise(link, pool, events, cancel));
+        Ok(agent)
+    }
+
+    /// Our id (32 hex chars). After a reconnect to a 2.0 hub it is the new one.
+    pub fn id(&self) -> String {
+        self.inner.link.identity().id
+    }
+
+    /// Our address as the hub stored it.
+    pub fn address(&self) -> String {
+        self.inner.link.identity().address
+    }
+
+    /// The P2P port we listen on.
+    pub fn local_port(&self) -> u16 {
+        self.inner.local_port
+    }
+
+    /// The configuration the agent runs with.
+    pub fn config(&self) -> &AgentConfig {
+        &self.inner.config
+    }
+
+    /// Whether [`Agent::disconnect`] was called.
+    pub fn is_disconnected(&self) -> bool {
+        self.inner.disconnected.load(Ordering::Acquire)
+    }
+
+    // ---- hub operations -------------------------------------------------------------------
+
+    /// Agents known to the hub (ourselves excluded), most recently seen first.
+    pub async fn discover(&self, options: DiscoverOptions) -> Result<Vec<Peer>> {
+        let req = HubRequest {
+            action: Some("discover".into()),
+            capabilities: (!options.capabilities.is_empty())
+                .then(|| options.capabilities.into()),
+            status: options.status.map(Into::into),
+            limit: options.limit.map(Into::into),
+            offset: options.offset.map(Into::into),
+            ..HubRequest::default()
+        };
+        let found: Discovered = self.inner.link.request(req, true).await?;
+        for p in &found.agents {
+            self.inner.cache.insert(&p.id, &p.address, Some(&p.status));
+        }
+        Ok(found.agents)
+    }
+
+    /// Online agents offering `capability`.
+    pub async fn find(&self, capability: &str) -> Result<Vec<FoundAgent>> {
+        let req = HubRequest {
+            action: Some("find".into()),
+            capability: Some(capability.into()),
+            ..HubRequest::default()
+        };
+        let found: Found = self.inner.link.request(req, false).await?;
+        for a in &found.agents {
+            self.inner.cache.insert(&a.id, &a.address, None);
+        }
+        Ok(found.agents)
+    }
+
+    /// One agent by id; [`AgentError::AgentNotFound`] if the hub does not know it.
+    pub async fn lookup(&self, id: &str) -> Result<AgentRecord> {
+        let req = HubRequest {
+            action: Some("lookup".into()),
+            id: Some(id.into()),
+            ..HubRequest::default()
+        };
+        let found: LookedUp = match self.inner.link.request(req, false).await {
+            Err(AgentError::Hub(e)) if e == hub_errors::AGENT_NOT_FOUND => {
+                return Err(AgentError::AgentNotFound(id.to_owned()))
+            }
+            other => other?,
+        };
+        let a = &found.agent;
+        self.inner.cache.insert(&a.id, &a.address, Some(&a.status));
+        Ok(found.agent)
+    }
+
+    /// Sets our status (`busy`, …) and merges `metadata` into the hub's record. Restored
+    /// after a reconnect.
+    pub async fn update_status(&self, status: &str, metadata: Map<String, Value>) -> Result<()> {
+        self.inner.link.update_status(status, metadata).await
+    }
+
+    /// The hub's statistics.
+    pub async fn stats(&self) -> Result<Stats> {
+        let req = HubRequest {
+            action: Some("stats".into()),
+            ..HubRequest::default()
+        };
+        self.inner.link.request(req, false).await
+    }
+
+    // ---- messaging --------------------------------------------------------------------------
+
+    /// The address of agent `id`: from the cache, else from the hub.
+    async fn resolve(&self, id: &str) -> Result<String> {
+        let known = match self.inner.cache.get(id) {
+            Some(k) => k,
+            None => {
+                let record = self.lookup(id).await?;
+                crate::cache::Known {
+                    address: record.address,
+                    status: Some(record.status),
+                }
+            }
+        };
+        if known.status.as_deref() == Some(status::OFFLINE) {
+            return Err(AgentError::AgentOffline(id.to_owned()));
+        }
+        Ok(known.address)
+    }
+
+    /// Sends one message to agent `id`; resolves once the peer acked it.
+    pub async fn send(&self, id: &str, message_type: &str, payload: Value) -> Result<Delivery> {
+        self.send_with_id(id, message_type, &payload, correlation_id())
+            .await
+    }
+
+    async fn send_with_id(
+        &self,
+        id: &str,
+        message_type: &str,
+        payload: &Value,
+        correlation_id: String,
+    ) -> Result<Delivery> {
+        let timeout = self.inner.config.send_timeout;
+        let sent = tokio::time::timeout(timeout, async {
+            let address = self.resolve(id).await?;
+            self.deliver(&address, message_type, payload, &correlation_id)
+                .await
+        })
+        .await
+        .unwrap_or_else(|_| Err(AgentError::timeout("send", timeout)));
+        if let Err(AgentError::Unreachable { .. } | AgentError::Timeout { .. }) = &sent {
+            // The peer may have moved: look it up again next time.
+            self.inner.cache.remove(id);
+        }
+        sent.map(|()| Delivery {
+            delivered: true,
+            correlation_id,
+        })
+    }
+
+    /// Sends one message to `address` (`host:port`) without asking the hub.
+    pub async fn send_direct(
+        &self,
+        address: &str,
+        message_type: &str,
+        payload: Value,
+    ) -> Result<Delivery> {
+        let correlation_id = correlation_id();
+        let timeout = self.inner.config.send_timeout;
+        tokio::time::timeout(
+            timeout,
+            self.deliver(address, message_type, &payload, &correlation_id),
+        )
+        .await
+        .unwrap_or_else(|_| Err(AgentError::timeout("send", timeout)))?;
+        Ok(Delivery {
+            delivered: true,
+            correlation_id,
+        })
+    }
+
+    async fn deliver(
+        &self,
+        address: &str,
+        message_type: &str,
+        payload: &Value,
+        correlation_id: &str,
+    ) -> Result<()> {
+        if self.inner.cancel.is_cancelled() {
+            return Err(AgentError::Disconnected);
+        }
+        let from = self.id();
+        self.inner
+            .pool
+            .send(address, &from, message_type, payload, correlation_id)
+            .await
+    }
+
+    /// Sends to every online agent (with any of `options.capabilities`), at most
+    /// `options.parallelism` at a time.
+    pub async fn broadcast(
+        &self,
+        message_type: &str,
+        payload: Value,
+        options: BroadcastOptions,
+    ) -> Result<BroadcastReport> {
+        let peers = self
+            .discover(DiscoverOptions {
+                capabilities: options.capabilities,
+                status: Some(status::ONLINE.to_owned()),
+                limit: Some(limits::MAX_PAGE),
+                offset: None,
+            })
+            .await?;
+        let payload = &payload;
+        let results: Vec<(String, Result<()>)> = stream::iter(peers)
+            .map(|peer| async move {
+                let timeout = self.inner.config.send_timeout;
+                let cid = correlation_id();
+                let sent = tokio::time::timeout(
+                    timeout,
+                    self.deliver(&peer.address, message_type, payload, &cid),
+                )
+                .await
+                .unwrap_or_else(|_| Err(AgentError::timeout("send", timeout)));
+                (peer.id, sent)
+            })
+            .buffer_unordered(options.parallelism.max(1))
+            .collect()
+            .await;
+        let mut report = BroadcastReport {
+            total: results.len(),
+            ..BroadcastReport::default()
+        };
+        for (agent, result) in results {
+            match result {
+                Ok(()) => report.delivered += 1,
+                Err(error) => report.errors.push(BroadcastFailure { agent, error }),
+            }
+        }
+        report.failed = report.errors.len();
+        Ok(report)
+    }
+
+    /// Sends `message_type` to `id` and waits for its `<message_type>:response` carrying the
+    /// same correlationId; returns the response's payload. An object payload gets the
+    /// `correlationId` field added, as the original does. `timeout` defaults to the configured
+    /// request timeout.
+    pub async fn request(
+        &self,
+        id: &str,
+        message_type: &str,
+        payload: Value,
+        timeout: Option<Duration>,
+    ) -> Result<Value> {
+        let timeout = timeout.unwrap_or(self.inner.config.request_timeout);
+        let cid = correlation_id();
+        let payload = match payload {
+            Value::Object(mut fields) => {
+                fields.insert("correlationId".into(), Value::String(cid.clone()));
+                Value::Object(fields)
+            }
+            other => other,
+        };
+        let mut waiter = self
+            .inner
+            .inbox
+            .expect_response(&cid, format!("{message_type}:response"));
+        let exchange = async {
+            self.send_with_id(id, message_type, &payload, cid.clone())
+                .await?;
+            tokio::select! {
+                biased;
+                _ = self.inner.cancel.cancelled() => Err(AgentError::Disconnected),
+                r = waiter.recv() => r.ok_or(AgentError::Disconnected),
+            }
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .unwrap_or_else(|_| Err(AgentError::timeout("request", timeout)))
+    }
+
+    /// Answers `message`: sends `<type>:response` with its correlationId to its sender.
+    pub async fn respond(&self, message: &Message, payload: Value) -> Result<Delivery> {
+        let cid = message
+            .correlation_id
+            .clone()
+            .unwrap_or_else(correlation_id);
+        self.send_with_id(
+            &message.from,
+            &format!("{}:response", message.message_type),
+            &payload,
+            cid,
+        )
+        .await
+    }
+
+    /// Round-trip time of a P2P `ping` to `address`.
+    pub async fn ping(&self, address: &str) -> Result<Duration> {
+        let timeout = self.inner.config.send_timeout;
+        tokio::time::timeout(timeout, peer::ping(address, self.inner.config.max_frame_len))
+            .await
+            .unwrap_or_else(|_| Err(AgentError::timeout("ping", timeout)))
+    }
+
+    // ---- incoming ---------------------------------------------------------------------------
+
+    /// The next incoming message; `None` once the agent is disconnected and the queue is
+    /// drained. Responses to pending [`Agent::request`]s never show up here.
+    pub async fn next_message(&self) -> Option<Message> {
+        self.inner.inbox.next(&self.inner.cancel).await
+    }
+
+    /// Incoming messages as a stream (ends on disconnect). Several streams share one queue:
+    /// each message goes to one of them.
+    pub fn messages(&self) -> impl Stream<Item = Message> + Send + 'static {
+        let inbox = self.inner.inbox.clone();
+        let stop = self.inner.cancel.clone();
+        stream::unfold((inbox, stop), |(inbox, stop)| async move {
+            let next = inbox.next(&stop).await;
+            next.map(|m| (m, (inbox, stop)))
+        })
+    }
+
+    /// Runs `handler` for every incoming message, one at a time (a slow handler slows the
+    /// senders down), until the agent is disconnected.
+    pub fn on_message<F, Fut>(&self, mut handler: F)
+    where
+        F: FnMut(Message) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let inbox = self.inner.inbox.clone();
+        let stop = self.inner.cancel.clone();
+        self.inner.tracker.spawn(async move {
+            while let Some(m) = inbox.next(&stop).await {
+                handler(m).await;
+            }
+        });
+    }
+
+    /// Connection events: connected, disconnected, reconnected (with the new id), errors.
+    pub fn events(&self) -> broadcast::Receiver<AgentEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Leaves the hub (`disconnect` action), closes every connection and the listener, and
+    /// waits for the agent's tasks to stop. No reconnect follows. Idempotent.
+    pub async fn disconnect(&self) -> Result<()> {
+        if self.inner.disconnected.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        self.inner.link.disconnect().await;
+        self.inner.cancel.cancel();
+        self.inner.tracker.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.inner.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("agent tasks did not stop in time");
+        }
+        let _ = self.inner.events.send(AgentEvent::Disconnected {
+            reason: "disconnect requested".into(),
+        });
+        Ok(())
+    }
+}

@@ -1,0 +1,87 @@
+//! The address cache of PROTOCOL.md A5: what `discover`, `find` and `lookup` said about an id,
+//! trusted for a while so that `send(id, …)` does not ask the hub every time.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::time::Instant;
+
+/// Entries kept before expired ones are swept (a discover page adds at most 500).
+const MAX_ENTRIES: usize = 16 * 1024;
+
+/// What the hub last said about an agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Known {
+    pub address: String,
+    /// `None` when the answer had no status (`find` lists only online agents).
+    pub status: Option<String>,
+}
+
+#[derive(Debug)]
+pub(crate) struct AddressCache {
+    ttl: Duration,
+    entries: Mutex<HashMap<String, (Known, Instant)>>,
+}
+
+impl AddressCache {
+    pub(crate) fn new(ttl: Duration) -> Self {
+        AddressCache {
+            ttl,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub(crate) fn insert(&self, id: &str, address: &str, status: Option<&str>) {
+        let now = Instant::now();
+        let mut entries = self.entries.lock();
+        if entries.len() >= MAX_ENTRIES {
+            let ttl = self.ttl;
+            entries.retain(|_, (_, at)| now.duration_since(*at) < ttl);
+            if entries.len() >= MAX_ENTRIES {
+                entries.clear();
+            }
+        }
+        entries.insert(
+            id.to_owned(),
+            (
+                Known {
+                    address: address.to_owned(),
+                    status: status.map(str::to_owned),
+                },
+                now,
+            ),
+        );
+    }
+
+    /// The entry for `id` if it is younger than the TTL.
+    pub(crate) fn get(&self, id: &str) -> Option<Known> {
+        let mut entries = self.entries.lock();
+        match entries.get(id) {
+            Some((known, at)) if at.elapsed() < self.ttl => Some(known.clone()),
+            Some(_) => {
+                entries.remove(id);
+                None
+            }
+            None => None,
+        }
+    }
+
+    pub(crate) fn remove(&self, id: &str) {
+        self.entries.lock().remove(id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn entries_expire() {
+        let cache = AddressCache::new(Duration::from_secs(60));
+        cache.insert("a", "1.2.3.4:5", Some("online"));
+        assert_eq!(cache.get("a").unwrap().address, "1.2.3.4:5");
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert_eq!(cache.get("a"), None);
+    }
+}

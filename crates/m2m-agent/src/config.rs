@@ -1,0 +1,182 @@
+//! Agent configuration: what `Agent::builder()` fills in, with the protocol's defaults from
+//! [`m2m_proto::limits`], and the hub URL rules of PROTOCOL.md A5.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use m2m_proto::limits;
+use serde_json::{Map, Value};
+
+use crate::error::AgentError;
+
+/// The hub used when none is configured.
+pub const DEFAULT_HUB: &str = "m2m.dev";
+/// Messages the application has not read yet before peers are slowed down.
+pub const DEFAULT_INBOX_CAPACITY: usize = 1024;
+/// Longest wait between two reconnect attempts.
+pub const DEFAULT_MAX_RECONNECT_DELAY: Duration = Duration::from_secs(60);
+/// Sends running at once in a broadcast.
+pub const DEFAULT_BROADCAST_PARALLELISM: usize = 32;
+
+/// Everything an [`Agent`](crate::Agent) needs to start. Build it with
+/// [`Agent::builder`](crate::Agent::builder) or fill it in and call
+/// [`Agent::connect_with`](crate::Agent::connect_with).
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// P2P listening port; 0 picks any free port.
+    pub port: u16,
+    /// Interface the P2P listener binds (default: all IPv4 interfaces).
+    pub bind_ip: IpAddr,
+    /// Hub, as a URL or a host (see [`hub_url`]).
+    pub hub: String,
+    /// Public `host:port` to register instead of `<local IPv4>:<port>` (behind NAT).
+    pub address: Option<String>,
+    /// Capabilities offered.
+    pub capabilities: Vec<String>,
+    /// Free-form metadata registered at the hub.
+    pub metadata: Map<String, Value>,
+    /// Time between heartbeats.
+    pub heartbeat_interval: Duration,
+    /// Reconnect (and re-register) when the hub connection drops.
+    pub auto_reconnect: bool,
+    /// First delay before reconnecting; doubles on every failed attempt.
+    pub reconnect_delay: Duration,
+    /// Cap of the reconnect delay.
+    pub max_reconnect_delay: Duration,
+    /// Time a hub request may take.
+    pub hub_request_timeout: Duration,
+    /// Default time [`Agent::request`](crate::Agent::request) waits for its response.
+    pub request_timeout: Duration,
+    /// Time a P2P send may take, connect and handshake included, until the ack.
+    pub send_timeout: Duration,
+    /// Time an inbound peer has to complete its handshake.
+    pub handshake_timeout: Duration,
+    /// Inbound connections idle this long are closed.
+    pub idle_timeout: Duration,
+    /// Outbound pooled connections idle this long are closed (before the peer's idle close).
+    pub pool_idle_close: Duration,
+    /// How long discover/find/lookup answers are trusted for sends by id.
+    pub address_cache_ttl: Duration,
+    /// Longest P2P line accepted and sent.
+    pub max_frame_len: usize,
+    /// Simultaneous inbound P2P connections.
+    pub max_inbound_connections: usize,
+    /// Messages buffered for the application before peers are slowed down.
+    pub inbox_capacity: usize,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            port: 0,
+            bind_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            hub: DEFAULT_HUB.to_owned(),
+            address: None,
+            capabilities: Vec::new(),
+            metadata: Map::new(),
+            heartbeat_interval: limits::HEARTBEAT_INTERVAL,
+            auto_reconnect: true,
+            reconnect_delay: limits::RECONNECT_DELAY,
+            max_reconnect_delay: DEFAULT_MAX_RECONNECT_DELAY,
+            hub_request_timeout: limits::HUB_REQUEST_TIMEOUT,
+            request_timeout: limits::REQUEST_TIMEOUT,
+            send_timeout: limits::SEND_TIMEOUT,
+            handshake_timeout: limits::HANDSHAKE_TIMEOUT,
+            idle_timeout: limits::PEER_IDLE_TIMEOUT,
+            pool_idle_close: limits::POOL_IDLE_CLOSE,
+            address_cache_ttl: limits::ADDRESS_CACHE_TTL,
+            max_frame_len: limits::MAX_FRAME_LEN,
+            max_inbound_connections: limits::MAX_INBOUND_CONNECTIONS,
+            inbox_capacity: DEFAULT_INBOX_CAPACITY,
+        }
+    }
+}
+
+/// The WebSocket URL of a hub (PROTOCOL.md A5): `ws://` and `wss://` URLs are used as they
+/// are; `http://` and `https://` become `ws://` and `wss://` (with `/ws` when no path is
+/// given); a bare host becomes `wss://<host>/ws`, or `ws://<host>/ws` for a loopback host.
+pub fn hub_url(hub: &str) -> Result<String, AgentError> {
+    let hub = hub.trim();
+    if hub.is_empty() {
+        return Err(AgentError::Config("empty hub address".into()));
+    }
+    let lower = hub.to_ascii_lowercase();
+    let url = if lower.starts_with("ws://") || lower.starts_with("wss://") {
+        hub.to_owned()
+    } else if let Some(rest) = strip_scheme(hub, "http://") {
+        with_ws_path("ws://", rest)
+    } else if let Some(rest) = strip_scheme(hub, "https://") {
+        with_ws_path("wss://", rest)
+    } else if hub.contains("://") {
+        return Err(AgentError::Config(format!("unsupported hub scheme: {hub}")));
+    } else {
+        let host = hub.trim_end_matches('/');
+        let scheme = if is_loopback_host(host_part(host)) {
+            "ws://"
+        } else {
+            "wss://"
+        };
+        format!("{scheme}{host}/ws")
+    };
+    url::Url::parse(&url).map_err(|e| AgentError::Config(format!("bad hub URL {url}: {e}")))?;
+    Ok(url)
+}
+
+fn strip_scheme<'a>(s: &'a str, scheme: &str) -> Option<&'a str> {
+    let head = s.get(..scheme.len())?;
+    head.eq_ignore_ascii_case(scheme).then(|| &s[scheme.len()..])
+}
+
+fn with_ws_path(scheme: &str, rest: &str) -> String {
+    match rest.find('/') {
+        Some(i) if rest[i..].trim_end_matches('/').len() > 1 => format!("{scheme}{rest}"),
+        Some(i) => format!("{scheme}{}/ws", &rest[..i]),
+        None => format!("{scheme}{rest}/ws"),
+    }
+}
+
+/// The host of `host[:port]` or `[v6][:port]`.
+fn host_part(authority: &str) -> &str {
+    if let Some(rest) = authority.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match authority.rsplit_once(':') {
+        // A bare IPv6 address has several colons and no port.
+        Some((host, _)) if !host.contains(':') => host,
+        Some(_) => authority,
+        None => authority,
+    }
+}
+
+pub(crate) fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hub_url_rules() {
+        let cases = [
+            ("m2m.dev", "wss://m2m.dev/ws"),
+            ("hub.example.com:8443", "wss://hub.example.com:8443/ws"),
+            ("ws://127.0.0.1:3000/ws", "ws://127.0.0.1:3000/ws"),
+            ("wss://m2m.dev/custom", "wss://m2m.dev/custom"),
+            ("http://localhost:3000", "ws://localhost:3000/ws"),
+            ("https://m2m.dev/", "wss://m2m.dev/ws"),
+            ("https://m2m.dev/hub/ws", "wss://m2m.dev/hub/ws"),
+            ("localhost:3000", "ws://localhost:3000/ws"),
+            ("127.0.0.1:3000", "ws://127.0.0.1:3000/ws"),
+            ("[::1]:3000", "ws://[::1]:3000/ws"),
+            ("10.0.0.1:3000", "wss://10.0.0.1:3000/ws"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(hub_url(input).unwrap(), want, "{input}");
+        }
+        assert!(hub_url("").is_err());
+        assert!(hub_url("ftp://x").is_err());
+    }
+}

@@ -1,0 +1,245 @@
+//! The hub's WebSocket (PROTOCOL.md A2): one connection, requests multiplexed by
+//! correlationId.
+//!
+//! [`HubClient::request`] gives each request a fresh 16-hex-char correlationId, parks a
+//! oneshot under it and writes the JSON text; the connection task reads replies and wakes the
+//! matching request. Messages with no waiting request (a 2.1 `{"event":"challenge"}`, late
+//! replies) are ignored. When the socket closes, every waiting request fails and
+//! [`HubClient::closed`] resolves, which is what the agent's supervisor waits for.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use m2m_proto::hub::{HubRequest, STATUS_ERROR};
+use parking_lot::Mutex;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::error::{AgentError, Result};
+
+/// Requests queued for the socket before callers wait.
+const OUTGOING_QUEUE: usize = 64;
+/// Largest hub reply accepted: a full `discover` page with large metadata fits.
+const MAX_HUB_REPLY: usize = 16 * 1024 * 1024;
+
+/// A live connection to the hub. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct HubClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    outgoing: mpsc::Sender<String>,
+    pending: Mutex<HashMap<String, oneshot::Sender<Value>>>,
+    closed: CancellationToken,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for HubClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubClient")
+            .field("closed", &self.is_closed())
+            .field("pending", &self.inner.pending.lock().len())
+            .finish()
+    }
+}
+
+/// A fresh correlationId: 16 hex chars, as the original SDK makes them.
+pub(crate) fn correlation_id() -> String {
+    hex::encode(rand::random::<[u8; 8]>())
+}
+
+impl HubClient {
+    /// Opens the WebSocket at `url`. The connection task is tracked by `tracker` and stops
+    /// when `parent` is cancelled.
+    pub(crate) async fn connect(
+        url: &str,
+        timeout: Duration,
+        parent: &CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Result<Self> {
+        install_crypto_provider();
+        let config = WebSocketConfig::default().max_message_size(Some(MAX_HUB_REPLY));
+        let connecting = tokio_tungstenite::connect_async_with_config(url, Some(config), true);
+        let (ws, _) = tokio::time::timeout(timeout, connecting)
+            .await
+            .map_err(|_| AgentError::timeout("hub connect", timeout))?
+            .map_err(|e| AgentError::unreachable(url, e))?;
+        let (tx, rx) = mpsc::channel(OUTGOING_QUEUE);
+        let inner = Arc::new(Inner {
+            outgoing: tx,
+            pending: Mutex::new(HashMap::new()),
+            closed: parent.child_token(),
+            timeout,
+        });
+        tracker.spawn(run(ws, rx, inner.clone()));
+        Ok(HubClient { inner })
+    }
+
+    /// Whether the connection is gone.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.inner.closed.is_cancelled()
+    }
+
+    /// Resolves when the connection is gone.
+    pub(crate) async fn closed(&self) {
+        self.inner.closed.cancelled().await
+    }
+
+    /// Closes the connection (a close frame, then the socket).
+    pub(crate) fn close(&self) {
+        self.inner.closed.cancel();
+    }
+
+    /// Sends `req` (its correlationId is replaced) and waits for the matching reply; an
+    /// `{"status":"error"}` reply is [`AgentError::Hub`] with the hub's error string.
+    pub(crate) async fn request<T: DeserializeOwned>(&self, mut req: HubRequest) -> Result<T> {
+        let action = req
+            .action_name()
+            .map(str::to_owned)
+            .unwrap_or_else(|| "hub request".to_owned());
+        let id = correlation_id();
+        req.correlation_id = Some(Value::String(id.clone()));
+        let text = serde_json::to_string(&req)
+            .map_err(|e| AgentError::InvalidPayload(format!("hub request: {e}")))?;
+        let (tx, rx) = oneshot::channel();
+        if self.is_closed() {
+            return Err(AgentError::NotConnected);
+        }
+        self.inner.pending.lock().insert(id.clone(), tx);
+        let timeout = self.inner.timeout;
+        let outcome = tokio::time::timeout(timeout, async {
+            self.inner
+                .outgoing
+                .send(text)
+                .await
+                .map_err(|_| AgentError::NotConnected)?;
+            rx.await.map_err(|_| AgentError::NotConnected)
+        })
+        .await;
+        let reply = match outcome {
+            Ok(r) => r,
+            Err(_) => Err(AgentError::timeout(format!("hub {action}"), timeout)),
+        };
+        if reply.is_err() {
+            self.inner.pending.lock().remove(&id);
+        }
+        parse_reply(reply?)
+    }
+}
+
+fn parse_reply<T: DeserializeOwned>(reply: Value) -> Result<T> {
+    if reply.get("status").and_then(Value::as_str) == Some(STATUS_ERROR) {
+        let error = match reply.get("error") {
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+            None => "unknown error".to_owned(),
+        };
+        return Err(AgentError::Hub(error));
+    }
+    serde_json::from_value(reply).map_err(|e| AgentError::Hub(format!("malformed reply: {e}")))
+}
+
+/// rustls needs a process-wide crypto provider; this crate builds with `ring` only.
+fn install_crypto_provider() {
+    // Already installed (by us or the application) is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<
+    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+>;
+
+async fn run(mut ws: Ws, mut outgoing: mpsc::Receiver<String>, inner: Arc<Inner>) {
+    let write_timeout = inner.timeout;
+    loop {
+        tokio::select! {
+            biased;
+            _ = inner.closed.cancelled() => {
+                let _ = tokio::time::timeout(write_timeout, ws.close(None)).await;
+                break;
+            }
+            Some(text) = outgoing.recv() => {
+                let sent = tokio::time::timeout(write_timeout, ws.send(WsMessage::text(text))).await;
+                if !matches!(sent, Ok(Ok(()))) {
+                    tracing::debug!("hub write failed or timed out");
+                    break;
+                }
+            }
+            incoming = ws.next() => match incoming {
+                Some(Ok(WsMessage::Text(text))) => dispatch(&inner, text.as_str()),
+                Some(Ok(WsMessage::Binary(bytes))) => {
+                    if let Ok(text) = std::str::from_utf8(&bytes) {
+                        dispatch(&inner, text);
+                    }
+                }
+                Some(Ok(WsMessage::Close(_))) | None => break,
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "hub connection failed");
+                    break;
+                }
+            },
+        }
+    }
+    inner.closed.cancel();
+    // Dropping the senders fails every waiting request at once.
+    inner.pending.lock().clear();
+}
+
+fn dispatch(inner: &Inner, text: &str) {
+    let Ok(value) = serde_json::from_str::<Value>(text) else {
+        tracing::debug!("hub sent a message that is not JSON");
+        return;
+    };
+    let id = match value.get("correlationId") {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => {
+            // Unsolicited (e.g. a 2.1 challenge): nothing waits for it.
+            tracing::trace!("unsolicited hub message ignored");
+            return;
+        }
+    };
+    let waiter = inner.pending.lock().remove(&id);
+    if let Some(tx) = waiter {
+        let _ = tx.send(value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use m2m_proto::hub::{Empty, HeartbeatAck};
+    use serde_json::json;
+
+    #[test]
+    fn replies_are_typed() {
+        let ok: HeartbeatAck =
+            parse_reply(json!({"status":"ok","timestamp":5,"correlationId":"x"})).unwrap();
+        assert_eq!(ok.timestamp, 5);
+        let _: Empty = parse_reply(json!({"status":"ok"})).unwrap();
+        assert_eq!(
+            parse_reply::<Empty>(json!({"status":"error","error":"agent_not_found"})),
+            Err(AgentError::Hub("agent_not_found".into()))
+        );
+        assert!(matches!(
+            parse_reply::<HeartbeatAck>(json!({"status":"ok"})),
+            Err(AgentError::Hub(_))
+        ));
+    }
+
+    #[test]
+    fn correlation_ids_are_16_hex() {
+        let id = correlation_id();
+        assert_eq!(id.len(), 16);
+        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+    }
+}

@@ -1,0 +1,326 @@
+//! The agent's standing with the hub: the current WebSocket and registration, what to
+//! register again after a reconnect, and the supervisor that sends heartbeats and reconnects.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use m2m_proto::hub::{Empty, HeartbeatAck, HubRequest, Registered};
+use parking_lot::{Mutex, RwLock};
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::is_loopback_host;
+use crate::error::{AgentError, Result};
+use crate::hub_client::HubClient;
+use crate::message::AgentEvent;
+use crate::peer::Pool;
+
+/// What `register` sends, kept up to date by `update_status` so a reconnect restores it.
+#[derive(Debug, Clone)]
+struct Registration {
+    address: String,
+    capabilities: Vec<String>,
+    metadata: Map<String, Value>,
+    /// A status the application chose, sent again after re-registering.
+    status: Option<String>,
+}
+
+/// Who the hub says we are.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Identity {
+    pub id: String,
+    pub address: String,
+}
+
+#[derive(Debug, Clone)]
+struct Session {
+    client: HubClient,
+    id: String,
+}
+
+/// Timing of the supervisor.
+#[derive(Debug, Clone)]
+pub(crate) struct LinkTiming {
+    pub request_timeout: Duration,
+    pub heartbeat_interval: Duration,
+    pub auto_reconnect: bool,
+    pub reconnect_delay: Duration,
+    pub max_reconnect_delay: Duration,
+}
+
+#[derive(Debug)]
+pub(crate) struct HubLink {
+    url: String,
+    timing: LinkTiming,
+    registration: Mutex<Registration>,
+    session: RwLock<Option<Session>>,
+    identity: RwLock<Identity>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl HubLink {
+    pub(crate) fn new(
+        url: String,
+        timing: LinkTiming,
+        address: String,
+        capabilities: Vec<String>,
+        metadata: Map<String, Value>,
+        cancel: CancellationToken,
+        tracker: TaskTracker,
+    ) -> Self {
+        HubLink {
+            url,
+            timing,
+            registration: Mutex::new(Registration {
+                address,
+                capabilities,
+                metadata,
+                status: None,
+            }),
+            session: RwLock::new(None),
+            identity: RwLock::new(Identity::default()),
+            cancel,
+            tracker,
+        }
+    }
+
+    /// Our id and address as last registered (kept while reconnecting).
+    pub(crate) fn identity(&self) -> Identity {
+        self.identity.read().clone()
+    }
+
+    /// Opens the WebSocket and registers; the new session replaces the old one.
+    pub(crate) async fn register(&self) -> Result<Identity> {
+        let client = HubClient::connect(
+            &self.url,
+            self.timing.request_timeout,
+            &self.cancel,
+            &self.tracker,
+        )
+        .await?;
+        let reg = self.registration.lock().clone();
+        let req = HubRequest {
+            action: Some("register".into()),
+            address: Some(reg.address.into()),
+            capabilities: Some(reg.capabilities.into()),
+            metadata: Some(Value::Object(reg.metadata)),
+            ..HubRequest::default()
+        };
+        let registered: Registered = match client.request(req).await {
+            Ok(r) => r,
+            Err(e) => {
+                client.close();
+                return Err(e);
+            }
+        };
+        if let Some(status) = reg.status {
+            let req = HubRequest {
+                action: Some("status".into()),
+                id: Some(registered.id.clone().into()),
+                status: Some(status.into()),
+                ..HubRequest::default()
+            };
+            if let Err(e) = client.request::<Empty>(req).await {
+                tracing::debug!(error = %e, "restoring status after register failed");
+            }
+        }
+        let identity = Identity {
+            id: registered.id.clone(),
+            address: registered.address,
+        };
+        let old = self.session.write().replace(Session {
+            client,
+            id: registered.id,
+        });
+        if let Some(old) = old {
+            old.client.close();
+        }
+        *self.identity.write() = identity.clone();
+        Ok(identity)
+    }
+
+    fn session(&self) -> Result<Session> {
+        match self.session.read().as_ref() {
+            Some(s) if !s.client.is_closed() => Ok(s.clone()),
+            _ => Err(AgentError::NotConnected),
+        }
+    }
+
+    /// Sends a request on the current connection; `with_id` fills `id` with ours.
+    pub(crate) async fn request<T: DeserializeOwned>(
+        &self,
+        mut req: HubRequest,
+        with_id: bool,
+    ) -> Result<T> {
+        let session = self.session()?;
+        if with_id {
+            req.id = Some(Value::String(session.id.clone()));
+        }
+        session.client.request(req).await
+    }
+
+    /// `status`: remembered so that a reconnect restores it.
+    pub(crate) async fn update_status(
+        &self,
+        status: &str,
+        metadata: Map<String, Value>,
+    ) -> Result<()> {
+        {
+            let mut reg = self.registration.lock();
+            reg.status = Some(status.to_owned());
+            for (k, v) in &metadata {
+                reg.metadata.insert(k.clone(), v.clone());
+            }
+        }
+        let req = HubRequest {
+            action: Some("status".into()),
+            status: Some(status.into()),
+            metadata: Some(Value::Object(metadata)),
+            ..HubRequest::default()
+        };
+        self.request::<Empty>(req, true).await.map(|_| ())
+    }
+
+    /// Says goodbye (best effort) and closes the WebSocket.
+    pub(crate) async fn disconnect(&self) {
+        let Ok(session) = self.session() else {
+            return;
+        };
+        let req = HubRequest {
+            action: Some("disconnect".into()),
+            id: Some(session.id.clone().into()),
+            ..HubRequest::default()
+        };
+        if let Err(e) = session.client.request::<Empty>(req).await {
+            tracing::debug!(error = %e, "hub disconnect failed");
+        }
+        session.client.close();
+        self.session.write().take();
+    }
+}
+
+/// Heartbeats while connected; on loss, reconnects with backoff and re-registers. Runs until
+/// `cancel`.
+pub(crate) async fn supervise(
+    link: Arc<HubLink>,
+    pool: Arc<Pool>,
+    events: broadcast::Sender<AgentEvent>,
+    cancel: CancellationToken,
+) {
+    let timing = link.timing.clone();
+    loop {
+        let Ok(session) = link.session() else {
+            return;
+        };
+        let reason = heartbeat_until_lost(&session, &timing, &cancel).await;
+        let Some(reason) = reason else { return };
+        session.client.close();
+        let _ = events.send(AgentEvent::Disconnected {
+            reason: reason.clone(),
+        });
+        tracing::info!(%reason, "hub connection lost");
+        if !timing.auto_reconnect {
+            return;
+        }
+        let mut delay = timing.reconnect_delay;
+        loop {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            let attempt = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return,
+                r = link.register() => r,
+            };
+            match attempt {
+                Ok(identity) => {
+                    // Pooled connections declared the old id in their handshakes.
+                    if identity.id != session.id {
+                        pool.clear();
+                    }
+                    tracing::info!(id = %identity.id, "re-registered at the hub");
+                    let _ = events.send(AgentEvent::Reconnected {
+                        id: identity.id,
+                        address: identity.address,
+                    });
+                    break;
+                }
+                Err(error) => {
+                    tracing::debug!(%error, ?delay, "reconnect failed");
+                    let _ = events.send(AgentEvent::Error { error });
+                    delay = (delay * 2).min(timing.max_reconnect_delay.max(timing.reconnect_delay));
+                }
+            }
+        }
+    }
+}
+
+/// Returns why the connection was lost, or `None` when cancelled.
+async fn heartbeat_until_lost(
+    session: &Session,
+    timing: &LinkTiming,
+    cancel: &CancellationToken,
+) -> Option<String> {
+    let mut ticks = tokio::time::interval(timing.heartbeat_interval.max(Duration::from_millis(1)));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return None,
+            _ = session.client.closed() => return Some("hub connection closed".into()),
+            _ = ticks.tick() => {}
+        }
+        let req = HubRequest {
+            action: Some("heartbeat".into()),
+            id: Some(session.id.clone().into()),
+            ..HubRequest::default()
+        };
+        let beat = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return None,
+            r = session.client.request::<HeartbeatAck>(req) => r,
+        };
+        match beat {
+            Ok(_) => {}
+            Err(AgentError::Hub(error)) => {
+                // The hub answers but refuses: our registration is gone; register again.
+                return Some(format!("heartbeat refused: {error}"));
+            }
+            Err(e) => return Some(format!("heartbeat failed: {e}")),
+        }
+    }
+}
+
+/// The IPv4 address other agents would reach us at, as far as we can tell without asking:
+/// loopback for a loopback hub, else the source address of a route to the hub.
+pub(crate) async fn local_ipv4(hub_url: &str) -> IpAddr {
+    let fallback = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let Ok(url) = url::Url::parse(hub_url) else {
+        return fallback;
+    };
+    let Some(host) = url.host_str() else {
+        return fallback;
+    };
+    if is_loopback_host(host) {
+        return fallback;
+    }
+    let port = url.port_or_known_default().unwrap_or(443);
+    let probe = async {
+        // Connecting a UDP socket sends nothing; it only picks the route and source address.
+        let socket = tokio::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).await.ok()?;
+        socket.connect((host, port)).await.ok()?;
+        socket.local_addr().ok().map(|a| a.ip())
+    };
+    match tokio::time::timeout(Duration::from_secs(5), probe).await {
+        Ok(Some(ip)) if ip.is_ipv4() && !ip.is_unspecified() => ip,
+        _ => fallback,
+    }
+}

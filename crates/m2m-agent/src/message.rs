@@ -1,0 +1,237 @@
+//! What the application sees: incoming [`Message`]s, [`AgentEvent`]s, and the results and
+//! options of operations.
+
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::Value;
+
+use crate::error::AgentError;
+
+/// A message received from a peer, in the original SDK's JSON shape
+/// `{from, type, payload, correlationId, timestamp, encrypted}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    /// The sender's id. In 2.0 it is only what the sender declared in its handshake
+    /// (see [`Message::authenticated`]).
+    pub from: String,
+    /// Application message type.
+    #[serde(rename = "type")]
+    pub message_type: String,
+    /// The payload: JSON, or the raw text when the plaintext was not JSON.
+    pub payload: Value,
+    /// The sender's correlationId, echoed by [`Agent::respond`](crate::Agent::respond).
+    #[serde(
+        rename = "correlationId",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub correlation_id: Option<String>,
+    /// Receipt time, milliseconds since the epoch.
+    pub timestamp: u64,
+    /// Always true: every P2P message is end-to-end encrypted.
+    pub encrypted: bool,
+    /// Whether `from` is proven (2.1 sessions). Always false in 2.0.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub authenticated: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// Something that happened to the agent, published on
+/// [`Agent::events`](crate::Agent::events).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentEvent {
+    /// Registered at the hub.
+    Connected {
+        /// The id the hub gave.
+        id: String,
+        /// The address the hub stored.
+        address: String,
+    },
+    /// The hub connection was lost (or closed by `disconnect`).
+    Disconnected {
+        /// Why.
+        reason: String,
+    },
+    /// Registered again after a loss; a 2.0 hub gives a new id.
+    Reconnected {
+        /// The new id.
+        id: String,
+        /// The address the hub stored.
+        address: String,
+    },
+    /// A background failure (heartbeat, reconnect attempt).
+    Error {
+        /// What failed.
+        error: AgentError,
+    },
+}
+
+/// The result of a delivered send: `{delivered, correlationId}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// True: the peer acked the message.
+    pub delivered: bool,
+    /// The correlationId the message carried.
+    #[serde(rename = "correlationId")]
+    pub correlation_id: String,
+}
+
+/// Filters and page of [`Agent::discover`](crate::Agent::discover).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DiscoverOptions {
+    /// Agents having any of these capabilities; empty means all.
+    pub capabilities: Vec<String>,
+    /// Only agents with this status.
+    pub status: Option<String>,
+    /// Page size (hub default 100, max 500).
+    pub limit: Option<u32>,
+    /// Page start.
+    pub offset: Option<u64>,
+}
+
+impl DiscoverOptions {
+    /// All agents (the hub's default page).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Agents with any of `capabilities`.
+    pub fn capabilities<I, S>(mut self, capabilities: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.capabilities = capabilities.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Agents with this status.
+    pub fn status(mut self, status: impl Into<String>) -> Self {
+        self.status = Some(status.into());
+        self
+    }
+
+    /// Page size.
+    pub fn limit(mut self, limit: u32) -> Self {
+        self.limit = Some(limit);
+        self
+    }
+
+    /// Page start.
+    pub fn offset(mut self, offset: u64) -> Self {
+        self.offset = Some(offset);
+        self
+    }
+}
+
+/// Targets and parallelism of [`Agent::broadcast`](crate::Agent::broadcast).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BroadcastOptions {
+    /// Online agents having any of these capabilities; empty means all online agents.
+    pub capabilities: Vec<String>,
+    /// Sends in flight at once.
+    pub parallelism: usize,
+}
+
+impl Default for BroadcastOptions {
+    fn default() -> Self {
+        BroadcastOptions {
+            capabilities: Vec::new(),
+            parallelism: crate::config::DEFAULT_BROADCAST_PARALLELISM,
+        }
+    }
+}
+
+impl BroadcastOptions {
+    /// All online agents.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Online agents with any of `capabilities`.
+    pub fn capabilities<I, S>(mut self, capabilities: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.capabilities = capabilities.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sends in flight at once (at least 1).
+    pub fn parallelism(mut self, parallelism: usize) -> Self {
+        self.parallelism = parallelism.max(1);
+        self
+    }
+}
+
+/// The outcome of a broadcast: `{total, delivered, failed, errors:[{agent, error}]}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct BroadcastReport {
+    /// Agents the message was sent to.
+    pub total: usize,
+    /// Agents that acked it.
+    pub delivered: usize,
+    /// Agents that did not.
+    pub failed: usize,
+    /// Why each failed.
+    pub errors: Vec<BroadcastFailure>,
+}
+
+/// One failed recipient of a broadcast.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BroadcastFailure {
+    /// The agent's id.
+    pub agent: String,
+    /// What went wrong (serialized as its message).
+    #[serde(serialize_with = "display")]
+    pub error: AgentError,
+}
+
+fn display<S: Serializer>(e: &AgentError, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn message_has_the_original_shape() {
+        let m = Message {
+            from: "a".into(),
+            message_type: "chat".into(),
+            payload: json!({"x": 1}),
+            correlation_id: Some("c1".into()),
+            timestamp: 5,
+            encrypted: true,
+            authenticated: false,
+        };
+        assert_eq!(
+            serde_json::to_value(&m).unwrap(),
+            json!({"from":"a","type":"chat","payload":{"x":1},"correlationId":"c1","timestamp":5,"encrypted":true})
+        );
+        let back: Message = serde_json::from_value(serde_json::to_value(&m).unwrap()).unwrap();
+        assert_eq!(back, m);
+    }
+
+    #[test]
+    fn report_serializes_errors_as_text() {
+        let r = BroadcastReport {
+            total: 1,
+            delivered: 0,
+            failed: 1,
+            errors: vec![BroadcastFailure {
+                agent: "b".into(),
+                error: AgentError::AgentOffline("b".into()),
+            }],
+        };
+        assert_eq!(
+            serde_json::to_value(&r).unwrap(),
+            json!({"total":1,"delivered":0,"failed":1,"errors":[{"agent":"b","error":"Agent is offline: b"}]})
+        );
+    }
+}
