@@ -13,12 +13,15 @@ pub mod codec;
 pub mod crypto;
 pub mod frame;
 pub mod hub;
+pub mod identity;
 pub mod limits;
 pub mod session;
 
 pub use codec::{LineDecoder, LineTooLong};
 pub use crypto::{CryptoError, EnvelopeKey, KeyPair, PublicKey};
 pub use frame::Frame;
+pub use identity::{Identity, IdentityKey};
 pub use session::{
-    IncomingMessage, Initiator, InitiatorEvent, Responder, ResponderOutput, SessionError,
+    IncomingMessage, Initiator, InitiatorEvent, PeerExpectation, PeerPolicy, Responder,
+    ResponderOutput, SessionError,
 };

@@ -13,8 +13,15 @@
 use rand_core::CryptoRngCore;
 use serde_json::Value;
 
-use crate::crypto::{decode_payload, encode_payload, CryptoError, EnvelopeKey, KeyPair, PublicKey};
+use crate::crypto::{
+    decode_payload, encode_payload, CounterError, CounterKey, CryptoError, EnvelopeKey, KeyPair,
+    PublicKey,
+};
 use crate::frame::{errors, Frame};
+use crate::identity::{
+    session_keys, transcript_signature_message, Identity, IdentityError, IdentityKey, Transcript,
+    INITIATOR_LABEL, RESPONDER_LABEL,
+};
 
 /// A message received and opened on a session, ready for the application.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,18 +52,84 @@ pub enum ResponderOutput {
     },
     /// Write this frame, then close the connection.
     SendAndClose(Frame),
+    /// 2.1: the initiator acked a message we sent back on this session (see
+    /// [`Responder::seal`]).
+    Acked(Option<Value>),
     /// Nothing to do (unknown frame types, stray acks).
     Nothing,
 }
 
+/// What a 2.1 responder requires of initiators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PeerPolicy {
+    /// Accept 2.0 initiators (unauthenticated) as well as 2.1 ones.
+    #[default]
+    AcceptAll,
+    /// Refuse initiators that do not authenticate.
+    AuthenticatedOnly,
+}
+
 enum ResponderState {
     ExpectHandshake,
-    Established { key: EnvelopeKey, peer: String },
+    /// 2.1: handshake_ack sent; the initiator's `auth` must come before any message.
+    ExpectAuth(Box<PendingAuth>),
+    Established(Box<Established>),
+}
+
+struct PendingAuth {
+    keys: Keys,
+    peer: String,
+    peer_identity: IdentityKey,
+    transcript_hash: [u8; 32],
+}
+
+/// Session keys: one random-nonce key for 2.0, two counter keys for 2.1.
+enum Keys {
+    V20(EnvelopeKey),
+    V21 {
+        /// What we seal with.
+        send: CounterKey,
+        /// What we open with.
+        recv: CounterKey,
+    },
+}
+
+struct Established {
+    keys: Keys,
+    peer: String,
+}
+
+impl Established {
+    fn authenticated(&self) -> bool {
+        matches!(self.keys, Keys::V21 { .. })
+    }
+
+    fn open(&mut self, envelope: &str) -> Result<Vec<u8>, &'static str> {
+        match &mut self.keys {
+            Keys::V20(key) => key
+                .open(envelope)
+                .map(|(_, pt)| pt)
+                .map_err(|_| errors::DECRYPTION_FAILED),
+            Keys::V21 { recv, .. } => recv.open(envelope).map_err(|e| match e {
+                CounterError::Replay => errors::REPLAY_DETECTED,
+                CounterError::DecryptionFailed => errors::DECRYPTION_FAILED,
+            }),
+        }
+    }
+
+    fn seal(&mut self, rng: &mut dyn CryptoRngCore, plaintext: &[u8]) -> String {
+        match &mut self.keys {
+            Keys::V20(key) => key.seal_random(rng, plaintext),
+            Keys::V21 { send, .. } => send.seal(plaintext),
+        }
+    }
 }
 
 /// The accepting side of a P2P connection.
 pub struct Responder {
     state: ResponderState,
+    identity: Option<Identity>,
+    policy: PeerPolicy,
 }
 
 impl std::fmt::Debug for Responder {
@@ -64,6 +137,7 @@ impl std::fmt::Debug for Responder {
         f.debug_struct("Responder")
             .field("established", &self.is_established())
             .field("peer", &self.peer_id())
+            .field("identity", &self.identity)
             .finish()
     }
 }
@@ -75,23 +149,40 @@ impl Default for Responder {
 }
 
 impl Responder {
-    /// A responder waiting for a handshake.
+    /// A 2.0 responder waiting for a handshake.
     pub fn new() -> Self {
         Responder {
             state: ResponderState::ExpectHandshake,
+            identity: None,
+            policy: PeerPolicy::AcceptAll,
         }
     }
 
-    /// Whether a handshake has completed.
-    pub fn is_established(&self) -> bool {
-        matches!(self.state, ResponderState::Established { .. })
+    /// A 2.1 responder: authenticates initiators that present an identity, and serves 2.0
+    /// initiators unless `policy` refuses them.
+    pub fn with_identity(identity: Identity, policy: PeerPolicy) -> Self {
+        Responder {
+            state: ResponderState::ExpectHandshake,
+            identity: Some(identity),
+            policy,
+        }
     }
 
-    /// The id the peer declared, once established.
+    /// Whether a handshake has completed (for 2.1: including the initiator's `auth`).
+    pub fn is_established(&self) -> bool {
+        matches!(self.state, ResponderState::Established(_))
+    }
+
+    /// Whether the peer is authenticated (a completed 2.1 session).
+    pub fn is_authenticated(&self) -> bool {
+        matches!(&self.state, ResponderState::Established(e) if e.authenticated())
+    }
+
+    /// The peer's id, once established: declared (2.0) or verified (2.1).
     pub fn peer_id(&self) -> Option<&str> {
         match &self.state {
-            ResponderState::Established { peer, .. } => Some(peer),
-            ResponderState::ExpectHandshake => None,
+            ResponderState::Established(e) => Some(&e.peer),
+            _ => None,
         }
     }
 
@@ -113,53 +204,159 @@ impl Responder {
     pub fn handle_frame(&mut self, frame: Frame, rng: &mut dyn CryptoRngCore) -> ResponderOutput {
         match frame {
             Frame::Ping => ResponderOutput::Send(Frame::Pong),
-            Frame::Handshake { key, from, .. } => {
-                let Ok(peer_key) = PublicKey::from_spki_b64(&key) else {
-                    return ResponderOutput::Send(Frame::error(errors::INVALID_MESSAGE));
-                };
-                let ours = KeyPair::generate(rng);
-                let Ok(secret) = ours.shared_secret(&peer_key) else {
-                    return ResponderOutput::Send(Frame::error(errors::INVALID_MESSAGE));
-                };
-                self.state = ResponderState::Established {
-                    key: EnvelopeKey::new(&secret),
-                    peer: from,
-                };
-                ResponderOutput::Send(Frame::HandshakeAck {
-                    key: ours.public().to_spki_b64(),
-                    identity: None,
-                    id: None,
-                    sig: None,
-                })
-            }
+            Frame::Handshake {
+                key,
+                from,
+                identity,
+            } => self.handshake(&key, from, identity.as_deref(), rng),
+            Frame::Auth { sig } => self.auth(&sig),
             Frame::Message {
                 message_type,
                 data,
                 correlation_id,
             } => {
-                let ResponderState::Established { key, peer } = &self.state else {
-                    return ResponderOutput::Send(Frame::error(errors::HANDSHAKE_REQUIRED));
+                let established = match &mut self.state {
+                    ResponderState::Established(e) => e,
+                    ResponderState::ExpectAuth(_) => {
+                        return ResponderOutput::SendAndClose(Frame::error(
+                            errors::AUTHENTICATION_REQUIRED,
+                        ))
+                    }
+                    ResponderState::ExpectHandshake => {
+                        return ResponderOutput::Send(Frame::error(errors::HANDSHAKE_REQUIRED))
+                    }
                 };
-                match key.open(&data) {
-                    Ok((_, plaintext)) => ResponderOutput::Deliver {
+                match established.open(&data) {
+                    Ok(plaintext) => ResponderOutput::Deliver {
                         message: IncomingMessage {
-                            from: peer.clone(),
+                            from: established.peer.clone(),
                             message_type,
                             payload: decode_payload(&plaintext),
                             correlation_id: correlation_id.clone(),
-                            authenticated: false,
+                            authenticated: established.authenticated(),
                         },
                         ack: Frame::Ack { correlation_id },
                     },
-                    Err(_) => ResponderOutput::Send(Frame::error(errors::DECRYPTION_FAILED)),
+                    // A counter out of order means frames were replayed or reordered: the
+                    // stream can no longer be trusted.
+                    Err(code @ errors::REPLAY_DETECTED) => {
+                        ResponderOutput::SendAndClose(Frame::error(code))
+                    }
+                    Err(code) => ResponderOutput::Send(Frame::error(code)),
                 }
             }
-            Frame::HandshakeAck { .. }
-            | Frame::Auth { .. }
-            | Frame::Ack { .. }
-            | Frame::Pong
-            | Frame::Error(_)
-            | Frame::Unknown(_) => ResponderOutput::Nothing,
+            Frame::Ack { correlation_id } => match &self.state {
+                ResponderState::Established(e) if e.authenticated() => {
+                    ResponderOutput::Acked(correlation_id)
+                }
+                _ => ResponderOutput::Nothing,
+            },
+            Frame::HandshakeAck { .. } | Frame::Pong | Frame::Error(_) | Frame::Unknown(_) => {
+                ResponderOutput::Nothing
+            }
+        }
+    }
+
+    fn handshake(
+        &mut self,
+        key: &str,
+        from: String,
+        identity: Option<&str>,
+        rng: &mut dyn CryptoRngCore,
+    ) -> ResponderOutput {
+        let Ok(peer_key) = PublicKey::from_spki_b64(key) else {
+            return ResponderOutput::Send(Frame::error(errors::INVALID_MESSAGE));
+        };
+        let ours = KeyPair::generate(rng);
+        let Ok(secret) = ours.shared_secret(&peer_key) else {
+            return ResponderOutput::Send(Frame::error(errors::INVALID_MESSAGE));
+        };
+        let (Some(me), Some(identity)) = (&self.identity, identity) else {
+            if self.identity.is_some() && self.policy == PeerPolicy::AuthenticatedOnly {
+                return ResponderOutput::SendAndClose(Frame::error(
+                    errors::AUTHENTICATION_REQUIRED,
+                ));
+            }
+            self.state = ResponderState::Established(Box::new(Established {
+                keys: Keys::V20(EnvelopeKey::new(&secret)),
+                peer: from,
+            }));
+            return ResponderOutput::Send(Frame::HandshakeAck {
+                key: ours.public().to_spki_b64(),
+                identity: None,
+                id: None,
+                sig: None,
+            });
+        };
+        let peer_identity = match IdentityKey::from_b64(identity) {
+            Ok(k) if k.check_id(&from).is_ok() => k,
+            _ => return ResponderOutput::SendAndClose(Frame::error(errors::AUTHENTICATION_FAILED)),
+        };
+        let our_public = ours.public();
+        let transcript_hash = Transcript {
+            initiator_ephemeral: &peer_key,
+            responder_ephemeral: &our_public,
+            initiator_id: &from,
+            responder_id: me.agent_id(),
+            initiator_identity: &peer_identity,
+            responder_identity: &me.public(),
+        }
+        .hash();
+        let (i2r, r2i) = session_keys(&secret, &transcript_hash);
+        let sig = me.sign_b64(&transcript_signature_message(
+            RESPONDER_LABEL,
+            &transcript_hash,
+        ));
+        let ack = Frame::HandshakeAck {
+            key: our_public.to_spki_b64(),
+            identity: Some(me.public().to_b64()),
+            id: Some(me.agent_id().to_owned()),
+            sig: Some(sig),
+        };
+        self.state = ResponderState::ExpectAuth(Box::new(PendingAuth {
+            keys: Keys::V21 {
+                send: CounterKey::new(&r2i),
+                recv: CounterKey::new(&i2r),
+            },
+            peer: from,
+            peer_identity,
+            transcript_hash,
+        }));
+        ResponderOutput::Send(ack)
+    }
+
+    fn auth(&mut self, sig: &str) -> ResponderOutput {
+        let ResponderState::ExpectAuth(pending) =
+            std::mem::replace(&mut self.state, ResponderState::ExpectHandshake)
+        else {
+            return ResponderOutput::Nothing;
+        };
+        let message = transcript_signature_message(INITIATOR_LABEL, &pending.transcript_hash);
+        if pending.peer_identity.verify(&message, sig).is_err() {
+            return ResponderOutput::SendAndClose(Frame::error(errors::AUTHENTICATION_FAILED));
+        }
+        let PendingAuth { keys, peer, .. } = *pending;
+        self.state = ResponderState::Established(Box::new(Established { keys, peer }));
+        ResponderOutput::Nothing
+    }
+
+    /// 2.1: seals a message to send back to the initiator on this session (responses
+    /// above all). Only an authenticated session carries messages both ways; a 2.0
+    /// initiator would not understand them.
+    pub fn seal(
+        &mut self,
+        message_type: &str,
+        payload: &Value,
+        correlation_id: Option<Value>,
+        rng: &mut dyn CryptoRngCore,
+    ) -> Result<Frame, SessionError> {
+        match &mut self.state {
+            ResponderState::Established(e) if e.authenticated() => Ok(Frame::Message {
+                message_type: message_type.to_owned(),
+                data: e.seal(rng, &encode_payload(payload)),
+                correlation_id,
+            }),
+            _ => Err(SessionError::NotEstablished),
         }
     }
 }
@@ -176,54 +373,129 @@ pub enum SessionError {
     /// The peer's key was unusable.
     #[error("peer key: {0}")]
     Crypto(#[from] CryptoError),
+    /// The peer's identity proof failed (bad signature, id not derived from its key, or not
+    /// the identity the hub vouches for): a man in the middle or a misconfigured peer.
+    #[error("peer authentication failed: {0}")]
+    Authentication(#[from] IdentityError),
+    /// The peer answered as 2.0 where 2.1 is required (the hub knows its identity, or the
+    /// application demands authenticated peers).
+    #[error("peer did not authenticate (downgrade refused)")]
+    DowngradeRefused,
+    /// A 2.1 message arrived out of order or replayed.
+    #[error("replayed or reordered frame")]
+    Replay,
+    /// A message from the peer did not decrypt.
+    #[error("message from peer failed to decrypt")]
+    DecryptionFailed,
     /// The caller sealed a message before the handshake completed.
     #[error("session not established")]
     NotEstablished,
 }
 
 /// What an initiator learned from a line.
+// Events are returned and consumed at once, never stored: boxing the message would only add
+// an allocation per incoming message.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum InitiatorEvent {
-    /// The handshake completed: messages may be sealed.
+    /// The handshake completed: messages may be sealed. On a 2.1 session the IO layer must
+    /// first send [`Initiator::take_auth_frame`].
     Established,
     /// The peer acked a message (acks come in the order messages were sent).
     Acked(Option<Value>),
     /// Answer to a ping.
     Pong,
+    /// 2.1: the responder sent a message back on this session; hand it to the application,
+    /// then send `ack`.
+    Message {
+        /// The opened message.
+        message: IncomingMessage,
+        /// The ack to write after delivery.
+        ack: Frame,
+    },
     /// Nothing relevant (unknown frame types).
     Ignored,
 }
 
+/// What a 2.1 initiator knows and demands of the peer before connecting.
+#[derive(Debug, Clone, Default)]
+pub struct PeerExpectation {
+    /// The identity the hub vouches for: the peer must prove exactly this key (no downgrade).
+    pub identity: Option<IdentityKey>,
+    /// Refuse a 2.0 answer even when the hub vouches for nothing.
+    pub require_authenticated: bool,
+}
+
 enum InitiatorState {
-    ExpectHandshakeAck(KeyPair),
-    Established(EnvelopeKey),
+    ExpectHandshakeAck(Box<Hello>),
+    Established(Box<Established>),
+}
+
+struct Hello {
+    ours: KeyPair,
+    my_id: String,
+    identity: Option<Identity>,
+    expect: PeerExpectation,
 }
 
 /// The connecting side of a P2P connection.
 pub struct Initiator {
     state: InitiatorState,
+    pending_auth: Option<Frame>,
 }
 
 impl std::fmt::Debug for Initiator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Initiator")
             .field("established", &self.is_established())
+            .field("authenticated", &self.is_authenticated())
             .finish()
     }
 }
 
 impl Initiator {
-    /// Starts a session as `my_id`; the returned handshake frame is the first thing to send.
+    /// Starts a 2.0 session as `my_id`; the returned handshake frame is the first thing to
+    /// send.
     pub fn new(my_id: &str, rng: &mut dyn CryptoRngCore) -> (Self, Frame) {
+        Self::start(my_id.to_owned(), None, PeerExpectation::default(), rng)
+    }
+
+    /// Starts a 2.1 session: the handshake carries our identity, whose derived id is our
+    /// `from`. A 2.0 responder still answers (unauthenticated) unless `expect` forbids it.
+    pub fn new_authenticated(
+        identity: &Identity,
+        expect: PeerExpectation,
+        rng: &mut dyn CryptoRngCore,
+    ) -> (Self, Frame) {
+        Self::start(
+            identity.agent_id().to_owned(),
+            Some(identity.clone()),
+            expect,
+            rng,
+        )
+    }
+
+    fn start(
+        my_id: String,
+        identity: Option<Identity>,
+        expect: PeerExpectation,
+        rng: &mut dyn CryptoRngCore,
+    ) -> (Self, Frame) {
         let ours = KeyPair::generate(rng);
         let hello = Frame::Handshake {
             key: ours.public().to_spki_b64(),
-            from: my_id.to_owned(),
-            identity: None,
+            from: my_id.clone(),
+            identity: identity.as_ref().map(|i| i.public().to_b64()),
         };
         (
             Initiator {
-                state: InitiatorState::ExpectHandshakeAck(ours),
+                state: InitiatorState::ExpectHandshakeAck(Box::new(Hello {
+                    ours,
+                    my_id,
+                    identity,
+                    expect,
+                })),
+                pending_auth: None,
             },
             hello,
         )
@@ -234,6 +506,25 @@ impl Initiator {
         matches!(self.state, InitiatorState::Established(_))
     }
 
+    /// Whether the peer proved its identity (2.1).
+    pub fn is_authenticated(&self) -> bool {
+        matches!(&self.state, InitiatorState::Established(e) if e.authenticated())
+    }
+
+    /// The peer's id: verified on a 2.1 session, `None` on 2.0 (the responder declares none).
+    pub fn peer_id(&self) -> Option<&str> {
+        match &self.state {
+            InitiatorState::Established(e) if e.authenticated() => Some(&e.peer),
+            _ => None,
+        }
+    }
+
+    /// 2.1: the `auth` frame to send right after [`InitiatorEvent::Established`], before
+    /// any message. `None` on a 2.0 session.
+    pub fn take_auth_frame(&mut self) -> Option<Frame> {
+        self.pending_auth.take()
+    }
+
     /// Takes one line from the peer.
     pub fn handle_line(&mut self, line: &[u8]) -> Result<InitiatorEvent, SessionError> {
         let frame = Frame::parse(line).map_err(|_| SessionError::Protocol("line is not JSON"))?;
@@ -242,18 +533,100 @@ impl Initiator {
 
     /// Takes one parsed frame from the peer.
     pub fn handle_frame(&mut self, frame: Frame) -> Result<InitiatorEvent, SessionError> {
-        match (frame, &self.state) {
-            (Frame::Error(e), _) => Err(SessionError::PeerError(e)),
+        match (frame, &mut self.state) {
+            (Frame::Error(e), _) => Err(match e.as_str() {
+                errors::REPLAY_DETECTED => SessionError::Replay,
+                _ => SessionError::PeerError(e),
+            }),
             (Frame::Pong, _) => Ok(InitiatorEvent::Pong),
-            (Frame::HandshakeAck { key, .. }, InitiatorState::ExpectHandshakeAck(ours)) => {
+            (
+                Frame::HandshakeAck {
+                    key,
+                    identity,
+                    id,
+                    sig,
+                },
+                InitiatorState::ExpectHandshakeAck(hello),
+            ) => {
                 let peer = PublicKey::from_spki_b64(&key)?;
-                let secret = ours.shared_secret(&peer)?;
-                self.state = InitiatorState::Established(EnvelopeKey::new(&secret));
+                let secret = hello.ours.shared_secret(&peer)?;
+                let established = match (&hello.identity, identity, id, sig) {
+                    (Some(me), Some(identity), Some(id), Some(sig)) => {
+                        let peer_identity = IdentityKey::from_b64(&identity)?;
+                        peer_identity.check_id(&id)?;
+                        if let Some(expected) = &hello.expect.identity {
+                            if *expected != peer_identity {
+                                return Err(SessionError::Authentication(
+                                    IdentityError::IdMismatch,
+                                ));
+                            }
+                        }
+                        let our_public = hello.ours.public();
+                        let transcript_hash = Transcript {
+                            initiator_ephemeral: &our_public,
+                            responder_ephemeral: &peer,
+                            initiator_id: &hello.my_id,
+                            responder_id: &id,
+                            initiator_identity: &me.public(),
+                            responder_identity: &peer_identity,
+                        }
+                        .hash();
+                        peer_identity.verify(
+                            &transcript_signature_message(RESPONDER_LABEL, &transcript_hash),
+                            &sig,
+                        )?;
+                        let (i2r, r2i) = session_keys(&secret, &transcript_hash);
+                        self.pending_auth = Some(Frame::Auth {
+                            sig: me.sign_b64(&transcript_signature_message(
+                                INITIATOR_LABEL,
+                                &transcript_hash,
+                            )),
+                        });
+                        Established {
+                            keys: Keys::V21 {
+                                send: CounterKey::new(&i2r),
+                                recv: CounterKey::new(&r2i),
+                            },
+                            peer: id,
+                        }
+                    }
+                    _ => {
+                        if hello.expect.identity.is_some() || hello.expect.require_authenticated {
+                            return Err(SessionError::DowngradeRefused);
+                        }
+                        Established {
+                            keys: Keys::V20(EnvelopeKey::new(&secret)),
+                            peer: String::new(),
+                        }
+                    }
+                };
+                self.state = InitiatorState::Established(Box::new(established));
                 Ok(InitiatorEvent::Established)
             }
             (Frame::Ack { correlation_id }, InitiatorState::Established(_)) => {
                 Ok(InitiatorEvent::Acked(correlation_id))
             }
+            (
+                Frame::Message {
+                    message_type,
+                    data,
+                    correlation_id,
+                },
+                InitiatorState::Established(e),
+            ) if e.authenticated() => match e.open(&data) {
+                Ok(plaintext) => Ok(InitiatorEvent::Message {
+                    message: IncomingMessage {
+                        from: e.peer.clone(),
+                        message_type,
+                        payload: decode_payload(&plaintext),
+                        correlation_id: correlation_id.clone(),
+                        authenticated: true,
+                    },
+                    ack: Frame::Ack { correlation_id },
+                }),
+                Err(errors::REPLAY_DETECTED) => Err(SessionError::Replay),
+                Err(_) => Err(SessionError::DecryptionFailed),
+            },
             (Frame::HandshakeAck { .. }, InitiatorState::Established(_)) => {
                 Err(SessionError::Protocol("second handshake_ack"))
             }
@@ -269,7 +642,7 @@ impl Initiator {
 
     /// Seals a payload into a `message` frame.
     pub fn seal(
-        &self,
+        &mut self,
         message_type: &str,
         payload: &Value,
         correlation_id: Option<Value>,
@@ -280,18 +653,18 @@ impl Initiator {
 
     /// Seals an already-encoded plaintext (see [`encode_payload`]).
     pub fn seal_plaintext(
-        &self,
+        &mut self,
         message_type: &str,
         plaintext: &[u8],
         correlation_id: Option<Value>,
         rng: &mut dyn CryptoRngCore,
     ) -> Result<Frame, SessionError> {
-        let InitiatorState::Established(key) = &self.state else {
+        let InitiatorState::Established(e) = &mut self.state else {
             return Err(SessionError::NotEstablished);
         };
         Ok(Frame::Message {
             message_type: message_type.to_owned(),
-            data: key.seal_random(rng, plaintext),
+            data: e.seal(rng, plaintext),
             correlation_id,
         })
     }

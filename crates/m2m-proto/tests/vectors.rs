@@ -134,7 +134,7 @@ fn p2p_transcript_against_our_responder() {
                 initiator = Some(init);
                 encode_line(&hello)
             } else if is_session_message {
-                let init = initiator.as_ref().unwrap();
+                let init = initiator.as_mut().unwrap();
                 let corr = sent_frame.get("correlationId").cloned();
                 encode_line(
                     &init
@@ -158,7 +158,7 @@ fn p2p_transcript_against_our_responder() {
                 assert_eq!(message.from, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
                 Some(serde_json::from_slice(&ack.encode()).unwrap())
             }
-            ResponderOutput::Nothing => None,
+            ResponderOutput::Nothing | ResponderOutput::Acked(_) => None,
         };
         if label == "message before handshake (no session key)" {
             // Ours: answered instead of silently ignored.
