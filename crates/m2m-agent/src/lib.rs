@@ -11,6 +11,9 @@ mod listener;
 mod message;
 mod peer;
 
+#[cfg(test)]
+mod p2p_tests;
+
 pub use agent::{Agent, AgentBuilder};
 pub use config::{hub_url, AgentConfig};
 pub use error::{AgentError, Result};

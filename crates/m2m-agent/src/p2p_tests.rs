@@ -1,0 +1,424 @@
+//! P2P tests without a hub: our responder against hostile raw clients, and our pooled
+//! initiator against our responder.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use m2m_proto::{Frame, Initiator, InitiatorEvent};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::error::AgentError;
+use crate::inbox::Inbox;
+use crate::listener::{serve, InboundLimits};
+use crate::peer::{OutboundSettings, Pool};
+
+struct Server {
+    address: String,
+    inbox: Arc<Inbox>,
+    cancel: CancellationToken,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+fn limits() -> InboundLimits {
+    InboundLimits {
+        max_frame_len: 4096,
+        handshake_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(30),
+        write_timeout: Duration::from_secs(5),
+        max_connections: 64,
+    }
+}
+
+async fn server_with(limits: InboundLimits, capacity: usize) -> Server {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let inbox = Inbox::new(capacity);
+    let cancel = CancellationToken::new();
+    tokio::spawn(serve(
+        listener,
+        inbox.clone(),
+        limits,
+        cancel.clone(),
+        TaskTracker::new(),
+    ));
+    Server {
+        address,
+        inbox,
+        cancel,
+    }
+}
+
+fn pool_with(idle: Duration) -> Pool {
+    Pool::new(
+        OutboundSettings {
+            max_frame_len: 4096,
+            write_timeout: Duration::from_secs(5),
+            pool_idle_close: idle,
+        },
+        CancellationToken::new(),
+        TaskTracker::new(),
+    )
+}
+
+/// A raw line client.
+struct Raw {
+    reader: BufReader<tokio::net::tcp::OwnedReadHalf>,
+    writer: tokio::net::tcp::OwnedWriteHalf,
+}
+
+impl Raw {
+    async fn connect(address: &str) -> Raw {
+        let (r, w) = TcpStream::connect(address).await.unwrap().into_split();
+        Raw {
+            reader: BufReader::new(r),
+            writer: w,
+        }
+    }
+
+    async fn send(&mut self, line: &[u8]) {
+        self.writer.write_all(line).await.unwrap();
+        self.writer.write_all(b"\n").await.unwrap();
+    }
+
+    /// The next line as JSON, or `None` at EOF / reset.
+    async fn recv(&mut self) -> Option<Value> {
+        let mut line = String::new();
+        match self.reader.read_line(&mut line).await {
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some(serde_json::from_str(&line).unwrap()),
+        }
+    }
+
+    /// Performs a valid handshake and returns the initiator.
+    async fn handshake(&mut self, from: &str) -> Initiator {
+        let (mut init, hello) = Initiator::new(from, &mut rand::thread_rng());
+        self.writer.write_all(&hello.encode()).await.unwrap();
+        let ack = self.recv().await.unwrap();
+        assert_eq!(ack["type"], "handshake_ack");
+        let ev = init.handle_line(ack.to_string().as_bytes()).unwrap();
+        assert_eq!(ev, InitiatorEvent::Established);
+        init
+    }
+}
+
+#[tokio::test]
+async fn hostile_peers_get_the_right_error_and_others_are_unaffected() {
+    let server = server_with(limits(), 16).await;
+    let pool = pool_with(Duration::from_secs(25));
+
+    // Garbage: invalid_message, the connection stays usable.
+    let mut garbage = Raw::connect(&server.address).await;
+    garbage.send(b"hello there").await;
+    assert_eq!(garbage.recv().await, Some(json!({"error":"invalid_message"})));
+    garbage.send(br#"{"type":"ping"}"#).await;
+    assert_eq!(garbage.recv().await, Some(json!({"type":"pong"})));
+
+    // A key that is not an X25519 SPKI.
+    let mut bad_key = Raw::connect(&server.address).await;
+    bad_key
+        .send(br#"{"type":"handshake","key":"AAAA","from":"ffffffffffffffffffffffffffffffff"}"#)
+        .await;
+    assert_eq!(bad_key.recv().await, Some(json!({"error":"invalid_message"})));
+
+    // A message before any handshake.
+    let mut early = Raw::connect(&server.address).await;
+    early
+        .send(br#"{"type":"message","messageType":"chat","data":"AAAA","correlationId":"x1"}"#)
+        .await;
+    assert_eq!(early.recv().await, Some(json!({"error":"handshake_required"})));
+
+    // Unknown frame types are ignored: the next answer is the pong.
+    early.send(br#"{"type":"teleport"}"#).await;
+    early.send(br#"{"type":"ping"}"#).await;
+    assert_eq!(early.recv().await, Some(json!({"type":"pong"})));
+
+    // An envelope that fails authentication.
+    let mut forger = Raw::connect(&server.address).await;
+    forger.handshake("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa").await;
+    forger
+        .send(br#"{"type":"message","messageType":"chat","data":"4J3UP8zzp+A/vAQ9hn674AbpTfISDFh5XSaghLj4Vm/c3jcxvjxWPA==","correlationId":"c4"}"#)
+        .await;
+    assert_eq!(forger.recv().await, Some(json!({"error":"decryption_failed"})));
+
+    // A line over the limit: frame_too_large, then the connection is closed.
+    let mut flood = Raw::connect(&server.address).await;
+    flood.send(&vec![b'x'; 10_000]).await;
+    assert_eq!(flood.recv().await, Some(json!({"error":"frame_too_large"})));
+    assert_eq!(flood.recv().await, None);
+
+    // Meanwhile a well-behaved peer is served normally.
+    pool.send(&server.address, "good", "chat", &json!({"hi": 1}), "c1")
+        .await
+        .unwrap();
+    let stop = CancellationToken::new();
+    let got = server.inbox.next(&stop).await.unwrap();
+    assert_eq!(got.from, "good");
+    assert_eq!(got.payload, json!({"hi": 1}));
+    assert_eq!(got.correlation_id.as_deref(), Some("c1"));
+    assert!(got.encrypted && !got.authenticated);
+
+    // And the hostile connections that were not closed still answer.
+    garbage.send(br#"{"type":"ping"}"#).await;
+    assert_eq!(garbage.recv().await, Some(json!({"type":"pong"})));
+}
+
+#[tokio::test]
+async fn valid_session_acks_in_order_and_without_correlation_id() {
+    let server = server_with(limits(), 16).await;
+    let mut raw = Raw::connect(&server.address).await;
+    let mut init = raw.handshake("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa").await;
+    let mut rng = rand::thread_rng();
+    let m1 = init
+        .seal("chat", &json!({"n":1}), Some(json!("c1")), &mut rng)
+        .unwrap();
+    let m2 = init.seal("chat", &json!("plain text"), None, &mut rng).unwrap();
+    let mut both = m1.encode();
+    both.extend(m2.encode());
+    raw.writer.write_all(&both).await.unwrap();
+    assert_eq!(raw.recv().await, Some(json!({"type":"ack","correlationId":"c1"})));
+    assert_eq!(raw.recv().await, Some(json!({"type":"ack"})));
+    let stop = CancellationToken::new();
+    assert_eq!(server.inbox.next(&stop).await.unwrap().payload, json!({"n":1}));
+    let second = server.inbox.next(&stop).await.unwrap();
+    assert_eq!(second.payload, json!("plain text"));
+    assert_eq!(second.correlation_id, None);
+}
+
+#[tokio::test]
+async fn handshake_and_idle_deadlines_close_connections() {
+    let server = server_with(
+        InboundLimits {
+            handshake_timeout: Duration::from_millis(100),
+            idle_timeout: Duration::from_millis(150),
+            ..limits()
+        },
+        16,
+    )
+    .await;
+    // Pings do not complete a handshake: the connection is closed at the deadline.
+    let mut slow = Raw::connect(&server.address).await;
+    slow.send(br#"{"type":"ping"}"#).await;
+    assert_eq!(slow.recv().await, Some(json!({"type":"pong"})));
+    assert_eq!(slow.recv().await, None);
+    // An established but silent connection is closed when idle.
+    let mut idle = Raw::connect(&server.address).await;
+    idle.handshake("a").await;
+    assert_eq!(idle.recv().await, None);
+}
+
+#[tokio::test]
+async fn inbound_connections_are_capped() {
+    let server = server_with(
+        InboundLimits {
+            max_connections: 2,
+            ..limits()
+        },
+        16,
+    )
+    .await;
+    let mut a = Raw::connect(&server.address).await;
+    let mut b = Raw::connect(&server.address).await;
+    for c in [&mut a, &mut b] {
+        c.send(br#"{"type":"ping"}"#).await;
+        assert_eq!(c.recv().await, Some(json!({"type":"pong"})));
+    }
+    let mut over = Raw::connect(&server.address).await;
+    let _ = over.writer.write_all(b"{\"type\":\"ping\"}\n").await;
+    assert_eq!(over.recv().await, None);
+    // Once one leaves, a newcomer gets in (the slot frees when its task ends).
+    drop(a);
+    let mut admitted = false;
+    for _ in 0..100 {
+        let mut c = Raw::connect(&server.address).await;
+        let _ = c.writer.write_all(b"{\"type\":\"ping\"}\n").await;
+        if c.recv().await.is_some() {
+            admitted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(admitted);
+}
+
+#[tokio::test]
+async fn a_full_inbox_holds_back_acks_instead_of_dropping() {
+    let server = server_with(limits(), 1).await;
+    let pool = Arc::new(pool_with(Duration::from_secs(25)));
+    let mut sends = tokio::task::JoinSet::new();
+    for i in 0..3 {
+        let pool = pool.clone();
+        let address = server.address.clone();
+        sends.spawn(async move {
+            pool.send(&address, "me", "n", &json!(i), &format!("c{i}"))
+                .await
+        });
+    }
+    // One message fits in the queue, so at least one send is still waiting for its ack.
+    let done = tokio::time::timeout(Duration::from_millis(300), async {
+        while let Some(r) = sends.join_next().await {
+            r.unwrap().unwrap();
+        }
+    })
+    .await;
+    assert!(done.is_err(), "all acked although nobody read");
+    let stop = CancellationToken::new();
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        got.push(server.inbox.next(&stop).await.unwrap().payload);
+    }
+    while let Some(r) = sends.join_next().await {
+        r.unwrap().unwrap();
+    }
+    got.sort_by_key(|v| v.as_i64());
+    assert_eq!(got, vec![json!(0), json!(1), json!(2)]);
+}
+
+#[tokio::test]
+async fn pool_reuses_one_connection_for_many_pipelined_messages() {
+    let server = server_with(limits(), 4096).await;
+    let pool = Arc::new(pool_with(Duration::from_secs(25)));
+    let mut sends = tokio::task::JoinSet::new();
+    for i in 0..2000 {
+        let pool = pool.clone();
+        let address = server.address.clone();
+        sends.spawn(async move {
+            pool.send(&address, "me", "n", &json!({ "i": i }), &format!("c{i}"))
+                .await
+        });
+    }
+    while let Some(r) = sends.join_next().await {
+        r.unwrap().unwrap();
+    }
+    assert_eq!(pool.live(), 1);
+    let stop = CancellationToken::new();
+    for _ in 0..2000 {
+        assert_eq!(server.inbox.next(&stop).await.unwrap().from, "me");
+    }
+    // Sequential sends arrive in order.
+    for i in 0..50 {
+        pool.send(&server.address, "me", "seq", &json!(i), "s")
+            .await
+            .unwrap();
+    }
+    for i in 0..50 {
+        assert_eq!(server.inbox.next(&stop).await.unwrap().payload, json!(i));
+    }
+}
+
+#[tokio::test]
+async fn pool_reopens_after_the_peer_closed_the_connection() {
+    let server = server_with(
+        InboundLimits {
+            idle_timeout: Duration::from_millis(50),
+            ..limits()
+        },
+        16,
+    )
+    .await;
+    let pool = pool_with(Duration::from_secs(25));
+    pool.send(&server.address, "me", "a", &json!(1), "c1")
+        .await
+        .unwrap();
+    // The peer closes the idle connection; the next send still gets through.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    pool.send(&server.address, "me", "b", &json!(2), "c2")
+        .await
+        .unwrap();
+    let stop = CancellationToken::new();
+    assert_eq!(server.inbox.next(&stop).await.unwrap().message_type, "a");
+    assert_eq!(server.inbox.next(&stop).await.unwrap().message_type, "b");
+}
+
+#[tokio::test]
+async fn pool_closes_idle_connections() {
+    let server = server_with(limits(), 16).await;
+    let pool = pool_with(Duration::from_millis(50));
+    pool.send(&server.address, "me", "a", &json!(1), "c1")
+        .await
+        .unwrap();
+    let mut closed = false;
+    for _ in 0..200 {
+        if pool.live() == 0 {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(closed);
+    pool.send(&server.address, "me", "b", &json!(2), "c2")
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn send_errors_are_typed() {
+    let pool = pool_with(Duration::from_secs(25));
+    // Nobody listening.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead = listener.local_addr().unwrap().to_string();
+    drop(listener);
+    assert!(matches!(
+        pool.send(&dead, "me", "a", &json!(1), "c").await,
+        Err(AgentError::Unreachable { .. })
+    ));
+
+    // A peer that cannot decrypt, then one that refuses with another error.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        for answer in ["decryption_failed", "busy"] {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (r, mut w) = stream.into_split();
+            let mut lines = BufReader::new(r).lines();
+            let mut responder = m2m_proto::Responder::new();
+            let hello = lines.next_line().await.unwrap().unwrap();
+            let m2m_proto::ResponderOutput::Send(ack) =
+                responder.handle_line(hello.as_bytes(), &mut rand::thread_rng())
+            else {
+                panic!("no handshake_ack");
+            };
+            w.write_all(&ack.encode()).await.unwrap();
+            let _message = lines.next_line().await.unwrap().unwrap();
+            w.write_all(&Frame::error(answer).encode()).await.unwrap();
+            // Keep the connection open so the failure is the error frame, not a close.
+            let _ = lines.next_line().await;
+        }
+    });
+    assert!(matches!(
+        pool.send(&address, "me", "a", &json!(1), "c").await,
+        Err(AgentError::DecryptionFailed { .. })
+    ));
+    // Dropping the pool closes its connection, which lets the fake peer accept the next.
+    drop(pool);
+    let pool = pool_with(Duration::from_secs(25));
+    assert_eq!(
+        pool.send(&address, "me", "a", &json!(1), "c").await,
+        Err(AgentError::Peer {
+            address: address.clone(),
+            error: "busy".into()
+        })
+    );
+
+    // A payload too large for one frame.
+    let server = server_with(limits(), 16).await;
+    assert!(matches!(
+        pool.send(&server.address, "me", "a", &json!("x".repeat(10_000)), "c")
+            .await,
+        Err(AgentError::InvalidPayload(_))
+    ));
+}
+
+#[tokio::test]
+async fn ping_measures_a_round_trip() {
+    let server = server_with(limits(), 16).await;
+    crate::peer::ping(&server.address, 4096).await.unwrap();
+}
