@@ -1,0 +1,402 @@
+//! The command line: every command, flag and environment variable of `m2m`. Users, scripts
+//! and AI agents rely on these names; change them only with care.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::duration;
+
+/// The M2M ("Molt To Molt") command-line tool: run a hub, chat from a terminal, and script
+/// agents that find each other through a hub and talk peer to peer, end-to-end encrypted.
+#[derive(Debug, Parser)]
+#[command(name = "m2m", version, about, long_about = None)]
+pub struct Cli {
+    /// Hub the agent commands use: host[:port], or a ws://, wss://, http:// or https://
+    /// URL. Default: m2m.dev.
+    #[arg(long, global = true, env = "M2M_HUB")]
+    pub hub: Option<String>,
+
+    /// Print JSON on stdout even on a terminal (it is the default when stdout is not one).
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Log format on stderr (the level comes from RUST_LOG).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Format of the log lines written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a hub (HTTP + WebSocket phone book; SQLite by default, or PostgreSQL).
+    Hub(HubArgs),
+    /// Interactive terminal agent: peers, messages, send, answer requests.
+    Agent(AgentArgs),
+    /// Register and print every incoming message as one JSON line; optionally answer them.
+    Listen(ListenArgs),
+    /// List agents registered at the hub.
+    Discover(DiscoverArgs),
+    /// List online agents offering one capability.
+    Find(FindArgs),
+    /// Send one message to an agent (by id, or by address with --address).
+    Send(SendArgs),
+    /// Send a request and print the response payload as JSON.
+    Request(RequestArgs),
+    /// Send one message to every online agent (optionally with given capabilities).
+    Broadcast(BroadcastArgs),
+    /// Check that an agent answers on its P2P port.
+    Ping(PingArgs),
+    /// Show the hub's statistics.
+    Stats(StatsArgs),
+    /// Start a hub and two agents in this process and show them talking.
+    Demo,
+}
+
+/// `m2m hub`.
+#[derive(Debug, Args)]
+pub struct HubArgs {
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, env = "PORT", default_value_t = 3000)]
+    pub port: u16,
+
+    /// Address to listen on: an IP (with --port), or IP:PORT.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub bind: String,
+
+    /// Registry: sqlite://PATH, sqlite::memory: or postgres://USER:PASS@HOST/DB.
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://m2m-hub.db")]
+    pub database: String,
+
+    /// Take client IPs from X-Forwarded-For (only behind a reverse proxy you control).
+    #[arg(long, env = "M2M_TRUST_PROXY")]
+    pub trust_proxy: bool,
+
+    /// PEM certificate chain: serve https/wss directly (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Public WebSocket URL announced by /info (e.g. wss://hub.example.org/ws).
+    #[arg(long, env = "M2M_PUBLIC_URL")]
+    pub public_url: Option<String>,
+}
+
+/// How an agent of this tool joins a hub.
+#[derive(Debug, Clone, Args)]
+pub struct ConnectArgs {
+    /// Capabilities this agent offers, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub capabilities: Vec<String>,
+
+    /// Metadata to register: a JSON object.
+    #[arg(long, value_parser = parse_metadata)]
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// Options of the short-lived commands, which register for their duration with no
+/// capabilities. (`--address` is not one of them: `m2m send --address` names the peer.)
+#[derive(Debug, Clone, Args)]
+pub struct OneShotArgs {
+    /// P2P port for the duration of the command (0: any free port).
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+
+    /// Public HOST:PORT to register for the duration of the command (behind NAT).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub public_address: Option<String>,
+}
+
+/// `m2m agent`.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// P2P port to listen on (0: any free port).
+    #[arg(long, default_value_t = 4000)]
+    pub port: u16,
+
+    /// Public HOST:PORT to register (when behind NAT).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub address: Option<String>,
+
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+/// `m2m listen`.
+#[derive(Debug, Args)]
+pub struct ListenArgs {
+    /// P2P port to listen on (0: any free port).
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+
+    /// Public HOST:PORT to register (when behind NAT).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub address: Option<String>,
+
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+
+    /// Answer every message (except responses) with its own payload.
+    #[arg(long, conflicts_with = "exec")]
+    pub echo: bool,
+
+    /// Answer every message (except responses) with the JSON this shell command prints; it
+    /// gets the message as JSON on stdin.
+    #[arg(long, value_name = "CMD")]
+    pub exec: Option<String>,
+
+    /// Time the --exec command may take before it is killed and an error is answered.
+    #[arg(long, value_parser = duration::parse, default_value = "30s")]
+    pub exec_timeout: Duration,
+
+    /// --exec commands running at once; further messages wait.
+    #[arg(long, default_value_t = 8)]
+    pub exec_parallelism: usize,
+}
+
+/// `m2m discover`.
+#[derive(Debug, Args)]
+pub struct DiscoverArgs {
+    #[command(flatten)]
+    pub agent: OneShotArgs,
+
+    /// Only agents with this capability (repeat for any of several).
+    #[arg(long = "capability", value_name = "C")]
+    pub capabilities: Vec<String>,
+
+    /// Only agents with this status (online, idle, busy…).
+    #[arg(long)]
+    pub status: Option<String>,
+
+    /// Page size (hub default 100, max 500).
+    #[arg(long)]
+    pub limit: Option<u32>,
+
+    /// Page start.
+    #[arg(long)]
+    pub offset: Option<u64>,
+}
+
+/// `m2m find`.
+#[derive(Debug, Args)]
+pub struct FindArgs {
+    #[command(flatten)]
+    pub agent: OneShotArgs,
+
+    /// The capability looked for.
+    pub capability: String,
+}
+
+/// `m2m send`.
+#[derive(Debug, Args)]
+#[command(
+    override_usage = "m2m send [OPTIONS] AGENT_ID TYPE [PAYLOAD]\n       m2m send [OPTIONS] --address HOST:PORT TYPE [PAYLOAD]"
+)]
+pub struct SendArgs {
+    #[command(flatten)]
+    pub agent: OneShotArgs,
+
+    /// Send straight to this P2P address instead of to an agent id.
+    #[arg(long = "address", value_name = "HOST:PORT")]
+    pub to_address: Option<String>,
+
+    /// AGENT_ID TYPE [PAYLOAD] (without --address) or TYPE [PAYLOAD] (with it). PAYLOAD is
+    /// JSON; other text is sent as a string; `-` reads stdin.
+    #[arg(value_name = "ARGS", num_args = 1..=3, required = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
+}
+
+/// `m2m request`.
+#[derive(Debug, Args)]
+pub struct RequestArgs {
+    #[command(flatten)]
+    pub agent: OneShotArgs,
+
+    /// The agent asked.
+    pub agent_id: String,
+
+    /// Request type; the response comes back as `TYPE:response`.
+    #[arg(value_name = "TYPE")]
+    pub message_type: String,
+
+    /// JSON payload (other text is sent as a string; `-` reads stdin).
+    #[arg(allow_hyphen_values = true)]
+    pub payload: Option<String>,
+
+    /// How long to wait for the response.
+    #[arg(long, value_parser = duration::parse, default_value = "30s")]
+    pub timeout: Duration,
+}
+
+/// `m2m broadcast`.
+#[derive(Debug, Args)]
+pub struct BroadcastArgs {
+    #[command(flatten)]
+    pub agent: OneShotArgs,
+
+    /// Message type.
+    #[arg(value_name = "TYPE")]
+    pub message_type: String,
+
+    /// JSON payload (other text is sent as a string; `-` reads stdin).
+    #[arg(allow_hyphen_values = true)]
+    pub payload: Option<String>,
+
+    /// Only agents with this capability (repeat for any of several).
+    #[arg(long = "capability", value_name = "C")]
+    pub capabilities: Vec<String>,
+}
+
+/// `m2m ping`.
+#[derive(Debug, Args)]
+pub struct PingArgs {
+    /// The agent's P2P address.
+    #[arg(value_name = "HOST:PORT")]
+    pub address: String,
+
+    /// How long to wait for the pong.
+    #[arg(long, value_parser = duration::parse, default_value = "10s")]
+    pub timeout: Duration,
+}
+
+/// `m2m stats`.
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    #[command(flatten)]
+    pub agent: OneShotArgs,
+}
+
+fn parse_metadata(text: &str) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    match crate::payload::parse(text, "--metadata") {
+        Ok(serde_json::Value::Object(map)) => Ok(map),
+        Ok(_) => Err("--metadata must be a JSON object, like {\"name\":\"bot\"}".to_owned()),
+        Err(e) => Err(e.message),
+    }
+}
+
+impl HubArgs {
+    /// The socket address to listen on, from --bind and --port.
+    pub fn bind_addr(&self) -> Result<std::net::SocketAddr, String> {
+        let bind = self.bind.trim();
+        if let Ok(addr) = bind.parse::<std::net::SocketAddr>() {
+            return Ok(addr);
+        }
+        let ip = bind
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .map_err(|_| format!("--bind `{bind}` is neither an IP address nor IP:PORT"))?;
+        Ok(std::net::SocketAddr::new(ip, self.port))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    fn hub(args: &[&str]) -> HubArgs {
+        let mut all = vec!["m2m", "hub"];
+        all.extend_from_slice(args);
+        match Cli::try_parse_from(all).unwrap().command {
+            Command::Hub(h) => h,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn hub_bind_address() {
+        assert_eq!(
+            hub(&["--port", "0"]).bind_addr().unwrap().to_string(),
+            "0.0.0.0:0"
+        );
+        assert_eq!(
+            hub(&["--bind", "127.0.0.1", "--port", "5"])
+                .bind_addr()
+                .unwrap()
+                .to_string(),
+            "127.0.0.1:5"
+        );
+        assert_eq!(
+            hub(&["--bind", "[::1]:7"]).bind_addr().unwrap().to_string(),
+            "[::1]:7"
+        );
+        assert_eq!(
+            hub(&["--bind", "::1", "--port", "8"])
+                .bind_addr()
+                .unwrap()
+                .to_string(),
+            "[::1]:8"
+        );
+        assert!(hub(&["--bind", "nope"]).bind_addr().is_err());
+    }
+
+    #[test]
+    fn tls_flags_come_in_pairs() {
+        assert!(Cli::try_parse_from(["m2m", "hub", "--tls-cert", "c.pem"]).is_err());
+    }
+
+    #[test]
+    fn capabilities_split_on_commas_and_hub_is_global() {
+        let cli = Cli::try_parse_from([
+            "m2m",
+            "listen",
+            "--capabilities",
+            "a,b",
+            "--hub",
+            "localhost:1",
+        ])
+        .unwrap();
+        assert_eq!(cli.hub.as_deref(), Some("localhost:1"));
+        match cli.command {
+            Command::Listen(l) => {
+                assert_eq!(l.connect.capabilities, ["a", "b"]);
+                assert_eq!(l.port, 0);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn send_takes_stdin_and_negative_payloads() {
+        let cli = Cli::try_parse_from(["m2m", "send", "id1", "chat", "-"]).unwrap();
+        match cli.command {
+            Command::Send(s) => assert_eq!(s.args, ["id1", "chat", "-"]),
+            other => panic!("{other:?}"),
+        }
+        let cli = Cli::try_parse_from(["m2m", "send", "id1", "num", "-5"]).unwrap();
+        match cli.command {
+            Command::Send(s) => assert_eq!(s.args, ["id1", "num", "-5"]),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn metadata_must_be_an_object() {
+        assert!(Cli::try_parse_from(["m2m", "listen", "--metadata", "[1]"]).is_err());
+        assert!(Cli::try_parse_from(["m2m", "listen", "--metadata", "{\"a\":1}"]).is_ok());
+    }
+}
