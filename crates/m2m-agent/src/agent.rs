@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use futures_util::stream::{self, Stream, StreamExt};
 use m2m_proto::hub::{
-    errors as hub_errors, status, AgentRecord, Discovered, Found, FoundAgent, HubRequest,
-    LookedUp, Peer, Stats,
+    errors as hub_errors, status, AgentRecord, Discovered, Found, FoundAgent, HubRequest, LookedUp,
+    Peer, Stats,
 };
 use m2m_proto::limits;
 use serde_json::{Map, Value};
@@ -285,8 +285,7 @@ impl Agent {
     pub async fn discover(&self, options: DiscoverOptions) -> Result<Vec<Peer>> {
         let req = HubRequest {
             action: Some("discover".into()),
-            capabilities: (!options.capabilities.is_empty())
-                .then(|| options.capabilities.into()),
+            capabilities: (!options.capabilities.is_empty()).then(|| options.capabilities.into()),
             status: options.status.map(Into::into),
             limit: options.limit.map(Into::into),
             offset: options.offset.map(Into::into),
@@ -537,9 +536,12 @@ impl Agent {
     /// Round-trip time of a P2P `ping` to `address`.
     pub async fn ping(&self, address: &str) -> Result<Duration> {
         let timeout = self.inner.config.send_timeout;
-        tokio::time::timeout(timeout, peer::ping(address, self.inner.config.max_frame_len))
-            .await
-            .unwrap_or_else(|_| Err(AgentError::timeout("ping", timeout)))
+        tokio::time::timeout(
+            timeout,
+            peer::ping(address, self.inner.config.max_frame_len),
+        )
+        .await
+        .unwrap_or_else(|_| Err(AgentError::timeout("ping", timeout)))
     }
 
     // ---- incoming ---------------------------------------------------------------------------

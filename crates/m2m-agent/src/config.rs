@@ -124,7 +124,8 @@ pub fn hub_url(hub: &str) -> Result<String, AgentError> {
 
 fn strip_scheme<'a>(s: &'a str, scheme: &str) -> Option<&'a str> {
     let head = s.get(..scheme.len())?;
-    head.eq_ignore_ascii_case(scheme).then(|| &s[scheme.len()..])
+    head.eq_ignore_ascii_case(scheme)
+        .then(|| &s[scheme.len()..])
 }
 
 fn with_ws_path(scheme: &str, rest: &str) -> String {
@@ -151,7 +152,10 @@ fn host_part(authority: &str) -> &str {
 pub(crate) fn is_loopback_host(host: &str) -> bool {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     host.eq_ignore_ascii_case("localhost")
-        || host.parse::<IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false)
+        || host
+            .parse::<IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false)
 }
 
 #[cfg(test)]

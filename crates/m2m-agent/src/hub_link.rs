@@ -315,7 +315,9 @@ pub(crate) async fn local_ipv4(hub_url: &str) -> IpAddr {
     let port = url.port_or_known_default().unwrap_or(443);
     let probe = async {
         // Connecting a UDP socket sends nothing; it only picks the route and source address.
-        let socket = tokio::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).await.ok()?;
+        let socket = tokio::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+            .await
+            .ok()?;
         socket.connect((host, port)).await.ok()?;
         socket.local_addr().ok().map(|a| a.ip())
     };

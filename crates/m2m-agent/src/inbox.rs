@@ -22,7 +22,7 @@ use crate::message::Message;
 #[derive(Debug)]
 pub(crate) enum Refused {
     /// The queue is full; the message is given back.
-    Full(Message),
+    Full(Box<Message>),
     /// The agent is shutting down.
     Closed,
 }
@@ -85,10 +85,9 @@ impl Inbox {
         response_type: String,
     ) -> ResponseWaiter {
         let (tx, rx) = oneshot::channel();
-        self.waiters.lock().insert(
-            correlation_id.to_owned(),
-            Waiter { response_type, tx },
-        );
+        self.waiters
+            .lock()
+            .insert(correlation_id.to_owned(), Waiter { response_type, tx });
         ResponseWaiter {
             inbox: self.clone(),
             correlation_id: correlation_id.to_owned(),
@@ -102,7 +101,7 @@ impl Inbox {
             return Ok(());
         };
         self.tx.try_send(msg).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(m) => Refused::Full(m),
+            mpsc::error::TrySendError::Full(m) => Refused::Full(Box::new(m)),
             mpsc::error::TrySendError::Closed(_) => Refused::Closed,
         })
     }

@@ -170,7 +170,7 @@ async fn handle_connection(
                             let delivered = tokio::select! {
                                 biased;
                                 _ = cancel.cancelled() => break 'conn,
-                                d = inbox.deliver(msg) => d,
+                                d = inbox.deliver(*msg) => d,
                             };
                             if delivered.is_err() {
                                 break 'conn;
@@ -182,8 +182,7 @@ async fn handle_connection(
                     ack.encode_into(&mut out);
                 }
             }
-            if out.len() >= FLUSH_AT && !flush(&mut writer, &mut out, limits.write_timeout).await
-            {
+            if out.len() >= FLUSH_AT && !flush(&mut writer, &mut out, limits.write_timeout).await {
                 break 'conn;
             }
         }

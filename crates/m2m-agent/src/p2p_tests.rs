@@ -118,7 +118,10 @@ async fn hostile_peers_get_the_right_error_and_others_are_unaffected() {
     // Garbage: invalid_message, the connection stays usable.
     let mut garbage = Raw::connect(&server.address).await;
     garbage.send(b"hello there").await;
-    assert_eq!(garbage.recv().await, Some(json!({"error":"invalid_message"})));
+    assert_eq!(
+        garbage.recv().await,
+        Some(json!({"error":"invalid_message"}))
+    );
     garbage.send(br#"{"type":"ping"}"#).await;
     assert_eq!(garbage.recv().await, Some(json!({"type":"pong"})));
 
@@ -127,14 +130,20 @@ async fn hostile_peers_get_the_right_error_and_others_are_unaffected() {
     bad_key
         .send(br#"{"type":"handshake","key":"AAAA","from":"ffffffffffffffffffffffffffffffff"}"#)
         .await;
-    assert_eq!(bad_key.recv().await, Some(json!({"error":"invalid_message"})));
+    assert_eq!(
+        bad_key.recv().await,
+        Some(json!({"error":"invalid_message"}))
+    );
 
     // A message before any handshake.
     let mut early = Raw::connect(&server.address).await;
     early
         .send(br#"{"type":"message","messageType":"chat","data":"AAAA","correlationId":"x1"}"#)
         .await;
-    assert_eq!(early.recv().await, Some(json!({"error":"handshake_required"})));
+    assert_eq!(
+        early.recv().await,
+        Some(json!({"error":"handshake_required"}))
+    );
 
     // Unknown frame types are ignored: the next answer is the pong.
     early.send(br#"{"type":"teleport"}"#).await;
@@ -147,7 +156,10 @@ async fn hostile_peers_get_the_right_error_and_others_are_unaffected() {
     forger
         .send(br#"{"type":"message","messageType":"chat","data":"4J3UP8zzp+A/vAQ9hn674AbpTfISDFh5XSaghLj4Vm/c3jcxvjxWPA==","correlationId":"c4"}"#)
         .await;
-    assert_eq!(forger.recv().await, Some(json!({"error":"decryption_failed"})));
+    assert_eq!(
+        forger.recv().await,
+        Some(json!({"error":"decryption_failed"}))
+    );
 
     // A line over the limit: frame_too_large, then the connection is closed.
     let mut flood = Raw::connect(&server.address).await;
@@ -180,14 +192,22 @@ async fn valid_session_acks_in_order_and_without_correlation_id() {
     let m1 = init
         .seal("chat", &json!({"n":1}), Some(json!("c1")), &mut rng)
         .unwrap();
-    let m2 = init.seal("chat", &json!("plain text"), None, &mut rng).unwrap();
+    let m2 = init
+        .seal("chat", &json!("plain text"), None, &mut rng)
+        .unwrap();
     let mut both = m1.encode();
     both.extend(m2.encode());
     raw.writer.write_all(&both).await.unwrap();
-    assert_eq!(raw.recv().await, Some(json!({"type":"ack","correlationId":"c1"})));
+    assert_eq!(
+        raw.recv().await,
+        Some(json!({"type":"ack","correlationId":"c1"}))
+    );
     assert_eq!(raw.recv().await, Some(json!({"type":"ack"})));
     let stop = CancellationToken::new();
-    assert_eq!(server.inbox.next(&stop).await.unwrap().payload, json!({"n":1}));
+    assert_eq!(
+        server.inbox.next(&stop).await.unwrap().payload,
+        json!({"n":1})
+    );
     let second = server.inbox.next(&stop).await.unwrap();
     assert_eq!(second.payload, json!("plain text"));
     assert_eq!(second.correlation_id, None);

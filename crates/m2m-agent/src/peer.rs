@@ -441,7 +441,9 @@ impl Pool {
         }
         if slots.len() >= MAX_POOL_SLOTS {
             slots.retain(|_, slot| match slot.try_lock() {
-                Ok(conn) => conn.as_ref().is_some_and(|c| !c.shared.closed.is_cancelled()),
+                Ok(conn) => conn
+                    .as_ref()
+                    .is_some_and(|c| !c.shared.closed.is_cancelled()),
                 Err(_) => true,
             });
         }
@@ -457,8 +459,8 @@ impl Pool {
         if let Some(conn) = held.as_ref().filter(|c| c.is_usable(from)) {
             return Ok((conn.clone(), true));
         }
-        let conn =
-            PeerConnection::open(address, from, &self.settings, &self.cancel, &self.tracker).await?;
+        let conn = PeerConnection::open(address, from, &self.settings, &self.cancel, &self.tracker)
+            .await?;
         if let Some(old) = held.replace(conn.clone()) {
             old.close();
         }
