@@ -1,1 +1,353 @@
-pub mod placeholder {}
+//! # m2m-hub
+//!
+//! The M2M hub: a phone book that agents register with over a WebSocket (`/ws`) and that
+//! answers who is online, over the same WebSocket and a small HTTP API (PROTOCOL.md A2,
+//! A3). Original JavaScript agents use it unchanged; the **Ours:** rules of the protocol
+//! (ownership, address handling, status kept across heartbeats, retention, limits) apply.
+//!
+//! ## How data flows
+//!
+//! ```text
+//!  WebSocket ──► ws::run_session ──► HubState::handle_text ──► reply
+//!                                        │        │
+//!                          reads ◄───────┘        └──► Writer (group commit) ──► Registry
+//!                            │                                                    │
+//!                       Directory (in-memory mirror) ◄── own writes, sweep, feed ◄┘
+//! ```
+//!
+//! * **[`store::Registry`]** is the truth: SQLite (default, a file next to the hub) or
+//!   PostgreSQL. Schema migrations run at start.
+//! * **`Directory`** mirrors every stored row in memory. `lookup`, `discover`, `find`,
+//!   `/agents` and `stats` are answered from it alone, which is what makes tens of
+//!   thousands of them per second possible.
+//! * **Writes** (`register`, `status`, `disconnect`, a closing WebSocket) go to the
+//!   database first, through one writer task that commits whatever has queued in one
+//!   transaction; the mirror is updated with the row's new `version` only after the commit,
+//!   so the mirror never shows what is not stored. A failed write is `unavailable`.
+//! * **Heartbeats** never wait for the database: they set `last_seen` in memory and mark
+//!   the agent dirty; every `flush_interval` (2 s) one statement writes all dirty
+//!   timestamps. A crash loses at most that much liveness, which the 2-minute idle rule
+//!   does not notice. A heartbeat writes only when it brings an `idle` agent back.
+//! * **Sweep** (every 30 s): flush liveness, then conditional `UPDATE`s in the database
+//!   (`→ idle`, `→ offline`, delete offline rows past retention) whose results are applied
+//!   to the mirror. The database decides, so a sweep is the same whichever hub runs it.
+//!
+//! ## Several hubs on one PostgreSQL database
+//!
+//! Each write takes a new `version` from a sequence, so the table is also a change feed.
+//! Every `sync_interval` (500 ms) a hub reads `version > watermark` and applies the rows to
+//! its mirror (newer versions win; applying is idempotent). So an agent registered through
+//! hub A is listed by hub B within about half a second, and `lookup` of an id B does not
+//! know yet reads through to the database at once. A status change (including a closed
+//! WebSocket) is written before it is acknowledged and reaches other hubs with the next
+//! feed read. Liveness flushes take versions too, so `lastSeen` stays current everywhere.
+//!
+//! Sequence numbers are taken before commit, so a poll can see version 12 committed
+//! while 11 is still in flight. Each poll therefore re-reads from the watermark of three
+//! polls earlier (1.5 s of overlap); our transactions are short, so a change that takes
+//! longer than that to commit is not expected — if one did, the mirrors of *other* hubs
+//! would miss that one change until the row changes again (the row is still correct in
+//! the database and for `lookup` of unknown ids).
+//!
+//! Sweeps run under a transaction-level advisory lock: when two hubs sweep at once, one
+//! skips; since both would compute the same conditional updates, nothing is lost and they
+//! never undo each other. Rows past retention are deleted by whichever hub sweeps; every
+//! hub drops them from its mirror by the same rule. A hub shutting down marks offline the
+//! agents it holds (`hub` column); a hub that crashes leaves its agents to the sweep.
+//!
+//! With SQLite the hub is the file's only user: at start, agents a crash left live are
+//! marked offline (no WebSocket can hold them any more), and the feed is not polled.
+//!
+//! ## Listing order
+//!
+//! `discover` orders by whole seconds since last seen, most recent first, and within one
+//! second by when the agent was last written, oldest first: that is what the original
+//! does (its `ORDER BY last_seen` sorts the seconds column, ties in table order) and what
+//! the recorded transcript shows. `find` and `/agents` list newest first. Heartbeats alone
+//! reorder the listing at most once a second.
+
+mod address;
+pub mod codes;
+mod config;
+mod directory;
+mod error;
+mod http;
+mod maintenance;
+mod metrics;
+mod state;
+pub mod store;
+mod tls;
+mod writer;
+mod ws;
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{
+    Clock, HubConfig, HubLimits, ManualClock, StorageTuning, SweepConfig, TlsConfig,
+};
+pub use error::{HubError, StoreError};
+pub use http::{router, ClientAddr};
+pub use maintenance::SweepReport;
+pub use state::HubState;
+
+use maintenance::FeedMarks;
+
+/// How long shutdown waits for WebSockets to close before it releases their agents anyway.
+const SESSION_DRAIN: Duration = Duration::from_secs(10);
+
+/// Starts hubs.
+#[derive(Debug, Clone, Copy)]
+pub struct Hub;
+
+impl Hub {
+    /// Opens the registry (running migrations), binds `config.bind`, and starts the server
+    /// and the background sweeper.
+    pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
+        let addr = config.bind;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| HubError::Bind { addr, source })?;
+        let state = HubState::open(config).await?;
+        RunningHub::spawn(listener, state)
+    }
+}
+
+/// A hub serving in the background. Drop does not stop it cleanly: call
+/// [`RunningHub::shutdown`].
+#[derive(Debug)]
+pub struct RunningHub {
+    state: Arc<HubState>,
+    local_addr: SocketAddr,
+    stop: CancellationToken,
+    server_done: CancellationToken,
+    server: JoinHandle<Result<(), HubError>>,
+    maintenance: JoinHandle<()>,
+    maintenance_stop: CancellationToken,
+    marks: Arc<FeedMarks>,
+}
+
+impl RunningHub {
+    fn spawn(listener: TcpListener, state: Arc<HubState>) -> Result<RunningHub, HubError> {
+        let local_addr = listener.local_addr()?;
+        let stop = CancellationToken::new();
+        let server_done = CancellationToken::new();
+        let server = {
+            let (state, stop, done) = (state.clone(), stop.clone(), server_done.clone());
+            let tls = match &state.config.tls {
+                Some(cfg) => Some(tls::acceptor(cfg)?),
+                None => None,
+            };
+            tokio::spawn(async move {
+                let shutdown = stop.cancelled_owned();
+                let result = match tls {
+                    Some(acceptor) => serve_tls(listener, acceptor, state, shutdown).await,
+                    None => serve(listener, state, shutdown).await,
+                };
+                if let Err(e) = &result {
+                    tracing::error!(error = %e, "hub server stopped");
+                }
+                done.cancel();
+                result
+            })
+        };
+        let marks = Arc::new(FeedMarks::default());
+        let maintenance_stop = CancellationToken::new();
+        let maintenance = tokio::spawn(maintenance::run(
+            state.clone(),
+            marks.clone(),
+            maintenance_stop.clone(),
+        ));
+        tracing::info!(addr = %local_addr, tls = state.config.tls.is_some(), "hub listening");
+        Ok(RunningHub {
+            state,
+            local_addr,
+            stop,
+            server_done,
+            server,
+            maintenance,
+            maintenance_stop,
+            marks,
+        })
+    }
+
+    /// The bound address (the real port when `bind` asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    fn dial_addr(&self) -> SocketAddr {
+        let ip = match self.local_addr.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
+        SocketAddr::new(ip, self.local_addr.port())
+    }
+
+    /// `ws://IP:PORT/ws` (`wss://` with TLS), dialable from this machine.
+    pub fn ws_url(&self) -> String {
+        let scheme = if self.state.config.tls.is_some() { "wss" } else { "ws" };
+        format!("{scheme}://{}/ws", self.dial_addr())
+    }
+
+    /// `http://IP:PORT` (`https://` with TLS).
+    pub fn http_url(&self) -> String {
+        let scheme = if self.state.config.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.dial_addr())
+    }
+
+    /// The shared state (tests, embedding).
+    pub fn state(&self) -> &Arc<HubState> {
+        &self.state
+    }
+
+    /// Runs one status sweep now (as the periodic sweeper does).
+    pub async fn sweep_now(&self) -> Result<SweepReport, HubError> {
+        Ok(maintenance::sweep_once(&self.state).await?)
+    }
+
+    /// Writes batched heartbeats now; returns how many.
+    pub async fn flush_now(&self) -> Result<usize, HubError> {
+        Ok(maintenance::flush_liveness(&self.state).await?)
+    }
+
+    /// Reads the change feed of other hubs now (PostgreSQL; a no-op count of 0 otherwise).
+    pub async fn sync_now(&self) -> Result<usize, HubError> {
+        if !self.state.registry.shared() {
+            return Ok(0);
+        }
+        Ok(maintenance::sync_feed(&self.state, &self.marks).await?)
+    }
+
+    /// Resolves when the server stopped by itself (a fatal error). The CLI selects on this
+    /// and on its signals.
+    pub async fn stopped(&self) {
+        self.server_done.cancelled().await
+    }
+
+    /// Serves until SIGINT/SIGTERM (or a fatal error), then shuts down gracefully.
+    pub async fn run_until_signal(self) -> Result<(), HubError> {
+        tokio::select! {
+            _ = shutdown_signal() => tracing::info!("signal received; shutting down"),
+            _ = self.stopped() => {}
+        }
+        self.shutdown().await
+    }
+
+    /// Graceful shutdown: stop accepting, close every WebSocket (its agents go offline),
+    /// write pending liveness, mark offline whatever this hub still holds, close the
+    /// database.
+    pub async fn shutdown(self) -> Result<(), HubError> {
+        self.stop.cancel();
+        let served = match self.server.await {
+            Ok(r) => r,
+            Err(e) => Err(HubError::Io(std::io::Error::other(e))),
+        };
+        self.maintenance_stop.cancel();
+        let _ = self.maintenance.await;
+        self.state.stop_writer();
+        self.state.registry.close().await;
+        tracing::info!("hub stopped");
+        served
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+/// Serves HTTP and WebSockets on an already-bound `listener` until `shutdown` resolves,
+/// then closes every WebSocket and marks this hub's agents offline. Background sweeping is
+/// not included (see [`Hub::start`]).
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<HubState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), HubError> {
+    let app = router(state.clone()).into_make_service_with_connect_info::<ClientAddr>();
+    let token = state.shutdown.clone();
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            token.cancel();
+        })
+        .await;
+    finish(&state).await;
+    Ok(served?)
+}
+
+/// As [`serve`], over TLS.
+pub async fn serve_tls(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    state: Arc<HubState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), HubError> {
+    let listener = tls::TlsListener::new(
+        listener,
+        acceptor,
+        state.config.limits.tls_handshake_timeout,
+    )?;
+    let app = router(state.clone()).into_make_service_with_connect_info::<ClientAddr>();
+    let token = state.shutdown.clone();
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            token.cancel();
+        })
+        .await;
+    finish(&state).await;
+    Ok(served?)
+}
+
+/// After the server stopped: let sessions close (they mark their agents offline), write
+/// liveness, then release anything this hub still holds.
+async fn finish(state: &HubState) {
+    state.shutdown.cancel();
+    state.sessions.close();
+    if tokio::time::timeout(SESSION_DRAIN, state.sessions.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("WebSockets did not close in time; releasing their agents anyway");
+    }
+    if let Err(e) = maintenance::flush_liveness(state).await {
+        tracing::warn!(error = %e, "final liveness flush failed");
+    }
+    state.retry_pending_offline().await;
+    match state.registry.release(Some(&state.hub_id)).await {
+        Ok(changes) => {
+            for c in changes {
+                state.directory.set_status(&c.id, &c.status, c.version);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not mark this hub's agents offline"),
+    }
+}

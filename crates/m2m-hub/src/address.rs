@@ -1,0 +1,98 @@
+//! Where an agent can be dialled: the IP its WebSocket came from, plus the port it named
+//! (PROTOCOL.md A2, Address). Pure functions, no IO.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::http::HeaderMap;
+
+use crate::codes;
+
+/// The client's IP: the socket's peer, or — only when the operator said the hub is behind a
+/// proxy — the first entry of `X-Forwarded-For`. IPv4-mapped IPv6 becomes plain IPv4 (the
+/// original strips `::ffff:`).
+pub fn client_ip(peer: SocketAddr, headers: &HeaderMap, trust_proxy: bool) -> IpAddr {
+    if trust_proxy {
+        let forwarded = headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
+            .and_then(|v| v.parse::<IpAddr>().ok());
+        if let Some(ip) = forwarded {
+            return ip.to_canonical();
+        }
+    }
+    peer.ip().to_canonical()
+}
+
+/// The port of a `host:port` or `[v6]:port` address, or the error code to send.
+pub fn port_of(address: &str) -> Result<u16, &'static str> {
+    let address = address.trim();
+    let port = if let Some(rest) = address.strip_prefix('[') {
+        let (_, port) = rest.split_once("]:").ok_or(codes::INVALID_ADDRESS)?;
+        port
+    } else {
+        match address.split_once(':') {
+            // A bare IPv6 address has more colons: which part is the port is a guess we
+            // refuse to make.
+            Some((host, port)) if !host.is_empty() && !port.contains(':') => port,
+            _ => return Err(codes::INVALID_ADDRESS),
+        }
+    };
+    match port.parse::<u16>() {
+        Ok(p) if p != 0 => Ok(p),
+        _ => Err(codes::INVALID_ADDRESS),
+    }
+}
+
+/// The address the hub stores: `ip:port`, IPv6 in brackets.
+pub fn dial_address(ip: IpAddr, given: Option<&str>, max_len: usize) -> Result<String, &'static str> {
+    let given = given.ok_or(codes::ADDRESS_REQUIRED)?;
+    if given.trim().is_empty() {
+        return Err(codes::ADDRESS_REQUIRED);
+    }
+    if given.len() > max_len {
+        return Err(codes::ADDRESS_TOO_LONG);
+    }
+    let port = port_of(given)?;
+    Ok(SocketAddr::new(ip, port).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn keeps_the_remote_ip_and_the_given_port() {
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        assert_eq!(dial_address(ip, Some("10.9.8.7:4101"), 256).unwrap(), "127.0.0.1:4101");
+        assert_eq!(dial_address(ip, Some("host.example:80"), 256).unwrap(), "127.0.0.1:80");
+        assert_eq!(dial_address(ip, Some("[::1]:4000"), 256).unwrap(), "127.0.0.1:4000");
+        let v6: IpAddr = "2001:db8::7".parse().unwrap();
+        assert_eq!(dial_address(v6, Some("x:9"), 256).unwrap(), "[2001:db8::7]:9");
+    }
+
+    #[test]
+    fn refuses_what_no_one_could_dial() {
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        assert_eq!(dial_address(ip, None, 256), Err(codes::ADDRESS_REQUIRED));
+        assert_eq!(dial_address(ip, Some(""), 256), Err(codes::ADDRESS_REQUIRED));
+        for bad in ["1.2.3.4", "1.2.3.4:", "1.2.3.4:0", "1.2.3.4:70000", ":80", "::1:80", "[::1]"] {
+            assert_eq!(dial_address(ip, Some(bad), 256), Err(codes::INVALID_ADDRESS), "{bad}");
+        }
+        let long = format!("{}:80", "a".repeat(300));
+        assert_eq!(dial_address(ip, Some(&long), 256), Err(codes::ADDRESS_TOO_LONG));
+    }
+
+    #[test]
+    fn forwarded_for_only_when_trusted() {
+        let peer: SocketAddr = "[::ffff:10.0.0.1]:5000".parse().unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", HeaderValue::from_static(" 203.0.113.9 , 10.0.0.2"));
+        assert_eq!(client_ip(peer, &headers, false).to_string(), "10.0.0.1");
+        assert_eq!(client_ip(peer, &headers, true).to_string(), "203.0.113.9");
+        headers.insert("x-forwarded-for", HeaderValue::from_static("garbage"));
+        assert_eq!(client_ip(peer, &headers, true).to_string(), "10.0.0.1");
+    }
+}

@@ -1,0 +1,223 @@
+//! Hub configuration: what the CLI's flags set, with the defaults of PROTOCOL.md and
+//! `m2m_proto::limits`. Every bound a client can push against is a field of [`HubLimits`].
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use m2m_proto::limits;
+
+/// Everything [`crate::Hub::start`] needs.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// Where to listen. Default `0.0.0.0:3000`.
+    pub bind: SocketAddr,
+    /// Registry location: `sqlite://PATH` (created if missing), `sqlite::memory:`, or
+    /// `postgres://…`. Default `sqlite://m2m-hub.db` in the working directory.
+    pub database: String,
+    /// Take the client IP from `X-Forwarded-For` (only behind a proxy you control).
+    pub trust_proxy: bool,
+    /// Serve `https`/`wss` directly with this certificate.
+    pub tls: Option<TlsConfig>,
+    /// The public WebSocket URL shown by `/info` and the 404 page (e.g.
+    /// `wss://hub.example.org/ws`). Default: derived from the request's `Host`.
+    pub public_url: Option<String>,
+    /// Bounds on what clients may send.
+    pub limits: HubLimits,
+    /// Status lifecycle timing.
+    pub sweep: SweepConfig,
+    /// Write-behind and multi-hub synchronisation timing.
+    pub storage: StorageTuning,
+    /// Time source. Tests use [`Clock::manual`] to move time without sleeping.
+    pub clock: Clock,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            bind: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 3000)),
+            database: "sqlite://m2m-hub.db".to_owned(),
+            trust_proxy: false,
+            tls: None,
+            public_url: None,
+            limits: HubLimits::default(),
+            sweep: SweepConfig::default(),
+            storage: StorageTuning::default(),
+            clock: Clock::System,
+        }
+    }
+}
+
+impl HubConfig {
+    /// SQLite in memory, bound to `127.0.0.1:0`: a throw-away hub for tests.
+    pub fn in_memory() -> Self {
+        HubConfig {
+            bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            database: "sqlite::memory:".to_owned(),
+            ..HubConfig::default()
+        }
+    }
+}
+
+/// PEM certificate chain and private key for `wss://` without a proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// PEM file with the certificate chain, leaf first.
+    pub cert_path: PathBuf,
+    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_path: PathBuf,
+}
+
+/// Bounds on client input. Defaults come from `m2m_proto::limits`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubLimits {
+    /// Largest WebSocket message answered normally; larger ones get `message_too_large`.
+    pub max_message_bytes: usize,
+    /// Messages above this are not even buffered: the socket is closed (1009). Keeps a
+    /// hostile sender from making the hub hold more than this per connection.
+    pub hard_max_message_bytes: usize,
+    /// Most capabilities per agent.
+    pub max_capabilities: usize,
+    /// Longest capability string.
+    pub max_capability_len: usize,
+    /// Largest metadata object, serialized.
+    pub max_metadata_bytes: usize,
+    /// Longest `address` at register.
+    pub max_address_len: usize,
+    /// Longest status string.
+    pub max_status_len: usize,
+    /// Simultaneous WebSocket connections; more get HTTP 503.
+    pub max_connections: usize,
+    /// Agents one WebSocket may register (original clients register one).
+    pub max_agents_per_connection: usize,
+    /// Sustained requests per second per connection (token bucket refill).
+    pub requests_per_second: u32,
+    /// Burst of requests per connection (token bucket size).
+    pub request_burst: u32,
+    /// A connection that has registered nothing and sent nothing this long is closed.
+    pub idle_timeout: Duration,
+    /// A reply that cannot be written this fast closes the connection (slow reader).
+    pub write_timeout: Duration,
+    /// TLS handshakes must finish this fast.
+    pub tls_handshake_timeout: Duration,
+}
+
+impl Default for HubLimits {
+    fn default() -> Self {
+        HubLimits {
+            max_message_bytes: limits::MAX_HUB_MESSAGE,
+            hard_max_message_bytes: 4 * limits::MAX_HUB_MESSAGE,
+            max_capabilities: limits::MAX_CAPABILITIES,
+            max_capability_len: limits::MAX_CAPABILITY_LEN,
+            max_metadata_bytes: limits::MAX_METADATA_BYTES,
+            max_address_len: limits::MAX_ADDRESS_LEN,
+            max_status_len: limits::MAX_STATUS_LEN,
+            // 100k agents is the design target; leave headroom for tools and reconnects.
+            max_connections: 150_000,
+            max_agents_per_connection: 16,
+            // An agent sends one heartbeat per 30 s; a busy tool a few lookups per second.
+            requests_per_second: 50,
+            request_burst: 200,
+            idle_timeout: Duration::from_secs(300),
+            write_timeout: Duration::from_secs(10),
+            tls_handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Status lifecycle (PROTOCOL.md A2): sweep period and the unseen times that move an agent
+/// to `idle` and `offline`, and how long `offline` rows are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SweepConfig {
+    /// How often the sweep runs.
+    pub interval: Duration,
+    /// Unseen this long: `online` (or an agent-chosen status) → `idle`.
+    pub idle_after: Duration,
+    /// Unseen this long: `idle` → `offline`.
+    pub offline_after: Duration,
+    /// `offline` rows unseen this long are deleted.
+    pub retention: Duration,
+}
+
+impl Default for SweepConfig {
+    fn default() -> Self {
+        SweepConfig {
+            interval: limits::SWEEP_INTERVAL,
+            idle_after: limits::IDLE_AFTER,
+            offline_after: limits::OFFLINE_AFTER,
+            retention: limits::OFFLINE_RETENTION,
+        }
+    }
+}
+
+/// How liveness reaches the database and how other hubs' changes reach this one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageTuning {
+    /// Heartbeats are kept in memory and written in one batch this often.
+    pub flush_interval: Duration,
+    /// PostgreSQL: how often the change feed of other hubs is read.
+    pub sync_interval: Duration,
+    /// Database connections.
+    pub pool_size: u32,
+    /// A request waiting longer than this for a database connection fails `unavailable`.
+    pub acquire_timeout: Duration,
+    /// Most writes committed in one transaction.
+    pub max_batch: usize,
+}
+
+impl Default for StorageTuning {
+    fn default() -> Self {
+        StorageTuning {
+            flush_interval: Duration::from_secs(2),
+            sync_interval: Duration::from_millis(500),
+            pool_size: 8,
+            acquire_timeout: Duration::from_secs(3),
+            max_batch: 512,
+        }
+    }
+}
+
+/// Wall-clock source in milliseconds since the epoch.
+#[derive(Debug, Clone, Default)]
+pub enum Clock {
+    /// The system clock.
+    #[default]
+    System,
+    /// A clock that moves only when told to (tests).
+    Manual(ManualClock),
+}
+
+impl Clock {
+    /// A manual clock starting at `start_ms`, and the handle that moves it.
+    pub fn manual(start_ms: i64) -> (Clock, ManualClock) {
+        let handle = ManualClock(Arc::new(AtomicI64::new(start_ms)));
+        (Clock::Manual(handle.clone()), handle)
+    }
+
+    /// Milliseconds since the epoch.
+    pub fn now_ms(&self) -> i64 {
+        match self {
+            Clock::System => chrono::Utc::now().timestamp_millis(),
+            Clock::Manual(m) => m.0.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Handle of a [`Clock::Manual`].
+#[derive(Debug, Clone)]
+pub struct ManualClock(Arc<AtomicI64>);
+
+impl ManualClock {
+    /// Moves the clock forward.
+    pub fn advance(&self, by: Duration) {
+        let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
+        self.0.fetch_add(ms, Ordering::Relaxed);
+    }
+
+    /// Current value.
+    pub fn now_ms(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}

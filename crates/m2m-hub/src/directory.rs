@@ -1,0 +1,875 @@
+//! The in-memory mirror of the registry, from which `lookup`, `discover`, `find`, `/agents`
+//! and `stats` are answered without touching the database.
+//!
+//! Every stored agent has one [`AgentEntry`]. Its immutable part (id, address,
+//! capabilities) is fixed at register; the mutable part (status, metadata, version) sits
+//! behind a small lock, and liveness (`last_seen`) is an atomic so that a heartbeat is a
+//! store and nothing more. Changes are applied only when their `version` is newer than the
+//! entry's, so an own write, a sweep and the PostgreSQL change feed can arrive in any order.
+//!
+//! Listing order: the original hub orders `discover` by whole seconds since last seen (most
+//! recent first) and, within one second, by table order — which in practice is the order
+//! the rows were last written, oldest first (`vectors/hub-transcript-v2.jsonl` shows it).
+//! We keep that: a [`Snapshot`] holds the listable agents sorted by (last seen, touch
+//! sequence); a discover walks it one second-bucket at a time, newest bucket first, each
+//! bucket oldest first. `find` and `/agents` walk it newest first. The snapshot is rebuilt
+//! when membership, status or metadata changed (so a register or status is visible to the
+//! very next request), and at most once per [`REORDER_AFTER`] when only heartbeats moved
+//! agents; results are filtered against the live state, never against the snapshot's.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use m2m_proto::hub::{self as proto, status, AgentCounts};
+use parking_lot::{Mutex, RwLock};
+use serde::ser::{Serialize, Serializer};
+use serde_json::{Map, Value};
+
+use crate::store::AgentRow;
+
+/// How stale the listing order may get from heartbeats alone. Reordering costs a sort of
+/// all agents; heartbeats arrive at tens of thousands per second.
+pub const REORDER_AFTER: Duration = Duration::from_secs(1);
+
+/// An agent id as a number: 16 bytes, printed as 32 lowercase hex characters.
+pub type AgentKey = u128;
+
+/// Parses an id as the hub makes them (32 lowercase hex). Anything else names no agent.
+pub fn parse_id(s: &str) -> Option<AgentKey> {
+    if s.len() != 32 || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    u128::from_str_radix(s, 16).ok()
+}
+
+/// An agent's status; the three the hub assigns are not allocated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    /// `online`.
+    Online,
+    /// `idle`.
+    Idle,
+    /// `offline`.
+    Offline,
+    /// A status the agent chose (`busy`, …).
+    Other(Box<str>),
+}
+
+impl Status {
+    /// From the wire/database string.
+    pub fn from_wire(s: &str) -> Status {
+        match s {
+            status::ONLINE => Status::Online,
+            status::IDLE => Status::Idle,
+            status::OFFLINE => Status::Offline,
+            other => Status::Other(other.into()),
+        }
+    }
+
+    /// The wire string.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Status::Online => status::ONLINE,
+            Status::Idle => status::IDLE,
+            Status::Offline => status::OFFLINE,
+            Status::Other(s) => s,
+        }
+    }
+
+    fn slot(&self) -> usize {
+        match self {
+            Status::Online => 0,
+            Status::Idle => 1,
+            Status::Offline => 2,
+            Status::Other(_) => 3,
+        }
+    }
+}
+
+/// The mutable part of an agent.
+#[derive(Debug, Clone)]
+pub struct EntryState {
+    /// Current status.
+    pub status: Status,
+    /// Current metadata (shared with replies being written).
+    pub metadata: Arc<Map<String, Value>>,
+    /// Version of the last applied change.
+    pub version: i64,
+}
+
+/// One agent in memory.
+#[derive(Debug)]
+pub struct AgentEntry {
+    /// Numeric id.
+    pub key: AgentKey,
+    /// Hex id.
+    pub id: Box<str>,
+    /// `host:port`.
+    pub address: Box<str>,
+    /// Capabilities.
+    pub capabilities: Box<[String]>,
+    /// 2.1 identity key.
+    pub identity: Option<Box<str>>,
+    last_seen: AtomicI64,
+    seq: AtomicU64,
+    dirty: AtomicBool,
+    state: Mutex<EntryState>,
+}
+
+impl AgentEntry {
+    /// Last seen, ms since the epoch.
+    pub fn last_seen(&self) -> i64 {
+        self.last_seen.load(Ordering::Acquire)
+    }
+
+    /// A copy of the mutable part.
+    pub fn state(&self) -> EntryState {
+        self.state.lock().clone()
+    }
+
+    /// Current status.
+    pub fn status(&self) -> Status {
+        self.state.lock().status.clone()
+    }
+
+    /// The entry as `lookup` returns it.
+    pub fn record(&self) -> proto::AgentRecord {
+        let st = self.state();
+        proto::AgentRecord {
+            id: self.id.to_string(),
+            address: self.address.to_string(),
+            capabilities: self.capabilities.to_vec(),
+            metadata: (*st.metadata).clone(),
+            status: st.status.as_str().to_owned(),
+            identity: self.identity.as_deref().map(str::to_owned),
+        }
+    }
+}
+
+/// Whole seconds from `last_seen` to `now` (never negative).
+pub fn secs_since(now: i64, last_seen: i64) -> u64 {
+    u64::try_from(now.saturating_sub(last_seen).max(0) / 1000).unwrap_or(0)
+}
+
+/// A `discover`/`/agents` item, serialized exactly like [`proto::Peer`] without copying the
+/// entry (a test pins the equivalence).
+#[derive(Debug, Clone)]
+pub struct PeerView {
+    entry: Arc<AgentEntry>,
+    state: EntryState,
+    last_seen: u64,
+}
+
+impl Serialize for PeerView {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(serde::Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Out<'a> {
+            id: &'a str,
+            address: &'a str,
+            capabilities: &'a [String],
+            metadata: &'a Map<String, Value>,
+            status: &'a str,
+            last_seen: u64,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            identity: Option<&'a str>,
+        }
+        Out {
+            id: &self.entry.id,
+            address: &self.entry.address,
+            capabilities: &self.entry.capabilities,
+            metadata: &self.state.metadata,
+            status: self.state.status.as_str(),
+            last_seen: self.last_seen,
+            identity: self.entry.identity.as_deref(),
+        }
+        .serialize(s)
+    }
+}
+
+/// A `find` item, serialized exactly like [`proto::FoundAgent`].
+#[derive(Debug, Clone)]
+pub struct FoundView {
+    entry: Arc<AgentEntry>,
+    metadata: Arc<Map<String, Value>>,
+}
+
+impl Serialize for FoundView {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(serde::Serialize)]
+        struct Out<'a> {
+            id: &'a str,
+            address: &'a str,
+            capabilities: &'a [String],
+            metadata: &'a Map<String, Value>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            identity: Option<&'a str>,
+        }
+        Out {
+            id: &self.entry.id,
+            address: &self.entry.address,
+            capabilities: &self.entry.capabilities,
+            metadata: &self.metadata,
+            identity: self.entry.identity.as_deref(),
+        }
+        .serialize(s)
+    }
+}
+
+/// `discover` reply body, field for field [`proto::Discovered`].
+#[derive(Debug, serde::Serialize)]
+pub struct DiscoveredView {
+    /// Agents in the page.
+    pub count: usize,
+    /// Page size.
+    pub limit: u32,
+    /// Page start.
+    pub offset: u64,
+    /// The page.
+    pub agents: Vec<PeerView>,
+}
+
+/// `find` reply body, field for field [`proto::Found`].
+#[derive(Debug, serde::Serialize)]
+pub struct FoundPage {
+    /// Agents in the page.
+    pub count: usize,
+    /// The page.
+    pub agents: Vec<FoundView>,
+}
+
+/// `GET /agents` body, field for field [`proto::AgentsPage`].
+#[derive(Debug, serde::Serialize)]
+pub struct AgentsPageView {
+    /// Agents in the page.
+    pub count: usize,
+    /// All non-offline agents.
+    pub total: u64,
+    /// Page size.
+    pub limit: u32,
+    /// Page start.
+    pub offset: u64,
+    /// The page.
+    pub agents: Vec<PeerView>,
+}
+
+#[derive(Debug)]
+struct Item {
+    last_seen: i64,
+    seq: u64,
+    entry: Arc<AgentEntry>,
+}
+
+/// Listable agents in (last seen, touch sequence) order, with a capability index.
+#[derive(Debug)]
+struct Snapshot {
+    generation: u64,
+    touches: u64,
+    built: Instant,
+    items: Vec<Item>,
+    by_capability: HashMap<String, Vec<u32>>,
+}
+
+/// What a listing asks for.
+#[derive(Debug, Clone, Default)]
+pub struct Filter<'a> {
+    /// Leave this agent out.
+    pub exclude: Option<&'a str>,
+    /// Only agents with any of these (empty: all).
+    pub capabilities: &'a [String],
+    /// Only agents with this status.
+    pub status: Option<&'a str>,
+    /// Page size.
+    pub limit: usize,
+    /// Page start.
+    pub offset: u64,
+}
+
+/// The mirror.
+#[derive(Debug)]
+pub struct Directory {
+    agents: RwLock<HashMap<AgentKey, Arc<AgentEntry>>>,
+    counts: [AtomicI64; 4],
+    generation: AtomicU64,
+    touches: AtomicU64,
+    seq: AtomicU64,
+    snapshot: RwLock<Arc<Snapshot>>,
+    rebuild: Mutex<()>,
+    dirty: Mutex<Vec<Arc<AgentEntry>>>,
+}
+
+impl Default for Directory {
+    fn default() -> Self {
+        Directory {
+            agents: RwLock::default(),
+            counts: Default::default(),
+            generation: AtomicU64::new(1),
+            touches: AtomicU64::new(0),
+            seq: AtomicU64::new(0),
+            snapshot: RwLock::new(Arc::new(Snapshot {
+                generation: 0,
+                touches: 0,
+                built: Instant::now(),
+                items: Vec::new(),
+                by_capability: HashMap::new(),
+            })),
+            rebuild: Mutex::new(()),
+            dirty: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl Directory {
+    /// One agent.
+    pub fn get(&self, key: AgentKey) -> Option<Arc<AgentEntry>> {
+        self.agents.read().get(&key).cloned()
+    }
+
+    fn count(&self, st: &Status, delta: i64) {
+        self.counts[st.slot()].fetch_add(delta, Ordering::Relaxed);
+    }
+
+    fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn next_seq(&self) -> u64 {
+        self.seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Inserts a row, or applies it to the existing entry when it is newer. Rows with
+    /// malformed ids (written by something else) are skipped.
+    pub fn upsert(&self, row: &AgentRow) -> Option<Arc<AgentEntry>> {
+        let key = parse_id(&row.id)?;
+        if let Some(existing) = self.get(key) {
+            self.apply(&existing, row);
+            return Some(existing);
+        }
+        let entry = Arc::new(AgentEntry {
+            key,
+            id: row.id.as_str().into(),
+            address: row.address.as_str().into(),
+            capabilities: row.capabilities.clone().into_boxed_slice(),
+            identity: row.identity.as_deref().map(Into::into),
+            last_seen: AtomicI64::new(row.last_seen),
+            seq: AtomicU64::new(self.next_seq()),
+            dirty: AtomicBool::new(false),
+            state: Mutex::new(EntryState {
+                status: Status::from_wire(&row.status),
+                metadata: Arc::new(row.metadata.clone()),
+                version: row.version,
+            }),
+        });
+        let mut agents = self.agents.write();
+        // Lost a race with another inserter: apply to theirs.
+        if let Some(existing) = agents.get(&key).cloned() {
+            drop(agents);
+            self.apply(&existing, row);
+            return Some(existing);
+        }
+        self.count(&Status::from_wire(&row.status), 1);
+        agents.insert(key, entry.clone());
+        drop(agents);
+        self.changed();
+        Some(entry)
+    }
+
+    /// Applies a stored row to an entry if it is newer.
+    fn apply(&self, entry: &AgentEntry, row: &AgentRow) {
+        entry.last_seen.fetch_max(row.last_seen, Ordering::AcqRel);
+        let mut st = entry.state.lock();
+        if row.version <= st.version {
+            return;
+        }
+        st.version = row.version;
+        let new_status = Status::from_wire(&row.status);
+        let mut changed = false;
+        if new_status != st.status {
+            self.count(&st.status, -1);
+            self.count(&new_status, 1);
+            st.status = new_status;
+            changed = true;
+        }
+        if *st.metadata != row.metadata {
+            st.metadata = Arc::new(row.metadata.clone());
+            changed = true;
+        }
+        drop(st);
+        if changed {
+            entry.seq.store(self.next_seq(), Ordering::Relaxed);
+            self.changed();
+        }
+    }
+
+    /// Applies a change made through this hub (or by a sweep) if `version` is newer than
+    /// what the entry holds. `touched`: the change counts as a sighting (moves the agent in
+    /// the listing order, like the original's `last_seen = NOW()`).
+    pub fn set(
+        &self,
+        entry: &AgentEntry,
+        version: i64,
+        status: Option<Status>,
+        metadata: Option<Arc<Map<String, Value>>>,
+        touched_at: Option<i64>,
+    ) {
+        if let Some(at) = touched_at {
+            entry.last_seen.fetch_max(at, Ordering::AcqRel);
+        }
+        let mut st = entry.state.lock();
+        if version <= st.version {
+            return;
+        }
+        st.version = version;
+        if let Some(new) = status {
+            if new != st.status {
+                self.count(&st.status, -1);
+                self.count(&new, 1);
+                st.status = new;
+            }
+        }
+        if let Some(m) = metadata {
+            st.metadata = m;
+        }
+        drop(st);
+        if touched_at.is_some() {
+            entry.seq.store(self.next_seq(), Ordering::Relaxed);
+        }
+        self.changed();
+    }
+
+    /// Sets a status without a registry version (the write is pending); the next stored
+    /// change of the row supersedes it.
+    pub fn force_status(&self, entry: &AgentEntry, status: Status) {
+        let mut st = entry.state.lock();
+        if st.status != status {
+            self.count(&st.status, -1);
+            self.count(&status, 1);
+            st.status = status;
+            drop(st);
+            self.changed();
+        }
+    }
+
+    /// Applies a status change by id (sweep, release, feed).
+    pub fn set_status(&self, id: &str, status: &str, version: i64) {
+        if let Some(entry) = parse_id(id).and_then(|k| self.get(k)) {
+            self.set(&entry, version, Some(Status::from_wire(status)), None, None);
+        }
+    }
+
+    /// A heartbeat: liveness only, in memory; the flusher writes it later.
+    pub fn touch(&self, entry: &Arc<AgentEntry>, now: i64) {
+        entry.last_seen.fetch_max(now, Ordering::SeqCst);
+        entry.seq.store(self.next_seq(), Ordering::Relaxed);
+        self.touches.fetch_add(1, Ordering::Relaxed);
+        if !entry.dirty.swap(true, Ordering::SeqCst) {
+            self.dirty.lock().push(entry.clone());
+        }
+    }
+
+    /// Takes the liveness to write: `(id, last_seen)` of every agent touched since the last
+    /// call. Give them back with [`Directory::requeue`] if the write fails.
+    pub fn take_dirty(&self) -> Vec<(Arc<AgentEntry>, i64)> {
+        let taken = std::mem::take(&mut *self.dirty.lock());
+        taken
+            .into_iter()
+            .map(|e| {
+                e.dirty.store(false, Ordering::SeqCst);
+                let at = e.last_seen.load(Ordering::SeqCst);
+                (e, at)
+            })
+            .collect()
+    }
+
+    /// Puts back liveness whose write failed.
+    pub fn requeue(&self, entries: Vec<Arc<AgentEntry>>) {
+        let mut dirty = self.dirty.lock();
+        for e in entries {
+            if !e.dirty.swap(true, Ordering::SeqCst) {
+                dirty.push(e);
+            }
+        }
+    }
+
+    /// Forgets an agent (purged from the registry).
+    pub fn remove(&self, key: AgentKey) {
+        if let Some(entry) = self.agents.write().remove(&key) {
+            self.count(&entry.state.lock().status, -1);
+            self.changed();
+        }
+    }
+
+    /// Forgets `offline` agents last seen before `before` (every hub applies the same
+    /// retention rule, so all mirrors drop what the registry's purge deleted).
+    pub fn purge_offline(&self, before: i64) -> usize {
+        let victims: Vec<AgentKey> = self
+            .agents
+            .read()
+            .values()
+            .filter(|e| e.last_seen() < before && e.state.lock().status == Status::Offline)
+            .map(|e| e.key)
+            .collect();
+        for key in &victims {
+            self.remove(*key);
+        }
+        victims.len()
+    }
+
+    /// Counts for `stats`.
+    pub fn counts(&self) -> AgentCounts {
+        let get = |i: usize| u64::try_from(self.counts[i].load(Ordering::Relaxed)).unwrap_or(0);
+        let (online, idle, offline, other) = (get(0), get(1), get(2), get(3));
+        AgentCounts {
+            total: online + idle + offline + other,
+            online,
+            idle,
+            offline,
+        }
+    }
+
+    /// Agents that are not `offline`.
+    pub fn listable(&self) -> u64 {
+        let c = self.counts();
+        c.total - c.offline
+    }
+
+    fn snapshot(&self) -> Arc<Snapshot> {
+        let current = self.snapshot.read().clone();
+        let generation = self.generation.load(Ordering::Acquire);
+        let touches = self.touches.load(Ordering::Relaxed);
+        if current.generation == generation
+            && (current.touches == touches || current.built.elapsed() < REORDER_AFTER)
+        {
+            return current;
+        }
+        let _guard = if current.generation == generation {
+            // Only the order is stale: one rebuild at a time, the others use the old one.
+            match self.rebuild.try_lock() {
+                Some(g) => g,
+                None => return current,
+            }
+        } else {
+            self.rebuild.lock()
+        };
+        let latest = self.snapshot.read().clone();
+        if latest.generation == self.generation.load(Ordering::Acquire)
+            && latest.built.elapsed() < REORDER_AFTER
+        {
+            return latest;
+        }
+        let fresh = Arc::new(self.build_snapshot());
+        *self.snapshot.write() = fresh.clone();
+        fresh
+    }
+
+    fn build_snapshot(&self) -> Snapshot {
+        // Read the counters first: a change after this makes the next reader rebuild.
+        let generation = self.generation.load(Ordering::Acquire);
+        let touches = self.touches.load(Ordering::Relaxed);
+        let mut items: Vec<Item> = self
+            .agents
+            .read()
+            .values()
+            .filter(|e| e.state.lock().status != Status::Offline)
+            .map(|e| Item {
+                last_seen: e.last_seen(),
+                seq: e.seq.load(Ordering::Relaxed),
+                entry: e.clone(),
+            })
+            .collect();
+        items.sort_unstable_by_key(|i| (i.last_seen, i.seq));
+        let mut by_capability: HashMap<String, Vec<u32>> = HashMap::new();
+        for (pos, item) in items.iter().enumerate() {
+            let pos = u32::try_from(pos).unwrap_or(u32::MAX);
+            for cap in item.entry.capabilities.iter() {
+                let list = by_capability.entry(cap.clone()).or_default();
+                // An agent listing a capability twice is indexed once.
+                if list.last() != Some(&pos) {
+                    list.push(pos);
+                }
+            }
+        }
+        Snapshot {
+            generation,
+            touches,
+            built: Instant::now(),
+            items,
+            by_capability,
+        }
+    }
+
+    /// `discover`: most recently seen (whole seconds) first, as the original.
+    pub fn discover(&self, now: i64, f: &Filter<'_>) -> Vec<PeerView> {
+        let snap = self.snapshot();
+        let positions = capability_positions(&snap, f.capabilities);
+        let mut out = Vec::new();
+        let mut skip = f.offset;
+        if f.limit == 0 {
+            return out;
+        }
+        let mut visit = |item: &Item| -> bool {
+            if let Some(view) = peer_view(now, item, f) {
+                if skip > 0 {
+                    skip -= 1;
+                } else {
+                    out.push(view);
+                }
+            }
+            out.len() < f.limit
+        };
+        match &positions {
+            Some(p) => walk_buckets(p.len(), |j| &snap.items[p[j] as usize], now, &mut visit),
+            None => walk_buckets(snap.items.len(), |j| &snap.items[j], now, &mut visit),
+        }
+        out
+    }
+
+    /// `/agents`: newest first; filters as [`Filter`].
+    pub fn list(&self, now: i64, f: &Filter<'_>) -> Vec<PeerView> {
+        let snap = self.snapshot();
+        let positions = capability_positions(&snap, f.capabilities);
+        let mut out = Vec::new();
+        let mut skip = f.offset;
+        let mut visit = |item: &Item| -> bool {
+            if out.len() >= f.limit {
+                return false;
+            }
+            if let Some(view) = peer_view(now, item, f) {
+                if skip > 0 {
+                    skip -= 1;
+                } else {
+                    out.push(view);
+                }
+            }
+            out.len() < f.limit
+        };
+        match &positions {
+            Some(p) => {
+                for &pos in p.iter().rev() {
+                    if !visit(&snap.items[pos as usize]) {
+                        break;
+                    }
+                }
+            }
+            None => {
+                for item in snap.items.iter().rev() {
+                    if !visit(item) {
+                        break;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// `find`: online agents with `capability`, newest first.
+    pub fn find(&self, capability: &str, limit: usize, offset: u64) -> Vec<FoundView> {
+        let snap = self.snapshot();
+        let mut out = Vec::new();
+        let Some(list) = snap.by_capability.get(capability) else {
+            return out;
+        };
+        let mut skip = offset;
+        for &pos in list.iter().rev() {
+            if out.len() >= limit {
+                break;
+            }
+            let entry = &snap.items[pos as usize].entry;
+            let st = entry.state.lock();
+            if st.status != Status::Online {
+                continue;
+            }
+            if skip > 0 {
+                skip -= 1;
+                continue;
+            }
+            out.push(FoundView {
+                entry: entry.clone(),
+                metadata: st.metadata.clone(),
+            });
+        }
+        out
+    }
+}
+
+/// Positions in the snapshot of agents with any of `caps` (sorted), or `None` for all.
+fn capability_positions(snap: &Snapshot, caps: &[String]) -> Option<Vec<u32>> {
+    match caps {
+        [] => None,
+        [one] => Some(snap.by_capability.get(one).cloned().unwrap_or_default()),
+        many => {
+            let mut all: Vec<u32> = many
+                .iter()
+                .filter_map(|c| snap.by_capability.get(c))
+                .flatten()
+                .copied()
+                .collect();
+            all.sort_unstable();
+            all.dedup();
+            Some(all)
+        }
+    }
+}
+
+/// The live view of an item if it passes the filter.
+fn peer_view(now: i64, item: &Item, f: &Filter<'_>) -> Option<PeerView> {
+    let entry = &item.entry;
+    if f.exclude == Some(&*entry.id) {
+        return None;
+    }
+    let st = entry.state.lock();
+    if st.status == Status::Offline {
+        return None;
+    }
+    if let Some(want) = f.status {
+        if st.status.as_str() != want {
+            return None;
+        }
+    }
+    let state = st.clone();
+    drop(st);
+    Some(PeerView {
+        entry: entry.clone(),
+        state,
+        last_seen: secs_since(now, entry.last_seen()),
+    })
+}
+
+/// Visits items (sorted by last seen, ascending) newest second-bucket first, each bucket
+/// in ascending order, until `visit` returns false.
+fn walk_buckets<'s>(
+    len: usize,
+    at: impl Fn(usize) -> &'s Item,
+    now: i64,
+    visit: &mut impl FnMut(&Item) -> bool,
+) {
+    let mut hi = len;
+    while hi > 0 {
+        let secs = secs_since(now, at(hi - 1).last_seen);
+        let secs = i64::try_from(secs).unwrap_or(i64::MAX / 2000);
+        // Items seen after `floor` are in the same whole-second bucket.
+        let floor = now.saturating_sub((secs + 1).saturating_mul(1000));
+        let (mut lo, mut top) = (0, hi);
+        while lo < top {
+            let mid = lo + (top - lo) / 2;
+            if at(mid).last_seen <= floor {
+                lo = mid + 1;
+            } else {
+                top = mid;
+            }
+        }
+        for j in lo..hi {
+            if !visit(at(j)) {
+                return;
+            }
+        }
+        hi = lo;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: u128, last_seen: i64, caps: &[&str], status: &str) -> AgentRow {
+        AgentRow {
+            id: format!("{id:032x}"),
+            address: "127.0.0.1:1".into(),
+            capabilities: caps.iter().map(|c| c.to_string()).collect(),
+            metadata: Map::new(),
+            identity: None,
+            status: status.into(),
+            last_seen,
+            created_at: last_seen,
+            hub: String::new(),
+            version: 1,
+        }
+    }
+
+    fn ids(views: &[PeerView]) -> Vec<u128> {
+        views.iter().map(|v| v.entry.key).collect()
+    }
+
+    #[test]
+    fn discover_orders_by_whole_seconds_then_oldest_touch_first() {
+        let d = Directory::default();
+        let now = 100_000;
+        d.upsert(&row(1, now - 500, &[], "online"));
+        d.upsert(&row(2, now - 300, &[], "online"));
+        d.upsert(&row(3, now - 2500, &[], "online"));
+        d.upsert(&row(4, now - 1200, &[], "busy"));
+        d.upsert(&row(5, now - 100, &[], "offline"));
+        let all = Filter {
+            limit: 100,
+            ..Filter::default()
+        };
+        assert_eq!(ids(&d.discover(now, &all)), vec![1, 2, 4, 3]);
+        assert_eq!(ids(&d.list(now, &all)), vec![2, 1, 4, 3]);
+        let page = Filter {
+            limit: 2,
+            offset: 1,
+            ..Filter::default()
+        };
+        assert_eq!(ids(&d.discover(now, &page)), vec![2, 4]);
+        let busy = Filter {
+            status: Some("busy"),
+            limit: 100,
+            ..Filter::default()
+        };
+        assert_eq!(ids(&d.discover(now, &busy)), vec![4]);
+    }
+
+    #[test]
+    fn capability_filters_match_any() {
+        let d = Directory::default();
+        d.upsert(&row(1, 1000, &["a", "b"], "online"));
+        d.upsert(&row(2, 2000, &["b"], "online"));
+        d.upsert(&row(3, 3000, &["c"], "idle"));
+        let caps = vec!["a".to_string(), "c".to_string()];
+        let f = Filter {
+            capabilities: &caps,
+            limit: 10,
+            ..Filter::default()
+        };
+        assert_eq!(ids(&d.discover(3000, &f)), vec![3, 1]);
+        let found: Vec<u128> = d.find("b", 10, 0).iter().map(|v| v.entry.key).collect();
+        assert_eq!(found, vec![2, 1]);
+        assert!(d.find("c", 10, 0).is_empty(), "find lists online agents only");
+    }
+
+    #[test]
+    fn newer_versions_win_and_counts_follow() {
+        let d = Directory::default();
+        let e = d.upsert(&row(7, 10, &[], "online")).unwrap();
+        d.set(&e, 5, Some(Status::Idle), None, None);
+        d.set(&e, 3, Some(Status::Online), None, None);
+        assert_eq!(e.status(), Status::Idle);
+        let c = d.counts();
+        assert_eq!((c.total, c.online, c.idle), (1, 0, 1));
+        d.set_status(&e.id, "offline", 6);
+        assert_eq!(d.purge_offline(11), 1);
+        assert_eq!(d.counts().total, 0);
+    }
+
+    #[test]
+    fn views_serialize_exactly_like_the_proto_types() {
+        let d = Directory::default();
+        let mut r = row(9, 1000, &["chat"], "online");
+        r.metadata.insert("name".into(), Value::from("alpha"));
+        d.upsert(&r);
+        let f = Filter {
+            limit: 10,
+            ..Filter::default()
+        };
+        let view = d.discover(1000, &f).remove(0);
+        let text = serde_json::to_string(&view).unwrap();
+        let peer: proto::Peer = serde_json::from_str(&text).unwrap();
+        assert_eq!(serde_json::to_string(&peer).unwrap(), text);
+        let found = d.find("chat", 10, 0).remove(0);
+        let text = serde_json::to_string(&found).unwrap();
+        let agent: proto::FoundAgent = serde_json::from_str(&text).unwrap();
+        assert_eq!(serde_json::to_string(&agent).unwrap(), text);
+    }
+}

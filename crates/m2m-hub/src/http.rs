@@ -1,0 +1,231 @@
+//! The HTTP API of PROTOCOL.md A3 (`/`, `/info`, `/health`, `/agents`, `/stats`, JSON 404),
+//! plus `/metrics`, and the router that also mounts `/ws`. Every response is JSON with
+//! `Access-Control-Allow-Origin: *` (metrics excepted: Prometheus text).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::connect_info::Connected;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::header::{self, HeaderValue};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use m2m_proto::hub::{self as proto, ErrorReply, Reply};
+use m2m_proto::limits::{self, PROTOCOL_VERSION};
+use serde_json::{json, Value};
+use tower_http::cors::CorsLayer;
+
+use crate::codes;
+use crate::directory::{AgentsPageView, Filter};
+use crate::state::HubState;
+
+/// The remote address of a connection, for plain TCP and TLS listeners alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub SocketAddr);
+
+impl Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>> for ClientAddr {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        ClientAddr(*stream.remote_addr())
+    }
+}
+
+impl Connected<axum::serve::IncomingStream<'_, crate::tls::TlsListener>> for ClientAddr {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, crate::tls::TlsListener>) -> Self {
+        ClientAddr(*stream.remote_addr())
+    }
+}
+
+/// The hub's routes. Tests can drive it with `tower::ServiceExt::oneshot` (the `/ws` route
+/// needs [`ClientAddr`] connect info, which `serve` supplies).
+pub fn router(state: Arc<HubState>) -> Router {
+    Router::new()
+        .route("/", get(info))
+        .route("/info", get(info))
+        .route("/health", get(health))
+        .route("/agents", get(agents))
+        .route("/stats", get(stats))
+        .route("/metrics", get(metrics))
+        .route("/ws", get(crate::ws::upgrade))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::map_response(allow_any_origin))
+        .layer(CorsLayer::permissive())
+        .with_state(state)
+}
+
+async fn allow_any_origin(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    response
+}
+
+/// A 4xx/5xx JSON error `{"status":"error","error":code}`.
+pub(crate) fn json_error(status: StatusCode, code: &str) -> Response {
+    (status, Json(ErrorReply::new(code, None))).into_response()
+}
+
+/// This hub's WebSocket URL: configured, or built from the request's `Host`.
+fn websocket_url(state: &HubState, headers: &HeaderMap) -> String {
+    if let Some(url) = &state.config.public_url {
+        return url.clone();
+    }
+    let scheme = if state.config.tls.is_some() { "wss" } else { "ws" };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| {
+            !h.is_empty()
+                && h.len() <= 255
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
+        })
+        .map(str::to_owned)
+        .unwrap_or_else(|| state.config.bind.to_string());
+    format!("{scheme}://{host}/ws")
+}
+
+async fn info(State(state): State<Arc<HubState>>, headers: HeaderMap) -> Json<Value> {
+    let ws = websocket_url(&state, &headers);
+    let counts = state.directory.counts();
+    let s = state.stats();
+    Json(json!({
+        "protocol": {
+            "name": "M2M - Molt To Molt",
+            "version": PROTOCOL_VERSION,
+            "description": "Decentralized P2P encrypted communication protocol for AI agents",
+            "encryption": "X25519 + AES-256-GCM",
+            "websocket": ws,
+            "github": "https://github.com/m2mai",
+            "twitter": "https://x.com/m2m_ai",
+            "implementation": concat!("m2m-rs ", env!("CARGO_PKG_VERSION")),
+        },
+        "hub": {
+            "status": "running",
+            "uptime": s.hub.uptime,
+            "activeConnections": s.hub.active_connections,
+        },
+        "agents": {
+            "online": counts.online,
+            "idle": counts.idle,
+            "total": counts.total,
+        },
+        "quickstart": {
+            "1_install": "cargo install --path crates/m2m-cli",
+            "2_code": format!("m2m agent --hub {ws} --port 4000 --capabilities chat"),
+            "3_discover": format!("m2m discover --hub {ws}"),
+            "4_send": format!("m2m send --hub {ws} <peer-id> hello '{{\"msg\":\"Hi!\"}}'"),
+            "5_receive": "m2m agent prints every message it receives",
+        },
+        "api": {
+            "http": {
+                "GET /": "This protocol info",
+                "GET /health": "Health check",
+                "GET /agents": "List agents (?capability=x&status=online&limit=100&offset=0)",
+                "GET /stats": "Hub statistics",
+                "GET /metrics": "Prometheus metrics",
+            },
+            "websocket": {
+                "url": ws,
+                "actions": {
+                    "register": { "params": "address, capabilities[], metadata{}", "returns": "id, address" },
+                    "discover": { "params": "capabilities[], status, limit, offset", "returns": "agents[]" },
+                    "find": { "params": "capability", "returns": "agents[]" },
+                    "lookup": { "params": "id", "returns": "agent" },
+                    "heartbeat": { "params": "id", "returns": "timestamp" },
+                    "status": { "params": "id, status, metadata{}", "returns": "ok" },
+                    "disconnect": { "params": "id", "returns": "ok" },
+                    "stats": { "params": "", "returns": "agents{}, hub{}" },
+                },
+            },
+        },
+        "example": {
+            "connect": "let agent = m2m_agent::Agent::connect(config).await?;",
+            "send": "agent.send(&peer_id, \"task\", json!({\"action\": \"process\"})).await?;",
+            "receive": "while let Some(msg) = agent.next_message().await { /* msg.from, msg.payload */ }",
+            "broadcast": "agent.broadcast(\"alert\", json!({\"msg\": \"Hello all!\"}), &[]).await?;",
+        },
+    }))
+}
+
+async fn health(State(state): State<Arc<HubState>>) -> Json<proto::Health> {
+    let now = chrono::DateTime::from_timestamp_millis(state.now_ms()).unwrap_or_default();
+    Json(proto::Health {
+        status: "healthy".to_owned(),
+        timestamp: now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        version: PROTOCOL_VERSION.to_owned(),
+    })
+}
+
+async fn agents(
+    State(state): State<Arc<HubState>>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Response {
+    let Ok(Query(query)) = query else {
+        return json_error(StatusCode::BAD_REQUEST, codes::INVALID_QUERY);
+    };
+    let as_value = |k: &str| query.get(k).map(|v| Value::String(v.clone()));
+    let (limit, offset) = match proto::page(
+        &as_value("limit"),
+        &as_value("offset"),
+        limits::DEFAULT_DISCOVER_LIMIT,
+    ) {
+        Ok(p) => p,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, &e.code()),
+    };
+    let capability: Vec<String> = query
+        .get("capability")
+        .filter(|c| !c.is_empty())
+        .cloned()
+        .into_iter()
+        .collect();
+    let filter = Filter {
+        exclude: None,
+        capabilities: &capability,
+        status: query.get("status").map(String::as_str).filter(|s| !s.is_empty()),
+        limit: limit as usize,
+        offset,
+    };
+    let agents = state.directory.list(state.now_ms(), &filter);
+    Json(AgentsPageView {
+        count: agents.len(),
+        total: state.directory.listable(),
+        limit,
+        offset,
+        agents,
+    })
+    .into_response()
+}
+
+async fn stats(State(state): State<Arc<HubState>>) -> Json<Reply<proto::Stats>> {
+    Json(Reply::ok(state.stats(), None))
+}
+
+async fn metrics(State(state): State<Arc<HubState>>) -> Response {
+    let body = state.metrics.render(&state.gauges());
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+async fn not_found(State(state): State<Arc<HubState>>, headers: HeaderMap) -> Response {
+    let body = json!({
+        "error": "Not found",
+        "endpoints": ["/", "/health", "/agents", "/stats"],
+        "websocket": websocket_url(&state, &headers),
+    });
+    (StatusCode::NOT_FOUND, Json(body)).into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    json_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+}

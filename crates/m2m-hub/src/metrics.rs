@@ -1,0 +1,213 @@
+//! Prometheus metrics, kept in atomics and written out by hand in the text exposition
+//! format at `GET /metrics`.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use m2m_proto::hub::AgentCounts;
+
+/// Actions as metric labels; the last one counts requests that named no valid action.
+pub const ACTIONS: [&str; 9] = [
+    "register",
+    "discover",
+    "find",
+    "lookup",
+    "heartbeat",
+    "status",
+    "disconnect",
+    "stats",
+    "invalid",
+];
+
+/// Label index of an action name.
+pub fn action_index(name: Option<&str>) -> usize {
+    name.and_then(|n| ACTIONS[..ACTIONS.len() - 1].iter().position(|a| *a == n))
+        .unwrap_or(ACTIONS.len() - 1)
+}
+
+/// Latency bucket bounds, seconds.
+const BUCKETS: [f64; 12] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.1, 0.5, 2.5,
+];
+
+#[derive(Debug, Default)]
+struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_ns: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+}
+
+/// All counters of one hub.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    ok: [AtomicU64; ACTIONS.len()],
+    errors: [AtomicU64; ACTIONS.len()],
+    latency: [Histogram; ACTIONS.len()],
+    /// WebSockets refused because the connection cap was reached.
+    pub rejected_connections: AtomicU64,
+    /// Requests refused by the per-connection rate limit.
+    pub rate_limited: AtomicU64,
+    /// Messages refused for size.
+    pub oversized: AtomicU64,
+    /// Database operations that failed.
+    pub db_errors: AtomicU64,
+    /// Heartbeat timestamps written in batches.
+    pub liveness_flushed: AtomicU64,
+    /// Rows read from the change feed of other hubs.
+    pub feed_rows: AtomicU64,
+}
+
+/// Gauges read at scrape time.
+#[derive(Debug, Clone, Default)]
+pub struct Gauges {
+    /// Open WebSockets.
+    pub open_connections: u64,
+    /// WebSockets holding a registered agent.
+    pub registered_connections: u64,
+    /// WebSockets accepted since start.
+    pub accepted_connections: u64,
+    /// Agents by status.
+    pub agents: AgentCounts,
+    /// Seconds since start.
+    pub uptime: u64,
+}
+
+impl Metrics {
+    /// Counts one request and its duration.
+    pub fn request(&self, action: usize, ok: bool, took: Duration) {
+        let counter = if ok { &self.ok } else { &self.errors };
+        counter[action].fetch_add(1, Ordering::Relaxed);
+        self.latency[action].observe(took);
+    }
+
+    /// The text exposition.
+    pub fn render(&self, g: &Gauges) -> String {
+        let mut out = String::with_capacity(8 * 1024);
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let _ = writeln!(out, "# HELP m2m_hub_connections_open WebSocket connections open now.");
+        let _ = writeln!(out, "# TYPE m2m_hub_connections_open gauge");
+        let _ = writeln!(out, "m2m_hub_connections_open {}", g.open_connections);
+        let _ = writeln!(
+            out,
+            "# HELP m2m_hub_connections_registered WebSocket connections holding a registered agent."
+        );
+        let _ = writeln!(out, "# TYPE m2m_hub_connections_registered gauge");
+        let _ = writeln!(out, "m2m_hub_connections_registered {}", g.registered_connections);
+        let _ = writeln!(out, "# HELP m2m_hub_connections_total WebSocket connections accepted.");
+        let _ = writeln!(out, "# TYPE m2m_hub_connections_total counter");
+        let _ = writeln!(out, "m2m_hub_connections_total {}", g.accepted_connections);
+        let _ = writeln!(
+            out,
+            "# HELP m2m_hub_connections_rejected_total WebSocket upgrades refused at the connection cap."
+        );
+        let _ = writeln!(out, "# TYPE m2m_hub_connections_rejected_total counter");
+        let _ = writeln!(
+            out,
+            "m2m_hub_connections_rejected_total {}",
+            load(&self.rejected_connections)
+        );
+        let _ = writeln!(out, "# HELP m2m_hub_agents Agents in the registry by status.");
+        let _ = writeln!(out, "# TYPE m2m_hub_agents gauge");
+        let other = g.agents.total - g.agents.online - g.agents.idle - g.agents.offline;
+        for (label, n) in [
+            ("online", g.agents.online),
+            ("idle", g.agents.idle),
+            ("offline", g.agents.offline),
+            ("other", other),
+        ] {
+            let _ = writeln!(out, "m2m_hub_agents{{status=\"{label}\"}} {n}");
+        }
+        let _ = writeln!(out, "# HELP m2m_hub_requests_total WebSocket requests by action and result.");
+        let _ = writeln!(out, "# TYPE m2m_hub_requests_total counter");
+        for (i, action) in ACTIONS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "m2m_hub_requests_total{{action=\"{action}\",result=\"ok\"}} {}",
+                load(&self.ok[i])
+            );
+            let _ = writeln!(
+                out,
+                "m2m_hub_requests_total{{action=\"{action}\",result=\"error\"}} {}",
+                load(&self.errors[i])
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP m2m_hub_request_duration_seconds Time to answer a WebSocket request."
+        );
+        let _ = writeln!(out, "# TYPE m2m_hub_request_duration_seconds histogram");
+        for (i, action) in ACTIONS.iter().enumerate() {
+            let h = &self.latency[i];
+            let mut cumulative = 0;
+            for (b, bound) in BUCKETS.iter().enumerate() {
+                cumulative += load(&h.buckets[b]);
+                let _ = writeln!(
+                    out,
+                    "m2m_hub_request_duration_seconds_bucket{{action=\"{action}\",le=\"{bound}\"}} {cumulative}"
+                );
+            }
+            let count = load(&h.count);
+            let _ = writeln!(
+                out,
+                "m2m_hub_request_duration_seconds_bucket{{action=\"{action}\",le=\"+Inf\"}} {count}"
+            );
+            let sum = load(&h.sum_ns) as f64 / 1e9;
+            let _ = writeln!(
+                out,
+                "m2m_hub_request_duration_seconds_sum{{action=\"{action}\"}} {sum}"
+            );
+            let _ = writeln!(
+                out,
+                "m2m_hub_request_duration_seconds_count{{action=\"{action}\"}} {count}"
+            );
+        }
+        for (name, help, value) in [
+            (
+                "m2m_hub_rate_limited_total",
+                "Requests refused by the per-connection rate limit.",
+                load(&self.rate_limited),
+            ),
+            (
+                "m2m_hub_oversized_messages_total",
+                "WebSocket messages refused for size.",
+                load(&self.oversized),
+            ),
+            (
+                "m2m_hub_database_errors_total",
+                "Database operations that failed.",
+                load(&self.db_errors),
+            ),
+            (
+                "m2m_hub_liveness_flushed_total",
+                "Heartbeat timestamps written to the database in batches.",
+                load(&self.liveness_flushed),
+            ),
+            (
+                "m2m_hub_feed_rows_total",
+                "Rows read from the registry's change feed.",
+                load(&self.feed_rows),
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} counter");
+            let _ = writeln!(out, "{name} {value}");
+        }
+        let _ = writeln!(out, "# HELP m2m_hub_uptime_seconds Seconds since the hub started.");
+        let _ = writeln!(out, "# TYPE m2m_hub_uptime_seconds gauge");
+        let _ = writeln!(out, "m2m_hub_uptime_seconds {}", g.uptime);
+        out
+    }
+}

@@ -1,0 +1,535 @@
+//! The hub's shared state and the actions of PROTOCOL.md A2, independent of transport: a
+//! WebSocket session calls [`HubState::handle_text`] with each message and sends back the
+//! string it returns.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use m2m_proto::hub::{
+    Action, Discover, ErrorReply, Find, HeartbeatAck, HubCounters, HubRequest, LookedUp,
+    Register, Registered, Reply, Stats,
+};
+use m2m_proto::limits::PROTOCOL_VERSION;
+use parking_lot::Mutex;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::address;
+use crate::codes;
+use crate::config::HubConfig;
+use crate::directory::{
+    parse_id, AgentEntry, DiscoveredView, Directory, Filter, FoundPage, Status,
+};
+use crate::error::HubError;
+use crate::metrics::{action_index, Gauges, Metrics};
+use crate::store::{self, AgentRow, Registry, Write};
+use crate::writer::{Unavailable, Writer};
+
+/// Shared state of one running hub. Built by [`HubState::open`]; handed to
+/// [`crate::serve`] and [`crate::router`].
+#[derive(Debug)]
+pub struct HubState {
+    pub(crate) config: HubConfig,
+    pub(crate) hub_id: String,
+    pub(crate) registry: Arc<dyn Registry>,
+    pub(crate) directory: Directory,
+    pub(crate) writer: Writer,
+    writer_task: Mutex<Option<JoinHandle<()>>>,
+    pub(crate) metrics: Arc<Metrics>,
+    started: Instant,
+    pub(crate) accepted: AtomicU64,
+    pub(crate) open: AtomicU64,
+    pub(crate) registered: AtomicU64,
+    pub(crate) slots: Arc<Semaphore>,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) sessions: TaskTracker,
+    /// Offline marks whose write failed (database down); retried by the maintenance task.
+    pub(crate) pending_offline: Mutex<Vec<Arc<AgentEntry>>>,
+    /// PostgreSQL: the change feed has been applied up to here.
+    pub(crate) feed_watermark: AtomicI64,
+}
+
+/// One WebSocket's view: who it is and what it registered.
+#[derive(Debug)]
+pub struct Session {
+    ip: IpAddr,
+    owned: Vec<Arc<AgentEntry>>,
+    tokens: f64,
+    refilled: Instant,
+}
+
+impl Session {
+    /// A new session for a client at `ip`, with a full request budget.
+    pub fn new(ip: IpAddr, burst: u32) -> Self {
+        Session {
+            ip,
+            owned: Vec::new(),
+            tokens: f64::from(burst),
+            refilled: Instant::now(),
+        }
+    }
+
+    /// Whether this session registered an agent (and still holds it).
+    pub fn is_registered(&self) -> bool {
+        !self.owned.is_empty()
+    }
+
+    fn owned(&self, id: &str) -> Option<Arc<AgentEntry>> {
+        self.owned.iter().find(|e| &*e.id == id).cloned()
+    }
+
+    fn take_token(&mut self, rate: u32, burst: u32) -> bool {
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.refilled).as_secs_f64();
+        self.refilled = now;
+        self.tokens = (self.tokens + elapsed * f64::from(rate)).min(f64::from(burst));
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// A refused request: the `error` string.
+struct Refused(String);
+
+impl From<&str> for Refused {
+    fn from(code: &str) -> Self {
+        Refused(code.to_owned())
+    }
+}
+
+impl From<Unavailable> for Refused {
+    fn from(_: Unavailable) -> Self {
+        Refused(codes::UNAVAILABLE.to_owned())
+    }
+}
+
+fn ok<T: Serialize>(body: T, cid: Option<Value>) -> String {
+    serde_json::to_string(&Reply::ok(body, cid))
+        .unwrap_or_else(|_| error_text(codes::UNAVAILABLE, None))
+}
+
+/// `{"status":"error","error":code,"correlationId":…}` as text.
+pub(crate) fn error_text(code: &str, cid: Option<Value>) -> String {
+    serde_json::to_string(&ErrorReply::new(code, cid))
+        .unwrap_or_else(|_| format!(r#"{{"status":"error","error":"{code}"}}"#))
+}
+
+impl HubState {
+    /// Opens the registry (running migrations), loads it into memory and starts the writer.
+    /// With SQLite the hub is the registry's only user, so agents left live by a crash are
+    /// marked offline here: no WebSocket can hold them any more.
+    pub async fn open(config: HubConfig) -> Result<Arc<HubState>, HubError> {
+        let registry: Arc<dyn Registry> =
+            Arc::from(store::open(&config.database, &config.storage).await?);
+        if !registry.shared() {
+            registry.release(None).await?;
+        }
+        let loaded = registry.load().await?;
+        let directory = Directory::default();
+        for row in &loaded.rows {
+            directory.upsert(row);
+        }
+        let metrics = Arc::new(Metrics::default());
+        let (writer, writer_task) =
+            Writer::spawn(registry.clone(), metrics.clone(), config.storage.max_batch);
+        let hub_id = format!("{:016x}", rand::random::<u64>());
+        tracing::info!(
+            hub = %hub_id,
+            registry = registry.kind(),
+            agents = loaded.rows.len(),
+            "registry ready"
+        );
+        let slots = Arc::new(Semaphore::new(config.limits.max_connections));
+        Ok(Arc::new(HubState {
+            hub_id,
+            registry,
+            directory,
+            writer,
+            writer_task: Mutex::new(Some(writer_task)),
+            metrics,
+            started: Instant::now(),
+            accepted: AtomicU64::new(0),
+            open: AtomicU64::new(0),
+            registered: AtomicU64::new(0),
+            slots,
+            shutdown: CancellationToken::new(),
+            sessions: TaskTracker::new(),
+            pending_offline: Mutex::new(Vec::new()),
+            config,
+            feed_watermark: AtomicI64::new(loaded.watermark),
+        }))
+    }
+
+    /// Milliseconds since the epoch, from the configured clock.
+    pub fn now_ms(&self) -> i64 {
+        self.config.clock.now_ms()
+    }
+
+    /// Whole seconds since start.
+    pub fn uptime(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
+    /// The configuration the hub runs with.
+    pub fn config(&self) -> &HubConfig {
+        &self.config
+    }
+
+    /// The `stats` body.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            agents: self.directory.counts(),
+            hub: HubCounters {
+                version: PROTOCOL_VERSION.to_owned(),
+                uptime: self.uptime(),
+                connections: self.accepted.load(Ordering::Relaxed),
+                active_connections: self.registered.load(Ordering::Relaxed),
+            },
+        }
+    }
+
+    /// Gauges for `/metrics`.
+    pub(crate) fn gauges(&self) -> Gauges {
+        Gauges {
+            open_connections: self.open.load(Ordering::Relaxed),
+            registered_connections: self.registered.load(Ordering::Relaxed),
+            accepted_connections: self.accepted.load(Ordering::Relaxed),
+            agents: self.directory.counts(),
+            uptime: self.uptime(),
+        }
+    }
+
+    /// Answers one WebSocket message. Never fails: every problem is an error reply.
+    pub async fn handle_text(&self, session: &mut Session, text: &str) -> String {
+        let started = Instant::now();
+        let limits = &self.config.limits;
+        if text.len() > limits.max_message_bytes {
+            self.metrics.oversized.fetch_add(1, Ordering::Relaxed);
+            self.metrics.request(action_index(None), false, started.elapsed());
+            return error_text(codes::MESSAGE_TOO_LARGE, None);
+        }
+        let request = match HubRequest::parse(text) {
+            Ok(r) => r,
+            Err(_) => {
+                self.metrics.request(action_index(None), false, started.elapsed());
+                return error_text(codes::INVALID_JSON, None);
+            }
+        };
+        let action = action_index(request.action_name());
+        let cid = request.correlation_id.clone();
+        if !session.take_token(limits.requests_per_second, limits.request_burst) {
+            self.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
+            self.metrics.request(action, false, started.elapsed());
+            return error_text(codes::RATE_LIMITED, cid);
+        }
+        let result = match request.action() {
+            Ok(a) => self.dispatch(session, a, cid.clone()).await,
+            Err(e) => Err(Refused(e.code())),
+        };
+        self.metrics.request(action, result.is_ok(), started.elapsed());
+        result.unwrap_or_else(|Refused(code)| error_text(&code, cid))
+    }
+
+    async fn dispatch(
+        &self,
+        session: &mut Session,
+        action: Action,
+        cid: Option<Value>,
+    ) -> Result<String, Refused> {
+        match action {
+            Action::Register(r) => self.register(session, r).await.map(|b| ok(b, cid)),
+            Action::Discover(d) => Ok(ok(self.discover(&d), cid)),
+            Action::Find(f) => Ok(ok(self.find(&f), cid)),
+            Action::Lookup { id } => self.lookup(&id).await.map(|b| ok(b, cid)),
+            Action::Heartbeat { id } => self.heartbeat(session, &id).await.map(|b| ok(b, cid)),
+            Action::Status {
+                id,
+                status,
+                metadata,
+            } => self
+                .set_status(session, &id, status, metadata)
+                .await
+                .map(|b| ok(b, cid)),
+            Action::Disconnect { id } => self.disconnect(session, &id).await.map(|b| ok(b, cid)),
+            Action::Stats => Ok(ok(self.stats(), cid)),
+        }
+    }
+
+    fn check_capabilities(&self, caps: &[String]) -> Result<(), Refused> {
+        let limits = &self.config.limits;
+        if caps.len() > limits.max_capabilities {
+            return Err(codes::TOO_MANY_CAPABILITIES.into());
+        }
+        if caps.iter().any(|c| c.len() > limits.max_capability_len) {
+            return Err(codes::CAPABILITY_TOO_LONG.into());
+        }
+        Ok(())
+    }
+
+    fn check_metadata(&self, metadata: &Map<String, Value>) -> Result<(), Refused> {
+        let size = serde_json::to_vec(metadata).map(|v| v.len()).unwrap_or(usize::MAX);
+        if size > self.config.limits.max_metadata_bytes {
+            return Err(codes::METADATA_TOO_LARGE.into());
+        }
+        Ok(())
+    }
+
+    async fn register(&self, session: &mut Session, r: Register) -> Result<Registered, Refused> {
+        let limits = &self.config.limits;
+        if session.owned.len() >= limits.max_agents_per_connection {
+            return Err(codes::TOO_MANY_AGENTS.into());
+        }
+        let address = address::dial_address(session.ip, r.address.as_deref(), limits.max_address_len)?;
+        self.check_capabilities(&r.capabilities)?;
+        self.check_metadata(&r.metadata)?;
+        // 2.1 identities are only published once proven against this hub's challenge; a
+        // 2.0 hub sends none, so a claimed identity is not stored (the agent gets 2.0).
+        let now = self.now_ms();
+        let mut row = AgentRow {
+            id: format!("{:032x}", rand::random::<u128>()),
+            address,
+            capabilities: r.capabilities,
+            metadata: r.metadata,
+            identity: None,
+            status: m2m_proto::hub::status::ONLINE.to_owned(),
+            last_seen: now,
+            created_at: now,
+            hub: self.hub_id.clone(),
+            version: 0,
+        };
+        row.version = self
+            .writer
+            .write(Write::Insert(row.clone()))
+            .await?
+            .ok_or(Refused::from(codes::UNAVAILABLE))?;
+        let entry = self
+            .directory
+            .upsert(&row)
+            .ok_or(Refused::from(codes::UNAVAILABLE))?;
+        if session.owned.is_empty() {
+            self.registered.fetch_add(1, Ordering::Relaxed);
+        }
+        session.owned.push(entry);
+        tracing::debug!(id = %&row.id[..8], address = %row.address, "agent registered");
+        Ok(Registered {
+            id: row.id,
+            address: row.address,
+        })
+    }
+
+    fn discover(&self, d: &Discover) -> DiscoveredView {
+        let filter = Filter {
+            exclude: d.exclude_id.as_deref(),
+            capabilities: &d.capabilities,
+            status: d.status.as_deref().filter(|s| !s.is_empty()),
+            limit: d.limit as usize,
+            offset: d.offset,
+        };
+        let agents = self.directory.discover(self.now_ms(), &filter);
+        DiscoveredView {
+            count: agents.len(),
+            limit: d.limit,
+            offset: d.offset,
+            agents,
+        }
+    }
+
+    fn find(&self, f: &Find) -> FoundPage {
+        let agents = self.directory.find(&f.capability, f.limit as usize, f.offset);
+        FoundPage {
+            count: agents.len(),
+            agents,
+        }
+    }
+
+    /// Looks an agent up: the mirror first; with a shared registry an id the mirror does
+    /// not know yet (registered through another hub a moment ago) is read from the database.
+    async fn lookup(&self, id: &str) -> Result<LookedUp, Refused> {
+        let key = parse_id(id).ok_or(Refused::from(codes::AGENT_NOT_FOUND))?;
+        if let Some(entry) = self.directory.get(key) {
+            return Ok(LookedUp {
+                agent: entry.record(),
+            });
+        }
+        if !self.registry.shared() {
+            return Err(codes::AGENT_NOT_FOUND.into());
+        }
+        match self.registry.get(id).await {
+            Ok(Some(row)) => {
+                let entry = self
+                    .directory
+                    .upsert(&row)
+                    .ok_or(Refused::from(codes::AGENT_NOT_FOUND))?;
+                Ok(LookedUp {
+                    agent: entry.record(),
+                })
+            }
+            Ok(None) => Err(codes::AGENT_NOT_FOUND.into()),
+            Err(e) => {
+                self.metrics.db_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "lookup read-through failed");
+                Err(codes::UNAVAILABLE.into())
+            }
+        }
+    }
+
+    fn owned_entry(&self, session: &Session, id: &str) -> Result<Arc<AgentEntry>, Refused> {
+        session.owned(id).ok_or(Refused::from(codes::FORBIDDEN))
+    }
+
+    /// Liveness in memory only; an agent the sweep made `idle` (or `offline` while its
+    /// WebSocket stayed open) is `online` again, a status the agent chose is kept.
+    async fn heartbeat(&self, session: &mut Session, id: &str) -> Result<HeartbeatAck, Refused> {
+        let entry = self.owned_entry(session, id)?;
+        let now = self.now_ms();
+        self.directory.touch(&entry, now);
+        if matches!(entry.status(), Status::Idle | Status::Offline) {
+            let version = self
+                .writer
+                .write(Write::SetStatus {
+                    id: id.to_owned(),
+                    status: m2m_proto::hub::status::ONLINE.to_owned(),
+                    last_seen: Some(now),
+                })
+                .await?
+                .ok_or(Refused::from(codes::AGENT_NOT_FOUND))?;
+            self.directory
+                .set(&entry, version, Some(Status::Online), None, Some(now));
+        }
+        Ok(HeartbeatAck {
+            timestamp: u64::try_from(now).unwrap_or(0),
+        })
+    }
+
+    async fn set_status(
+        &self,
+        session: &mut Session,
+        id: &str,
+        status: Option<String>,
+        metadata: Map<String, Value>,
+    ) -> Result<m2m_proto::hub::Empty, Refused> {
+        let entry = self.owned_entry(session, id)?;
+        let status = status.filter(|s| !s.is_empty());
+        if status
+            .as_ref()
+            .is_some_and(|s| s.len() > self.config.limits.max_status_len)
+        {
+            return Err(codes::STATUS_TOO_LONG.into());
+        }
+        let current = entry.state();
+        let mut merged = (*current.metadata).clone();
+        merged.extend(metadata);
+        self.check_metadata(&merged)?;
+        let new_status = status
+            .as_deref()
+            .map(Status::from_wire)
+            .unwrap_or(current.status);
+        let now = self.now_ms();
+        let version = self
+            .writer
+            .write(Write::Update {
+                id: id.to_owned(),
+                status: new_status.as_str().to_owned(),
+                metadata: merged.clone(),
+                last_seen: now,
+            })
+            .await?
+            .ok_or(Refused::from(codes::AGENT_NOT_FOUND))?;
+        self.directory.set(
+            &entry,
+            version,
+            Some(new_status),
+            Some(Arc::new(merged)),
+            Some(now),
+        );
+        Ok(m2m_proto::hub::Empty {})
+    }
+
+    async fn disconnect(
+        &self,
+        session: &mut Session,
+        id: &str,
+    ) -> Result<m2m_proto::hub::Empty, Refused> {
+        let entry = self.owned_entry(session, id)?;
+        let version = self.write_offline(&entry).await?;
+        if let Some(v) = version {
+            self.directory.set(&entry, v, Some(Status::Offline), None, None);
+        }
+        session.owned.retain(|e| !Arc::ptr_eq(e, &entry));
+        if session.owned.is_empty() {
+            self.registered.fetch_sub(1, Ordering::Relaxed);
+        }
+        Ok(m2m_proto::hub::Empty {})
+    }
+
+    async fn write_offline(&self, entry: &AgentEntry) -> Result<Option<i64>, Unavailable> {
+        self.writer
+            .write(Write::SetStatus {
+                id: entry.id.to_string(),
+                status: m2m_proto::hub::status::OFFLINE.to_owned(),
+                last_seen: None,
+            })
+            .await
+    }
+
+    /// The WebSocket closed: its agents are offline at once. If the database cannot take
+    /// it now, the mirror says offline anyway and the write is retried until it succeeds.
+    pub async fn close_session(&self, session: &mut Session) {
+        let owned = std::mem::take(&mut session.owned);
+        if owned.is_empty() {
+            return;
+        }
+        self.registered.fetch_sub(1, Ordering::Relaxed);
+        for entry in owned {
+            match self.write_offline(&entry).await {
+                Ok(Some(v)) => self
+                    .directory
+                    .set(&entry, v, Some(Status::Offline), None, None),
+                Ok(None) => {}
+                Err(Unavailable) => {
+                    self.directory.force_status(&entry, Status::Offline);
+                    self.pending_offline.lock().push(entry);
+                }
+            }
+        }
+    }
+
+    /// Retries offline marks that failed while the database was away.
+    pub(crate) async fn retry_pending_offline(&self) {
+        let pending = std::mem::take(&mut *self.pending_offline.lock());
+        for entry in pending {
+            if entry.status() != Status::Offline {
+                continue;
+            }
+            match self.write_offline(&entry).await {
+                Ok(Some(v)) => self
+                    .directory
+                    .set(&entry, v, Some(Status::Offline), None, None),
+                Ok(None) => {}
+                Err(Unavailable) => self.pending_offline.lock().push(entry),
+            }
+        }
+    }
+
+    /// Stops the writer task (after the last write).
+    pub(crate) fn stop_writer(&self) {
+        if let Some(task) = self.writer_task.lock().take() {
+            task.abort();
+        }
+    }
+
+    /// How long a write may take before a session gives up on a slow client.
+    pub(crate) fn write_timeout(&self) -> Duration {
+        self.config.limits.write_timeout
+    }
+}

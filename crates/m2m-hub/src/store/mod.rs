@@ -1,0 +1,202 @@
+//! The durable registry: one [`Registry`] interface, with an embedded SQLite
+//! ([`SqliteRegistry`]) and a shared PostgreSQL ([`PostgresRegistry`]) implementation.
+//!
+//! The registry is the truth about agents; the hub's in-memory directory is a mirror of it
+//! (see the crate doc). Everything here is row-level: every write returns the row's new
+//! `version`, so the mirror can apply changes in order no matter which path (own write,
+//! sweep, change feed) brings them.
+
+mod postgres;
+mod sqlite;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+
+use serde_json::{Map, Value};
+use sqlx::Row;
+
+pub use postgres::PostgresRegistry;
+pub use sqlite::SqliteRegistry;
+
+use crate::config::StorageTuning;
+use crate::error::{HubError, StoreError};
+
+/// A boxed future borrowing the registry (keeps [`Registry`] usable as `dyn`).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One stored agent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentRow {
+    /// 32 lowercase hex characters.
+    pub id: String,
+    /// `host:port` as the hub stored it.
+    pub address: String,
+    /// Capabilities.
+    pub capabilities: Vec<String>,
+    /// Metadata object.
+    pub metadata: Map<String, Value>,
+    /// 2.1: verified identity key (base64).
+    pub identity: Option<String>,
+    /// Status string.
+    pub status: String,
+    /// Last seen, ms since the epoch.
+    pub last_seen: i64,
+    /// Registered, ms since the epoch.
+    pub created_at: i64,
+    /// Instance id of the hub holding the agent's WebSocket.
+    pub hub: String,
+    /// Change counter; larger is newer.
+    pub version: i64,
+}
+
+/// A change to the registry. [`Registry::apply`] commits a batch of them in one transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Write {
+    /// A new agent.
+    Insert(AgentRow),
+    /// New status; `last_seen` moves forward when given.
+    SetStatus {
+        /// Agent id.
+        id: String,
+        /// New status.
+        status: String,
+        /// Seen at this time (never moves backwards).
+        last_seen: Option<i64>,
+    },
+    /// New status and metadata (the `status` action).
+    Update {
+        /// Agent id.
+        id: String,
+        /// New status.
+        status: String,
+        /// The whole merged metadata.
+        metadata: Map<String, Value>,
+        /// Seen at this time (never moves backwards).
+        last_seen: i64,
+    },
+}
+
+/// A status the registry changed by itself (sweep, release).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusChange {
+    /// Agent id.
+    pub id: String,
+    /// New status.
+    pub status: String,
+    /// Version of the change.
+    pub version: i64,
+}
+
+/// The thresholds of one sweep, as absolute times (ms since the epoch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SweepCutoffs {
+    /// Agents not `idle`/`offline` last seen before this become `idle`.
+    pub idle_before: i64,
+    /// `idle` agents last seen before this become `offline`.
+    pub offline_before: i64,
+    /// `offline` agents last seen before this are deleted.
+    pub purge_before: i64,
+}
+
+/// What one sweep changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SweepOutcome {
+    /// Status changes.
+    pub changed: Vec<StatusChange>,
+    /// Deleted ids.
+    pub purged: Vec<String>,
+}
+
+/// Everything at start.
+#[derive(Debug, Clone, Default)]
+pub struct Loaded {
+    /// Every row.
+    pub rows: Vec<AgentRow>,
+    /// Read the change feed from here on.
+    pub watermark: i64,
+}
+
+/// The durable registry of agents.
+pub trait Registry: Send + Sync + fmt::Debug {
+    /// `"sqlite"` or `"postgres"` (logs, metrics).
+    fn kind(&self) -> &'static str;
+    /// Whether other hubs may write the same registry (then the change feed is read).
+    fn shared(&self) -> bool;
+    /// All rows, and the change-feed watermark they reflect.
+    fn load(&self) -> BoxFuture<'_, Result<Loaded, StoreError>>;
+    /// Rows changed after `version`, oldest change first, at most `limit`.
+    fn changes_since(&self, version: i64, limit: i64)
+        -> BoxFuture<'_, Result<Vec<AgentRow>, StoreError>>;
+    /// One row.
+    fn get<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<AgentRow>, StoreError>>;
+    /// Commits `writes` in one transaction, in order; returns each row's new version
+    /// (`None`: no such row).
+    fn apply<'a>(&'a self, writes: &'a [Write])
+        -> BoxFuture<'a, Result<Vec<Option<i64>>, StoreError>>;
+    /// Moves `last_seen` forward for many agents (the batched heartbeats).
+    fn touch<'a>(&'a self, seen: &'a [(String, i64)]) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Runs the status lifecycle. `None`: another hub is sweeping right now.
+    fn sweep(&self, cut: SweepCutoffs) -> BoxFuture<'_, Result<Option<SweepOutcome>, StoreError>>;
+    /// Marks `offline` every live agent held by `hub` (all live agents when `None`).
+    fn release<'a>(&'a self, hub: Option<&'a str>)
+        -> BoxFuture<'a, Result<Vec<StatusChange>, StoreError>>;
+    /// Cheap round trip (health of the database).
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Closes the connections.
+    fn close(&self) -> BoxFuture<'_, ()>;
+}
+
+/// Opens the registry named by `url` and runs its migrations.
+pub async fn open(url: &str, tuning: &StorageTuning) -> Result<Box<dyn Registry>, HubError> {
+    if url.starts_with("sqlite:") {
+        Ok(Box::new(SqliteRegistry::open(url, tuning).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Box::new(PostgresRegistry::open(url, tuning).await?))
+    } else {
+        Err(HubError::UnsupportedDatabase(url.to_owned()))
+    }
+}
+
+/// Columns every query selects, in this order.
+pub(crate) const COLUMNS: &str =
+    "id, address, capabilities, metadata, identity, status, last_seen, created_at, hub, version";
+
+/// Decodes a row selected with [`COLUMNS`]. Corrupt JSON is an error, not a panic.
+pub(crate) fn decode_row<R>(row: &R) -> Result<AgentRow, StoreError>
+where
+    R: Row,
+    for<'c> &'c str: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let id: String = row.try_get("id")?;
+    let capabilities: String = row.try_get("capabilities")?;
+    let metadata: String = row.try_get("metadata")?;
+    let corrupt = |reason: String| StoreError::CorruptRow {
+        id: id.clone(),
+        reason,
+    };
+    let capabilities: Vec<String> = serde_json::from_str(&capabilities)
+        .map_err(|e| corrupt(format!("capabilities: {e}")))?;
+    let metadata: Map<String, Value> =
+        serde_json::from_str(&metadata).map_err(|e| corrupt(format!("metadata: {e}")))?;
+    Ok(AgentRow {
+        address: row.try_get("address")?,
+        capabilities,
+        metadata,
+        identity: row.try_get("identity")?,
+        status: row.try_get("status")?,
+        last_seen: row.try_get("last_seen")?,
+        created_at: row.try_get("created_at")?,
+        hub: row.try_get("hub")?,
+        version: row.try_get("version")?,
+        id,
+    })
+}
+
+/// JSON text of a capability list (cannot fail for strings).
+pub(crate) fn json_text<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "null".to_owned())
+}

@@ -1,0 +1,265 @@
+//! PostgreSQL registry, shareable by several hubs.
+//!
+//! Every write takes `version = nextval('m2m_agents_version_seq')`, so the table doubles as
+//! a change feed (`version > watermark`). The sweep runs under a transaction-level advisory
+//! lock: when two hubs sweep at once one of them skips, and since the sweep is a set of
+//! conditional updates that any hub would compute the same way, a skipped sweep loses
+//! nothing.
+
+use std::str::FromStr;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Row};
+
+use super::{
+    decode_row, json_text, AgentRow, BoxFuture, Loaded, Registry, StatusChange, SweepCutoffs,
+    SweepOutcome, Write, COLUMNS,
+};
+use crate::config::StorageTuning;
+use crate::error::StoreError;
+
+/// Advisory lock key of the sweep ("m2m-swp" in ASCII).
+const SWEEP_LOCK: i64 = 0x6d32_6d2d_7377_70;
+
+/// The shared registry.
+#[derive(Debug)]
+pub struct PostgresRegistry {
+    pool: PgPool,
+}
+
+impl PostgresRegistry {
+    /// Connects and migrates (sqlx's migrator takes its own lock, so hubs starting
+    /// together do not race).
+    pub async fn open(url: &str, tuning: &StorageTuning) -> Result<Self, StoreError> {
+        let options = PgConnectOptions::from_str(url)?.application_name("m2m-hub");
+        let pool = PgPoolOptions::new()
+            .max_connections(tuning.pool_size.max(2))
+            .acquire_timeout(tuning.acquire_timeout)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("migrations/postgres").run(&pool).await?;
+        Ok(PostgresRegistry { pool })
+    }
+
+    fn changes(rows: &[sqlx::postgres::PgRow]) -> Result<Vec<StatusChange>, StoreError> {
+        rows.iter()
+            .map(|r| {
+                Ok(StatusChange {
+                    id: r.try_get("id")?,
+                    status: r.try_get("status")?,
+                    version: r.try_get("version")?,
+                })
+            })
+            .collect()
+    }
+}
+
+impl Registry for PostgresRegistry {
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn load(&self) -> BoxFuture<'_, Result<Loaded, StoreError>> {
+        Box::pin(async move {
+            // The watermark is read first: rows changed meanwhile come again through the
+            // feed, which is harmless (versions make applying idempotent).
+            let watermark: i64 =
+                sqlx::query("SELECT COALESCE(MAX(version), 0)::BIGINT AS v FROM m2m_agents")
+                    .fetch_one(&self.pool)
+                    .await?
+                    .try_get("v")?;
+            let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM m2m_agents"))
+                .fetch_all(&self.pool)
+                .await?;
+            let rows = rows.iter().map(decode_row).collect::<Result<Vec<_>, _>>()?;
+            Ok(Loaded { rows, watermark })
+        })
+    }
+
+    fn changes_since(
+        &self,
+        version: i64,
+        limit: i64,
+    ) -> BoxFuture<'_, Result<Vec<AgentRow>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query(&format!(
+                "SELECT {COLUMNS} FROM m2m_agents WHERE version > $1 ORDER BY version LIMIT $2"
+            ))
+            .bind(version)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+            rows.iter().map(decode_row).collect()
+        })
+    }
+
+    fn get<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<AgentRow>, StoreError>> {
+        Box::pin(async move {
+            let row = sqlx::query(&format!("SELECT {COLUMNS} FROM m2m_agents WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+            row.as_ref().map(decode_row).transpose()
+        })
+    }
+
+    fn apply<'a>(
+        &'a self,
+        writes: &'a [Write],
+    ) -> BoxFuture<'a, Result<Vec<Option<i64>>, StoreError>> {
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await?;
+            let mut versions = Vec::with_capacity(writes.len());
+            for write in writes {
+                let row = match write {
+                    Write::Insert(row) => sqlx::query(
+                        "INSERT INTO m2m_agents (id, address, capabilities, metadata, identity, \
+                         status, last_seen, created_at, hub) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING version",
+                    )
+                    .bind(&row.id)
+                    .bind(&row.address)
+                    .bind(json_text(&row.capabilities))
+                    .bind(json_text(&row.metadata))
+                    .bind(&row.identity)
+                    .bind(&row.status)
+                    .bind(row.last_seen)
+                    .bind(row.created_at)
+                    .bind(&row.hub)
+                    .fetch_optional(&mut *tx)
+                    .await?,
+                    Write::SetStatus {
+                        id,
+                        status,
+                        last_seen,
+                    } => sqlx::query(
+                        "UPDATE m2m_agents SET status = $2, \
+                         last_seen = GREATEST(last_seen, COALESCE($3, last_seen)), \
+                         version = nextval('m2m_agents_version_seq') \
+                         WHERE id = $1 RETURNING version",
+                    )
+                    .bind(id)
+                    .bind(status)
+                    .bind(last_seen)
+                    .fetch_optional(&mut *tx)
+                    .await?,
+                    Write::Update {
+                        id,
+                        status,
+                        metadata,
+                        last_seen,
+                    } => sqlx::query(
+                        "UPDATE m2m_agents SET status = $2, metadata = $3, \
+                         last_seen = GREATEST(last_seen, $4), \
+                         version = nextval('m2m_agents_version_seq') \
+                         WHERE id = $1 RETURNING version",
+                    )
+                    .bind(id)
+                    .bind(status)
+                    .bind(json_text(metadata))
+                    .bind(last_seen)
+                    .fetch_optional(&mut *tx)
+                    .await?,
+                };
+                versions.push(row.map(|r| r.try_get::<i64, _>("version")).transpose()?);
+            }
+            tx.commit().await?;
+            Ok(versions)
+        })
+    }
+
+    fn touch<'a>(&'a self, seen: &'a [(String, i64)]) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let ids: Vec<&str> = seen.iter().map(|(id, _)| id.as_str()).collect();
+            let at: Vec<i64> = seen.iter().map(|(_, at)| *at).collect();
+            // New versions make other hubs see the fresher lastSeen through the feed.
+            sqlx::query(
+                "UPDATE m2m_agents AS a SET last_seen = v.at, \
+                 version = nextval('m2m_agents_version_seq') \
+                 FROM UNNEST($1::TEXT[], $2::BIGINT[]) AS v(id, at) \
+                 WHERE a.id = v.id AND a.last_seen < v.at",
+            )
+            .bind(&ids)
+            .bind(&at)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn sweep(&self, cut: SweepCutoffs) -> BoxFuture<'_, Result<Option<SweepOutcome>, StoreError>> {
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await?;
+            let locked: bool = sqlx::query("SELECT pg_try_advisory_xact_lock($1) AS locked")
+                .bind(SWEEP_LOCK)
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get("locked")?;
+            if !locked {
+                return Ok(None);
+            }
+            let idled = sqlx::query(
+                "UPDATE m2m_agents SET status = 'idle', version = nextval('m2m_agents_version_seq') \
+                 WHERE status NOT IN ('idle', 'offline') AND last_seen < $1 \
+                 RETURNING id, status, version",
+            )
+            .bind(cut.idle_before)
+            .fetch_all(&mut *tx)
+            .await?;
+            let offlined = sqlx::query(
+                "UPDATE m2m_agents SET status = 'offline', \
+                 version = nextval('m2m_agents_version_seq') \
+                 WHERE status = 'idle' AND last_seen < $1 RETURNING id, status, version",
+            )
+            .bind(cut.offline_before)
+            .fetch_all(&mut *tx)
+            .await?;
+            let purged = sqlx::query(
+                "DELETE FROM m2m_agents WHERE status = 'offline' AND last_seen < $1 RETURNING id",
+            )
+            .bind(cut.purge_before)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| r.try_get("id"))
+            .collect::<Result<Vec<String>, _>>()?;
+            tx.commit().await?;
+            let mut changed = Self::changes(&idled)?;
+            changed.extend(Self::changes(&offlined)?);
+            Ok(Some(SweepOutcome { changed, purged }))
+        })
+    }
+
+    fn release<'a>(
+        &'a self,
+        hub: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Vec<StatusChange>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "UPDATE m2m_agents SET status = 'offline', \
+                 version = nextval('m2m_agents_version_seq') \
+                 WHERE status <> 'offline' AND ($1::TEXT IS NULL OR hub = $1) \
+                 RETURNING id, status, version",
+            )
+            .bind(hub)
+            .fetch_all(&self.pool)
+            .await?;
+            Self::changes(&rows)
+        })
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            sqlx::query("SELECT 1").execute(&self.pool).await?;
+            Ok(())
+        })
+    }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move { self.pool.close().await })
+    }
+}

@@ -1,0 +1,139 @@
+//! `https`/`wss` without a proxy: a listener that completes TLS handshakes in their own
+//! tasks (a slow handshake never holds up the accept loop) and hands finished streams to
+//! the server.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::TlsConfig;
+use crate::error::HubError;
+
+/// Handshaken connections waiting for the server.
+const READY_QUEUE: usize = 1024;
+
+/// Builds the acceptor from PEM files. HTTP/1.1 only: WebSockets upgrade from it.
+pub fn acceptor(cfg: &TlsConfig) -> Result<TlsAcceptor, HubError> {
+    let certs = read_certs(&cfg.cert_path)?;
+    let key = read_key(&cfg.key_path)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
+        .map_err(|e| HubError::Tls {
+            path: cfg.cert_path.clone(),
+            reason: e.to_string(),
+        })?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+fn tls_error(path: &Path, reason: impl ToString) -> HubError {
+    HubError::Tls {
+        path: path.to_owned(),
+        reason: reason.to_string(),
+    }
+}
+
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, HubError> {
+    let file = File::open(path).map_err(|e| tls_error(path, e))?;
+    let certs = rustls_pemfile::certs(&mut BufReader::new(file))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| tls_error(path, e))?;
+    if certs.is_empty() {
+        return Err(tls_error(path, "no certificate found"));
+    }
+    Ok(certs)
+}
+
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, HubError> {
+    let file = File::open(path).map_err(|e| tls_error(path, e))?;
+    rustls_pemfile::private_key(&mut BufReader::new(file))
+        .map_err(|e| tls_error(path, e))?
+        .ok_or_else(|| tls_error(path, "no private key found"))
+}
+
+/// A listener yielding TLS streams.
+#[derive(Debug)]
+pub struct TlsListener {
+    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    local: SocketAddr,
+    accept_task: JoinHandle<()>,
+}
+
+impl TlsListener {
+    /// Accepts on `tcp`, handshaking each connection within `handshake_timeout`.
+    pub fn new(
+        tcp: TcpListener,
+        acceptor: TlsAcceptor,
+        handshake_timeout: Duration,
+    ) -> std::io::Result<Self> {
+        let local = tcp.local_addr()?;
+        let (tx, ready) = mpsc::channel(READY_QUEUE);
+        let accept_task = tokio::spawn(async move {
+            loop {
+                let (stream, peer) = match tcp.accept().await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off, do not spin.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let acceptor = acceptor.clone();
+                let tx = tx.clone();
+                // Bounded by the timeout; ends on its own.
+                tokio::spawn(async move {
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            let _ = tx.send((tls, peer)).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                });
+            }
+        });
+        Ok(TlsListener {
+            ready,
+            local,
+            accept_task,
+        })
+    }
+}
+
+impl Drop for TlsListener {
+    fn drop(&mut self) {
+        self.accept_task.abort();
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(c) => c,
+            // The accept task is gone (only at drop): never yield again.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}
