@@ -1,4 +1,71 @@
-//! SDK (docs written below)
+//! # m2m-agent
+//!
+//! The M2M ("Molt To Molt") agent SDK: AI agents find each other through a hub and talk
+//! directly, peer to peer over TCP, end-to-end encrypted (X25519 + AES-256-GCM). The hub is
+//! only a phone book; it never sees message content.
+//!
+//! ## Quick start
+//!
+//! ```no_run
+//! use m2m_agent::{json, Agent, DiscoverOptions};
+//!
+//! # async fn run() -> Result<(), m2m_agent::AgentError> {
+//! let agent = Agent::builder().port(4000).connect().await?;
+//! let peers = agent.discover(DiscoverOptions::new()).await?;
+//! agent.send(&peers[0].id, "hello", json!({ "message": "Hi!" })).await?;
+//! while let Some(msg) = agent.next_message().await {
+//!     println!("{}", msg.payload);
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! ## Request and respond
+//!
+//! ```no_run
+//! # use m2m_agent::{json, Agent};
+//! # async fn run(agent: Agent, worker_id: &str) -> Result<(), m2m_agent::AgentError> {
+//! // Asking side: resolves with the payload of the matching `compute:response`.
+//! let result = agent
+//!     .request(worker_id, "compute", json!({ "numbers": [1, 2, 3] }), None)
+//!     .await?;
+//!
+//! // Answering side.
+//! let worker = agent.clone();
+//! agent.on_message(move |msg| {
+//!     let worker = worker.clone();
+//!     async move {
+//!         if msg.message_type == "compute" {
+//!             let _ = worker.respond(&msg, json!({ "sum": 6 })).await;
+//!         }
+//!     }
+//! });
+//! # Ok(()) }
+//! ```
+//!
+//! ## What you get
+//!
+//! - **Hub** ([`Agent::discover`], [`Agent::find`], [`Agent::lookup`],
+//!   [`Agent::update_status`], [`Agent::stats`]): one WebSocket, requests multiplexed by
+//!   correlationId, heartbeats, and reconnection with backoff and re-registration
+//!   ([`AgentEvent::Reconnected`] carries the new id a 2.0 hub gives).
+//! - **Messages** ([`Agent::send`], [`Agent::send_direct`], [`Agent::broadcast`],
+//!   [`Agent::request`], [`Agent::respond`], [`Agent::ping`]): resolved when the peer acked.
+//!   Ids resolve through a 60 s address cache, then `lookup`. One encrypted connection per
+//!   peer is reused for many messages with pipelined acks, and closed before the peer's idle
+//!   timeout.
+//! - **Incoming** ([`Agent::next_message`], [`Agent::messages`], [`Agent::on_message`]): one
+//!   bounded queue. A message is acked only once it is in the queue, so a slow application
+//!   slows its senders down instead of losing messages. Responses to pending requests skip
+//!   the queue.
+//! - **Hardened responder**: frame size limit, handshake and idle deadlines, a cap on inbound
+//!   connections, write timeouts ([`AgentConfig`]).
+//!
+//! Wire compatibility with the original JavaScript agents and hub is exact (PROTOCOL.md,
+//! Part A). In 2.0, [`Message::from`] is only what the sender declared:
+//! [`Message::authenticated`] is false.
+//!
+//! Runnable examples against a local hub are in `examples/`: `echo`, `chat`, `delegate`
+//! (request/respond) and `broadcast`.
 
 mod agent;
 mod cache;
