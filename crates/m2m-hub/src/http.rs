@@ -89,6 +89,8 @@ fn websocket_url(state: &HubState, headers: &HeaderMap) -> String {
     format!("{scheme}://{host}/ws")
 }
 
+/// `/` and `/info`: the original's document, key for key (clients may read it); the
+/// URLs are this hub's and the quickstart speaks of this project.
 async fn info(State(state): State<Arc<HubState>>, headers: HeaderMap) -> Json<Value> {
     let ws = websocket_url(&state, &headers);
     let counts = state.directory.counts();
@@ -102,7 +104,6 @@ async fn info(State(state): State<Arc<HubState>>, headers: HeaderMap) -> Json<Va
             "websocket": ws,
             "github": "https://github.com/m2mai",
             "twitter": "https://x.com/m2m_ai",
-            "implementation": concat!("m2m-rs ", env!("CARGO_PKG_VERSION")),
         },
         "hub": {
             "status": "running",
@@ -127,7 +128,6 @@ async fn info(State(state): State<Arc<HubState>>, headers: HeaderMap) -> Json<Va
                 "GET /health": "Health check",
                 "GET /agents": "List agents (?capability=x&status=online&limit=100&offset=0)",
                 "GET /stats": "Hub statistics",
-                "GET /metrics": "Prometheus metrics",
             },
             "websocket": {
                 "url": ws,
@@ -137,9 +137,7 @@ async fn info(State(state): State<Arc<HubState>>, headers: HeaderMap) -> Json<Va
                     "find": { "params": "capability", "returns": "agents[]" },
                     "lookup": { "params": "id", "returns": "agent" },
                     "heartbeat": { "params": "id", "returns": "timestamp" },
-                    "status": { "params": "id, status, metadata{}", "returns": "ok" },
                     "disconnect": { "params": "id", "returns": "ok" },
-                    "stats": { "params": "", "returns": "agents{}, hub{}" },
                 },
             },
         },
