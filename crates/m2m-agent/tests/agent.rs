@@ -10,6 +10,17 @@ use m2m_agent::{
     json, Agent, AgentError, AgentEvent, BroadcastOptions, DiscoverOptions, Map, Message, Value,
 };
 
+on_both_hubs!(
+    hub_operations,
+    send_receive_send_direct_and_ping,
+    send_to_unknown_or_offline_agents,
+    request_and_respond,
+    request_times_out_without_a_response,
+    broadcast_reports_a_dead_peer,
+    reconnects_after_the_hub_restarts,
+    no_reconnect_when_disabled_and_bad_config_is_refused,
+);
+
 async fn next(agent: &Agent) -> Message {
     tokio::time::timeout(Duration::from_secs(10), agent.next_message())
         .await
@@ -17,9 +28,8 @@ async fn next(agent: &Agent) -> Message {
         .expect("stream ended")
 }
 
-#[tokio::test]
-async fn hub_operations() {
-    let hub = TestHub::start(0).await;
+async fn hub_operations<H: TestHub>() {
+    let hub = H::start(0).await;
     let mut meta = Map::new();
     meta.insert("name".into(), json!("alpha"));
     let a = agent(&hub)
@@ -89,9 +99,8 @@ async fn hub_operations() {
     hub.shutdown().await;
 }
 
-#[tokio::test]
-async fn send_receive_send_direct_and_ping() {
-    let hub = TestHub::start(0).await;
+async fn send_receive_send_direct_and_ping<H: TestHub>() {
+    let hub = H::start(0).await;
     let a = agent(&hub).connect().await.unwrap();
     let b = agent(&hub).connect().await.unwrap();
 
@@ -150,14 +159,14 @@ async fn send_receive_send_direct_and_ping() {
     hub.shutdown().await;
 }
 
-#[tokio::test]
-async fn send_to_unknown_or_offline_agents() {
-    let hub = TestHub::start(0).await;
+async fn send_to_unknown_or_offline_agents<H: TestHub>() {
+    let hub = H::start(0).await;
     let a = agent(&hub).connect().await.unwrap();
     let gone = agent(&hub).connect().await.unwrap();
     let gone_id = gone.id();
     gone.disconnect().await.unwrap();
-    assert_eq!(hub.status_of(&gone_id).as_deref(), Some("offline"));
+    assert_eq!(a.lookup(&gone_id).await.unwrap().status, "offline");
+    // lookup filled the cache with "offline": send refuses without dialling.
     assert_eq!(
         a.send(&gone_id, "x", json!({})).await,
         Err(AgentError::AgentOffline(gone_id.clone()))
@@ -177,9 +186,8 @@ async fn send_to_unknown_or_offline_agents() {
     hub.shutdown().await;
 }
 
-#[tokio::test]
-async fn request_and_respond() {
-    let hub = TestHub::start(0).await;
+async fn request_and_respond<H: TestHub>() {
+    let hub = H::start(0).await;
     let asker = agent(&hub).inbox_capacity(1).connect().await.unwrap();
     let worker = agent(&hub)
         .capabilities(["compute"])
@@ -230,9 +238,8 @@ async fn request_and_respond() {
     hub.shutdown().await;
 }
 
-#[tokio::test]
-async fn request_times_out_without_a_response() {
-    let hub = TestHub::start(0).await;
+async fn request_times_out_without_a_response<H: TestHub>() {
+    let hub = H::start(0).await;
     let a = agent(&hub).connect().await.unwrap();
     let silent = agent(&hub).connect().await.unwrap();
     let r = a
@@ -252,7 +259,7 @@ async fn request_times_out_without_a_response() {
 }
 
 /// Registers a hub entry whose address nobody listens on; keeps its WebSocket open.
-async fn register_ghost(hub: &TestHub) -> (String, impl Drop) {
+async fn register_ghost(hub: &impl TestHub) -> (String, impl Drop) {
     let (mut ws, _) = tokio_tungstenite::connect_async(hub.url()).await.unwrap();
     let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = dead.local_addr().unwrap().port();
@@ -280,9 +287,8 @@ impl<T> Drop for GhostGuard<T> {
     }
 }
 
-#[tokio::test]
-async fn broadcast_reports_a_dead_peer() {
-    let hub = TestHub::start(0).await;
+async fn broadcast_reports_a_dead_peer<H: TestHub>() {
+    let hub = H::start(0).await;
     let sender = agent(&hub).connect().await.unwrap();
     let b = agent(&hub)
         .capabilities(["monitor"])
@@ -332,9 +338,8 @@ async fn broadcast_reports_a_dead_peer() {
     hub.shutdown().await;
 }
 
-#[tokio::test]
-async fn reconnects_after_the_hub_restarts() {
-    let hub = TestHub::start(0).await;
+async fn reconnects_after_the_hub_restarts<H: TestHub>() {
+    let hub = H::start(0).await;
     let port = hub.port();
     let url = hub.url();
     let a = agent(&hub).connect().await.unwrap();
@@ -350,7 +355,7 @@ async fn reconnects_after_the_hub_restarts() {
         Err(AgentError::NotConnected)
     );
 
-    let hub = TestHub::start(port).await;
+    let hub = H::start(port).await;
     assert_eq!(hub.url(), url);
     let AgentEvent::Reconnected { id, .. } =
         wait_event(&mut events, |e| matches!(e, AgentEvent::Reconnected { .. })).await
@@ -373,9 +378,8 @@ async fn reconnects_after_the_hub_restarts() {
     hub.shutdown().await;
 }
 
-#[tokio::test]
-async fn no_reconnect_when_disabled_and_bad_config_is_refused() {
-    let hub = TestHub::start(0).await;
+async fn no_reconnect_when_disabled_and_bad_config_is_refused<H: TestHub>() {
+    let hub = H::start(0).await;
     let a = agent(&hub).auto_reconnect(false).connect().await.unwrap();
     let mut events = a.events();
     hub.shutdown().await;

@@ -30,15 +30,15 @@ struct Registry {
 }
 
 /// A running fake hub.
-pub struct TestHub {
+pub struct FakeHub {
     addr: SocketAddr,
     stop: CancellationToken,
     registry: Arc<Mutex<Registry>>,
 }
 
-impl TestHub {
+impl FakeHub {
     /// Starts on 127.0.0.1:`port` (0 = any).
-    pub async fn start(port: u16) -> TestHub {
+    pub async fn start(port: u16) -> FakeHub {
         let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = CancellationToken::new();
@@ -54,7 +54,7 @@ impl TestHub {
                 }
             }
         });
-        TestHub {
+        FakeHub {
             addr,
             stop,
             registry,
