@@ -1,0 +1,328 @@
+//! `m2m listen`: a scriptable agent. It registers, prints one JSON object per line on stdout
+//! (`connected`, then one `message` per incoming message), and optionally answers every
+//! message that is not itself a response: with its own payload (`--echo`), or with what a
+//! shell command prints when given the message as JSON on stdin (`--exec`), so a handler in
+//! any language can serve requests.
+//!
+//! The main loop owns stdout; handlers run as tasks of one `JoinSet`, at most
+//! `--exec-parallelism` at once (a full set makes the loop wait, which slows the senders
+//! down instead of queueing without bound).
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use m2m_agent::{Agent, AgentError, AgentEvent, Message};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{broadcast, Semaphore};
+use tokio::task::JoinSet;
+
+use super::{shutdown_signal, Join};
+use crate::cli::ListenArgs;
+use crate::output::print_line;
+
+/// Largest handler output read: a response must fit in one P2P frame.
+const MAX_HANDLER_OUTPUT: usize = m2m_proto::limits::MAX_FRAME_LEN;
+/// Handler stderr kept for the error message.
+const MAX_HANDLER_STDERR: usize = 16 * 1024;
+
+/// How incoming messages are answered.
+#[derive(Debug, Clone)]
+enum Handler {
+    /// Not at all.
+    None,
+    /// With their own payload.
+    Echo,
+    /// With the output of a shell command.
+    Exec { command: String, timeout: Duration },
+}
+
+/// `m2m listen`.
+pub async fn run(hub: &str, args: ListenArgs) -> anyhow::Result<()> {
+    let join = Join {
+        hub: hub.to_owned(),
+        port: args.port,
+        address: args.address.clone(),
+        capabilities: args.connect.capabilities.clone(),
+        metadata: args.connect.metadata.clone().unwrap_or_default(),
+        reconnect: true,
+    };
+    let handler = match (&args.exec, args.echo) {
+        (Some(command), _) => Handler::Exec {
+            command: command.clone(),
+            timeout: args.exec_timeout,
+        },
+        (None, true) => Handler::Echo,
+        (None, false) => Handler::None,
+    };
+    let agent = join.connect().await?;
+    let result = serve(&agent, handler, args.exec_parallelism.max(1)).await;
+    if let Err(e) = agent.disconnect().await {
+        tracing::warn!("disconnecting from the hub: {e}");
+    }
+    match result {
+        Err(e) if is_broken_pipe(&e) => Ok(()),
+        other => other,
+    }
+}
+
+async fn serve(agent: &Agent, handler: Handler, parallelism: usize) -> anyhow::Result<()> {
+    let mut events = agent.events();
+    print_line(
+        &json!({"event": "connected", "id": agent.id(), "address": agent.address()}).to_string(),
+    )?;
+    let permits = Arc::new(Semaphore::new(parallelism));
+    let mut handlers = JoinSet::new();
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            Some(done) = handlers.join_next() => {
+                if let Err(e) = done {
+                    tracing::warn!("a message handler failed: {e}");
+                }
+            }
+            event = events.recv() => match event {
+                Ok(AgentEvent::Reconnected { id, address }) => print_line(
+                    &json!({"event": "reconnected", "id": id, "address": address}).to_string(),
+                )?,
+                Ok(AgentEvent::Disconnected { reason }) => print_line(
+                    &json!({"event": "hub_lost", "reason": reason}).to_string(),
+                )?,
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => break,
+            },
+            message = agent.next_message() => {
+                let Some(message) = message else { break };
+                print_line(&message_event(&message).to_string())?;
+                if matches!(handler, Handler::None) || message.message_type.ends_with(":response") {
+                    continue;
+                }
+                let permit = tokio::select! {
+                    p = permits.clone().acquire_owned() => p.context("handler pool closed")?,
+                    () = &mut shutdown => break,
+                };
+                let agent = agent.clone();
+                let handler = handler.clone();
+                handlers.spawn(async move {
+                    answer(&agent, &handler, message).await;
+                    drop(permit);
+                });
+            }
+        }
+    }
+    handlers.shutdown().await;
+    Ok(())
+}
+
+/// The `message` line of the output.
+fn message_event(m: &Message) -> Value {
+    let mut event = json!({
+        "event": "message",
+        "from": m.from,
+        "type": m.message_type,
+        "payload": m.payload,
+        "correlationId": m.correlation_id,
+        "timestamp": m.timestamp,
+    });
+    if m.authenticated {
+        event["authenticated"] = Value::Bool(true);
+    }
+    event
+}
+
+async fn answer(agent: &Agent, handler: &Handler, message: Message) {
+    let response = match handler {
+        Handler::None => return,
+        Handler::Echo => message.payload.clone(),
+        Handler::Exec { command, timeout } => exec(command, &message, *timeout).await,
+    };
+    match agent.respond(&message, response).await {
+        Ok(_) => {}
+        // A one-shot `m2m send` has usually left by the time its answer is ready.
+        Err(
+            e @ (AgentError::AgentOffline(_)
+            | AgentError::AgentNotFound(_)
+            | AgentError::Unreachable { .. }),
+        ) => tracing::info!(
+            "could not answer {} from {} (it has left?): {e}",
+            message.message_type,
+            message.from
+        ),
+        Err(e) => tracing::warn!(
+            "could not answer {} from {}: {e}",
+            message.message_type,
+            message.from
+        ),
+    }
+}
+
+/// Runs `command` through the shell with the message as JSON on stdin; its stdout, parsed
+/// as JSON, is the answer. Anything else answers `{"error": "…"}`.
+async fn exec(command: &str, message: &Message, timeout: Duration) -> Value {
+    match tokio::time::timeout(timeout, run_handler(command, message)).await {
+        Ok(Ok(value)) => value,
+        Ok(Err(reason)) => json!({ "error": reason }),
+        Err(_) => json!({ "error": format!("handler timed out after {}s", timeout.as_secs_f64()) }),
+    }
+}
+
+fn shell(command: &str) -> tokio::process::Command {
+    #[cfg(windows)]
+    {
+        let mut c = tokio::process::Command::new("cmd");
+        c.arg("/C").arg(command);
+        c
+    }
+    #[cfg(not(windows))]
+    {
+        let mut c = tokio::process::Command::new("sh");
+        c.arg("-c").arg(command);
+        c
+    }
+}
+
+async fn run_handler(command: &str, message: &Message) -> Result<Value, String> {
+    let mut input =
+        serde_json::to_vec(message).map_err(|e| format!("encoding the message: {e}"))?;
+    input.push(b'\n');
+    let mut child = shell(command)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // On timeout the future is dropped: the handler must not outlive it.
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("could not start the handler: {e}"))?;
+    let (Some(mut stdin), Some(stdout), Some(stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        return Err("could not connect to the handler's stdin/stdout".to_owned());
+    };
+    // Write and read at once: a handler that prints before reading all its input must not
+    // deadlock against us.
+    let write = async move {
+        // A handler that ignores its input may close stdin early: that is fine.
+        let _ = stdin.write_all(&input).await;
+        drop(stdin);
+    };
+    let read_out = read_bounded(stdout, MAX_HANDLER_OUTPUT);
+    let read_err = read_bounded(stderr, MAX_HANDLER_STDERR);
+    let ((), out, err) = tokio::join!(write, read_out, read_err);
+    let status = child
+        .wait()
+        .await
+        .map_err(|e| format!("waiting for the handler: {e}"))?;
+    let out = out.map_err(|e| format!("reading the handler's output: {e}"))?;
+    let err = err.unwrap_or_default();
+    if !status.success() {
+        let last = String::from_utf8_lossy(&err)
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .map(|l| format!(": {}", l.trim()))
+            .unwrap_or_default();
+        return Err(format!("handler failed ({status}){last}"));
+    }
+    if out.len() > MAX_HANDLER_OUTPUT {
+        return Err(format!(
+            "handler output is larger than {MAX_HANDLER_OUTPUT} bytes"
+        ));
+    }
+    let text = String::from_utf8(out).map_err(|_| "handler output is not UTF-8".to_owned())?;
+    if text.trim().is_empty() {
+        return Err("handler printed nothing (expected JSON)".to_owned());
+    }
+    serde_json::from_str(text.trim()).map_err(|e| {
+        format!(
+            "handler output is not JSON ({} at line {}, column {})",
+            e.to_string().split(" at line ").next().unwrap_or_default(),
+            e.line(),
+            e.column()
+        )
+    })
+}
+
+/// Reads up to `max + 1` bytes (so "too large" can be told from "exactly max"), then keeps
+/// draining so the child is not blocked on a full pipe.
+async fn read_bounded(
+    mut reader: impl tokio::io::AsyncRead + Unpin,
+    max: usize,
+) -> std::io::Result<Vec<u8>> {
+    let mut kept = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = reader.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(kept);
+        }
+        let room = (max + 1).saturating_sub(kept.len());
+        kept.extend_from_slice(&buf[..n.min(room)]);
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(payload: Value) -> Message {
+        Message {
+            from: "f".into(),
+            message_type: "ask".into(),
+            payload,
+            correlation_id: Some("c".into()),
+            timestamp: 1,
+            encrypted: true,
+            authenticated: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn exec_answers_with_the_handlers_json() {
+        let m = message(json!({"n": 2}));
+        let v = exec("cat", &m, Duration::from_secs(30)).await;
+        assert_eq!(v["payload"], json!({"n": 2}));
+        assert_eq!(v["type"], "ask");
+        let v = exec("echo '[1,2]'", &m, Duration::from_secs(30)).await;
+        assert_eq!(v, json!([1, 2]));
+    }
+
+    #[tokio::test]
+    async fn exec_failures_answer_an_error() {
+        let m = message(json!(null));
+        let v = exec("echo nope >&2; exit 3", &m, Duration::from_secs(30)).await;
+        let e = v["error"].as_str().unwrap();
+        assert!(e.contains("exit status: 3") && e.ends_with(": nope"), "{e}");
+        let v = exec("echo '{bad'", &m, Duration::from_secs(30)).await;
+        let e = v["error"].as_str().unwrap();
+        assert!(
+            e.starts_with("handler output is not JSON") && e.contains("line 1, column 2"),
+            "{e}"
+        );
+        let v = exec("true", &m, Duration::from_secs(30)).await;
+        assert!(v["error"].as_str().unwrap().contains("printed nothing"));
+        let v = exec("sleep 30", &m, Duration::from_millis(200)).await;
+        assert!(v["error"].as_str().unwrap().contains("timed out"));
+    }
+
+    #[test]
+    fn message_lines_have_the_documented_fields() {
+        let v = message_event(&message(json!({"a": 1})));
+        assert_eq!(
+            v,
+            json!({"event":"message","from":"f","type":"ask","payload":{"a":1},"correlationId":"c","timestamp":1})
+        );
+    }
+}

@@ -1,0 +1,144 @@
+//! One module per command family. The helpers here join a hub the way every command does,
+//! and turn SDK errors into sentences a user can act on.
+
+pub mod demo;
+pub mod hub;
+pub mod listen;
+pub mod oneshot;
+
+use std::future::Future;
+
+use anyhow::anyhow;
+use m2m_agent::{Agent, AgentError};
+
+/// The hub to use: `--hub`, else `M2M_HUB` (both through clap), else the SDK's default.
+pub fn hub_or_default(hub: Option<&str>) -> String {
+    hub.map(str::to_owned)
+        .unwrap_or_else(|| m2m_agent::config::DEFAULT_HUB.to_owned())
+}
+
+/// How an agent of this tool registers.
+#[derive(Debug, Clone, Default)]
+pub struct Join {
+    /// Hub as given by the user (or the default).
+    pub hub: String,
+    /// P2P port; 0 picks a free one.
+    pub port: u16,
+    /// Public address to register instead of the local one.
+    pub address: Option<String>,
+    /// Capabilities offered.
+    pub capabilities: Vec<String>,
+    /// Metadata registered.
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    /// Keep reconnecting when the hub connection drops (long-running commands).
+    pub reconnect: bool,
+}
+
+impl Join {
+    /// Starts the agent and registers; a failure says which hub could not be used.
+    pub async fn connect(&self) -> anyhow::Result<Agent> {
+        let url = m2m_agent::hub_url(&self.hub).map_err(|e| anyhow!("bad --hub value: {e}"))?;
+        let mut builder = Agent::builder()
+            .hub(&self.hub)
+            .port(self.port)
+            .capabilities(self.capabilities.clone())
+            .metadata(self.metadata.clone())
+            .auto_reconnect(self.reconnect);
+        if let Some(address) = &self.address {
+            builder = builder.address(address);
+        }
+        builder.connect().await.map_err(|e| match e {
+            AgentError::Unreachable { reason, .. } => {
+                anyhow!("could not reach the hub at {url}: {reason}")
+            }
+            AgentError::Timeout { .. } => {
+                anyhow!("the hub at {url} did not answer in time")
+            }
+            AgentError::Io { context, reason } => anyhow!("{context}: {reason}"),
+            AgentError::Hub(error) => anyhow!("the hub at {url} refused to register us: {error}"),
+            other => anyhow!("could not join the hub at {url}: {other}"),
+        })
+    }
+}
+
+/// Runs `work` with a freshly registered agent and always disconnects it afterwards, also
+/// when `work` fails or the user presses Ctrl-C.
+pub async fn with_agent<T, F, Fut>(join: &Join, work: F) -> anyhow::Result<T>
+where
+    F: FnOnce(Agent) -> Fut,
+    Fut: Future<Output = anyhow::Result<T>>,
+{
+    let agent = join.connect().await?;
+    let result = tokio::select! {
+        r = work(agent.clone()) => r,
+        () = shutdown_signal() => Err(anyhow!("interrupted")),
+    };
+    if let Err(e) = agent.disconnect().await {
+        tracing::warn!("disconnecting from the hub: {e}");
+    }
+    result
+}
+
+/// A sentence for an SDK error met while doing `what` (`sending to …`).
+pub fn explain(error: AgentError) -> anyhow::Error {
+    match error {
+        AgentError::AgentNotFound(id) => anyhow!("unknown agent {id}: the hub does not know it"),
+        AgentError::AgentOffline(id) => anyhow!("agent {id} is offline"),
+        AgentError::Timeout { operation, after } => {
+            anyhow!("{operation} timed out after {}", human(after))
+        }
+        AgentError::Unreachable { address, reason } => {
+            anyhow!("could not reach the agent at {address}: {reason}")
+        }
+        AgentError::DecryptionFailed { address } => {
+            anyhow!("the agent at {address} could not decrypt our message")
+        }
+        AgentError::Peer { address, error } => {
+            anyhow!("the agent at {address} refused the message: {error}")
+        }
+        AgentError::Hub(error) => anyhow!("the hub refused the request: {error}"),
+        AgentError::NotConnected => anyhow!("lost the connection to the hub"),
+        other => anyhow!("{other}"),
+    }
+}
+
+fn human(d: std::time::Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
+/// Resolves on Ctrl-C, or SIGTERM on Unix.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            // No signal handler: never resolve rather than stop at once.
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}

@@ -1,0 +1,227 @@
+//! The short commands: each registers for its duration (on a free port unless `--port`),
+//! does one thing, prints the result and disconnects. `ping` needs no hub at all.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context as _};
+use m2m_agent::{BroadcastOptions, BroadcastReport, Delivery, DiscoverOptions};
+use m2m_proto::{Frame, LineDecoder};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::{explain, with_agent, Join};
+use crate::cli::{
+    BroadcastArgs, DiscoverArgs, FindArgs, OneShotArgs, PingArgs, RequestArgs, SendArgs, StatsArgs,
+};
+use crate::output::{self, Output};
+use crate::payload;
+
+fn join(hub: &str, args: &OneShotArgs) -> Join {
+    Join {
+        hub: hub.to_owned(),
+        port: args.port,
+        address: args.public_address.clone(),
+        ..Join::default()
+    }
+}
+
+/// `m2m discover`.
+pub async fn discover(hub: &str, args: DiscoverArgs, out: Output) -> anyhow::Result<()> {
+    let options = DiscoverOptions {
+        capabilities: args.capabilities,
+        status: args.status,
+        limit: args.limit,
+        offset: args.offset,
+    };
+    let peers = with_agent(&join(hub, &args.agent), |agent| async move {
+        agent.discover(options).await.map_err(explain)
+    })
+    .await?;
+    out.either(&peers, || output::peers_table(&peers))
+}
+
+/// `m2m find`.
+pub async fn find(hub: &str, args: FindArgs, out: Output) -> anyhow::Result<()> {
+    let capability = args.capability;
+    let agents = with_agent(&join(hub, &args.agent), |agent| async move {
+        agent.find(&capability).await.map_err(explain)
+    })
+    .await?;
+    out.either(&agents, || output::found_table(&agents))
+}
+
+/// `m2m send`.
+pub async fn send(hub: &str, args: SendArgs, out: Output) -> anyhow::Result<()> {
+    let (target, rest) = match &args.to_address {
+        Some(address) => (Target::Address(address.clone()), &args.args[..]),
+        None => match args.args.split_first() {
+            Some((id, rest)) => (Target::Id(id.clone()), rest),
+            None => bail!("missing AGENT_ID and TYPE"),
+        },
+    };
+    let (message_type, payload_arg) = match rest {
+        [t] => (t.clone(), None),
+        [t, p] => (t.clone(), Some(p.as_str())),
+        [] => bail!("missing the message TYPE"),
+        _ => bail!(
+            "too many arguments: expected {}TYPE [PAYLOAD]",
+            if args.to_address.is_some() {
+                ""
+            } else {
+                "AGENT_ID "
+            }
+        ),
+    };
+    let payload = payload::from_arg(payload_arg)?;
+    let target_text = target.to_string();
+    let delivery: Delivery = with_agent(&join(hub, &args.agent), |agent| async move {
+        match &target {
+            Target::Id(id) => agent.send(id, &message_type, payload).await,
+            Target::Address(a) => agent.send_direct(a, &message_type, payload).await,
+        }
+        .map_err(explain)
+    })
+    .await?;
+    out.either(&delivery, || {
+        format!(
+            "Delivered to {target_text} (correlationId {}).",
+            delivery.correlation_id
+        )
+    })
+}
+
+enum Target {
+    Id(String),
+    Address(String),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Id(id) => write!(f, "agent {id}"),
+            Target::Address(a) => write!(f, "{a}"),
+        }
+    }
+}
+
+/// `m2m request`.
+pub async fn request(hub: &str, args: RequestArgs, out: Output) -> anyhow::Result<()> {
+    let payload = payload::from_arg(args.payload.as_deref())?;
+    let (id, message_type, timeout) = (args.agent_id, args.message_type, args.timeout);
+    let response = with_agent(&join(hub, &args.agent), |agent| async move {
+        agent
+            .request(&id, &message_type, payload, Some(timeout))
+            .await
+            .map_err(|e| match e {
+                m2m_agent::AgentError::Timeout { operation, after } if operation == "request" => {
+                    anyhow!(
+                        "no {message_type}:response from agent {id} within {}",
+                        humanize(after)
+                    )
+                }
+                other => explain(other),
+            })
+    })
+    .await?;
+    out.json_value(&response)
+}
+
+fn humanize(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+/// `m2m broadcast`.
+pub async fn broadcast(hub: &str, args: BroadcastArgs, out: Output) -> anyhow::Result<()> {
+    let payload = payload::from_arg(args.payload.as_deref())?;
+    let options = BroadcastOptions::new().capabilities(args.capabilities);
+    let message_type = args.message_type;
+    let report: BroadcastReport = with_agent(&join(hub, &args.agent), |agent| async move {
+        agent
+            .broadcast(&message_type, payload, options)
+            .await
+            .map_err(explain)
+    })
+    .await?;
+    out.either(&report, || {
+        let mut text = format!(
+            "Delivered to {} of {} agent(s).\n",
+            report.delivered, report.total
+        );
+        for failure in &report.errors {
+            text.push_str(&format!("  {}: {}\n", failure.agent, failure.error));
+        }
+        text
+    })
+}
+
+/// `m2m stats`.
+pub async fn stats(hub: &str, args: StatsArgs, out: Output) -> anyhow::Result<()> {
+    let stats = with_agent(&join(hub, &args.agent), |agent| async move {
+        agent.stats().await.map_err(explain)
+    })
+    .await?;
+    out.either(&stats, || output::stats_text(&stats))
+}
+
+/// Longest line accepted in answer to a ping: a pong is a few bytes.
+const MAX_PING_REPLY: usize = 4096;
+
+/// `m2m ping`: a P2P `{"type":"ping"}` straight to the address; needs no hub.
+pub async fn ping(args: PingArgs, out: Output) -> anyhow::Result<()> {
+    let address = args.address;
+    let rtt = tokio::time::timeout(args.timeout, ping_once(&address))
+        .await
+        .map_err(|_| anyhow!("no pong from {address} within {}", humanize(args.timeout)))??;
+    let rtt_ms = rtt.as_secs_f64() * 1000.0;
+    out.either(
+        &json!({"address": address, "pong": true, "rttMs": (rtt_ms * 1000.0).round() / 1000.0}),
+        || format!("pong from {address} in {rtt_ms:.2} ms"),
+    )
+}
+
+async fn ping_once(address: &str) -> anyhow::Result<Duration> {
+    let mut stream = TcpStream::connect(address)
+        .await
+        .with_context(|| format!("could not reach the agent at {address}"))?;
+    let started = Instant::now();
+    stream
+        .write_all(&Frame::Ping.encode())
+        .await
+        .with_context(|| format!("could not send a ping to {address}"))?;
+    let mut decoder = LineDecoder::new(MAX_PING_REPLY);
+    let mut buf = [0u8; 1024];
+    loop {
+        match decoder.next_line() {
+            Ok(Some(line)) => {
+                return match Frame::parse(line) {
+                    Ok(Frame::Pong) => Ok(started.elapsed()),
+                    Ok(Frame::Error(e)) => {
+                        Err(anyhow!("{address} answered the ping with an error: {e}"))
+                    }
+                    Ok(_) | Err(_) => Err(anyhow!(
+                        "{address} did not answer like an M2M agent: {}",
+                        String::from_utf8_lossy(line)
+                            .chars()
+                            .take(120)
+                            .collect::<String>()
+                    )),
+                };
+            }
+            Ok(None) => {}
+            Err(_) => bail!("{address} answered the ping with an over-long line"),
+        }
+        let n = stream
+            .read(&mut buf)
+            .await
+            .with_context(|| format!("reading the pong from {address}"))?;
+        if n == 0 {
+            bail!("{address} closed the connection without answering the ping");
+        }
+        decoder.push(&buf[..n]);
+    }
+}

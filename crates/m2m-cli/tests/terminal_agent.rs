@@ -1,0 +1,151 @@
+//! `m2m agent` end to end in a real pseudo-terminal: it registers, lists a peer, sends it a
+//! message typed on the keyboard, answers a request made by `m2m request`, survives a
+//! resize, and quits cleanly (leaving the hub). The bytes it draws go through a vt100
+//! parser, so the test reads the screen a person would see.
+
+#![cfg(unix)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{Hub, Running, PATIENCE};
+use portable_pty::{native_pty_system, CommandBuilder, PtySize};
+use serde_json::json;
+
+struct Screen {
+    parser: Arc<Mutex<vt100::Parser>>,
+}
+
+impl Screen {
+    fn text(&self) -> String {
+        self.parser.lock().unwrap().screen().contents()
+    }
+
+    /// Waits until the screen shows `needle`; returns the screen.
+    fn wait_for(&self, needle: &str) -> String {
+        let start = Instant::now();
+        loop {
+            let text = self.text();
+            if text.contains(needle) {
+                return text;
+            }
+            assert!(
+                start.elapsed() < PATIENCE,
+                "the screen never showed {needle:?}; it shows:\n{text}"
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn size(rows: u16, cols: u16) -> PtySize {
+    PtySize {
+        rows,
+        cols,
+        pixel_width: 0,
+        pixel_height: 0,
+    }
+}
+
+#[test]
+fn terminal_agent_end_to_end() {
+    let hub = Hub::start();
+    let (mut peer, peer_line) = hub.listen(&["--capabilities", "inbox"]);
+    let peer_id = peer_line["id"].as_str().unwrap().to_owned();
+
+    let pty = native_pty_system();
+    let pair = pty.openpty(size(30, 130)).unwrap();
+    let mut cmd = CommandBuilder::new(common::m2m_path());
+    cmd.args(["agent", "--port", "0", "--hub", &hub.ws]);
+    cmd.env("TERM", "xterm-256color");
+    cmd.env_remove("M2M_HUB");
+    let mut child = pair.slave.spawn_command(cmd).unwrap();
+    drop(pair.slave);
+
+    let parser = Arc::new(Mutex::new(vt100::Parser::new(30, 130, 0)));
+    let mut reader = pair.master.try_clone_reader().unwrap();
+    {
+        let parser = parser.clone();
+        thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                parser.lock().unwrap().process(&buf[..n]);
+            }
+        });
+    }
+    let mut keys = pair.master.take_writer().unwrap();
+    let mut press = |text: &str| {
+        keys.write_all(text.as_bytes()).unwrap();
+        keys.flush().unwrap();
+    };
+    let screen = Screen { parser };
+
+    // Registered, and the peer is listed (the first refresh runs at start).
+    let text = screen.wait_for("m2m agent ");
+    let header = text.lines().find(|l| l.contains("m2m agent ")).unwrap();
+    let own_id: String = header
+        .split("m2m agent ")
+        .nth(1)
+        .unwrap()
+        .chars()
+        .take(32)
+        .collect();
+    assert!(own_id.chars().all(|c| c.is_ascii_hexdigit()), "{header}");
+    screen.wait_for(&format!("{} online", &peer_id[..8]));
+    screen.wait_for("hub: ");
+
+    // Pick the peer (the only one) and send it text typed on the keyboard.
+    press("\r");
+    screen.wait_for(&format!("Send to {}", &peer_id[..8]));
+    press("hello from the tty\r");
+    let line = peer.next_json();
+    assert_eq!(line["event"], "message");
+    assert_eq!(line["from"], own_id.as_str());
+    assert_eq!(line["type"], "chat");
+    assert_eq!(line["payload"], "hello from the tty");
+    screen.wait_for("Delivered chat");
+
+    // A request from another terminal shows up and is answered from the keyboard.
+    let mut c = hub.m2m();
+    c.args(["request", &own_id, "ask", r#"{"q": 1}"#]);
+    let mut requester = Running::spawn(c);
+    screen.wait_for("Requests waiting (1)");
+    press("r");
+    screen.wait_for("Answer ask from");
+    press("{\"a\": 42}\r");
+    assert_eq!(requester.next_json(), json!({"a": 42}));
+
+    // Resizing redraws at the new size.
+    pair.master.resize(size(20, 90)).unwrap();
+    screen.parser.lock().unwrap().set_size(20, 90);
+    press("R");
+    let text = screen.wait_for("Peers (1)");
+    assert!(text.lines().count() <= 20, "{text}");
+
+    // Help opens and closes, then q quits and leaves the hub.
+    press("?");
+    screen.wait_for("Help");
+    press("?");
+    press("q");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(start.elapsed() < PATIENCE, "m2m agent did not quit");
+        thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}\n{}", screen.text());
+    let listed = hub.run(&["discover"]).ok_json();
+    assert!(
+        !listed.to_string().contains(&own_id),
+        "the agent is still listed after quitting: {listed}"
+    );
+}
