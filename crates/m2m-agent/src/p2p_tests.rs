@@ -442,3 +442,121 @@ async fn ping_measures_a_round_trip() {
     let server = server_with(limits(), 16).await;
     crate::peer::ping(&server.address, 4096).await.unwrap();
 }
+
+/// A peer that acks the first message on its first connection, then drops that connection
+/// on the next message without acking; later connections are served normally.
+async fn flaky_peer() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        let mut first = true;
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let die_after_one = std::mem::replace(&mut first, false);
+            tokio::spawn(async move {
+                let (r, mut w) = stream.into_split();
+                let mut lines = BufReader::new(r).lines();
+                let mut responder = m2m_proto::Responder::new();
+                let mut seen = 0;
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let out = responder.handle_line(line.as_bytes(), &mut rand::thread_rng());
+                    match out {
+                        m2m_proto::ResponderOutput::Send(f) => {
+                            w.write_all(&f.encode()).await.unwrap()
+                        }
+                        m2m_proto::ResponderOutput::Deliver { ack, .. } => {
+                            seen += 1;
+                            if die_after_one && seen == 2 {
+                                return;
+                            }
+                            w.write_all(&ack.encode()).await.unwrap();
+                        }
+                        _ => {}
+                    }
+                }
+            });
+        }
+    });
+    address
+}
+
+#[tokio::test]
+async fn a_dead_pooled_connection_is_retried_once_on_a_fresh_one() {
+    let address = flaky_peer().await;
+    let pool = pool_with(Duration::from_secs(25));
+    pool.send(&address, "me", "a", &json!(1), "c1").await.unwrap();
+    // Message 2 goes out on the pooled connection, which dies without acking it: the pool
+    // sends it again on a new connection.
+    pool.send(&address, "me", "b", &json!(2), "c2").await.unwrap();
+}
+
+#[tokio::test]
+async fn a_fresh_connection_that_dies_is_not_retried() {
+    // Without a pooled connection to blame, a peer that hangs up is unreachable.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (r, mut w) = stream.into_split();
+            let mut lines = BufReader::new(r).lines();
+            let mut responder = m2m_proto::Responder::new();
+            let hello = lines.next_line().await.unwrap().unwrap();
+            let out = responder.handle_line(hello.as_bytes(), &mut rand::thread_rng());
+            if let m2m_proto::ResponderOutput::Send(f) = out {
+                w.write_all(&f.encode()).await.unwrap();
+            }
+            let _ = lines.next_line().await;
+        }
+    });
+    let pool = pool_with(Duration::from_secs(25));
+    assert!(matches!(
+        pool.send(&address, "me", "a", &json!(1), "c1").await,
+        Err(AgentError::Unreachable { .. })
+    ));
+}
+
+/// Throughput of one reused connection: `cargo test -p m2m-agent --release -- --ignored
+/// throughput --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement, run in release"]
+async fn throughput_on_one_connection() {
+    const N: usize = 200_000;
+    const SENDERS: usize = 256;
+    let server = server_with(limits(), 4096).await;
+    let pool = Arc::new(pool_with(Duration::from_secs(25)));
+    // ~200-byte frames.
+    let payload = json!({ "text": "x".repeat(100) });
+    pool.send(&server.address, "me", "warmup", &payload, "w")
+        .await
+        .unwrap();
+    let inbox = server.inbox.clone();
+    let reader = tokio::spawn(async move {
+        let stop = CancellationToken::new();
+        for _ in 0..=N {
+            inbox.next(&stop).await.unwrap();
+        }
+    });
+    let started = std::time::Instant::now();
+    let mut senders = tokio::task::JoinSet::new();
+    for s in 0..SENDERS {
+        let (pool, address, payload) = (pool.clone(), server.address.clone(), payload.clone());
+        senders.spawn(async move {
+            for i in 0..N / SENDERS {
+                pool.send(&address, "me", "bulk", &payload, &format!("{s}-{i}"))
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+    while let Some(r) = senders.join_next().await {
+        r.unwrap();
+    }
+    let elapsed = started.elapsed();
+    reader.await.unwrap();
+    println!(
+        "{} acked messages in {elapsed:?}: {:.0} msg/s",
+        N / SENDERS * SENDERS,
+        (N / SENDERS * SENDERS) as f64 / elapsed.as_secs_f64()
+    );
+}
