@@ -103,11 +103,18 @@ fn draw_peers(frame: &mut Frame, app: &App, area: Rect) {
             } else {
                 format!(" [{}]", p.capabilities.join(","))
             };
+            let name = p
+                .metadata
+                .get("name")
+                .and_then(serde_json::Value::as_str)
+                .map(|n| format!(" {n}"))
+                .unwrap_or_default();
             ListItem::new(Line::from(vec![
                 Span::raw(short(&p.id).to_owned()).cyan(),
                 Span::raw(" "),
                 Span::styled(p.status.clone(), Style::default().fg(status_colour)),
                 Span::raw(format!(" {}{caps}", p.address)),
+                Span::raw(name).bold(),
             ]))
         })
         .collect();
@@ -156,8 +163,19 @@ fn draw_log(frame: &mut Frame, app: &App, area: Rect) {
             ])
         })
         .collect();
+    let block = Block::default().borders(Borders::ALL).title(" Messages ");
+    let inner_width = area.width.saturating_sub(2);
+    if inner_width == 0 || visible == 0 {
+        frame.render_widget(block, area);
+        return;
+    }
+    // Long lines wrap; scroll so the newest line is at the bottom.
+    let paragraph = Paragraph::new(lines).wrap(Wrap { trim: false });
+    let scroll = paragraph.line_count(inner_width).saturating_sub(visible);
     frame.render_widget(
-        Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title(" Messages ")),
+        paragraph
+            .scroll((u16::try_from(scroll).unwrap_or(u16::MAX), 0))
+            .block(block),
         area,
     );
 }
@@ -438,6 +456,38 @@ mod tests {
         let text = screen(&app, 120, 24);
         assert!(text.contains("Answer compute from bbbbbbbb"), "{text}");
         assert!(text.contains("response:"), "{text}");
+    }
+
+    #[test]
+    fn long_log_lines_wrap_and_the_newest_stays_in_view() {
+        let mut app = sample();
+        for i in 0..30 {
+            app.apply(AppEvent::Incoming(Incoming {
+                from: "aaaaaaaa00000000".into(),
+                message_type: "chat".into(),
+                payload: json!(format!("{i:02} {}END", "x".repeat(100))),
+                correlation_id: None,
+                timestamp: 0,
+                authenticated: false,
+            }));
+        }
+        let text = screen(&app, 120, 20);
+        assert!(text.contains("END"), "{text}");
+        assert!(text.contains(r#"chat "29"#), "{text}");
+        assert!(!text.contains(r#"chat "03"#), "{text}");
+    }
+
+    #[test]
+    fn peers_show_their_name() {
+        let mut app = sample();
+        let mut named = peer("cccccccc00000000", "online");
+        named.metadata.insert("name".into(), json!("bot"));
+        app.apply(AppEvent::Peers(Ok(vec![named])));
+        let text = screen(&app, 120, 20);
+        assert!(
+            text.contains("cccccccc online 127.0.0.1:4001 [chat] bot"),
+            "{text}"
+        );
     }
 
     #[test]
