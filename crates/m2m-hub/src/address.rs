@@ -46,7 +46,11 @@ pub fn port_of(address: &str) -> Result<u16, &'static str> {
 }
 
 /// The address the hub stores: `ip:port`, IPv6 in brackets.
-pub fn dial_address(ip: IpAddr, given: Option<&str>, max_len: usize) -> Result<String, &'static str> {
+pub fn dial_address(
+    ip: IpAddr,
+    given: Option<&str>,
+    max_len: usize,
+) -> Result<String, &'static str> {
     let given = given.ok_or(codes::ADDRESS_REQUIRED)?;
     if given.trim().is_empty() {
         return Err(codes::ADDRESS_REQUIRED);
@@ -66,30 +70,63 @@ mod tests {
     #[test]
     fn keeps_the_remote_ip_and_the_given_port() {
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
-        assert_eq!(dial_address(ip, Some("10.9.8.7:4101"), 256).unwrap(), "127.0.0.1:4101");
-        assert_eq!(dial_address(ip, Some("host.example:80"), 256).unwrap(), "127.0.0.1:80");
-        assert_eq!(dial_address(ip, Some("[::1]:4000"), 256).unwrap(), "127.0.0.1:4000");
+        assert_eq!(
+            dial_address(ip, Some("10.9.8.7:4101"), 256).unwrap(),
+            "127.0.0.1:4101"
+        );
+        assert_eq!(
+            dial_address(ip, Some("host.example:80"), 256).unwrap(),
+            "127.0.0.1:80"
+        );
+        assert_eq!(
+            dial_address(ip, Some("[::1]:4000"), 256).unwrap(),
+            "127.0.0.1:4000"
+        );
         let v6: IpAddr = "2001:db8::7".parse().unwrap();
-        assert_eq!(dial_address(v6, Some("x:9"), 256).unwrap(), "[2001:db8::7]:9");
+        assert_eq!(
+            dial_address(v6, Some("x:9"), 256).unwrap(),
+            "[2001:db8::7]:9"
+        );
     }
 
     #[test]
     fn refuses_what_no_one_could_dial() {
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
         assert_eq!(dial_address(ip, None, 256), Err(codes::ADDRESS_REQUIRED));
-        assert_eq!(dial_address(ip, Some(""), 256), Err(codes::ADDRESS_REQUIRED));
-        for bad in ["1.2.3.4", "1.2.3.4:", "1.2.3.4:0", "1.2.3.4:70000", ":80", "::1:80", "[::1]"] {
-            assert_eq!(dial_address(ip, Some(bad), 256), Err(codes::INVALID_ADDRESS), "{bad}");
+        assert_eq!(
+            dial_address(ip, Some(""), 256),
+            Err(codes::ADDRESS_REQUIRED)
+        );
+        for bad in [
+            "1.2.3.4",
+            "1.2.3.4:",
+            "1.2.3.4:0",
+            "1.2.3.4:70000",
+            ":80",
+            "::1:80",
+            "[::1]",
+        ] {
+            assert_eq!(
+                dial_address(ip, Some(bad), 256),
+                Err(codes::INVALID_ADDRESS),
+                "{bad}"
+            );
         }
         let long = format!("{}:80", "a".repeat(300));
-        assert_eq!(dial_address(ip, Some(&long), 256), Err(codes::ADDRESS_TOO_LONG));
+        assert_eq!(
+            dial_address(ip, Some(&long), 256),
+            Err(codes::ADDRESS_TOO_LONG)
+        );
     }
 
     #[test]
     fn forwarded_for_only_when_trusted() {
         let peer: SocketAddr = "[::ffff:10.0.0.1]:5000".parse().unwrap();
         let mut headers = HeaderMap::new();
-        headers.insert("x-forwarded-for", HeaderValue::from_static(" 203.0.113.9 , 10.0.0.2"));
+        headers.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static(" 203.0.113.9 , 10.0.0.2"),
+        );
         assert_eq!(client_ip(peer, &headers, false).to_string(), "10.0.0.1");
         assert_eq!(client_ip(peer, &headers, true).to_string(), "203.0.113.9");
         headers.insert("x-forwarded-for", HeaderValue::from_static("garbage"));

@@ -836,7 +836,10 @@ mod tests {
         assert_eq!(ids(&d.discover(3000, &f)), vec![3, 1]);
         let found: Vec<u128> = d.find("b", 10, 0).iter().map(|v| v.entry.key).collect();
         assert_eq!(found, vec![2, 1]);
-        assert!(d.find("c", 10, 0).is_empty(), "find lists online agents only");
+        assert!(
+            d.find("c", 10, 0).is_empty(),
+            "find lists online agents only"
+        );
     }
 
     #[test]

@@ -58,9 +58,10 @@ pub fn router(state: Arc<HubState>) -> Router {
 }
 
 async fn allow_any_origin(mut response: Response) -> Response {
-    response
-        .headers_mut()
-        .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    response.headers_mut().insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
     response
 }
 
@@ -74,7 +75,11 @@ fn websocket_url(state: &HubState, headers: &HeaderMap) -> String {
     if let Some(url) = &state.config.public_url {
         return url.clone();
     }
-    let scheme = if state.config.tls.is_some() { "wss" } else { "ws" };
+    let scheme = if state.config.tls.is_some() {
+        "wss"
+    } else {
+        "ws"
+    };
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
@@ -184,7 +189,10 @@ async fn agents(
     let filter = Filter {
         exclude: None,
         capabilities: &capability,
-        status: query.get("status").map(String::as_str).filter(|s| !s.is_empty()),
+        status: query
+            .get("status")
+            .map(String::as_str)
+            .filter(|s| !s.is_empty()),
         limit: limit as usize,
         offset,
     };

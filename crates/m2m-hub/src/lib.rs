@@ -89,9 +89,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{
-    Clock, HubConfig, HubLimits, ManualClock, StorageTuning, SweepConfig, TlsConfig,
-};
+pub use config::{Clock, HubConfig, HubLimits, ManualClock, StorageTuning, SweepConfig, TlsConfig};
 pub use error::{HubError, StoreError};
 pub use http::{router, ClientAddr};
 pub use maintenance::SweepReport;
@@ -193,13 +191,21 @@ impl RunningHub {
 
     /// `ws://IP:PORT/ws` (`wss://` with TLS), dialable from this machine.
     pub fn ws_url(&self) -> String {
-        let scheme = if self.state.config.tls.is_some() { "wss" } else { "ws" };
+        let scheme = if self.state.config.tls.is_some() {
+            "wss"
+        } else {
+            "ws"
+        };
         format!("{scheme}://{}/ws", self.dial_addr())
     }
 
     /// `http://IP:PORT` (`https://` with TLS).
     pub fn http_url(&self) -> String {
-        let scheme = if self.state.config.tls.is_some() { "https" } else { "http" };
+        let scheme = if self.state.config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         format!("{scheme}://{}", self.dial_addr())
     }
 

@@ -107,7 +107,10 @@ pub(crate) async fn flush_liveness(state: &HubState) -> Result<usize, StoreError
     let total = dirty.len();
     let mut chunks = dirty.chunks(FLUSH_CHUNK);
     while let Some(chunk) = chunks.next() {
-        let seen: Vec<(String, i64)> = chunk.iter().map(|(e, at)| (e.id.to_string(), *at)).collect();
+        let seen: Vec<(String, i64)> = chunk
+            .iter()
+            .map(|(e, at)| (e.id.to_string(), *at))
+            .collect();
         if let Err(e) = state.registry.touch(&seen).await {
             state.metrics.db_errors.fetch_add(1, Ordering::Relaxed);
             let mut back: Vec<_> = chunk.iter().map(|(e, _)| e.clone()).collect();
@@ -170,9 +173,13 @@ pub(crate) async fn sync_feed(state: &HubState, marks: &FeedMarks) -> Result<usi
     let mut newest = from;
     let mut applied = 0;
     loop {
-        let rows = state.registry.changes_since(from, FEED_PAGE).await.inspect_err(|_| {
-            state.metrics.db_errors.fetch_add(1, Ordering::Relaxed);
-        })?;
+        let rows = state
+            .registry
+            .changes_since(from, FEED_PAGE)
+            .await
+            .inspect_err(|_| {
+                state.metrics.db_errors.fetch_add(1, Ordering::Relaxed);
+            })?;
         for row in &rows {
             state.directory.upsert(row);
             newest = newest.max(row.version);

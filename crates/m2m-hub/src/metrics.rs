@@ -97,7 +97,10 @@ impl Metrics {
     pub fn render(&self, g: &Gauges) -> String {
         let mut out = String::with_capacity(8 * 1024);
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let _ = writeln!(out, "# HELP m2m_hub_connections_open WebSocket connections open now.");
+        let _ = writeln!(
+            out,
+            "# HELP m2m_hub_connections_open WebSocket connections open now."
+        );
         let _ = writeln!(out, "# TYPE m2m_hub_connections_open gauge");
         let _ = writeln!(out, "m2m_hub_connections_open {}", g.open_connections);
         let _ = writeln!(
@@ -105,8 +108,15 @@ impl Metrics {
             "# HELP m2m_hub_connections_registered WebSocket connections holding a registered agent."
         );
         let _ = writeln!(out, "# TYPE m2m_hub_connections_registered gauge");
-        let _ = writeln!(out, "m2m_hub_connections_registered {}", g.registered_connections);
-        let _ = writeln!(out, "# HELP m2m_hub_connections_total WebSocket connections accepted.");
+        let _ = writeln!(
+            out,
+            "m2m_hub_connections_registered {}",
+            g.registered_connections
+        );
+        let _ = writeln!(
+            out,
+            "# HELP m2m_hub_connections_total WebSocket connections accepted."
+        );
         let _ = writeln!(out, "# TYPE m2m_hub_connections_total counter");
         let _ = writeln!(out, "m2m_hub_connections_total {}", g.accepted_connections);
         let _ = writeln!(
@@ -119,7 +129,10 @@ impl Metrics {
             "m2m_hub_connections_rejected_total {}",
             load(&self.rejected_connections)
         );
-        let _ = writeln!(out, "# HELP m2m_hub_agents Agents in the registry by status.");
+        let _ = writeln!(
+            out,
+            "# HELP m2m_hub_agents Agents in the registry by status."
+        );
         let _ = writeln!(out, "# TYPE m2m_hub_agents gauge");
         let other = g.agents.total - g.agents.online - g.agents.idle - g.agents.offline;
         for (label, n) in [
@@ -130,7 +143,10 @@ impl Metrics {
         ] {
             let _ = writeln!(out, "m2m_hub_agents{{status=\"{label}\"}} {n}");
         }
-        let _ = writeln!(out, "# HELP m2m_hub_requests_total WebSocket requests by action and result.");
+        let _ = writeln!(
+            out,
+            "# HELP m2m_hub_requests_total WebSocket requests by action and result."
+        );
         let _ = writeln!(out, "# TYPE m2m_hub_requests_total counter");
         for (i, action) in ACTIONS.iter().enumerate() {
             let _ = writeln!(
@@ -205,7 +221,10 @@ impl Metrics {
             let _ = writeln!(out, "# TYPE {name} counter");
             let _ = writeln!(out, "{name} {value}");
         }
-        let _ = writeln!(out, "# HELP m2m_hub_uptime_seconds Seconds since the hub started.");
+        let _ = writeln!(
+            out,
+            "# HELP m2m_hub_uptime_seconds Seconds since the hub started."
+        );
         let _ = writeln!(out, "# TYPE m2m_hub_uptime_seconds gauge");
         let _ = writeln!(out, "m2m_hub_uptime_seconds {}", g.uptime);
         out

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use m2m_proto::hub::{
-    Action, Discover, ErrorReply, Find, HeartbeatAck, HubCounters, HubRequest, LookedUp,
-    Register, Registered, Reply, Stats,
+    Action, Discover, ErrorReply, Find, HeartbeatAck, HubCounters, HubRequest, LookedUp, Register,
+    Registered, Reply, Stats,
 };
 use m2m_proto::limits::PROTOCOL_VERSION;
 use parking_lot::Mutex;
@@ -24,7 +24,7 @@ use crate::address;
 use crate::codes;
 use crate::config::HubConfig;
 use crate::directory::{
-    parse_id, AgentEntry, DiscoveredView, Directory, Filter, FoundPage, Status,
+    parse_id, AgentEntry, Directory, DiscoveredView, Filter, FoundPage, Status,
 };
 use crate::error::HubError;
 use crate::metrics::{action_index, Gauges, Metrics};
@@ -215,13 +215,15 @@ impl HubState {
         let limits = &self.config.limits;
         if text.len() > limits.max_message_bytes {
             self.metrics.oversized.fetch_add(1, Ordering::Relaxed);
-            self.metrics.request(action_index(None), false, started.elapsed());
+            self.metrics
+                .request(action_index(None), false, started.elapsed());
             return error_text(codes::MESSAGE_TOO_LARGE, None);
         }
         let request = match HubRequest::parse(text) {
             Ok(r) => r,
             Err(_) => {
-                self.metrics.request(action_index(None), false, started.elapsed());
+                self.metrics
+                    .request(action_index(None), false, started.elapsed());
                 return error_text(codes::INVALID_JSON, None);
             }
         };
@@ -236,7 +238,8 @@ impl HubState {
             Ok(a) => self.dispatch(session, a, cid.clone()).await,
             Err(e) => Err(Refused(e.code())),
         };
-        self.metrics.request(action, result.is_ok(), started.elapsed());
+        self.metrics
+            .request(action, result.is_ok(), started.elapsed());
         result.unwrap_or_else(|Refused(code)| error_text(&code, cid))
     }
 
@@ -277,7 +280,9 @@ impl HubState {
     }
 
     fn check_metadata(&self, metadata: &Map<String, Value>) -> Result<(), Refused> {
-        let size = serde_json::to_vec(metadata).map(|v| v.len()).unwrap_or(usize::MAX);
+        let size = serde_json::to_vec(metadata)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX);
         if size > self.config.limits.max_metadata_bytes {
             return Err(codes::METADATA_TOO_LARGE.into());
         }
@@ -289,7 +294,8 @@ impl HubState {
         if session.owned.len() >= limits.max_agents_per_connection {
             return Err(codes::TOO_MANY_AGENTS.into());
         }
-        let address = address::dial_address(session.ip, r.address.as_deref(), limits.max_address_len)?;
+        let address =
+            address::dial_address(session.ip, r.address.as_deref(), limits.max_address_len)?;
         self.check_capabilities(&r.capabilities)?;
         self.check_metadata(&r.metadata)?;
         // 2.1 identities are only published once proven against this hub's challenge; a
@@ -345,7 +351,9 @@ impl HubState {
     }
 
     fn find(&self, f: &Find) -> FoundPage {
-        let agents = self.directory.find(&f.capability, f.limit as usize, f.offset);
+        let agents = self
+            .directory
+            .find(&f.capability, f.limit as usize, f.offset);
         FoundPage {
             count: agents.len(),
             agents,
@@ -463,7 +471,8 @@ impl HubState {
         let entry = self.owned_entry(session, id)?;
         let version = self.write_offline(&entry).await?;
         if let Some(v) = version {
-            self.directory.set(&entry, v, Some(Status::Offline), None, None);
+            self.directory
+                .set(&entry, v, Some(Status::Offline), None, None);
         }
         session.owned.retain(|e| !Arc::ptr_eq(e, &entry));
         if session.owned.is_empty() {

@@ -44,7 +44,10 @@ impl Writer {
     /// Commits `write`; the row's new version, or `None` when the row does not exist.
     pub async fn write(&self, write: Write) -> Result<Option<i64>, Unavailable> {
         let (reply, done) = oneshot::channel();
-        self.tx.send((write, reply)).await.map_err(|_| Unavailable)?;
+        self.tx
+            .send((write, reply))
+            .await
+            .map_err(|_| Unavailable)?;
         done.await.map_err(|_| Unavailable)?
     }
 }

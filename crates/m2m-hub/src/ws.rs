@@ -6,8 +6,8 @@ use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocketUpgrade};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -131,7 +131,11 @@ async fn send<S>(socket: &mut S, text: String, state: &HubState) -> Result<(), (
 where
     S: Sink<Message, Error = axum::Error> + Unpin,
 {
-    match tokio::time::timeout(state.write_timeout(), socket.send(Message::Text(text.into()))).await
+    match tokio::time::timeout(
+        state.write_timeout(),
+        socket.send(Message::Text(text.into())),
+    )
+    .await
     {
         Ok(Ok(())) => Ok(()),
         _ => Err(()),
@@ -146,8 +150,11 @@ where
         code,
         reason: reason.into(),
     };
-    let _ = tokio::time::timeout(state.write_timeout(), socket.send(Message::Close(Some(frame))))
-        .await;
+    let _ = tokio::time::timeout(
+        state.write_timeout(),
+        socket.send(Message::Close(Some(frame))),
+    )
+    .await;
 }
 
 fn is_too_big(e: axum::Error) -> bool {

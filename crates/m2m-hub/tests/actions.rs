@@ -27,17 +27,27 @@ async fn ownership_and_errors(backend: Backend) {
 
     // Ours: heartbeat, status and disconnect act only on this connection's own agent.
     for action in ["heartbeat", "status", "disconnect"] {
-        let reply = b.req(json!({"action":action,"id":a_id,"status":"x","correlationId":"f"})).await;
+        let reply = b
+            .req(json!({"action":action,"id":a_id,"status":"x","correlationId":"f"}))
+            .await;
         assert_eq!(reply, err("forbidden", "f"), "{action}");
     }
-    let reply = b.req(json!({"action":"heartbeat","id":"nope","correlationId":"f"})).await;
+    let reply = b
+        .req(json!({"action":"heartbeat","id":"nope","correlationId":"f"}))
+        .await;
     assert_eq!(reply, err("forbidden", "f"));
     let looked = a.req(json!({"action":"lookup","id":a_id})).await;
-    assert_eq!(looked["agent"]["status"], "online", "a forbidden request changed nothing");
+    assert_eq!(
+        looked["agent"]["status"], "online",
+        "a forbidden request changed nothing"
+    );
 
     // Missing and mistyped fields name the field.
     let reply = a.req(json!({"action":"heartbeat","correlationId":7})).await;
-    assert_eq!(reply, json!({"status":"error","error":"missing field `id`","correlationId":7}));
+    assert_eq!(
+        reply,
+        json!({"status":"error","error":"missing field `id`","correlationId":7})
+    );
     let reply = a.req(json!({"action":"lookup","correlationId":"m"})).await;
     assert_eq!(reply, err("missing field `id`", "m"));
     let reply = a.req(json!({"action":"find","correlationId":"m"})).await;
@@ -45,18 +55,35 @@ async fn ownership_and_errors(backend: Backend) {
     let reply = a
         .req(json!({"action":"register","address":"h:1","capabilities":5,"correlationId":"t"}))
         .await;
-    assert_eq!(reply, err("invalid field `capabilities`: must be an array of strings", "t"));
+    assert_eq!(
+        reply,
+        err(
+            "invalid field `capabilities`: must be an array of strings",
+            "t"
+        )
+    );
     let reply = a
         .req(json!({"action":"register","address":"h:1","metadata":[1],"correlationId":"t"}))
         .await;
-    assert_eq!(reply, err("invalid field `metadata`: must be an object", "t"));
-    let reply = a.req(json!({"action":"register","address":{"x":1},"correlationId":"t"})).await;
+    assert_eq!(
+        reply,
+        err("invalid field `metadata`: must be an object", "t")
+    );
+    let reply = a
+        .req(json!({"action":"register","address":{"x":1},"correlationId":"t"}))
+        .await;
     assert_eq!(reply, err("invalid field `address`: must be a string", "t"));
-    let reply = a.req(json!({"action":"discover","limit":"lots","correlationId":"t"})).await;
+    let reply = a
+        .req(json!({"action":"discover","limit":"lots","correlationId":"t"}))
+        .await;
     assert_eq!(reply, err("invalid field `limit`: must be a number", "t"));
-    let reply = a.req(json!({"action":"lookup","id":"ffffffffffffffffffffffffffffffff","correlationId":"n"})).await;
+    let reply = a
+        .req(json!({"action":"lookup","id":"ffffffffffffffffffffffffffffffff","correlationId":"n"}))
+        .await;
     assert_eq!(reply, err("agent_not_found", "n"));
-    let reply = a.req(json!({"action":"lookup","id":"../etc","correlationId":"n"})).await;
+    let reply = a
+        .req(json!({"action":"lookup","id":"../etc","correlationId":"n"}))
+        .await;
     assert_eq!(reply, err("agent_not_found", "n"));
     let reply = a.req(json!({"action":"fly","correlationId":"u"})).await;
     assert_eq!(reply, err("unknown_action", "u"));
@@ -72,10 +99,14 @@ async fn ownership_and_errors(backend: Backend) {
         (json!("fe80::1:4000"), "invalid_address"),
         (json!(format!("{}:80", "h".repeat(300))), "address_too_long"),
     ] {
-        let reply = a.req(json!({"action":"register","address":address,"correlationId":"ad"})).await;
+        let reply = a
+            .req(json!({"action":"register","address":address,"correlationId":"ad"}))
+            .await;
         assert_eq!(reply, err(code, "ad"), "{address}");
     }
-    let reply = a.req(json!({"action":"register","address":"[2001:db8::1]:4010"})).await;
+    let reply = a
+        .req(json!({"action":"register","address":"[2001:db8::1]:4010"}))
+        .await;
     assert_eq!(reply["address"], "127.0.0.1:4010");
 
     // Status: a long one is refused; metadata merges shallowly; an empty status keeps.
@@ -87,13 +118,16 @@ async fn ownership_and_errors(backend: Backend) {
         .req(json!({"action":"status","id":a_id,"status":"busy","metadata":{"k":1},"correlationId":"s"}))
         .await;
     assert_eq!(reply, json!({"status":"ok","correlationId":"s"}));
-    a.req(json!({"action":"status","id":a_id,"status":"","metadata":{"j":2}})).await;
+    a.req(json!({"action":"status","id":a_id,"status":"","metadata":{"j":2}}))
+        .await;
     let rec = b.req(json!({"action":"lookup","id":a_id})).await;
     assert_eq!(rec["agent"]["status"], "busy");
     assert_eq!(rec["agent"]["metadata"], json!({"k":1,"j":2}));
 
     // Ours: a heartbeat keeps the status the agent chose.
-    let hb = a.req(json!({"action":"heartbeat","id":a_id,"correlationId":"h"})).await;
+    let hb = a
+        .req(json!({"action":"heartbeat","id":a_id,"correlationId":"h"}))
+        .await;
     assert_eq!(hb["status"], "ok");
     assert!(hb["timestamp"].is_u64());
     let rec = b.req(json!({"action":"lookup","id":a_id})).await;
@@ -102,17 +136,27 @@ async fn ownership_and_errors(backend: Backend) {
     // find lists only online agents; discover all but offline; the caller excluded.
     let found = b.req(json!({"action":"find","capability":"chat"})).await;
     assert_eq!(found, json!({"status":"ok","count":0,"agents":[]}));
-    let found = b.req(json!({"action":"discover","id":b_id,"status":"busy"})).await;
+    let found = b
+        .req(json!({"action":"discover","id":b_id,"status":"busy"}))
+        .await;
     assert_eq!(found["count"], 1);
     assert_eq!(found["agents"][0]["id"], json!(a_id));
 
     // Disconnect: offline, no longer owned, no longer listed.
-    let reply = a.req(json!({"action":"disconnect","id":a_id,"correlationId":"d"})).await;
+    let reply = a
+        .req(json!({"action":"disconnect","id":a_id,"correlationId":"d"}))
+        .await;
     assert_eq!(reply, json!({"status":"ok","correlationId":"d"}));
-    let reply = a.req(json!({"action":"heartbeat","id":a_id,"correlationId":"d"})).await;
+    let reply = a
+        .req(json!({"action":"heartbeat","id":a_id,"correlationId":"d"}))
+        .await;
     assert_eq!(reply, err("forbidden", "d"));
     let listed = b.req(json!({"action":"discover"})).await;
-    assert!(listed["agents"].as_array().unwrap().iter().all(|p| p["id"] != json!(a_id)));
+    assert!(listed["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|p| p["id"] != json!(a_id)));
 
     // stats counts the connections that hold an agent.
     let stats = b.req(json!({"action":"stats","correlationId":"st"})).await;
@@ -138,17 +182,33 @@ async fn hostile_input(backend: Backend) {
 
     // Not JSON, and JSON that is not an object.
     a.send_text("this is not json").await;
-    assert_eq!(a.recv().await.unwrap(), json!({"status":"error","error":"invalid_json"}));
+    assert_eq!(
+        a.recv().await.unwrap(),
+        json!({"status":"error","error":"invalid_json"})
+    );
     a.send_text("null").await;
-    assert_eq!(a.recv().await.unwrap(), json!({"status":"error","error":"invalid_json"}));
+    assert_eq!(
+        a.recv().await.unwrap(),
+        json!({"status":"error","error":"invalid_json"})
+    );
     a.send_text("{\"action\":\"lookup\",").await;
-    assert_eq!(a.recv().await.unwrap(), json!({"status":"error","error":"invalid_json"}));
-    a.ws.send(Message::Binary(vec![0xff, 0xfe].into())).await.unwrap();
-    assert_eq!(a.recv().await.unwrap(), json!({"status":"error","error":"invalid_json"}));
+    assert_eq!(
+        a.recv().await.unwrap(),
+        json!({"status":"error","error":"invalid_json"})
+    );
+    a.ws.send(Message::Binary(vec![0xff, 0xfe].into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        a.recv().await.unwrap(),
+        json!({"status":"error","error":"invalid_json"})
+    );
 
     // Limits of register.
     let caps: Vec<String> = (0..65).map(|i| format!("c{i}")).collect();
-    let reply = a.req(json!({"action":"register","address":"h:1","capabilities":caps,"correlationId":"c"})).await;
+    let reply = a
+        .req(json!({"action":"register","address":"h:1","capabilities":caps,"correlationId":"c"}))
+        .await;
     assert_eq!(reply, err("too_many_capabilities", "c"));
     let reply = a
         .req(json!({"action":"register","address":"h:1","capabilities":["x".repeat(129)],"correlationId":"c"}))
@@ -166,7 +226,10 @@ async fn hostile_input(backend: Backend) {
     // Oversized message: an error reply, and the connection keeps serving.
     let big = json!({"action":"lookup","id":a_id,"pad":"x".repeat(100 * 1024)}).to_string();
     a.send_text(big).await;
-    assert_eq!(a.recv().await.unwrap(), json!({"status":"error","error":"message_too_large"}));
+    assert_eq!(
+        a.recv().await.unwrap(),
+        json!({"status":"error","error":"message_too_large"})
+    );
     let rec = a.req(json!({"action":"lookup","id":a_id})).await;
     assert_eq!(rec["agent"]["capabilities"], json!(["chat"]));
 
@@ -202,7 +265,11 @@ async fn hostile_input(backend: Backend) {
     }
     let mut d = Client::connect(&hub.ws_url()).await;
     let rec = d.req(json!({"action":"lookup","id":a_id})).await;
-    assert_eq!(rec["agent"]["id"], json!(a_id), "stored data intact after the abuse");
+    assert_eq!(
+        rec["agent"]["id"],
+        json!(a_id),
+        "stored data intact after the abuse"
+    );
     assert_eq!(rec["agent"]["metadata"], json!({}));
 
     d.close().await;
@@ -220,31 +287,48 @@ async fn lifecycle(backend: Backend) {
     let mut watcher = Client::connect(&hub.ws_url()).await;
     let a_id = a.register(4001, &["chat"]).await;
     let b_id = b.register(4002, &["chat"]).await;
-    b.req(json!({"action":"status","id":b_id,"status":"busy"})).await;
+    b.req(json!({"action":"status","id":b_id,"status":"busy"}))
+        .await;
     let status = |v: &Value| v["agent"]["status"].as_str().unwrap().to_owned();
 
     // 3 minutes unseen: idle (a busy agent too).
     clock.advance(Duration::from_secs(180));
     let r = hub.sweep_now().await.unwrap();
     assert_eq!((r.idled, r.offlined), (2, 0));
-    assert_eq!(status(&watcher.req(json!({"action":"lookup","id":a_id})).await), "idle");
-    assert_eq!(status(&watcher.req(json!({"action":"lookup","id":b_id})).await), "idle");
+    assert_eq!(
+        status(&watcher.req(json!({"action":"lookup","id":a_id})).await),
+        "idle"
+    );
+    assert_eq!(
+        status(&watcher.req(json!({"action":"lookup","id":b_id})).await),
+        "idle"
+    );
     let stats = watcher.req(json!({"action":"stats"})).await;
     assert_eq!(stats["agents"]["idle"], 2);
-    let found = watcher.req(json!({"action":"find","capability":"chat"})).await;
+    let found = watcher
+        .req(json!({"action":"find","capability":"chat"}))
+        .await;
     assert_eq!(found["count"], 0, "find lists online agents only");
-    let listed = watcher.req(json!({"action":"discover","status":"idle"})).await;
+    let listed = watcher
+        .req(json!({"action":"discover","status":"idle"}))
+        .await;
     assert_eq!(listed["count"], 2, "idle agents are still listed");
 
     // A heartbeat brings an idle agent back online; a later sweep does not touch it.
     a.req(json!({"action":"heartbeat","id":a_id})).await;
-    assert_eq!(status(&watcher.req(json!({"action":"lookup","id":a_id})).await), "online");
+    assert_eq!(
+        status(&watcher.req(json!({"action":"lookup","id":a_id})).await),
+        "online"
+    );
 
     // 3 more minutes: b (unseen 6 min) goes offline; a (seen 3 min ago) idle again.
     clock.advance(Duration::from_secs(180));
     let r = hub.sweep_now().await.unwrap();
     assert_eq!((r.idled, r.offlined), (1, 1), "{r:?}");
-    assert_eq!(status(&watcher.req(json!({"action":"lookup","id":b_id})).await), "offline");
+    assert_eq!(
+        status(&watcher.req(json!({"action":"lookup","id":b_id})).await),
+        "offline"
+    );
     let listed = watcher.req(json!({"action":"discover"})).await;
     assert_eq!(listed["count"], 1);
 
@@ -253,13 +337,17 @@ async fn lifecycle(backend: Backend) {
     let r = hub.sweep_now().await.unwrap();
     assert_eq!((r.offlined, r.purged), (1, 2), "{r:?}");
     for id in [&a_id, &b_id] {
-        let gone = watcher.req(json!({"action":"lookup","id":id,"correlationId":"g"})).await;
+        let gone = watcher
+            .req(json!({"action":"lookup","id":id,"correlationId":"g"}))
+            .await;
         assert_eq!(gone, err("agent_not_found", "g"));
     }
     let stats = watcher.req(json!({"action":"stats"})).await;
     assert_eq!(stats["agents"]["total"], 0);
     // Its WebSocket is still open: the purged agent is gone for it too.
-    let hb = a.req(json!({"action":"heartbeat","id":a_id,"correlationId":"g"})).await;
+    let hb = a
+        .req(json!({"action":"heartbeat","id":a_id,"correlationId":"g"}))
+        .await;
     assert_eq!(hb, err("agent_not_found", "g"));
 
     // A closed WebSocket is offline at once.
@@ -293,15 +381,21 @@ async fn http_api(backend: Backend) {
     let mut b = Client::connect(&hub.ws_url()).await;
     let a_id = a.register(4001, &["chat", "code"]).await;
     let b_id = b.register(4002, &["compute"]).await;
-    b.req(json!({"action":"status","id":b_id,"status":"busy"})).await;
+    b.req(json!({"action":"status","id":b_id,"status":"busy"}))
+        .await;
 
     let page = http(addr, "GET", "/agents").await.json();
-    assert_eq!((page["count"].clone(), page["total"].clone()), (json!(2), json!(2)));
+    assert_eq!(
+        (page["count"].clone(), page["total"].clone()),
+        (json!(2), json!(2))
+    );
     assert_eq!(page["agents"][0]["id"], json!(b_id), "newest first");
     let page = http(addr, "GET", "/agents?capability=chat").await.json();
     assert_eq!(page["agents"].as_array().unwrap().len(), 1);
     assert_eq!(page["agents"][0]["id"], json!(a_id));
-    let page = http(addr, "GET", "/agents?status=busy&limit=1000").await.json();
+    let page = http(addr, "GET", "/agents?status=busy&limit=1000")
+        .await
+        .json();
     assert_eq!(page["limit"], 500, "limit is capped");
     assert_eq!(page["agents"][0]["id"], json!(b_id));
     let page = http(addr, "GET", "/agents?offset=1&limit=1").await.json();
@@ -317,7 +411,10 @@ async fn http_api(backend: Backend) {
 
     let ws = http(addr, "GET", "/ws").await;
     assert_eq!(ws.status, 400);
-    assert_eq!(ws.json(), json!({"status":"error","error":"websocket_upgrade_required"}));
+    assert_eq!(
+        ws.json(),
+        json!({"status":"error","error":"websocket_upgrade_required"})
+    );
     let post = http(addr, "POST", "/stats").await;
     assert_eq!(post.status, 405);
     assert_eq!(post.json()["status"], "error");
@@ -327,7 +424,10 @@ async fn http_api(backend: Backend) {
 
     let metrics = http(addr, "GET", "/metrics").await;
     assert_eq!(metrics.status, 200);
-    assert!(metrics.header("content-type").unwrap().starts_with("text/plain"));
+    assert!(metrics
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/plain"));
     for needle in [
         "m2m_hub_connections_open 2",
         "m2m_hub_agents{status=\"online\"} 1",
@@ -335,7 +435,11 @@ async fn http_api(backend: Backend) {
         "m2m_hub_requests_total{action=\"register\",result=\"ok\"} 2",
         "m2m_hub_request_duration_seconds_count{action=\"status\"} 1",
     ] {
-        assert!(metrics.body.contains(needle), "missing {needle} in\n{}", metrics.body);
+        assert!(
+            metrics.body.contains(needle),
+            "missing {needle} in\n{}",
+            metrics.body
+        );
     }
 
     a.close().await;
@@ -363,7 +467,10 @@ async fn connection_cap_refuses_with_json_503() {
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
             assert_eq!(resp.status().as_u16(), 503);
             let body: Value = serde_json::from_slice(resp.body().as_deref().unwrap()).unwrap();
-            assert_eq!(body, json!({"status":"error","error":"too_many_connections"}));
+            assert_eq!(
+                body,
+                json!({"status":"error","error":"too_many_connections"})
+            );
         }
         other => panic!("expected a 503, got {other:?}"),
     }
@@ -391,7 +498,11 @@ async fn forwarded_for_is_used_only_with_trust_proxy() {
         let (ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
         let mut c = Client { ws };
         let reply = c.req(json!({"action":"register","address":"x:5000"})).await;
-        let want = if trust { "203.0.113.7:5000" } else { "127.0.0.1:5000" };
+        let want = if trust {
+            "203.0.113.7:5000"
+        } else {
+            "127.0.0.1:5000"
+        };
         assert_eq!(reply["address"], want);
         c.close().await;
         hub.shutdown().await.unwrap();

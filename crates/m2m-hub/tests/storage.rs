@@ -22,7 +22,8 @@ async fn sqlite_file_survives_a_restart() {
     let mut b = Client::connect(&hub.ws_url()).await;
     let a_id = a.register(4001, &["chat"]).await;
     let b_id = b.register(4002, &["code"]).await;
-    b.req(json!({"action":"status","id":b_id,"status":"busy","metadata":{"n":1}})).await;
+    b.req(json!({"action":"status","id":b_id,"status":"busy","metadata":{"n":1}}))
+        .await;
     a.req(json!({"action":"heartbeat","id":a_id})).await;
     // The hub goes away while the agents are still connected.
     hub.shutdown().await.unwrap();
@@ -64,7 +65,10 @@ async fn default_config_is_a_sqlite_file_in_the_working_directory() {
     })
     .await
     .unwrap_err();
-    assert!(err.to_string().contains("unsupported database URL"), "{err}");
+    assert!(
+        err.to_string().contains("unsupported database URL"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -89,7 +93,9 @@ async fn two_hubs_on_one_postgres_database_serve_one_registry() {
     // Discover and find through the other hub (after a feed read).
     for (hub, client, other) in [(&one, &mut a, &b_id), (&two, &mut b, &a_id)] {
         hub.sync_now().await.unwrap();
-        let found = client.req(json!({"action":"discover","capabilities":["chat"]})).await;
+        let found = client
+            .req(json!({"action":"discover","capabilities":["chat"]}))
+            .await;
         let ids: Vec<&str> = found["agents"]
             .as_array()
             .unwrap()
@@ -97,14 +103,17 @@ async fn two_hubs_on_one_postgres_database_serve_one_registry() {
             .map(|p| p["id"].as_str().unwrap())
             .collect();
         assert!(ids.contains(&other.as_str()), "{found}");
-        let found = client.req(json!({"action":"find","capability":"chat"})).await;
+        let found = client
+            .req(json!({"action":"find","capability":"chat"}))
+            .await;
         assert_eq!(found["count"], 2, "{found}");
         let stats = client.req(json!({"action":"stats"})).await;
         assert_eq!(stats["agents"]["total"], 2);
     }
 
     // A status change through hub one is seen by hub two.
-    a.req(json!({"action":"status","id":a_id,"status":"busy","metadata":{"task":"x"}})).await;
+    a.req(json!({"action":"status","id":a_id,"status":"busy","metadata":{"task":"x"}}))
+        .await;
     two.sync_now().await.unwrap();
     let rec = b.req(json!({"action":"lookup","id":a_id})).await;
     assert_eq!(rec["agent"]["status"], "busy");
@@ -134,7 +143,11 @@ async fn two_hubs_on_one_postgres_database_serve_one_registry() {
         assert_eq!(rec["agent"]["status"], "online");
     }
     let (r1, r2) = tokio::join!(one.sweep_now(), two.sweep_now());
-    assert_eq!(r1.unwrap().idled + r2.unwrap().idled, 0, "a second sweep changes nothing");
+    assert_eq!(
+        r1.unwrap().idled + r2.unwrap().idled,
+        0,
+        "a second sweep changes nothing"
+    );
 
     // A WebSocket closing on hub one: offline, seen through hub two.
     a.close().await;
@@ -174,8 +187,10 @@ async fn postgres_outage_gives_unavailable_and_the_hub_recovers() {
 
     // The database goes away: no new connections, existing ones killed.
     let name = db.name().to_owned();
-    db.admin_exec(&format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS false"))
-        .await;
+    db.admin_exec(&format!(
+        "ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS false"
+    ))
+    .await;
     db.admin_exec(&format!(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
     ))
@@ -184,17 +199,29 @@ async fn postgres_outage_gives_unavailable_and_the_hub_recovers() {
     let reply = a
         .req(json!({"action":"register","address":"h:4002","correlationId":"r"}))
         .await;
-    assert_eq!(reply, json!({"status":"error","error":"unavailable","correlationId":"r"}));
+    assert_eq!(
+        reply,
+        json!({"status":"error","error":"unavailable","correlationId":"r"})
+    );
     let reply = a
         .req(json!({"action":"status","id":a_id,"status":"busy","correlationId":"s"}))
         .await;
-    assert_eq!(reply, json!({"status":"error","error":"unavailable","correlationId":"s"}));
+    assert_eq!(
+        reply,
+        json!({"status":"error","error":"unavailable","correlationId":"s"})
+    );
     // Reads and heartbeats are served from memory meanwhile.
     let reply = a.req(json!({"action":"heartbeat","id":a_id})).await;
     assert_eq!(reply["status"], "ok");
     let rec = a.req(json!({"action":"lookup","id":a_id})).await;
-    assert_eq!(rec["agent"]["status"], "online", "a failed write changed nothing");
-    assert!(hub.flush_now().await.is_err(), "the flush fails and keeps its data");
+    assert_eq!(
+        rec["agent"]["status"], "online",
+        "a failed write changed nothing"
+    );
+    assert!(
+        hub.flush_now().await.is_err(),
+        "the flush fails and keeps its data"
+    );
     assert!(hub.sweep_now().await.is_err());
 
     // The database returns: the hub recovers without a restart.
@@ -204,14 +231,16 @@ async fn postgres_outage_gives_unavailable_and_the_hub_recovers() {
         let hub = &hub;
         async move {
             let mut c = Client::connect(&hub.ws_url()).await;
-            let reply = c
-                .req(json!({"action":"register","address":"h:4003"}))
-                .await;
+            let reply = c.req(json!({"action":"register","address":"h:4003"})).await;
             reply["status"] == "ok"
         }
     })
     .await;
-    assert_eq!(hub.flush_now().await.unwrap(), 1, "the kept heartbeat is written");
+    assert_eq!(
+        hub.flush_now().await.unwrap(),
+        1,
+        "the kept heartbeat is written"
+    );
     let reply = a
         .req(json!({"action":"status","id":a_id,"status":"busy"}))
         .await;

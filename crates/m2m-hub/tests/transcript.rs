@@ -36,7 +36,13 @@ enum Mode {
     Shape,
 }
 
-const VOLATILE: &[&str] = &["timestamp", "lastSeen", "uptime", "connections", "activeConnections"];
+const VOLATILE: &[&str] = &[
+    "timestamp",
+    "lastSeen",
+    "uptime",
+    "connections",
+    "activeConnections",
+];
 
 fn compare(expected: &Value, actual: &Value, path: &str, mode: Mode, volatile: bool) {
     match (expected, actual) {
@@ -64,7 +70,10 @@ fn compare(expected: &Value, actual: &Value, path: &str, mode: Mode, volatile: b
         _ => {
             let same_type = std::mem::discriminant(expected) == std::mem::discriminant(actual)
                 && (!expected.is_number() || expected.is_u64() == actual.is_u64());
-            assert!(same_type, "type at {path}: expected {expected}, got {actual}");
+            assert!(
+                same_type,
+                "type at {path}: expected {expected}, got {actual}"
+            );
             if mode == Mode::Exact && !volatile {
                 assert_eq!(expected, actual, "value at {path}");
             }
@@ -125,7 +134,9 @@ async fn replay(backend: Backend) {
             expected["id"] = json!(ours);
             compare(&expected, &got, label, Mode::Exact, false);
             assert_eq!(ours.len(), 32);
-            assert!(ours.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+            assert!(ours
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
             ids.push((theirs, ours));
             continue;
         }
@@ -163,7 +174,11 @@ async fn replay(backend: Backend) {
             };
             conns[conn].req(request).await
         };
-        let mode = if label == "stats" { Mode::Shape } else { Mode::Exact };
+        let mode = if label == "stats" {
+            Mode::Shape
+        } else {
+            Mode::Exact
+        };
         compare(&expected, &got, label, mode, false);
     }
     for c in conns {
@@ -195,12 +210,23 @@ fn patch_address(v: &mut Value, third_id: &str) {
 
 async fn check_http(hub: &m2m_hub::RunningHub, path: &str, line: &Value, ids: &[(String, String)]) {
     let reply = http(hub.local_addr(), "GET", path).await;
-    assert_eq!(u64::from(reply.status), line["status"].as_u64().unwrap(), "{path}");
-    assert!(
-        reply.header("content-type").unwrap().starts_with("application/json"),
+    assert_eq!(
+        u64::from(reply.status),
+        line["status"].as_u64().unwrap(),
         "{path}"
     );
-    assert_eq!(reply.header("access-control-allow-origin"), Some("*"), "{path}");
+    assert!(
+        reply
+            .header("content-type")
+            .unwrap()
+            .starts_with("application/json"),
+        "{path}"
+    );
+    assert_eq!(
+        reply.header("access-control-allow-origin"),
+        Some("*"),
+        "{path}"
+    );
     let body = reply.json();
     let expected = map_ids(&line["body"], ids);
     compare(&expected, &body, path, Mode::Shape, false);
@@ -208,17 +234,33 @@ async fn check_http(hub: &m2m_hub::RunningHub, path: &str, line: &Value, ids: &[
     let first = &ids[0].1;
     match path {
         "/" | "/info" => {
-            for k in ["name", "version", "description", "encryption", "github", "twitter"] {
-                assert_eq!(body["protocol"][k], expected["protocol"][k], "{path} protocol.{k}");
+            for k in [
+                "name",
+                "version",
+                "description",
+                "encryption",
+                "github",
+                "twitter",
+            ] {
+                assert_eq!(
+                    body["protocol"][k], expected["protocol"][k],
+                    "{path} protocol.{k}"
+                );
             }
             assert_eq!(body["protocol"]["websocket"], json!(ws));
             assert_eq!(body["api"]["websocket"]["url"], json!(ws));
             assert_eq!(body["hub"]["status"], "running");
             assert_eq!(body["api"]["http"], expected["api"]["http"]);
-            let actions: Vec<&String> =
-                body["api"]["websocket"]["actions"].as_object().unwrap().keys().collect();
-            let theirs: Vec<&String> =
-                expected["api"]["websocket"]["actions"].as_object().unwrap().keys().collect();
+            let actions: Vec<&String> = body["api"]["websocket"]["actions"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .collect();
+            let theirs: Vec<&String> = expected["api"]["websocket"]["actions"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .collect();
             assert_eq!(actions, theirs);
         }
         "/health" => {
@@ -236,7 +278,10 @@ async fn check_http(hub: &m2m_hub::RunningHub, path: &str, line: &Value, ids: &[
             assert_eq!(body["agents"][0]["id"], json!(first));
             // Ours: the heartbeat kept the status the agent chose.
             assert_eq!(body["agents"][0]["status"], "busy");
-            assert_eq!(body["agents"][0]["metadata"], expected["agents"][0]["metadata"]);
+            assert_eq!(
+                body["agents"][0]["metadata"],
+                expected["agents"][0]["metadata"]
+            );
         }
         "/agents?status=busy" => {
             // Ours: still busy after a heartbeat (the original reset it to online).

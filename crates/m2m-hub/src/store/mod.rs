@@ -126,21 +126,28 @@ pub trait Registry: Send + Sync + fmt::Debug {
     /// All rows, and the change-feed watermark they reflect.
     fn load(&self) -> BoxFuture<'_, Result<Loaded, StoreError>>;
     /// Rows changed after `version`, oldest change first, at most `limit`.
-    fn changes_since(&self, version: i64, limit: i64)
-        -> BoxFuture<'_, Result<Vec<AgentRow>, StoreError>>;
+    fn changes_since(
+        &self,
+        version: i64,
+        limit: i64,
+    ) -> BoxFuture<'_, Result<Vec<AgentRow>, StoreError>>;
     /// One row.
     fn get<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<AgentRow>, StoreError>>;
     /// Commits `writes` in one transaction, in order; returns each row's new version
     /// (`None`: no such row).
-    fn apply<'a>(&'a self, writes: &'a [Write])
-        -> BoxFuture<'a, Result<Vec<Option<i64>>, StoreError>>;
+    fn apply<'a>(
+        &'a self,
+        writes: &'a [Write],
+    ) -> BoxFuture<'a, Result<Vec<Option<i64>>, StoreError>>;
     /// Moves `last_seen` forward for many agents (the batched heartbeats).
     fn touch<'a>(&'a self, seen: &'a [(String, i64)]) -> BoxFuture<'a, Result<(), StoreError>>;
     /// Runs the status lifecycle. `None`: another hub is sweeping right now.
     fn sweep(&self, cut: SweepCutoffs) -> BoxFuture<'_, Result<Option<SweepOutcome>, StoreError>>;
     /// Marks `offline` every live agent held by `hub` (all live agents when `None`).
-    fn release<'a>(&'a self, hub: Option<&'a str>)
-        -> BoxFuture<'a, Result<Vec<StatusChange>, StoreError>>;
+    fn release<'a>(
+        &'a self,
+        hub: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Vec<StatusChange>, StoreError>>;
     /// Cheap round trip (health of the database).
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
     /// Closes the connections.
@@ -178,8 +185,8 @@ where
         id: id.clone(),
         reason,
     };
-    let capabilities: Vec<String> = serde_json::from_str(&capabilities)
-        .map_err(|e| corrupt(format!("capabilities: {e}")))?;
+    let capabilities: Vec<String> =
+        serde_json::from_str(&capabilities).map_err(|e| corrupt(format!("capabilities: {e}")))?;
     let metadata: Map<String, Value> =
         serde_json::from_str(&metadata).map_err(|e| corrupt(format!("metadata: {e}")))?;
     Ok(AgentRow {

@@ -19,7 +19,7 @@ use crate::config::StorageTuning;
 use crate::error::StoreError;
 
 /// Advisory lock key of the sweep ("m2m-swp" in ASCII).
-const SWEEP_LOCK: i64 = 0x6d32_6d2d_7377_70;
+const SWEEP_LOCK: i64 = 0x006d_326d_2d73_7770;
 
 /// The shared registry.
 #[derive(Debug)]
@@ -136,34 +136,38 @@ impl Registry for PostgresRegistry {
                         id,
                         status,
                         last_seen,
-                    } => sqlx::query(
-                        "UPDATE m2m_agents SET status = $2, \
+                    } => {
+                        sqlx::query(
+                            "UPDATE m2m_agents SET status = $2, \
                          last_seen = GREATEST(last_seen, COALESCE($3, last_seen)), \
                          version = nextval('m2m_agents_version_seq') \
                          WHERE id = $1 RETURNING version",
-                    )
-                    .bind(id)
-                    .bind(status)
-                    .bind(last_seen)
-                    .fetch_optional(&mut *tx)
-                    .await?,
+                        )
+                        .bind(id)
+                        .bind(status)
+                        .bind(last_seen)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                    }
                     Write::Update {
                         id,
                         status,
                         metadata,
                         last_seen,
-                    } => sqlx::query(
-                        "UPDATE m2m_agents SET status = $2, metadata = $3, \
+                    } => {
+                        sqlx::query(
+                            "UPDATE m2m_agents SET status = $2, metadata = $3, \
                          last_seen = GREATEST(last_seen, $4), \
                          version = nextval('m2m_agents_version_seq') \
                          WHERE id = $1 RETURNING version",
-                    )
-                    .bind(id)
-                    .bind(status)
-                    .bind(json_text(metadata))
-                    .bind(last_seen)
-                    .fetch_optional(&mut *tx)
-                    .await?,
+                        )
+                        .bind(id)
+                        .bind(status)
+                        .bind(json_text(metadata))
+                        .bind(last_seen)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                    }
                 };
                 versions.push(row.map(|r| r.try_get::<i64, _>("version")).transpose()?);
             }

@@ -115,7 +115,10 @@ impl Client {
     }
 
     pub async fn send_text(&mut self, text: impl Into<String>) {
-        self.ws.send(Message::Text(text.into().into())).await.unwrap();
+        self.ws
+            .send(Message::Text(text.into().into()))
+            .await
+            .unwrap();
     }
 
     /// The next text reply (pings skipped); `None` when the hub closed the socket.
@@ -184,14 +187,24 @@ impl HttpReply {
 /// `METHOD path` over a fresh connection with `Connection: close`.
 pub async fn http(addr: std::net::SocketAddr, method: &str, path: &str) -> HttpReply {
     let mut s = TcpStream::connect(addr).await.unwrap();
-    let req = format!("{method} {path} HTTP/1.1\r\nHost: hub.test:{}\r\nConnection: close\r\n\r\n", addr.port());
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: hub.test:{}\r\nConnection: close\r\n\r\n",
+        addr.port()
+    );
     s.write_all(req.as_bytes()).await.unwrap();
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).await.unwrap();
     let text = String::from_utf8(raw).unwrap();
     let (head, body) = text.split_once("\r\n\r\n").unwrap();
     let mut lines = head.lines();
-    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
@@ -199,7 +212,11 @@ pub async fn http(addr: std::net::SocketAddr, method: &str, path: &str) -> HttpR
     let chunked = headers
         .iter()
         .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
-    let body = if chunked { dechunk(body) } else { body.to_owned() };
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
     HttpReply {
         status,
         headers,
@@ -209,10 +226,7 @@ pub async fn http(addr: std::net::SocketAddr, method: &str, path: &str) -> HttpR
 
 fn dechunk(mut s: &str) -> String {
     let mut out = String::new();
-    loop {
-        let Some((size, rest)) = s.split_once("\r\n") else {
-            break;
-        };
+    while let Some((size, rest)) = s.split_once("\r\n") {
         let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
         if n == 0 {
             break;
