@@ -249,7 +249,8 @@ fn hub_stops_gracefully_on_sigterm_and_defaults_to_sqlite() {
     // No --database: the default embedded SQLite file in the working directory. PORT as the
     // original hub reads it.
     let mut cmd = m2m();
-    cmd.args(["hub", "--bind", "127.0.0.1"]).env("PORT", "0");
+    cmd.args(["--log-format", "json", "hub", "--bind", "127.0.0.1"])
+        .env("PORT", "0");
     let hub = Hub::from(Running::spawn_in(&mut cmd, Some(dir.path())));
     let (listener, _) = hub.listen(&[]);
     assert_eq!(hub.run(&["stats"]).ok_json()["agents"]["online"], 2);
@@ -258,7 +259,14 @@ fn hub_stops_gracefully_on_sigterm_and_defaults_to_sqlite() {
 
     let (status, stderr) = hub.process.terminate();
     assert!(status.success(), "{status:?} {stderr}");
-    assert!(stderr.contains("hub stopped"), "{stderr}");
+    let logs: Vec<Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("log line not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        logs.iter().any(|l| l["fields"]["message"] == "hub stopped"),
+        "{stderr}"
+    );
 }
 
 #[test]

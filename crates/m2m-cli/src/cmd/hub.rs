@@ -32,7 +32,7 @@ pub async fn run(args: HubArgs, out: Output) -> anyhow::Result<()> {
     };
     let hub = Hub::start(config)
         .await
-        .with_context(|| format!("could not start the hub on {bind}"))?;
+        .context("could not start the hub")?;
     let address = hub.local_addr();
     out.either(
         &json!({
