@@ -1,0 +1,380 @@
+//! What this machine can do at all, to say how far each benchmark figure stands from it.
+//!
+//! * [`run_crypto`] — one core: AES-256-GCM (ring), X25519 (one side of a handshake: a
+//!   key pair and an agreement), base64, the 2.0 envelope and frame parsing.
+//! * [`run_loopback`] — TCP over 127.0.0.1 between two tasks of one process (two worker
+//!   threads): bulk throughput, a 200-byte ping-pong, pipelined 200-byte records with
+//!   small acks, and connect + 1-byte exchange + close per connection.
+
+use std::hint::black_box;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use m2m_proto::{EnvelopeKey, Frame, KeyPair};
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+use crate::stats::{rate, round1, Latency};
+
+/// What [`run_crypto`] does.
+#[derive(Debug, Clone)]
+pub struct CryptoOptions {
+    /// Time spent on each primitive.
+    pub duration: Duration,
+}
+
+impl Default for CryptoOptions {
+    fn default() -> Self {
+        CryptoOptions {
+            duration: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Runs `f` in batches until `d` has passed; returns operations per second.
+fn per_second(d: Duration, mut f: impl FnMut()) -> f64 {
+    let started = Instant::now();
+    let mut n: u64 = 0;
+    let mut batch = 1u64;
+    loop {
+        for _ in 0..batch {
+            f();
+        }
+        n += batch;
+        let e = started.elapsed();
+        if e >= d {
+            return n as f64 / e.as_secs_f64();
+        }
+        if e < d / 10 {
+            batch = (batch * 2).min(1 << 16);
+        }
+    }
+}
+
+fn mb(ops: f64, bytes: usize) -> f64 {
+    round1(ops * bytes as f64 / 1e6)
+}
+
+/// Single-core speed of the primitives the protocol uses. The machine limit is this
+/// times the number of cores, shared with everything else the machine does.
+pub fn run_crypto(opts: CryptoOptions) -> Value {
+    let d = opts.duration;
+    let big = 64 * 1024;
+    let small = 200;
+    let key = match UnboundKey::new(&AES_256_GCM, &[7u8; 32]) {
+        Ok(k) => LessSafeKey::new(k),
+        Err(_) => unreachable!("32-byte AES-256 key"),
+    };
+    let mut buf = vec![0x5au8; big];
+    let aes_big = per_second(d, || {
+        let nonce = Nonce::assume_unique_for_key([1u8; 12]);
+        let _ = black_box(key.seal_in_place_separate_tag(nonce, Aad::empty(), &mut buf));
+    });
+    let mut buf_small = vec![0x5au8; small];
+    let aes_small = per_second(d, || {
+        let nonce = Nonce::assume_unique_for_key([1u8; 12]);
+        let _ = black_box(key.seal_in_place_separate_tag(nonce, Aad::empty(), &mut buf_small));
+    });
+
+    let mut rng = rand::thread_rng();
+    let peer = KeyPair::generate(&mut rng).public();
+    let x_side = per_second(d, || {
+        let ours = KeyPair::generate(&mut rng);
+        let _ = black_box(ours.shared_secret(&peer));
+    });
+    let fixed = KeyPair::generate(&mut rng);
+    let x_agree = per_second(d, || {
+        let _ = black_box(fixed.shared_secret(&peer));
+    });
+
+    let raw = vec![0xa5u8; big];
+    let encoded = B64.encode(&raw);
+    let b64_enc = per_second(d, || {
+        black_box(B64.encode(black_box(&raw)));
+    });
+    let b64_dec = per_second(d, || {
+        let _ = black_box(B64.decode(black_box(&encoded)));
+    });
+
+    let env = EnvelopeKey::new(&[9u8; 32]);
+    let pt_big = vec![b'x'; big];
+    let pt_small = vec![b'x'; small];
+    let sealed_big = env.seal([3u8; 12], &pt_big);
+    let sealed_small = env.seal([3u8; 12], &pt_small);
+    let env_seal_big = per_second(d, || {
+        black_box(env.seal([3u8; 12], &pt_big));
+    });
+    let env_open_big = per_second(d, || {
+        let _ = black_box(env.open(&sealed_big));
+    });
+    let env_seal_small = per_second(d, || {
+        black_box(env.seal([3u8; 12], &pt_small));
+    });
+    let env_open_small = per_second(d, || {
+        let _ = black_box(env.open(&sealed_small));
+    });
+    let frame = Frame::Message {
+        message_type: "bench.msg".into(),
+        data: sealed_small.clone(),
+        correlation_id: Some(json!("0123456789abcdef")),
+    };
+    let line = {
+        let mut l = frame.encode();
+        l.pop();
+        l
+    };
+    let parse = per_second(d, || {
+        let _ = black_box(Frame::parse(black_box(&line)));
+    });
+    let encode = per_second(d, || {
+        black_box(frame.encode());
+    });
+
+    json!({
+        "bench": "crypto",
+        "note": "one core; the machine limit is this × cores",
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "aes256gcm_seal_64k_mb_per_s": mb(aes_big, big),
+        "aes256gcm_seal_200b_per_s": round1(aes_small),
+        "x25519_keypair_and_agree_per_s": round1(x_side),
+        "x25519_agree_per_s": round1(x_agree),
+        "handshakes_per_core_s": round1(x_side / 2.0),
+        "base64_encode_64k_mb_per_s": mb(b64_enc, big),
+        "base64_decode_64k_mb_per_s": mb(b64_dec, big),
+        "envelope_seal_64k_mb_per_s": mb(env_seal_big, big),
+        "envelope_open_64k_mb_per_s": mb(env_open_big, big),
+        "envelope_seal_200b_per_s": round1(env_seal_small),
+        "envelope_open_200b_per_s": round1(env_open_small),
+        "frame_parse_message_200b_per_s": round1(parse),
+        "frame_encode_message_200b_per_s": round1(encode),
+    })
+}
+
+/// What [`run_loopback`] does.
+#[derive(Debug, Clone)]
+pub struct LoopbackOptions {
+    /// Time spent on each test.
+    pub duration: Duration,
+}
+
+impl Default for LoopbackOptions {
+    fn default() -> Self {
+        LoopbackOptions {
+            duration: Duration::from_secs(3),
+        }
+    }
+}
+
+/// Loopback TCP limits: `{stream_mb_per_s, ping_pong_200b, pipelined_200b_per_s,
+/// connections_per_s}`.
+pub async fn run_loopback(opts: LoopbackOptions) -> anyhow::Result<Value> {
+    let d = opts.duration;
+    let stream = stream_throughput(d).await.context("stream test")?;
+    let (rtt_rate, rtt) = ping_pong(d).await.context("ping-pong test")?;
+    let pipelined = pipelined_records(d, 64).await.context("pipelined test")?;
+    let conns = connection_rate(d, 16).await.context("connection test")?;
+    Ok(json!({
+        "bench": "loopback",
+        "note": "TCP over 127.0.0.1 between two tasks of one process",
+        "stream_64k_writes_mb_per_s": stream,
+        "ping_pong_200b": { "round_trips_per_s": rtt_rate, "latency": rtt.summary() },
+        "pipelined_200b_64_in_flight_per_s": pipelined,
+        "connect_exchange_close_per_s": conns,
+    }))
+}
+
+async fn listener() -> anyhow::Result<(TcpListener, SocketAddr)> {
+    let l = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await?;
+    let a = l.local_addr()?;
+    Ok((l, a))
+}
+
+async fn stream_throughput(d: Duration) -> anyhow::Result<f64> {
+    let (l, addr) = listener().await?;
+    let received = Arc::new(AtomicU64::new(0));
+    let server = {
+        let received = received.clone();
+        tokio::spawn(async move {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            let mut buf = vec![0u8; 256 * 1024];
+            while let Ok(n) = s.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                received.fetch_add(n as u64, Ordering::Relaxed);
+            }
+        })
+    };
+    let mut c = TcpStream::connect(addr).await?;
+    let chunk = vec![0u8; 64 * 1024];
+    let started = Instant::now();
+    let mut at_start = 0;
+    let warm = Duration::from_millis(200).min(d / 4);
+    let mut warmed = false;
+    let deadline = started + warm + d;
+    let mut measure_start = started;
+    while Instant::now() < deadline {
+        c.write_all(&chunk).await?;
+        if !warmed && started.elapsed() >= warm {
+            warmed = true;
+            at_start = received.load(Ordering::Relaxed);
+            measure_start = Instant::now();
+        }
+    }
+    let bytes = received.load(Ordering::Relaxed) - at_start;
+    let elapsed = measure_start.elapsed();
+    drop(c);
+    let _ = server.await;
+    Ok(round1(bytes as f64 / 1e6 / elapsed.as_secs_f64()))
+}
+
+async fn ping_pong(d: Duration) -> anyhow::Result<(f64, Latency)> {
+    let (l, addr) = listener().await?;
+    let server = tokio::spawn(async move {
+        let Ok((mut s, _)) = l.accept().await else {
+            return;
+        };
+        let _ = s.set_nodelay(true);
+        let mut buf = [0u8; 200];
+        while s.read_exact(&mut buf).await.is_ok() {
+            if s.write_all(&buf).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut c = TcpStream::connect(addr).await?;
+    c.set_nodelay(true)?;
+    let msg = [7u8; 200];
+    let mut back = [0u8; 200];
+    let mut lat = Latency::new();
+    let started = Instant::now();
+    while started.elapsed() < d {
+        let t = Instant::now();
+        c.write_all(&msg).await?;
+        c.read_exact(&mut back).await?;
+        lat.record(t.elapsed());
+    }
+    let n = lat.count();
+    drop(c);
+    let _ = server.await;
+    Ok((rate(n, started.elapsed()), lat))
+}
+
+/// 200-byte records, at most `window` unacknowledged, each acked by 8 bytes: the
+/// transport's ceiling for small acknowledged messages with no crypto and no JSON.
+async fn pipelined_records(d: Duration, window: usize) -> anyhow::Result<f64> {
+    const RECORD: usize = 200;
+    const ACK: usize = 8;
+    let (l, addr) = listener().await?;
+    let server = tokio::spawn(async move {
+        let Ok((s, _)) = l.accept().await else { return };
+        let _ = s.set_nodelay(true);
+        let (mut r, mut w) = s.into_split();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut pending = 0usize;
+        let acks = vec![b'k'; 64 * 1024 / RECORD * ACK + ACK];
+        while let Ok(n) = r.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            pending += n;
+            let records = pending / RECORD;
+            pending %= RECORD;
+            if records > 0 && w.write_all(&acks[..records * ACK]).await.is_err() {
+                break;
+            }
+        }
+    });
+    let c = TcpStream::connect(addr).await?;
+    c.set_nodelay(true)?;
+    let (mut r, mut w) = c.into_split();
+    let credits = Arc::new(Semaphore::new(window));
+    let acked = Arc::new(AtomicU64::new(0));
+    let reader = {
+        let (credits, acked) = (credits.clone(), acked.clone());
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut pending = 0usize;
+            while let Ok(n) = r.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                pending += n;
+                let k = pending / ACK;
+                pending %= ACK;
+                acked.fetch_add(k as u64, Ordering::Relaxed);
+                credits.add_permits(k);
+            }
+        })
+    };
+    let records = vec![b'r'; RECORD * window];
+    let started = Instant::now();
+    while started.elapsed() < d {
+        let Ok(first) = credits.acquire().await else {
+            break;
+        };
+        first.forget();
+        let mut k = 1;
+        while let Ok(p) = credits.try_acquire() {
+            p.forget();
+            k += 1;
+        }
+        w.write_all(&records[..k * RECORD]).await?;
+    }
+    let n = acked.load(Ordering::Relaxed);
+    let elapsed = started.elapsed();
+    drop(w);
+    let _ = reader.await;
+    let _ = server.await;
+    Ok(rate(n, elapsed))
+}
+
+/// Connect, one byte each way, close — `workers` at a time.
+async fn connection_rate(d: Duration, workers: usize) -> anyhow::Result<f64> {
+    let (l, addr) = listener().await?;
+    let server = tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut b = [0u8; 1];
+                if s.read_exact(&mut b).await.is_ok() {
+                    let _ = s.write_all(&b).await;
+                }
+            });
+        }
+    });
+    let deadline = Instant::now() + d;
+    let done = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..workers {
+        let done = done.clone();
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < deadline {
+                let Ok(mut s) = TcpStream::connect(addr).await else {
+                    continue;
+                };
+                let _ = s.set_nodelay(true);
+                let mut b = [1u8; 1];
+                if s.write_all(&b).await.is_ok() && s.read_exact(&mut b).await.is_ok() {
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let elapsed = started.elapsed();
+    server.abort();
+    Ok(rate(done.load(Ordering::Relaxed), elapsed))
+}
