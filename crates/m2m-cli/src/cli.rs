@@ -27,6 +27,11 @@ pub struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
+    /// Append logs to this file instead of stderr. (`m2m agent` logs nowhere without it:
+    /// its screen is the terminal.)
+    #[arg(long, global = true, env = "M2M_LOG_FILE", value_name = "PATH")]
+    pub log_file: Option<PathBuf>,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,

@@ -24,7 +24,10 @@ use output::Output;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format, matches!(cli.command, Command::Hub(_)));
+    if let Err(e) = init_logging(&cli) {
+        eprintln!("m2m: {}", sentence(&e));
+        return ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -79,19 +82,45 @@ fn sentence(e: &anyhow::Error) -> String {
     text
 }
 
-/// Logs go to stderr so stdout stays clean for results. The level comes from RUST_LOG; by
-/// default the hub logs at info and the other commands only warnings.
-fn init_logging(format: LogFormat, is_hub: bool) {
+/// Logs go to stderr (or `--log-file`) so stdout stays clean for results. The level comes
+/// from RUST_LOG; by default the hub logs at info and the other commands only warnings. The
+/// terminal agent draws on the terminal, so it logs only to a `--log-file`.
+fn init_logging(cli: &Cli) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use tracing_subscriber::fmt::writer::BoxMakeWriter;
     use tracing_subscriber::EnvFilter;
-    let default = if is_hub { "info" } else { "warn" };
+
+    let default = if matches!(cli.command, Command::Hub(_)) {
+        "info"
+    } else {
+        "warn"
+    };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let (writer, ansi) = match &cli.log_file {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("could not open the log file {}", path.display()))?;
+            (BoxMakeWriter::new(std::sync::Mutex::new(file)), false)
+        }
+        None if matches!(cli.command, Command::Agent(_)) => {
+            (BoxMakeWriter::new(std::io::sink), false)
+        }
+        None => (
+            BoxMakeWriter::new(std::io::stderr),
+            std::io::stderr().is_terminal(),
+        ),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
+        .with_writer(writer)
+        .with_ansi(ansi);
     // Failing to install a logger (one is already set) is not worth stopping for.
-    let _ = match format {
+    let _ = match cli.log_format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+    Ok(())
 }

@@ -66,6 +66,15 @@ pub enum Command {
         /// Payload.
         payload: Value,
     },
+    /// Send a request and wait for its `TYPE:response`.
+    Request {
+        /// Peer id.
+        to: String,
+        /// Request type.
+        message_type: String,
+        /// Payload.
+        payload: Value,
+    },
     /// Answer a request.
     Respond {
         /// The request answered.
@@ -112,6 +121,19 @@ pub enum AppEvent {
         payload: Value,
         /// Ok, or why it failed.
         result: Result<(), String>,
+        /// Time.
+        at: u64,
+    },
+    /// A request of ours was answered (or failed or timed out).
+    Answered {
+        /// Peer id.
+        to: String,
+        /// The request's type.
+        message_type: String,
+        /// Payload sent.
+        payload: Value,
+        /// The response payload, or why there is none.
+        result: Result<Value, String>,
         /// Time.
         at: u64,
     },
@@ -174,6 +196,8 @@ pub struct Compose {
     pub message_type: String,
     /// Payload typed so far (JSON, or text sent as a string).
     pub payload: String,
+    /// Send as a request and wait for the response (Ctrl-R toggles).
+    pub request: bool,
 }
 
 /// A response being written.
@@ -324,6 +348,7 @@ impl App {
                             field: Field::Payload,
                             message_type: self.last_type.clone(),
                             payload: String::new(),
+                            request: false,
                         });
                         self.status.clear();
                     }
@@ -373,6 +398,9 @@ impl App {
                     Field::Payload => Field::Type,
                 };
             }
+            KeyCode::Char('r') if key.modifiers.contains(KeyModifiers::CONTROL) => {
+                compose.request = !compose.request;
+            }
             KeyCode::Enter if compose.field == Field::Type => compose.field = Field::Payload,
             KeyCode::Enter => {
                 let message_type = compose.message_type.trim().to_owned();
@@ -385,6 +413,17 @@ impl App {
                 match parse_input(&compose.payload) {
                     Ok(payload) => {
                         self.last_type = message_type.clone();
+                        if compose.request {
+                            self.status = format!(
+                                "Waiting for {message_type}:response from {}…",
+                                short(&compose.to)
+                            );
+                            return Some(Command::Request {
+                                to: compose.to,
+                                message_type,
+                                payload,
+                            });
+                        }
                         self.status = format!("Sending {message_type} to {}…", short(&compose.to));
                         return Some(Command::Send {
                             to: compose.to,
@@ -483,6 +522,43 @@ impl App {
                     self.status = "A request is waiting: press r to answer it.".into();
                 }
             }
+            AppEvent::Answered {
+                to,
+                message_type,
+                payload,
+                result,
+                at,
+            } => match result {
+                Ok(response) => {
+                    self.push(
+                        at,
+                        LogKind::Out,
+                        format!(
+                            "{} {message_type} (request) {}",
+                            short(&to),
+                            compact(&payload)
+                        ),
+                    );
+                    self.push(
+                        at,
+                        LogKind::In,
+                        format!(
+                            "{} {message_type}:response {}",
+                            short(&to),
+                            compact(&response)
+                        ),
+                    );
+                    self.status = format!("{} answered {message_type}.", short(&to));
+                }
+                Err(e) => {
+                    self.push(
+                        at,
+                        LogKind::Error,
+                        format!("request {message_type} to {} failed: {e}", short(&to)),
+                    );
+                    self.status = format!("No answer: {e}");
+                }
+            },
             AppEvent::Sent {
                 to,
                 message_type,
@@ -680,6 +756,44 @@ mod tests {
 
     fn key_ctrl(c: char) -> KeyEvent {
         KeyEvent::new(KeyCode::Char(c), KeyModifiers::CONTROL)
+    }
+
+    #[test]
+    fn ctrl_r_sends_a_request_and_the_answer_is_logged() {
+        let mut app = App::new("h");
+        app.apply(AppEvent::Peers(Ok(vec![peer("p1")])));
+        app.handle_key(key(KeyCode::Enter));
+        app.handle_key(key_ctrl('r'));
+        assert!(matches!(&app.mode, Mode::Compose(c) if c.request));
+        type_text(&mut app, "[1]");
+        assert_eq!(
+            app.handle_key(key(KeyCode::Enter)),
+            Some(Command::Request {
+                to: "p1".into(),
+                message_type: "chat".into(),
+                payload: json!([1]),
+            })
+        );
+        assert!(app.status.contains("Waiting for chat:response"));
+        app.apply(AppEvent::Answered {
+            to: "p1".into(),
+            message_type: "chat".into(),
+            payload: json!([1]),
+            result: Ok(json!({"ok": true})),
+            at: 0,
+        });
+        assert_eq!(
+            app.log.back().unwrap().text,
+            r#"p1 chat:response {"ok":true}"#
+        );
+        app.apply(AppEvent::Answered {
+            to: "p1".into(),
+            message_type: "chat".into(),
+            payload: json!([1]),
+            result: Err("timed out".into()),
+            at: 0,
+        });
+        assert_eq!(app.log.back().unwrap().kind, LogKind::Error);
     }
 
     #[test]

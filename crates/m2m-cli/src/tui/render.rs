@@ -233,10 +233,18 @@ fn draw_input(frame: &mut Frame, app: &App, area: Rect) {
                 }
             };
             (
-                format!(
-                    " Send to {} — Tab switches field, Enter sends, Esc cancels ",
-                    short(&c.to)
-                ),
+                if c.request {
+                    format!(
+                        " Request to {} — Enter sends and waits for {}:response, Ctrl-R plain message ",
+                        short(&c.to),
+                        c.message_type.trim()
+                    )
+                } else {
+                    format!(
+                        " Send to {} — Tab switches field, Enter sends, Ctrl-R request, Esc cancels ",
+                        short(&c.to)
+                    )
+                },
                 Line::from(vec![
                     Span::raw(type_label).dark_gray(),
                     Span::styled(c.message_type.clone(), field_style(Field::Type)),
@@ -290,7 +298,9 @@ fn key_help(app: &App) -> &'static str {
         Mode::Normal => {
             " ↑↓ select · Enter send · r answer request · Tab next request · R refresh · ? help · q quit"
         }
-        Mode::Compose(_) => " Tab type/payload · Enter send · Esc cancel · Ctrl-U clear · Ctrl-C quit",
+        Mode::Compose(_) => {
+            " Tab type/payload · Enter send · Ctrl-R message/request · Esc cancel · Ctrl-U clear · Ctrl-C quit"
+        }
         Mode::Reply(_) => " Enter send the answer · Esc cancel · Ctrl-U clear · Ctrl-C quit",
     }
 }
@@ -306,11 +316,12 @@ R or F5      refresh peers and hub stats
 q, Esc       disconnect and quit (Ctrl-C anywhere)
 
 While writing: Tab switches field, Enter sends, Esc cancels,
-Ctrl-U clears the field, Ctrl-W deletes a word.";
+Ctrl-R sends a request and shows its response, Ctrl-U clears
+the field, Ctrl-W deletes a word.";
 
 fn draw_help(frame: &mut Frame, area: Rect) {
     let width = area.width.min(66);
-    let height = area.height.min(15);
+    let height = area.height.min(16);
     let popup = Rect {
         x: area.x + (area.width - width) / 2,
         y: area.y + (area.height - height) / 2,

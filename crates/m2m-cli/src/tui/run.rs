@@ -78,12 +78,13 @@ async fn event_loop(
             () = &mut shutdown => break,
             key = keys.next() => match key {
                 Some(Ok(Event::Key(key))) => {
+                    tracing::debug!(?key, "key");
                     if let Some(command) = app.handle_key(key) {
                         execute(command, agent, &tx, &mut tasks);
                     }
                 }
                 // A resize needs nothing but the redraw at the top of the loop.
-                Some(Ok(_)) => {}
+                Some(Ok(event)) => tracing::debug!(?event, "terminal event"),
                 Some(Err(e)) => return Err(e).context("could not read the terminal"),
                 None => break,
             },
@@ -158,6 +159,27 @@ fn execute(command: Command, agent: &Agent, tx: &mpsc::Sender<AppEvent>, tasks: 
                     .map_err(|e| explain(e).to_string());
                 let _ = tx
                     .send(AppEvent::Sent {
+                        to,
+                        message_type,
+                        payload,
+                        result,
+                        at: now_ms(),
+                    })
+                    .await;
+            });
+        }
+        Command::Request {
+            to,
+            message_type,
+            payload,
+        } => {
+            tasks.spawn(async move {
+                let result = agent
+                    .request(&to, &message_type, payload.clone(), None)
+                    .await
+                    .map_err(|e| explain(e).to_string());
+                let _ = tx
+                    .send(AppEvent::Answered {
                         to,
                         message_type,
                         payload,
