@@ -804,6 +804,8 @@ async fn phase_worker(
     let mut tally = Tally::default();
     let mut spread = Spread(job.seed | 1);
     let mut n: u64 = 0;
+    // Measured replies, for sampling discover results from the first one on.
+    let mut sampled: u64 = 0;
     let len = conns.len();
     if len == 0 {
         return Ok((conns, tally));
@@ -847,7 +849,8 @@ async fn phase_worker(
             Ok(()) => tally.ok += 1,
             Err(code) => tally.error(code),
         }
-        if job.action == HubAction::Discover && n % DISCOVER_SAMPLE_EVERY == 1 {
+        sampled += 1;
+        if job.action == HubAction::Discover && sampled % DISCOVER_SAMPLE_EVERY == 1 {
             if let Ok(v) = serde_json::from_str::<Value>(&reply) {
                 tally.discover_returned = v
                     .get("agents")
@@ -875,14 +878,17 @@ async fn hold_phase(
         let pid = hub.pid;
         let max_rss = max_rss.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            while Instant::now() < deadline {
-                tick.tick().await;
+            loop {
                 if let Some(s) = pid.and_then(ProcSample::read) {
                     let mut m = max_rss.lock().await;
                     m.0 = m.0.max(s.rss_kib);
                     m.1 = s.rss_kib;
                 }
+                let now = Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                tokio::time::sleep((deadline - now).min(Duration::from_secs(1))).await;
             }
         })
     };
