@@ -27,7 +27,8 @@ async fn main() -> Result<(), AgentError> {
             .and_then(|t| t.as_str())
             .map(str::to_owned)
             .unwrap_or_else(|| msg.payload.to_string());
-        println!("[{}] {text}", &msg.from[..8.min(msg.from.len())]);
+        let who: String = msg.from.chars().take(8).collect();
+        println!("[{who}] {text}");
     });
 
     let mut lines = BufReader::new(tokio::io::stdin()).lines();

@@ -67,12 +67,28 @@ struct Inner {
 }
 
 /// Builds an [`Agent`]; finish with [`AgentBuilder::connect`].
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct AgentBuilder {
     config: AgentConfig,
+    events: broadcast::Sender<AgentEvent>,
+}
+
+impl Default for AgentBuilder {
+    fn default() -> Self {
+        AgentBuilder {
+            config: AgentConfig::default(),
+            events: broadcast::channel(EVENT_CAPACITY).0,
+        }
+    }
 }
 
 impl AgentBuilder {
+    /// Subscribes to the agent's events before it connects, so that
+    /// [`AgentEvent::Connected`] is seen too.
+    pub fn events(&self) -> broadcast::Receiver<AgentEvent> {
+        self.events.subscribe()
+    }
+
     /// P2P listening port; 0 (the default) picks any free port.
     pub fn port(mut self, port: u16) -> Self {
         self.config.port = port;
@@ -162,7 +178,7 @@ impl AgentBuilder {
 
     /// Starts the listener, registers at the hub and returns the running agent.
     pub async fn connect(self) -> Result<Agent> {
-        Agent::connect_with(self.config).await
+        Agent::start(self.config, self.events).await
     }
 }
 
@@ -174,6 +190,10 @@ impl Agent {
 
     /// Starts an agent from a full configuration.
     pub async fn connect_with(config: AgentConfig) -> Result<Agent> {
+        Agent::start(config, broadcast::channel(EVENT_CAPACITY).0).await
+    }
+
+    async fn start(config: AgentConfig, events: broadcast::Sender<AgentEvent>) -> Result<Agent> {
         let url = hub_url(&config.hub)?;
         let listener = TcpListener::bind(SocketAddr::new(config.bind_ip, config.port))
             .await
@@ -227,7 +247,6 @@ impl Agent {
             cancel.clone(),
             tracker.clone(),
         ));
-        let (events, _) = broadcast::channel(EVENT_CAPACITY);
         let agent = Agent {
             inner: Arc::new(Inner {
                 cache: AddressCache::new(config.address_cache_ttl),

@@ -2,6 +2,7 @@
 //! register again after a reconnect, and the supervisor that sends heartbeats and reconnects.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -59,6 +60,8 @@ pub(crate) struct HubLink {
     registration: Mutex<Registration>,
     session: RwLock<Option<Session>>,
     identity: RwLock<Identity>,
+    /// Set by [`HubLink::disconnect`]: the coming close is ours, not a loss.
+    leaving: AtomicBool,
     cancel: CancellationToken,
     tracker: TaskTracker,
 }
@@ -84,6 +87,7 @@ impl HubLink {
             }),
             session: RwLock::new(None),
             identity: RwLock::new(Identity::default()),
+            leaving: AtomicBool::new(false),
             cancel,
             tracker,
         }
@@ -188,6 +192,7 @@ impl HubLink {
 
     /// Says goodbye (best effort) and closes the WebSocket.
     pub(crate) async fn disconnect(&self) {
+        self.leaving.store(true, Ordering::Release);
         let Ok(session) = self.session() else {
             return;
         };
@@ -219,6 +224,9 @@ pub(crate) async fn supervise(
         };
         let reason = heartbeat_until_lost(&session, &timing, &cancel).await;
         let Some(reason) = reason else { return };
+        if link.leaving.load(Ordering::Acquire) {
+            return;
+        }
         session.client.close();
         let _ = events.send(AgentEvent::Disconnected {
             reason: reason.clone(),

@@ -484,10 +484,14 @@ async fn flaky_peer() -> String {
 async fn a_dead_pooled_connection_is_retried_once_on_a_fresh_one() {
     let address = flaky_peer().await;
     let pool = pool_with(Duration::from_secs(25));
-    pool.send(&address, "me", "a", &json!(1), "c1").await.unwrap();
+    pool.send(&address, "me", "a", &json!(1), "c1")
+        .await
+        .unwrap();
     // Message 2 goes out on the pooled connection, which dies without acking it: the pool
     // sends it again on a new connection.
-    pool.send(&address, "me", "b", &json!(2), "c2").await.unwrap();
+    pool.send(&address, "me", "b", &json!(2), "c2")
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -521,8 +525,8 @@ async fn a_fresh_connection_that_dies_is_not_retried() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "measurement, run in release"]
 async fn throughput_on_one_connection() {
-    const N: usize = 200_000;
     const SENDERS: usize = 256;
+    const N: usize = 200_000 / SENDERS * SENDERS;
     let server = server_with(limits(), 4096).await;
     let pool = Arc::new(pool_with(Duration::from_secs(25)));
     // ~200-byte frames.
@@ -555,8 +559,7 @@ async fn throughput_on_one_connection() {
     let elapsed = started.elapsed();
     reader.await.unwrap();
     println!(
-        "{} acked messages in {elapsed:?}: {:.0} msg/s",
-        N / SENDERS * SENDERS,
-        (N / SENDERS * SENDERS) as f64 / elapsed.as_secs_f64()
+        "{N} acked messages in {elapsed:?}: {:.0} msg/s",
+        N as f64 / elapsed.as_secs_f64()
     );
 }

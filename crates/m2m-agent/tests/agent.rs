@@ -342,9 +342,15 @@ async fn reconnects_after_the_hub_restarts<H: TestHub>() {
     let hub = H::start(0).await;
     let port = hub.port();
     let url = hub.url();
-    let a = agent(&hub).connect().await.unwrap();
-    let mut events = a.events();
-    let old_id = a.id();
+    let builder = agent(&hub);
+    let mut events = builder.events();
+    let a = builder.connect().await.unwrap();
+    let AgentEvent::Connected { id: old_id, .. } =
+        wait_event(&mut events, |e| matches!(e, AgentEvent::Connected { .. })).await
+    else {
+        unreachable!()
+    };
+    assert_eq!(old_id, a.id());
     hub.shutdown().await;
     wait_event(&mut events, |e| {
         matches!(e, AgentEvent::Disconnected { .. })
@@ -373,7 +379,17 @@ async fn reconnects_after_the_hub_restarts<H: TestHub>() {
     a.send(&b.id(), "back", json!({})).await.unwrap();
     assert_eq!(next(&b).await.from, a.id());
 
+    // Our own disconnect is reported once, as requested, and no reconnect follows.
     a.disconnect().await.unwrap();
+    let AgentEvent::Disconnected { reason } = wait_event(&mut events, |e| {
+        matches!(e, AgentEvent::Disconnected { .. })
+    })
+    .await
+    else {
+        unreachable!()
+    };
+    assert_eq!(reason, "disconnect requested");
+    assert!(a.is_disconnected());
     b.disconnect().await.unwrap();
     hub.shutdown().await;
 }
