@@ -305,3 +305,50 @@ fn demo_shows_everything_working() {
     assert_eq!(events[4]["payload"], json!({"text": "Hello Bob!"}));
     assert_eq!(events[5]["response"], json!({"sum": 6}));
 }
+
+#[test]
+fn listen_leaves_the_hub_on_sigterm() {
+    let hub = Hub::start();
+    let (listener, line) = hub.listen(&[]);
+    let id = s(&line["id"]).to_owned();
+    assert_eq!(hub.run(&["discover"]).ok_json()[0]["id"], id.as_str());
+    let (status, stderr) = listener.terminate();
+    assert!(status.success(), "{status:?} {stderr}");
+    assert_eq!(hub.run(&["discover"]).ok_json(), json!([]));
+}
+
+#[test]
+fn hub_tls_files_that_do_not_exist_are_named() {
+    let mut c = m2m();
+    c.args([
+        "hub",
+        "--port",
+        "0",
+        "--database",
+        "sqlite::memory:",
+        "--tls-cert",
+        "/nonexistent/cert.pem",
+        "--tls-key",
+        "/nonexistent/key.pem",
+    ]);
+    let e = run(c, None).error();
+    assert!(e.contains("/nonexistent/"), "{e}");
+}
+
+#[test]
+fn an_interrupted_command_says_so_and_leaves_the_hub() {
+    let hub = Hub::start();
+    let (mut quiet, line) = hub.listen(&[]);
+    let mut c = hub.m2m();
+    c.args(["request", s(&line["id"]), "ask", "{}", "--timeout", "10m"]);
+    let waiting = Running::spawn(c);
+    // The request reached the listener: the command is waiting for the response.
+    let asked = quiet.next_json();
+    assert_eq!(asked["type"], "ask");
+    let (status, stderr) = waiting.terminate();
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("m2m: interrupted"), "{stderr}");
+    // Only the listener is left.
+    let online = hub.run(&["discover"]).ok_json();
+    assert_eq!(online.as_array().unwrap().len(), 1, "{online}");
+}

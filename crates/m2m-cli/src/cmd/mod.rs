@@ -71,13 +71,25 @@ where
     let agent = join.connect().await?;
     let result = tokio::select! {
         r = work(agent.clone()) => r,
-        () = shutdown_signal() => Err(anyhow!("interrupted")),
+        () = shutdown_signal() => Err(Interrupted.into()),
     };
     if let Err(e) = agent.disconnect().await {
         tracing::warn!("disconnecting from the hub: {e}");
     }
     result
 }
+
+/// The user stopped a command with Ctrl-C or SIGTERM (exit status 130, as shells use).
+#[derive(Debug)]
+pub struct Interrupted;
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("interrupted")
+    }
+}
+
+impl std::error::Error for Interrupted {}
 
 /// A sentence for an SDK error met while doing `what` (`sending to …`).
 pub fn explain(error: AgentError) -> anyhow::Error {
