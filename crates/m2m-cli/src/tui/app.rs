@@ -315,7 +315,10 @@ impl App {
         }
         let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
         match key.code {
-            KeyCode::Char('q') | KeyCode::Esc => Some(self.request_quit()),
+            // Esc cancels elsewhere, so it does not quit here: one press too many must not
+            // end the session.
+            KeyCode::Char('q') => Some(self.request_quit()),
+            KeyCode::Esc => None,
             KeyCode::Up | KeyCode::Char('k') => {
                 self.selected = self.selected.saturating_sub(1);
                 None
@@ -806,7 +809,8 @@ mod tests {
         type_text(&mut app, "x");
         app.handle_key(key(KeyCode::Esc));
         assert_eq!(app.mode, Mode::Normal);
-        assert!(!app.quit);
+        app.handle_key(key(KeyCode::Esc));
+        assert!(!app.quit, "Esc in the normal mode does not quit");
     }
 
     #[test]

@@ -313,7 +313,7 @@ r or a       answer the selected waiting request
 Tab          select the next waiting request
 R or F5      refresh peers and hub stats
 ?            show or hide this help
-q, Esc       disconnect and quit (Ctrl-C anywhere)
+q            disconnect and quit (Ctrl-C anywhere)
 
 While writing: Tab switches field, Enter sends, Esc cancels,
 Ctrl-R sends a request and shows its response, Ctrl-U clears
