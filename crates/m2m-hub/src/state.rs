@@ -517,9 +517,9 @@ impl HubState {
     pub(crate) async fn retry_pending_offline(&self) {
         let pending = std::mem::take(&mut *self.pending_offline.lock());
         for entry in pending {
-            if entry.status() != Status::Offline {
-                continue;
-            }
+            // Its WebSocket is closed and ids are never reused: offline it stays, whatever
+            // an older stored row says meanwhile.
+            self.directory.force_status(&entry, Status::Offline);
             match self.write_offline(&entry).await {
                 Ok(Some(v)) => self
                     .directory

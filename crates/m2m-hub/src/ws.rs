@@ -83,10 +83,13 @@ pub(crate) async fn run_session<S>(
     loop {
         // A registered agent may stay quiet (the sweep judges it); an anonymous client
         // that says nothing only holds a slot.
-        let idle = if session.is_registered() {
-            std::time::Duration::from_secs(365 * 24 * 3600)
-        } else {
-            limits.idle_timeout
+        let registered = session.is_registered();
+        let idle = async {
+            if registered {
+                std::future::pending::<()>().await
+            } else {
+                tokio::time::sleep(limits.idle_timeout).await
+            }
         };
         let next = tokio::select! {
             biased;
@@ -94,15 +97,15 @@ pub(crate) async fn run_session<S>(
                 close(&mut socket, CLOSE_GOING_AWAY, "hub shutting down", &state).await;
                 break;
             }
-            next = tokio::time::timeout(idle, socket.next()) => next,
-        };
-        let text = match next {
-            Err(_) => {
+            _ = idle => {
                 close(&mut socket, CLOSE_NORMAL, "idle", &state).await;
                 break;
             }
-            Ok(None) | Ok(Some(Ok(Message::Close(_)))) => break,
-            Ok(Some(Err(e))) => {
+            next = socket.next() => next,
+        };
+        let text = match next {
+            None | Some(Ok(Message::Close(_))) => break,
+            Some(Err(e)) => {
                 if is_too_big(e) {
                     state.metrics.oversized.fetch_add(1, Ordering::Relaxed);
                     let reply = error_text(codes::MESSAGE_TOO_LARGE, None);
@@ -111,13 +114,13 @@ pub(crate) async fn run_session<S>(
                 }
                 break;
             }
-            Ok(Some(Ok(Message::Text(t)))) => state.handle_text(&mut session, t.as_str()).await,
+            Some(Ok(Message::Text(t))) => state.handle_text(&mut session, t.as_str()).await,
             // The original reads binary frames as text too.
-            Ok(Some(Ok(Message::Binary(b)))) => match std::str::from_utf8(&b) {
+            Some(Ok(Message::Binary(b))) => match std::str::from_utf8(&b) {
                 Ok(t) => state.handle_text(&mut session, t).await,
                 Err(_) => error_text(codes::INVALID_JSON, None),
             },
-            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
         };
         if send(&mut socket, text, &state).await.is_err() {
             break;

@@ -54,6 +54,39 @@ impl PostgresRegistry {
     }
 }
 
+/// Inserts `rows` in one statement; their versions, in order.
+async fn insert_many(
+    tx: &mut sqlx::PgConnection,
+    rows: &[&AgentRow],
+) -> Result<Vec<Option<i64>>, StoreError> {
+    let col = |f: fn(&AgentRow) -> String| rows.iter().map(|r| f(r)).collect::<Vec<String>>();
+    let identity: Vec<Option<String>> = rows.iter().map(|r| r.identity.clone()).collect();
+    let last_seen: Vec<i64> = rows.iter().map(|r| r.last_seen).collect();
+    let created_at: Vec<i64> = rows.iter().map(|r| r.created_at).collect();
+    let returned = sqlx::query(
+        "INSERT INTO m2m_agents (id, address, capabilities, metadata, identity, status, \
+         last_seen, created_at, hub) \
+         SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], \
+         $6::TEXT[], $7::BIGINT[], $8::BIGINT[], $9::TEXT[]) RETURNING id, version",
+    )
+    .bind(col(|r| r.id.clone()))
+    .bind(col(|r| r.address.clone()))
+    .bind(col(|r| json_text(&r.capabilities)))
+    .bind(col(|r| json_text(&r.metadata)))
+    .bind(identity)
+    .bind(col(|r| r.status.clone()))
+    .bind(last_seen)
+    .bind(created_at)
+    .bind(col(|r| r.hub.clone()))
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut by_id = std::collections::HashMap::with_capacity(returned.len());
+    for r in &returned {
+        by_id.insert(r.try_get::<String, _>("id")?, r.try_get::<i64, _>("version")?);
+    }
+    Ok(rows.iter().map(|r| by_id.get(&r.id).copied()).collect())
+}
+
 impl Registry for PostgresRegistry {
     fn kind(&self) -> &'static str {
         "postgres"
@@ -114,24 +147,25 @@ impl Registry for PostgresRegistry {
         Box::pin(async move {
             let mut tx = self.pool.begin().await?;
             let mut versions = Vec::with_capacity(writes.len());
-            for write in writes {
-                let row = match write {
-                    Write::Insert(row) => sqlx::query(
-                        "INSERT INTO m2m_agents (id, address, capabilities, metadata, identity, \
-                         status, last_seen, created_at, hub) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING version",
-                    )
-                    .bind(&row.id)
-                    .bind(&row.address)
-                    .bind(json_text(&row.capabilities))
-                    .bind(json_text(&row.metadata))
-                    .bind(&row.identity)
-                    .bind(&row.status)
-                    .bind(row.last_seen)
-                    .bind(row.created_at)
-                    .bind(&row.hub)
-                    .fetch_optional(&mut *tx)
-                    .await?,
+            let mut i = 0;
+            while i < writes.len() {
+                // A run of inserts is one statement over arrays: one round trip for a burst
+                // of registers.
+                let run = writes[i..]
+                    .iter()
+                    .take_while(|w| matches!(w, Write::Insert(_)))
+                    .filter_map(|w| match w {
+                        Write::Insert(row) => Some(row),
+                        _ => None,
+                    })
+                    .collect::<Vec<_>>();
+                if !run.is_empty() {
+                    versions.extend(insert_many(&mut tx, &run).await?);
+                    i += run.len();
+                    continue;
+                }
+                let row = match &writes[i] {
+                    Write::Insert(_) => None, // taken by the run above
                     Write::SetStatus {
                         id,
                         status,
@@ -170,6 +204,7 @@ impl Registry for PostgresRegistry {
                     }
                 };
                 versions.push(row.map(|r| r.try_get::<i64, _>("version")).transpose()?);
+                i += 1;
             }
             tx.commit().await?;
             Ok(versions)

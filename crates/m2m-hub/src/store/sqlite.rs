@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
 use super::{
     decode_row, json_text, AgentRow, BoxFuture, Loaded, Registry, StatusChange, SweepCutoffs,
@@ -18,6 +18,9 @@ use super::{
 use crate::config::StorageTuning;
 use crate::error::StoreError;
 use m2m_proto::hub::status;
+
+/// Rows per multi-row INSERT (SQLite allows 32766 bound values; 10 per row).
+const INSERT_CHUNK: usize = 1000;
 
 /// The embedded registry.
 #[derive(Debug)]
@@ -149,27 +152,45 @@ impl Registry for SqliteRegistry {
         Box::pin(async move {
             let mut tx = self.pool.begin().await?;
             let mut versions = Vec::with_capacity(writes.len());
-            for write in writes {
-                let version = self.next_version();
-                let done = match write {
-                    Write::Insert(row) => sqlx::query(
+            let mut i = 0;
+            while i < writes.len() {
+                // A run of inserts is one multi-row statement: a statement is a round trip
+                // to SQLite's worker thread, and registers come in bursts.
+                let run = writes[i..]
+                    .iter()
+                    .take(INSERT_CHUNK)
+                    .take_while(|w| matches!(w, Write::Insert(_)))
+                    .filter_map(|w| match w {
+                        Write::Insert(row) => Some(row),
+                        _ => None,
+                    })
+                    .collect::<Vec<_>>();
+                if !run.is_empty() {
+                    let first = self.version.fetch_add(run.len() as i64, Ordering::Relaxed) + 1;
+                    let mut q = QueryBuilder::<Sqlite>::new(
                         "INSERT INTO m2m_agents (id, address, capabilities, metadata, identity, \
-                         status, last_seen, created_at, hub, version) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                    )
-                    .bind(&row.id)
-                    .bind(&row.address)
-                    .bind(json_text(&row.capabilities))
-                    .bind(json_text(&row.metadata))
-                    .bind(&row.identity)
-                    .bind(&row.status)
-                    .bind(row.last_seen)
-                    .bind(row.created_at)
-                    .bind(&row.hub)
-                    .bind(version)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected(),
+                         status, last_seen, created_at, hub, version) ",
+                    );
+                    q.push_values(run.iter().enumerate(), |mut b, (n, row)| {
+                        b.push_bind(row.id.clone())
+                            .push_bind(row.address.clone())
+                            .push_bind(json_text(&row.capabilities))
+                            .push_bind(json_text(&row.metadata))
+                            .push_bind(row.identity.clone())
+                            .push_bind(row.status.clone())
+                            .push_bind(row.last_seen)
+                            .push_bind(row.created_at)
+                            .push_bind(row.hub.clone())
+                            .push_bind(first + n as i64);
+                    });
+                    q.build().execute(&mut *tx).await?;
+                    versions.extend((0..run.len()).map(|n| Some(first + n as i64)));
+                    i += run.len();
+                    continue;
+                }
+                let version = self.next_version();
+                let done = match &writes[i] {
+                    Write::Insert(_) => 0, // taken by the run above
                     Write::SetStatus {
                         id,
                         status,
@@ -205,6 +226,7 @@ impl Registry for SqliteRegistry {
                     .rows_affected(),
                 };
                 versions.push((done > 0).then_some(version));
+                i += 1;
             }
             tx.commit().await?;
             Ok(versions)
