@@ -352,3 +352,14 @@ fn an_interrupted_command_says_so_and_leaves_the_hub() {
     let online = hub.run(&["discover"]).ok_json();
     assert_eq!(online.as_array().unwrap().len(), 1, "{online}");
 }
+
+#[test]
+fn the_terminal_agent_explains_that_it_needs_a_terminal() {
+    let mut c = m2m();
+    c.args(["agent", "--hub", "ws://127.0.0.1:9/ws"]);
+    let e = run(c, None).error();
+    assert!(
+        e.contains("needs a terminal") && e.contains("m2m listen"),
+        "{e}"
+    );
+}

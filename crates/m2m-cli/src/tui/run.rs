@@ -3,6 +3,7 @@
 //! in tasks of one `JoinSet` (so the screen never waits on the network) and reports back
 //! through a bounded channel as [`AppEvent`]s.
 
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -33,6 +34,11 @@ pub async fn run(hub: &str, args: AgentArgs) -> anyhow::Result<()> {
         metadata: args.connect.metadata.clone().unwrap_or_default(),
         reconnect: true,
     };
+    if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
+        anyhow::bail!(
+            "m2m agent is interactive and needs a terminal; scripts can use `m2m listen` and the one-shot commands"
+        );
+    }
     // Join before taking over the terminal, so a failure prints as a normal error.
     let agent = join.connect().await?;
     let hub_url = m2m_agent::hub_url(hub).unwrap_or_else(|_| hub.to_owned());
