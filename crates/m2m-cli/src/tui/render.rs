@@ -107,14 +107,15 @@ fn draw_peers(frame: &mut Frame, app: &App, area: Rect) {
                 .metadata
                 .get("name")
                 .and_then(serde_json::Value::as_str)
-                .map(|n| format!(" {n}"))
+                .map(|n| format!("{n} "))
                 .unwrap_or_default();
             ListItem::new(Line::from(vec![
                 Span::raw(short(&p.id).to_owned()).cyan(),
                 Span::raw(" "),
                 Span::styled(p.status.clone(), Style::default().fg(status_colour)),
-                Span::raw(format!(" {}{caps}", p.address)),
+                Span::raw(" "),
                 Span::raw(name).bold(),
+                Span::raw(format!("{}{caps}", p.address)),
             ]))
         })
         .collect();
@@ -307,8 +308,8 @@ fn key_help(app: &App) -> &'static str {
 
 const HELP: &str = "\
 ↑/↓ or j/k   select a peer
-Enter or s   write a message to the selected peer
-             (type, then payload: JSON, or text sent as a string)
+Enter or s   write a message to the selected peer: its type,
+             then its payload (JSON, or text sent as a string)
 r or a       answer the selected waiting request
 Tab          select the next waiting request
 R or F5      refresh peers and hub stats
@@ -496,7 +497,7 @@ mod tests {
         app.apply(AppEvent::Peers(Ok(vec![named])));
         let text = screen(&app, 120, 20);
         assert!(
-            text.contains("cccccccc online 127.0.0.1:4001 [chat] bot"),
+            text.contains("cccccccc online bot 127.0.0.1:4001 [chat]"),
             "{text}"
         );
     }
