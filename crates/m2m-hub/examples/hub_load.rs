@@ -59,7 +59,9 @@ async fn main() {
             for i in 0..per {
                 let req = json!({"action":"register","address":format!("h:{}", 1000 + i),
                     "capabilities":[format!("cap{}", i % 10)]});
-                ws.send(Message::Text(req.to_string().into())).await.unwrap();
+                ws.send(Message::Text(req.to_string().into()))
+                    .await
+                    .unwrap();
                 let reply: Value = match ws.next().await.unwrap().unwrap() {
                     Message::Text(t) => serde_json::from_str(t.as_str()).unwrap(),
                     other => panic!("{other:?}"),
@@ -84,7 +86,12 @@ async fn main() {
     );
     let all_ids = Arc::new(all_ids);
 
-    for phase in [Phase::Heartbeat, Phase::Lookup, Phase::Discover, Phase::Register] {
+    for phase in [
+        Phase::Heartbeat,
+        Phase::Lookup,
+        Phase::Discover,
+        Phase::Register,
+    ] {
         let done = Arc::new(AtomicU64::new(0));
         let deadline = Instant::now() + Duration::from_secs(secs);
         let mut tasks = Vec::new();
@@ -96,9 +103,13 @@ async fn main() {
                 let request = |k: usize| -> String {
                     match phase {
                         Phase::Heartbeat => json!({"action":"heartbeat","id":ids[k % ids.len()]}),
-                        Phase::Lookup => json!({"action":"lookup","id":all[(k * 7919) % all.len()]}),
+                        Phase::Lookup => {
+                            json!({"action":"lookup","id":all[(k * 7919) % all.len()]})
+                        }
                         Phase::Discover => json!({"action":"discover","id":ids[0],"limit":20}),
-                        Phase::Register => json!({"action":"register","address":"h:9","capabilities":["x"]}),
+                        Phase::Register => {
+                            json!({"action":"register","address":"h:9","capabilities":["x"]})
+                        }
                     }
                     .to_string()
                 };
@@ -138,7 +149,10 @@ async fn main() {
         );
     }
     if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
-        for line in status.lines().filter(|l| l.starts_with("VmRSS") || l.starts_with("VmHWM")) {
+        for line in status
+            .lines()
+            .filter(|l| l.starts_with("VmRSS") || l.starts_with("VmHWM"))
+        {
             println!("{line}");
         }
     }

@@ -508,3 +508,23 @@ async fn forwarded_for_is_used_only_with_trust_proxy() {
         hub.shutdown().await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_anonymous_connection_is_closed_but_a_registered_one_is_kept() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let (mut cfg, _clock) = config(&db);
+    cfg.limits.idle_timeout = Duration::from_millis(200);
+    let hub = Hub::start(cfg).await.unwrap();
+    let mut agent = Client::connect(&hub.ws_url()).await;
+    let id = agent.register(4000, &[]).await;
+    let mut silent = Client::connect(&hub.ws_url()).await;
+    assert!(
+        silent.recv().await.is_none(),
+        "the hub closed the silent connection"
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let reply = agent.req(json!({"action":"heartbeat","id":id})).await;
+    assert_eq!(reply["status"], "ok", "a registered agent may stay quiet");
+    agent.close().await;
+    hub.shutdown().await.unwrap();
+}

@@ -249,3 +249,25 @@ async fn postgres_outage_gives_unavailable_and_the_hub_recovers() {
     hub.shutdown().await.unwrap();
     db.drop_db().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_postgres_database_is_created() {
+    let admin = common::postgres_admin_url();
+    let name = format!("m2m_hub_test_new_{:016x}", rand::random::<u64>());
+    let url = format!("{}/{name}", &admin[..admin.rfind('/').unwrap()]);
+    let cfg = HubConfig {
+        database: url,
+        ..HubConfig::in_memory()
+    };
+    let hub = Hub::start(cfg).await.unwrap();
+    let mut c = Client::connect(&hub.ws_url()).await;
+    c.register(4000, &[]).await;
+    c.close().await;
+    hub.shutdown().await.unwrap();
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+    sqlx::query(&format!("DROP DATABASE \"{name}\" WITH (FORCE)"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+}

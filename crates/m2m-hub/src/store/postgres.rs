@@ -32,11 +32,18 @@ impl PostgresRegistry {
     /// together do not race).
     pub async fn open(url: &str, tuning: &StorageTuning) -> Result<Self, StoreError> {
         let options = PgConnectOptions::from_str(url)?.application_name("m2m-hub");
-        let pool = PgPoolOptions::new()
+        let pool_options = PgPoolOptions::new()
             .max_connections(tuning.pool_size.max(2))
-            .acquire_timeout(tuning.acquire_timeout)
-            .connect_with(options)
-            .await?;
+            .acquire_timeout(tuning.acquire_timeout);
+        let pool = match pool_options.clone().connect_with(options.clone()).await {
+            Ok(pool) => pool,
+            // Like the original hub: a missing database is created (when the role may).
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("3D000") => {
+                create_database(&options).await?;
+                pool_options.connect_with(options).await?
+            }
+            Err(e) => return Err(e.into()),
+        };
         sqlx::migrate!("migrations/postgres").run(&pool).await?;
         Ok(PostgresRegistry { pool })
     }
@@ -51,6 +58,23 @@ impl PostgresRegistry {
                 })
             })
             .collect()
+    }
+}
+
+/// Creates the database `options` names, connecting to the server's `postgres` database.
+async fn create_database(options: &PgConnectOptions) -> Result<(), StoreError> {
+    use sqlx::{ConnectOptions, Executor};
+    let name = options.get_database().unwrap_or("m2m").replace('"', "\"\"");
+    let mut admin = options.clone().database("postgres").connect().await?;
+    tracing::info!(database = %name, "creating the registry database");
+    match admin
+        .execute(format!("CREATE DATABASE \"{name}\"").as_str())
+        .await
+    {
+        Ok(_) => Ok(()),
+        // Another hub created it first.
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -82,7 +106,10 @@ async fn insert_many(
     .await?;
     let mut by_id = std::collections::HashMap::with_capacity(returned.len());
     for r in &returned {
-        by_id.insert(r.try_get::<String, _>("id")?, r.try_get::<i64, _>("version")?);
+        by_id.insert(
+            r.try_get::<String, _>("id")?,
+            r.try_get::<i64, _>("version")?,
+        );
     }
     Ok(rows.iter().map(|r| by_id.get(&r.id).copied()).collect())
 }
