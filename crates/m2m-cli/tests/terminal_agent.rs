@@ -184,3 +184,61 @@ fn terminal_agent_end_to_end() {
         "the agent is still listed after quitting: {listed}"
     );
 }
+
+/// Runs `m2m ARGS` in a pseudo-terminal to the end and returns what it printed.
+fn run_in_pty(hub: &Hub, args: &[&str]) -> String {
+    let pair = native_pty_system().openpty(size(30, 200)).unwrap();
+    let mut cmd = CommandBuilder::new(common::m2m_path());
+    cmd.args(args);
+    cmd.env("M2M_HUB", &hub.ws);
+    let mut child = pair.slave.spawn_command(cmd).unwrap();
+    drop(pair.slave);
+    let mut reader = pair.master.try_clone_reader().unwrap();
+    let output = thread::spawn(move || {
+        let mut all = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Ends with EOF or EIO once the child has exited and the pty is closed.
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            all.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&all).replace("\r\n", "\n")
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(start.elapsed() < PATIENCE, "m2m {args:?} did not finish");
+        thread::sleep(Duration::from_millis(20));
+    };
+    drop(pair.master);
+    let text = output.join().unwrap();
+    assert!(status.success(), "m2m {args:?}: {status:?}\n{text}");
+    text
+}
+
+#[test]
+fn one_shot_output_is_a_table_on_a_terminal_and_json_when_asked() {
+    let hub = Hub::start();
+    let (_peer, line) = hub.listen(&["--capabilities", "inbox"]);
+    let id = line["id"].as_str().unwrap();
+
+    let table = run_in_pty(&hub, &["discover"]);
+    assert!(table.contains("ID "), "{table}");
+    assert!(table.contains("CAPABILITIES"), "{table}");
+    assert!(table.contains(&format!("{id}  online")), "{table}");
+    assert!(table.contains("1 agent(s)"), "{table}");
+
+    let stats = run_in_pty(&hub, &["stats"]);
+    assert!(stats.contains("hub version"), "{stats}");
+
+    let sent = run_in_pty(&hub, &["send", id, "chat", "hi"]);
+    assert!(sent.contains(&format!("Delivered to agent {id}")), "{sent}");
+
+    let json = run_in_pty(&hub, &["--json", "discover"]);
+    let peers: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(peers[0]["id"], id);
+}
