@@ -7,8 +7,8 @@
 //! store and nothing more. Changes are applied only when their `version` is newer than the
 //! entry's, so an own write, a sweep and the PostgreSQL change feed can arrive in any order.
 //!
-//! Listing order: the original hub orders `discover` by whole seconds since last seen (most
-//! recent first) and, within one second, by table order — which in practice is the order
+//! Listing order: the original hub orders `discover` by seconds since last seen rounded to
+//! whole seconds (most recent first) and, within one second, by table order — which in practice is the order
 //! the rows were last written, oldest first (`vectors/hub-transcript-v2.jsonl` shows it).
 //! We keep that: a [`Snapshot`] holds the listable agents sorted by (last seen, touch
 //! sequence); a discover walks it one second-bucket at a time, newest bucket first, each
@@ -148,9 +148,11 @@ impl AgentEntry {
     }
 }
 
-/// Whole seconds from `last_seen` to `now` (never negative).
+/// Seconds from `last_seen` to `now`, rounded to the nearest whole second (never
+/// negative): the original computes `EXTRACT(EPOCH FROM NOW() - last_seen)::int`, and a
+/// cast to `int` rounds.
 pub fn secs_since(now: i64, last_seen: i64) -> u64 {
-    u64::try_from(now.saturating_sub(last_seen).max(0) / 1000).unwrap_or(0)
+    u64::try_from((now.saturating_sub(last_seen).max(0) + 500) / 1000).unwrap_or(0)
 }
 
 /// A `discover`/`/agents` item, serialized exactly like [`proto::Peer`] without copying the
@@ -749,8 +751,8 @@ fn walk_buckets<'s>(
     while hi > 0 {
         let secs = secs_since(now, at(hi - 1).last_seen);
         let secs = i64::try_from(secs).unwrap_or(i64::MAX / 2000);
-        // Items seen after `floor` are in the same whole-second bucket.
-        let floor = now.saturating_sub((secs + 1).saturating_mul(1000));
+        // Items seen after `floor` round to the same whole second.
+        let floor = now.saturating_sub(secs.saturating_mul(1000).saturating_add(500));
         let (mut lo, mut top) = (0, hi);
         while lo < top {
             let mid = lo + (top - lo) / 2;
@@ -805,14 +807,15 @@ mod tests {
             limit: 100,
             ..Filter::default()
         };
-        assert_eq!(ids(&d.discover(now, &all)), vec![1, 2, 4, 3]);
+        // Rounded seconds: 2 → 0 s; 4 (1.2 s) and 1 (0.5 s) → 1 s, older first; 3 → 3 s.
+        assert_eq!(ids(&d.discover(now, &all)), vec![2, 4, 1, 3]);
         assert_eq!(ids(&d.list(now, &all)), vec![2, 1, 4, 3]);
         let page = Filter {
             limit: 2,
             offset: 1,
             ..Filter::default()
         };
-        assert_eq!(ids(&d.discover(now, &page)), vec![2, 4]);
+        assert_eq!(ids(&d.discover(now, &page)), vec![4, 1]);
         let busy = Filter {
             status: Some("busy"),
             limit: 100,

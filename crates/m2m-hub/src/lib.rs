@@ -60,8 +60,8 @@
 //!
 //! ## Listing order
 //!
-//! `discover` orders by whole seconds since last seen, most recent first, and within one
-//! second by when the agent was last written, oldest first: that is what the original
+//! `discover` orders by seconds since last seen, rounded to whole seconds, most recent
+//! first, and within one second by when the agent was last written, oldest first: that is what the original
 //! does (its `ORDER BY last_seen` sorts the seconds column, ties in table order) and what
 //! the recorded transcript shows. `find` and `/agents` list newest first. Heartbeats alone
 //! reorder the listing at most once a second.
