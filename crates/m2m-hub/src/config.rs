@@ -117,9 +117,12 @@ impl Default for HubLimits {
             // 100k agents is the design target; leave headroom for tools and reconnects.
             max_connections: 150_000,
             max_agents_per_connection: 16,
-            // An agent sends one heartbeat per 30 s; a busy tool a few lookups per second.
-            requests_per_second: 50,
-            request_burst: 200,
+            // An agent sends one heartbeat per 30 s, but scripts and load tools legitimately
+            // drive one connection hard (the original hub has no limit at all). The bound
+            // stops one socket from taking the whole hub (~80k req/s on 2 cores), not a
+            // busy client.
+            requests_per_second: 5_000,
+            request_burst: 10_000,
             idle_timeout: Duration::from_secs(300),
             write_timeout: Duration::from_secs(10),
             tls_handshake_timeout: Duration::from_secs(10),
