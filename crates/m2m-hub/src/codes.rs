@@ -1,32 +1,11 @@
-//! `error` strings this hub sends beyond those of `m2m_proto::hub::errors`. Each names the
-//! rule that was broken, so a client can show it as is.
+//! `error` strings this hub sends. They live in `m2m_proto::hub::errors` (so SDK users can
+//! match on them); this module re-exports them where the hub always found them. Each names
+//! the rule that was broken, so a client can show it as is.
 
 pub use m2m_proto::hub::errors::{
-    AGENT_NOT_FOUND, FORBIDDEN, INVALID_JSON, MESSAGE_TOO_LARGE, RATE_LIMITED, UNAVAILABLE,
-    UNKNOWN_ACTION,
+    ADDRESS_REQUIRED, ADDRESS_TOO_LONG, AGENT_NOT_FOUND, CAPABILITY_TOO_LONG, FORBIDDEN,
+    INVALID_ADDRESS, INVALID_IDENTITY, INVALID_JSON, INVALID_QUERY, INVALID_SIGNATURE,
+    MESSAGE_TOO_LARGE, METADATA_TOO_LARGE, RATE_LIMITED, SHUTTING_DOWN, STATUS_TOO_LONG,
+    TOO_MANY_AGENTS, TOO_MANY_CAPABILITIES, TOO_MANY_CONNECTIONS, UNAVAILABLE, UNKNOWN_ACTION,
+    UPGRADE_REQUIRED,
 };
-
-/// `register` without an address.
-pub const ADDRESS_REQUIRED: &str = "address_required";
-/// An address without a usable port (or a bare IPv6 address).
-pub const INVALID_ADDRESS: &str = "invalid_address";
-/// Address longer than the limit.
-pub const ADDRESS_TOO_LONG: &str = "address_too_long";
-/// More capabilities than the limit.
-pub const TOO_MANY_CAPABILITIES: &str = "too_many_capabilities";
-/// A capability longer than the limit.
-pub const CAPABILITY_TOO_LONG: &str = "capability_too_long";
-/// Metadata (after merging) larger than the limit.
-pub const METADATA_TOO_LARGE: &str = "metadata_too_large";
-/// Status string longer than the limit.
-pub const STATUS_TOO_LONG: &str = "status_too_long";
-/// This WebSocket already registered the most agents it may.
-pub const TOO_MANY_AGENTS: &str = "too_many_agents";
-/// The hub holds the most WebSockets it may (HTTP 503 at upgrade).
-pub const TOO_MANY_CONNECTIONS: &str = "too_many_connections";
-/// `GET /ws` without a WebSocket upgrade.
-pub const UPGRADE_REQUIRED: &str = "websocket_upgrade_required";
-/// The hub is shutting down.
-pub const SHUTTING_DOWN: &str = "shutting_down";
-/// A query parameter of an HTTP endpoint is malformed.
-pub const INVALID_QUERY: &str = "invalid_query";

@@ -2,10 +2,18 @@
 //! and `stats` are answered without touching the database.
 //!
 //! Every stored agent has one [`AgentEntry`]. Its immutable part (id, address,
-//! capabilities) is fixed at register; the mutable part (status, metadata, version) sits
-//! behind a small lock, and liveness (`last_seen`) is an atomic so that a heartbeat is a
-//! store and nothing more. Changes are applied only when their `version` is newer than the
-//! entry's, so an own write, a sweep and the PostgreSQL change feed can arrive in any order.
+//! capabilities, identity, registration token) is fixed at register; the mutable part
+//! (status, metadata, version) sits behind a small lock, and liveness (`last_seen`) is an
+//! atomic so that a heartbeat is a store and nothing more. Changes are applied only when
+//! their `version` is newer than the entry's, so an own write, a sweep and the PostgreSQL
+//! change feed can arrive in any order.
+//!
+//! A 2.1 id registers again on every reconnect. A newer registration (another `session`
+//! token, a newer version) does not edit the entry: it *replaces* it. The old entry is
+//! retired — every later change to it is ignored, so the WebSocket that held it can no
+//! longer act for the id — and the WebSocket holding it on this hub (its [`Holder`]) is told
+//! to close. That happens the same way whether the newer registration came through this hub
+//! or through the change feed of another.
 //!
 //! Listing order: the original hub orders `discover` by seconds since last seen rounded to
 //! whole seconds (most recent first) and, within one second, by table order — which in practice is the order
@@ -26,6 +34,8 @@ use m2m_proto::hub::{self as proto, status, AgentCounts};
 use parking_lot::{Mutex, RwLock};
 use serde::ser::{Serialize, Serializer};
 use serde_json::{Map, Value};
+use std::sync::OnceLock;
+use tokio_util::sync::CancellationToken;
 
 use crate::store::AgentRow;
 
@@ -97,6 +107,26 @@ pub struct EntryState {
     pub metadata: Arc<Map<String, Value>>,
     /// Version of the last applied change.
     pub version: i64,
+    /// No longer mirrored (see [`Retired`]): changes are ignored.
+    pub retired: Option<Retired>,
+}
+
+/// Why an entry left the directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retired {
+    /// A newer registration of the same id replaced it.
+    Replaced,
+    /// Purged from the registry.
+    Removed,
+}
+
+/// The WebSocket on this hub that registered an entry.
+#[derive(Debug, Clone)]
+pub struct Holder {
+    /// Which WebSocket (unique within this hub).
+    pub serial: u64,
+    /// Cancelled when a newer registration of the id replaces the entry.
+    pub evict: CancellationToken,
 }
 
 /// One agent in memory.
@@ -112,6 +142,10 @@ pub struct AgentEntry {
     pub capabilities: Box<[String]>,
     /// 2.1 identity key.
     pub identity: Option<Box<str>>,
+    /// Token of the registration this entry mirrors.
+    pub session: Box<str>,
+    /// The local WebSocket holding the registration, if it was made through this hub.
+    holder: OnceLock<Holder>,
     last_seen: AtomicI64,
     seq: AtomicU64,
     dirty: AtomicBool,
@@ -132,6 +166,16 @@ impl AgentEntry {
     /// Current status.
     pub fn status(&self) -> Status {
         self.state.lock().status.clone()
+    }
+
+    /// Whether the entry left the directory (replaced or purged).
+    pub fn is_retired(&self) -> bool {
+        self.state.lock().retired.is_some()
+    }
+
+    /// Whether a newer registration of the id replaced this entry.
+    pub fn is_replaced(&self) -> bool {
+        self.state.lock().retired == Some(Retired::Replaced)
     }
 
     /// The entry as `lookup` returns it.
@@ -341,20 +385,36 @@ impl Directory {
         self.seq.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Inserts a row, or applies it to the existing entry when it is newer. Rows with
-    /// malformed ids (written by something else) are skipped.
+    /// Inserts a row, or applies it to the existing entry when it is newer; a newer
+    /// registration of the id replaces the entry (see the module doc). Returns the entry
+    /// that now mirrors the id — the caller can tell from its `session` whether that is
+    /// this row's registration or a newer one. Rows with malformed ids (written by
+    /// something else) are skipped.
     pub fn upsert(&self, row: &AgentRow) -> Option<Arc<AgentEntry>> {
+        self.upsert_held(row, None)
+    }
+
+    /// [`Directory::upsert`] of a registration made through this hub: the entry remembers
+    /// the WebSocket holding it, so that a newer registration can close that WebSocket.
+    pub fn register(&self, row: &AgentRow, holder: Holder) -> Option<Arc<AgentEntry>> {
+        self.upsert_held(row, Some(holder))
+    }
+
+    fn upsert_held(&self, row: &AgentRow, holder: Option<Holder>) -> Option<Arc<AgentEntry>> {
         let key = parse_id(&row.id)?;
         if let Some(existing) = self.get(key) {
-            self.apply(&existing, row);
-            return Some(existing);
+            if *existing.session == *row.session {
+                return Some(self.apply_held(existing, row, holder));
+            }
         }
-        let entry = Arc::new(AgentEntry {
+        let fresh = Arc::new(AgentEntry {
             key,
             id: row.id.as_str().into(),
             address: row.address.as_str().into(),
             capabilities: row.capabilities.clone().into_boxed_slice(),
             identity: row.identity.as_deref().map(Into::into),
+            session: row.session.as_str().into(),
+            holder: OnceLock::new(),
             last_seen: AtomicI64::new(row.last_seen),
             seq: AtomicU64::new(self.next_seq()),
             dirty: AtomicBool::new(false),
@@ -362,27 +422,69 @@ impl Directory {
                 status: Status::from_wire(&row.status),
                 metadata: Arc::new(row.metadata.clone()),
                 version: row.version,
+                retired: None,
             }),
         });
         let mut agents = self.agents.write();
-        // Lost a race with another inserter: apply to theirs.
-        if let Some(existing) = agents.get(&key).cloned() {
+        let Some(existing) = agents.get(&key).cloned() else {
+            if let Some(h) = holder {
+                let _ = fresh.holder.set(h);
+            }
+            self.count(&Status::from_wire(&row.status), 1);
+            agents.insert(key, fresh.clone());
             drop(agents);
-            self.apply(&existing, row);
-            return Some(existing);
+            self.changed();
+            return Some(fresh);
+        };
+        if *existing.session == *row.session {
+            // Lost a race with another inserter of this registration: apply to theirs.
+            drop(agents);
+            return Some(self.apply_held(existing, row, holder));
+        }
+        let mut old = existing.state.lock();
+        if row.version <= old.version {
+            // An older registration than the one mirrored: the newer one stays.
+            return Some(existing.clone());
+        }
+        old.retired = Some(Retired::Replaced);
+        self.count(&old.status, -1);
+        drop(old);
+        let new_serial = holder.as_ref().map(|h| h.serial);
+        if let Some(h) = holder {
+            let _ = fresh.holder.set(h);
         }
         self.count(&Status::from_wire(&row.status), 1);
-        agents.insert(key, entry.clone());
+        agents.insert(key, fresh.clone());
         drop(agents);
+        if let Some(h) = existing.holder.get() {
+            // The same WebSocket registering its id again keeps its connection.
+            if Some(h.serial) != new_serial {
+                h.evict.cancel();
+            }
+        }
         self.changed();
-        Some(entry)
+        Some(fresh)
+    }
+
+    fn apply_held(
+        &self,
+        entry: Arc<AgentEntry>,
+        row: &AgentRow,
+        holder: Option<Holder>,
+    ) -> Arc<AgentEntry> {
+        self.apply(&entry, row);
+        if let Some(h) = holder {
+            // The change feed brought our own registration before we mirrored it.
+            let _ = entry.holder.set(h);
+        }
+        entry
     }
 
     /// Applies a stored row to an entry if it is newer.
     fn apply(&self, entry: &AgentEntry, row: &AgentRow) {
         entry.last_seen.fetch_max(row.last_seen, Ordering::AcqRel);
         let mut st = entry.state.lock();
-        if row.version <= st.version {
+        if row.version <= st.version || st.retired.is_some() {
             return;
         }
         st.version = row.version;
@@ -420,7 +522,7 @@ impl Directory {
             entry.last_seen.fetch_max(at, Ordering::AcqRel);
         }
         let mut st = entry.state.lock();
-        if version <= st.version {
+        if version <= st.version || st.retired.is_some() {
             return;
         }
         st.version = version;
@@ -445,7 +547,7 @@ impl Directory {
     /// change of the row supersedes it.
     pub fn force_status(&self, entry: &AgentEntry, status: Status) {
         let mut st = entry.state.lock();
-        if st.status != status {
+        if st.status != status && st.retired.is_none() {
             self.count(&st.status, -1);
             self.count(&status, 1);
             st.status = status;
@@ -498,7 +600,10 @@ impl Directory {
     /// Forgets an agent (purged from the registry).
     pub fn remove(&self, key: AgentKey) {
         if let Some(entry) = self.agents.write().remove(&key) {
-            self.count(&entry.state.lock().status, -1);
+            let mut st = entry.state.lock();
+            st.retired = Some(Retired::Removed);
+            self.count(&st.status, -1);
+            drop(st);
             self.changed();
         }
     }
@@ -786,6 +891,7 @@ mod tests {
             last_seen,
             created_at: last_seen,
             hub: String::new(),
+            session: String::new(),
             version: 1,
         }
     }

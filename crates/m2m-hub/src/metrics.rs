@@ -8,7 +8,7 @@ use std::time::Duration;
 use m2m_proto::hub::AgentCounts;
 
 /// Actions as metric labels; the last one counts requests that named no valid action.
-pub const ACTIONS: [&str; 9] = [
+pub const ACTIONS: [&str; 10] = [
     "register",
     "discover",
     "find",
@@ -17,6 +17,7 @@ pub const ACTIONS: [&str; 9] = [
     "status",
     "disconnect",
     "stats",
+    "challenge",
     "invalid",
 ];
 

@@ -1,6 +1,15 @@
 //! The hub's shared state and the actions of PROTOCOL.md A2, independent of transport: a
 //! WebSocket session calls [`HubState::handle_text`] with each message and sends back the
 //! string it returns.
+//!
+//! 2.1 (PROTOCOL.md B, docs/SECURITY.md "Hub registration"): every [`Session`] has a fresh
+//! challenge nonce; a `register` carrying `identity` must sign it (with the address as sent
+//! and the capabilities) and gets the id derived from the key. Such a registration replaces
+//! any earlier one of the same id: the earlier WebSocket is closed (its [`Session::evicted`]
+//! token is cancelled by the directory) and, because every write made on behalf of a
+//! WebSocket is conditional on its registration token (`session` column), nothing that
+//! WebSocket still does — its close included, on this hub or another — can touch the newer
+//! registration.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -8,9 +17,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use m2m_proto::hub::{
-    Action, Discover, ErrorReply, Find, HeartbeatAck, HubCounters, HubRequest, LookedUp, Register,
-    Registered, Reply, Stats,
+    Action, Discover, ErrorReply, Find, HeartbeatAck, HubCounters, HubRequest, LookedUp, Nonce,
+    Register, Registered, Reply, Stats, CHALLENGE_ACTION,
 };
+use m2m_proto::identity::{registration_message, IdentityKey};
 use m2m_proto::limits::PROTOCOL_VERSION;
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -24,7 +34,7 @@ use crate::address;
 use crate::codes;
 use crate::config::HubConfig;
 use crate::directory::{
-    parse_id, AgentEntry, Directory, DiscoveredView, Filter, FoundPage, Status,
+    parse_id, AgentEntry, Directory, DiscoveredView, Filter, FoundPage, Holder, Status,
 };
 use crate::error::HubError;
 use crate::metrics::{action_index, Gauges, Metrics};
@@ -55,6 +65,9 @@ pub struct HubState {
     pub(crate) feed_watermark: AtomicI64,
 }
 
+/// Serial numbers of sessions (unique within this process).
+static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+
 /// One WebSocket's view: who it is and what it registered.
 #[derive(Debug)]
 pub struct Session {
@@ -62,17 +75,36 @@ pub struct Session {
     owned: Vec<Arc<AgentEntry>>,
     tokens: f64,
     refilled: Instant,
+    /// 2.1 challenge: 32 random bytes as hex, signed by a 2.1 `register` on this WebSocket.
+    nonce: String,
+    serial: u64,
+    evict: CancellationToken,
 }
 
 impl Session {
-    /// A new session for a client at `ip`, with a full request budget.
+    /// A new session for a client at `ip`, with a full request budget and a fresh nonce.
     pub fn new(ip: IpAddr, burst: u32) -> Self {
         Session {
             ip,
             owned: Vec::new(),
             tokens: f64::from(burst),
             refilled: Instant::now(),
+            // thread_rng is a CSPRNG (ChaCha, reseeded from the OS).
+            nonce: hex::encode(rand::random::<[u8; 32]>()),
+            serial: NEXT_SESSION.fetch_add(1, Ordering::Relaxed),
+            evict: CancellationToken::new(),
         }
+    }
+
+    /// This WebSocket's 2.1 challenge nonce (64 hex characters).
+    pub fn nonce(&self) -> &str {
+        &self.nonce
+    }
+
+    /// Cancelled when a newer registration (here or through another hub) took over an id
+    /// this WebSocket registered: the WebSocket is then closed.
+    pub fn evicted(&self) -> CancellationToken {
+        self.evict.clone()
     }
 
     /// Whether this session registered an agent (and still holds it).
@@ -234,9 +266,17 @@ impl HubState {
             self.metrics.request(action, false, started.elapsed());
             return error_text(codes::RATE_LIMITED, cid);
         }
-        let result = match request.action() {
-            Ok(a) => self.dispatch(session, a, cid.clone()).await,
-            Err(e) => Err(Refused(e.code())),
+        // `challenge` is a hub-level probe, not an `Action`: it names no agent.
+        let result = if request.action_name() == Some(CHALLENGE_ACTION) {
+            let nonce = Nonce {
+                nonce: session.nonce.clone(),
+            };
+            Ok(ok(nonce, cid.clone()))
+        } else {
+            match request.action() {
+                Ok(a) => self.dispatch(session, a, cid.clone()).await,
+                Err(e) => Err(Refused(e.code())),
+            }
         };
         self.metrics
             .request(action, result.is_ok(), started.elapsed());
@@ -289,28 +329,64 @@ impl HubState {
         Ok(())
     }
 
+    /// The 2.1 proof of a `register` with `identity`: the key, verified against this
+    /// WebSocket's nonce over the address exactly as sent (empty when absent) and the
+    /// capabilities. Returns the derived id and the key (canonical base64).
+    fn verify_identity(
+        &self,
+        session: &Session,
+        r: &Register,
+        claimed: &str,
+    ) -> Result<(String, String), Refused> {
+        let key = IdentityKey::from_b64(claimed).map_err(|_| codes::INVALID_IDENTITY)?;
+        let signature = r.signature.as_deref().ok_or(codes::INVALID_SIGNATURE)?;
+        let message = registration_message(
+            &session.nonce,
+            &key,
+            r.address.as_deref().unwrap_or(""),
+            &r.capabilities,
+        );
+        key.verify(&message, signature)
+            .map_err(|_| codes::INVALID_SIGNATURE)?;
+        Ok((key.agent_id(), key.to_b64()))
+    }
+
     async fn register(&self, session: &mut Session, r: Register) -> Result<Registered, Refused> {
         let limits = &self.config.limits;
-        if session.owned.len() >= limits.max_agents_per_connection {
+        if session.owned.len() >= limits.max_agents_per_connection && r.identity.is_none() {
             return Err(codes::TOO_MANY_AGENTS.into());
         }
         let address =
             address::dial_address(session.ip, r.address.as_deref(), limits.max_address_len)?;
         self.check_capabilities(&r.capabilities)?;
         self.check_metadata(&r.metadata)?;
-        // 2.1 identities are only published once proven against this hub's challenge; a
-        // 2.0 hub sends none, so a claimed identity is not stored (the agent gets 2.0).
+        // Without `identity`: 2.0, a new random id every time (a `signature` alone proves
+        // nothing and is ignored).
+        let (id, identity) = match r.identity.as_deref() {
+            None => (format!("{:032x}", rand::random::<u128>()), None),
+            Some(claimed) => {
+                let (id, key) = self.verify_identity(session, &r, claimed)?;
+                // Registering its own id again does not take another slot.
+                if session.owned.len() >= limits.max_agents_per_connection
+                    && session.owned(&id).is_none()
+                {
+                    return Err(codes::TOO_MANY_AGENTS.into());
+                }
+                (id, Some(key))
+            }
+        };
         let now = self.now_ms();
         let mut row = AgentRow {
-            id: format!("{:032x}", rand::random::<u128>()),
+            id,
             address,
             capabilities: r.capabilities,
             metadata: r.metadata,
-            identity: None,
+            identity,
             status: m2m_proto::hub::status::ONLINE.to_owned(),
             last_seen: now,
             created_at: now,
             hub: self.hub_id.clone(),
+            session: format!("{:032x}", rand::random::<u128>()),
             version: 0,
         };
         row.version = self
@@ -318,15 +394,34 @@ impl HubState {
             .write(Write::Insert(row.clone()))
             .await?
             .ok_or(Refused::from(codes::UNAVAILABLE))?;
+        let holder = Holder {
+            serial: session.serial,
+            evict: session.evict.clone(),
+        };
         let entry = self
             .directory
-            .upsert(&row)
+            .register(&row, holder)
             .ok_or(Refused::from(codes::UNAVAILABLE))?;
-        if session.owned.is_empty() {
-            self.registered.fetch_add(1, Ordering::Relaxed);
+        if *entry.session != *row.session {
+            // A newer registration of this id (through another hub) was mirrored before
+            // ours: ours is already superseded, so this WebSocket closes as it would had
+            // the newer one come a moment later.
+            session.evict.cancel();
+        } else {
+            let was_empty = session.owned.is_empty();
+            // This WebSocket registering its id again: the new entry replaced the old.
+            session.owned.retain(|e| e.key != entry.key);
+            if was_empty {
+                self.registered.fetch_add(1, Ordering::Relaxed);
+            }
+            session.owned.push(entry);
         }
-        session.owned.push(entry);
-        tracing::debug!(id = %&row.id[..8], address = %row.address, "agent registered");
+        tracing::debug!(
+            id = %&row.id[..8],
+            address = %row.address,
+            identity = row.identity.is_some(),
+            "agent registered"
+        );
         Ok(Registered {
             id: row.id,
             address: row.address,
@@ -391,8 +486,12 @@ impl HubState {
         }
     }
 
+    /// The entry `id` of this WebSocket, unless a newer registration took the id over.
     fn owned_entry(&self, session: &Session, id: &str) -> Result<Arc<AgentEntry>, Refused> {
-        session.owned(id).ok_or(Refused::from(codes::FORBIDDEN))
+        session
+            .owned(id)
+            .filter(|e| !e.is_replaced())
+            .ok_or(Refused::from(codes::FORBIDDEN))
     }
 
     /// Liveness in memory only; an agent the sweep made `idle` (or `offline` while its
@@ -406,6 +505,7 @@ impl HubState {
                 .writer
                 .write(Write::SetStatus {
                     id: id.to_owned(),
+                    session: entry.session.to_string(),
                     status: m2m_proto::hub::status::ONLINE.to_owned(),
                     last_seen: Some(now),
                 })
@@ -447,6 +547,7 @@ impl HubState {
             .writer
             .write(Write::Update {
                 id: id.to_owned(),
+                session: entry.session.to_string(),
                 status: new_status.as_str().to_owned(),
                 metadata: merged.clone(),
                 last_seen: now,
@@ -485,6 +586,7 @@ impl HubState {
         self.writer
             .write(Write::SetStatus {
                 id: entry.id.to_string(),
+                session: entry.session.to_string(),
                 status: m2m_proto::hub::status::OFFLINE.to_owned(),
                 last_seen: None,
             })
@@ -500,6 +602,10 @@ impl HubState {
         }
         self.registered.fetch_sub(1, Ordering::Relaxed);
         for entry in owned {
+            if entry.is_retired() {
+                // Registered again elsewhere: that registration is not ours to end.
+                continue;
+            }
             match self.write_offline(&entry).await {
                 Ok(Some(v)) => self
                     .directory
@@ -517,8 +623,9 @@ impl HubState {
     pub(crate) async fn retry_pending_offline(&self) {
         let pending = std::mem::take(&mut *self.pending_offline.lock());
         for entry in pending {
-            // Its WebSocket is closed and ids are never reused: offline it stays, whatever
-            // an older stored row says meanwhile.
+            // Its WebSocket is closed: offline it stays, whatever an older stored row says
+            // meanwhile. A newer registration of the id (2.1) retired this entry, which
+            // then ignores this, and the write is conditional on the old registration.
             self.directory.force_status(&entry, Status::Offline);
             match self.write_offline(&entry).await {
                 Ok(Some(v)) => self

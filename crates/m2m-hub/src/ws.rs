@@ -12,6 +12,7 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use m2m_proto::hub::{Challenge, CLOSE_SUPERSEDED};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::address;
@@ -65,8 +66,10 @@ pub(crate) async fn upgrade(
         .into_response()
 }
 
-/// Serves one WebSocket until it closes, the client idles out, or the hub shuts down;
-/// then its agents go offline.
+/// Serves one WebSocket until it closes, the client idles out, the hub shuts down, or a
+/// newer registration takes over one of its agents (2.1); then its agents go offline. The
+/// first message is the 2.1 challenge `{"event":"challenge","nonce":…}` (original agents
+/// ignore unsolicited messages).
 pub(crate) async fn run_session<S>(
     state: Arc<HubState>,
     mut socket: S,
@@ -80,6 +83,13 @@ pub(crate) async fn run_session<S>(
     let limits = state.config.limits.clone();
     let mut session = Session::new(ip, limits.request_burst);
     let shutdown = state.shutdown.clone();
+    let evicted = session.evicted();
+    let challenge = serde_json::to_string(&Challenge::new(session.nonce()))
+        .unwrap_or_else(|_| String::from("{}"));
+    if send(&mut socket, challenge, &state).await.is_err() {
+        state.open.fetch_sub(1, Ordering::Relaxed);
+        return;
+    }
     loop {
         // A registered agent may stay quiet (the sweep judges it); an anonymous client
         // that says nothing only holds a slot.
@@ -95,6 +105,10 @@ pub(crate) async fn run_session<S>(
             biased;
             _ = shutdown.cancelled() => {
                 close(&mut socket, CLOSE_GOING_AWAY, "hub shutting down", &state).await;
+                break;
+            }
+            _ = evicted.cancelled() => {
+                close(&mut socket, CLOSE_SUPERSEDED, "superseded", &state).await;
                 break;
             }
             _ = idle => {

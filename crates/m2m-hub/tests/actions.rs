@@ -496,7 +496,7 @@ async fn forwarded_for_is_used_only_with_trust_proxy() {
         req.headers_mut()
             .insert("x-forwarded-for", "203.0.113.7, 10.0.0.1".parse().unwrap());
         let (ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-        let mut c = Client { ws };
+        let mut c = Client::greeted(ws).await;
         let reply = c.req(json!({"action":"register","address":"x:5000"})).await;
         let want = if trust {
             "203.0.113.7:5000"

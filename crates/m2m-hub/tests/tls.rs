@@ -48,7 +48,7 @@ async fn wss_works_without_a_proxy() {
     )
     .await
     .unwrap();
-    let mut c = Client { ws };
+    let mut c = Client::greeted(ws).await;
     let reply = c
         .req(json!({"action":"register","address":"me:4000","correlationId":"t"}))
         .await;

@@ -415,8 +415,56 @@ pub mod errors {
     pub const MESSAGE_TOO_LARGE: &str = "message_too_large";
     /// **Ours:** the registry's database failed; retry later.
     pub const UNAVAILABLE: &str = "unavailable";
-    /// **Ours (2.1):** identity proof did not verify.
+    /// **Ours (2.1):** identity proof did not verify (also: `identity` without `signature`).
     pub const INVALID_SIGNATURE: &str = "invalid_signature";
+    /// **Ours (2.1):** `identity` is not base64 of a valid, non-weak Ed25519 public key.
+    pub const INVALID_IDENTITY: &str = "invalid_identity";
+    /// **Ours:** `register` without an address.
+    pub const ADDRESS_REQUIRED: &str = "address_required";
+    /// **Ours:** an address without a usable port (or a bare IPv6 address).
+    pub const INVALID_ADDRESS: &str = "invalid_address";
+    /// **Ours:** address longer than the hub accepts.
+    pub const ADDRESS_TOO_LONG: &str = "address_too_long";
+    /// **Ours:** more capabilities than the hub accepts.
+    pub const TOO_MANY_CAPABILITIES: &str = "too_many_capabilities";
+    /// **Ours:** a capability longer than the hub accepts.
+    pub const CAPABILITY_TOO_LONG: &str = "capability_too_long";
+    /// **Ours:** metadata (after merging) larger than the hub accepts.
+    pub const METADATA_TOO_LARGE: &str = "metadata_too_large";
+    /// **Ours:** status string longer than the hub accepts.
+    pub const STATUS_TOO_LONG: &str = "status_too_long";
+    /// **Ours:** this WebSocket already registered the most agents it may.
+    pub const TOO_MANY_AGENTS: &str = "too_many_agents";
+    /// **Ours:** the hub holds the most WebSockets it may (HTTP 503 at upgrade).
+    pub const TOO_MANY_CONNECTIONS: &str = "too_many_connections";
+    /// **Ours:** `GET /ws` without a WebSocket upgrade (HTTP 400).
+    pub const UPGRADE_REQUIRED: &str = "websocket_upgrade_required";
+    /// **Ours:** the hub is shutting down (HTTP 503 at upgrade).
+    pub const SHUTTING_DOWN: &str = "shutting_down";
+    /// **Ours:** a query parameter of an HTTP endpoint is malformed (HTTP 400).
+    pub const INVALID_QUERY: &str = "invalid_query";
+}
+
+/// 2.1: the action that asks for this WebSocket's challenge nonce,
+/// `{"action":"challenge","correlationId":C}` → `{"status":"ok","nonce":N,"correlationId":C}`.
+/// A 2.0 hub answers `unknown_action` at once, so an agent learns the hub's version without
+/// waiting for a challenge that may never come.
+pub const CHALLENGE_ACTION: &str = "challenge";
+
+/// 2.1: the `event` of the hub's unsolicited first message, [`Challenge`].
+pub const CHALLENGE_EVENT: &str = "challenge";
+
+/// 2.1: close code of a WebSocket whose agent registered again on a newer WebSocket (here or
+/// on another hub of the same registry). An agent seeing it should not reconnect: another
+/// process holds its identity now.
+pub const CLOSE_SUPERSEDED: u16 = 4001;
+
+/// 2.1: `challenge` action reply body: this WebSocket's nonce (the one the
+/// [`Challenge`] event carried).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Nonce {
+    /// 64 hex characters (32 random bytes), fresh per WebSocket.
+    pub nonce: String,
 }
 
 /// `register` reply body.
@@ -601,6 +649,16 @@ pub struct Challenge {
     pub event: String,
     /// Hex nonce to sign at registration.
     pub nonce: String,
+}
+
+impl Challenge {
+    /// The challenge event carrying `nonce`.
+    pub fn new(nonce: impl Into<String>) -> Self {
+        Challenge {
+            event: CHALLENGE_EVENT.to_owned(),
+            nonce: nonce.into(),
+        }
+    }
 }
 
 /// `GET /` and `GET /info` reply. The quickstart, api and example sections are free-form

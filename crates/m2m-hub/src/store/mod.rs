@@ -46,6 +46,10 @@ pub struct AgentRow {
     pub created_at: i64,
     /// Instance id of the hub holding the agent's WebSocket.
     pub hub: String,
+    /// Token of the registration that wrote the row (new on every `register`). Writes made
+    /// on behalf of a WebSocket carry the token of the registration they belong to and
+    /// change nothing once the row was registered again (2.1 ids outlive WebSockets).
+    pub session: String,
     /// Change counter; larger is newer.
     pub version: i64,
 }
@@ -53,21 +57,26 @@ pub struct AgentRow {
 /// A change to the registry. [`Registry::apply`] commits a batch of them in one transaction.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Write {
-    /// A new agent.
+    /// A registration: a new row, or (2.1, the same id registered again) the row replaced
+    /// whole except `created_at`.
     Insert(AgentRow),
-    /// New status; `last_seen` moves forward when given.
+    /// New status; `last_seen` moves forward when given. Only while `session` is the row's.
     SetStatus {
         /// Agent id.
         id: String,
+        /// Registration token the change belongs to.
+        session: String,
         /// New status.
         status: String,
         /// Seen at this time (never moves backwards).
         last_seen: Option<i64>,
     },
-    /// New status and metadata (the `status` action).
+    /// New status and metadata (the `status` action). Only while `session` is the row's.
     Update {
         /// Agent id.
         id: String,
+        /// Registration token the change belongs to.
+        session: String,
         /// New status.
         status: String,
         /// The whole merged metadata.
@@ -134,7 +143,7 @@ pub trait Registry: Send + Sync + fmt::Debug {
     /// One row.
     fn get<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<AgentRow>, StoreError>>;
     /// Commits `writes` in one transaction, in order; returns each row's new version
-    /// (`None`: no such row).
+    /// (`None`: no such row, or the row was registered again since: another `session`).
     fn apply<'a>(
         &'a self,
         writes: &'a [Write],
@@ -167,7 +176,8 @@ pub async fn open(url: &str, tuning: &StorageTuning) -> Result<Box<dyn Registry>
 
 /// Columns every query selects, in this order.
 pub(crate) const COLUMNS: &str =
-    "id, address, capabilities, metadata, identity, status, last_seen, created_at, hub, version";
+    "id, address, capabilities, metadata, identity, status, last_seen, created_at, hub, session, \
+     version";
 
 /// Decodes a row selected with [`COLUMNS`]. Corrupt JSON is an error, not a panic.
 pub(crate) fn decode_row<R>(row: &R) -> Result<AgentRow, StoreError>
@@ -198,6 +208,7 @@ where
         last_seen: row.try_get("last_seen")?,
         created_at: row.try_get("created_at")?,
         hub: row.try_get("hub")?,
+        session: row.try_get("session")?,
         version: row.try_get("version")?,
         id,
     })

@@ -87,11 +87,20 @@ async fn insert_many(
     let identity: Vec<Option<String>> = rows.iter().map(|r| r.identity.clone()).collect();
     let last_seen: Vec<i64> = rows.iter().map(|r| r.last_seen).collect();
     let created_at: Vec<i64> = rows.iter().map(|r| r.created_at).collect();
+    // A 2.1 id registers again on every reconnect: the new registration replaces the row
+    // (keeping `created_at`) with a new version. The same id twice in one statement is an
+    // error here; the writer then retries the batch one write at a time.
     let returned = sqlx::query(
         "INSERT INTO m2m_agents (id, address, capabilities, metadata, identity, status, \
-         last_seen, created_at, hub) \
+         last_seen, created_at, hub, session) \
          SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], \
-         $6::TEXT[], $7::BIGINT[], $8::BIGINT[], $9::TEXT[]) RETURNING id, version",
+         $6::TEXT[], $7::BIGINT[], $8::BIGINT[], $9::TEXT[], $10::TEXT[]) \
+         ON CONFLICT (id) DO UPDATE SET address = EXCLUDED.address, \
+         capabilities = EXCLUDED.capabilities, metadata = EXCLUDED.metadata, \
+         identity = EXCLUDED.identity, status = EXCLUDED.status, \
+         last_seen = EXCLUDED.last_seen, hub = EXCLUDED.hub, session = EXCLUDED.session, \
+         version = EXCLUDED.version \
+         RETURNING id, version",
     )
     .bind(col(|r| r.id.clone()))
     .bind(col(|r| r.address.clone()))
@@ -102,6 +111,7 @@ async fn insert_many(
     .bind(last_seen)
     .bind(created_at)
     .bind(col(|r| r.hub.clone()))
+    .bind(col(|r| r.session.clone()))
     .fetch_all(&mut *tx)
     .await?;
     let mut by_id = std::collections::HashMap::with_capacity(returned.len());
@@ -195,6 +205,7 @@ impl Registry for PostgresRegistry {
                     Write::Insert(_) => None, // taken by the run above
                     Write::SetStatus {
                         id,
+                        session,
                         status,
                         last_seen,
                     } => {
@@ -202,16 +213,18 @@ impl Registry for PostgresRegistry {
                             "UPDATE m2m_agents SET status = $2, \
                          last_seen = GREATEST(last_seen, COALESCE($3, last_seen)), \
                          version = nextval('m2m_agents_version_seq') \
-                         WHERE id = $1 RETURNING version",
+                         WHERE id = $1 AND session = $4 RETURNING version",
                         )
                         .bind(id)
                         .bind(status)
                         .bind(last_seen)
+                        .bind(session)
                         .fetch_optional(&mut *tx)
                         .await?
                     }
                     Write::Update {
                         id,
+                        session,
                         status,
                         metadata,
                         last_seen,
@@ -220,12 +233,13 @@ impl Registry for PostgresRegistry {
                             "UPDATE m2m_agents SET status = $2, metadata = $3, \
                          last_seen = GREATEST(last_seen, $4), \
                          version = nextval('m2m_agents_version_seq') \
-                         WHERE id = $1 RETURNING version",
+                         WHERE id = $1 AND session = $5 RETURNING version",
                         )
                         .bind(id)
                         .bind(status)
                         .bind(json_text(metadata))
                         .bind(last_seen)
+                        .bind(session)
                         .fetch_optional(&mut *tx)
                         .await?
                     }

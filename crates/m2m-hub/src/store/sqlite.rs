@@ -19,7 +19,7 @@ use crate::config::StorageTuning;
 use crate::error::StoreError;
 use m2m_proto::hub::status;
 
-/// Rows per multi-row INSERT (SQLite allows 32766 bound values; 10 per row).
+/// Rows per multi-row INSERT (SQLite allows 32766 bound values; 11 per row).
 const INSERT_CHUNK: usize = 1000;
 
 /// The embedded registry.
@@ -169,7 +169,7 @@ impl Registry for SqliteRegistry {
                     let first = self.version.fetch_add(run.len() as i64, Ordering::Relaxed) + 1;
                     let mut q = QueryBuilder::<Sqlite>::new(
                         "INSERT INTO m2m_agents (id, address, capabilities, metadata, identity, \
-                         status, last_seen, created_at, hub, version) ",
+                         status, last_seen, created_at, hub, session, version) ",
                     );
                     q.push_values(run.iter().enumerate(), |mut b, (n, row)| {
                         b.push_bind(row.id.clone())
@@ -181,8 +181,19 @@ impl Registry for SqliteRegistry {
                             .push_bind(row.last_seen)
                             .push_bind(row.created_at)
                             .push_bind(row.hub.clone())
+                            .push_bind(row.session.clone())
                             .push_bind(first + n as i64);
                     });
+                    // A 2.1 id registers again on every reconnect: the new registration
+                    // replaces the row (rows are applied in order, so within one statement
+                    // the later registration of an id wins).
+                    q.push(
+                        " ON CONFLICT (id) DO UPDATE SET address = excluded.address, \
+                         capabilities = excluded.capabilities, metadata = excluded.metadata, \
+                         identity = excluded.identity, status = excluded.status, \
+                         last_seen = excluded.last_seen, hub = excluded.hub, \
+                         session = excluded.session, version = excluded.version",
+                    );
                     q.build().execute(&mut *tx).await?;
                     versions.extend((0..run.len()).map(|n| Some(first + n as i64)));
                     i += run.len();
@@ -193,34 +204,39 @@ impl Registry for SqliteRegistry {
                     Write::Insert(_) => 0, // taken by the run above
                     Write::SetStatus {
                         id,
+                        session,
                         status,
                         last_seen,
                     } => sqlx::query(
                         "UPDATE m2m_agents SET status = ?2, \
                          last_seen = MAX(last_seen, COALESCE(?3, last_seen)), version = ?4 \
-                         WHERE id = ?1",
+                         WHERE id = ?1 AND session = ?5",
                     )
                     .bind(id)
                     .bind(status)
                     .bind(last_seen)
                     .bind(version)
+                    .bind(session)
                     .execute(&mut *tx)
                     .await?
                     .rows_affected(),
                     Write::Update {
                         id,
+                        session,
                         status,
                         metadata,
                         last_seen,
                     } => sqlx::query(
                         "UPDATE m2m_agents SET status = ?2, metadata = ?3, \
-                         last_seen = MAX(last_seen, ?4), version = ?5 WHERE id = ?1",
+                         last_seen = MAX(last_seen, ?4), version = ?5 \
+                         WHERE id = ?1 AND session = ?6",
                     )
                     .bind(id)
                     .bind(status)
                     .bind(json_text(metadata))
                     .bind(last_seen)
                     .bind(version)
+                    .bind(session)
                     .execute(&mut *tx)
                     .await?
                     .rows_affected(),
