@@ -6,6 +6,11 @@
 //! hub supervisor (heartbeats, reconnects) and the outbound connections of the pool. Tasks
 //! hold only the parts they need, never the `Agent`, so dropping the last handle stops them
 //! too; [`Agent::disconnect`] stops them and waits.
+//!
+//! 2.1 (PROTOCOL.md B): every agent has an identity (given, or generated at connect). Sends
+//! by id carry the identity the hub published for the peer into the handshake, so a hub that
+//! lies about an address gets the send refused, not redirected; responses to messages that
+//! came on an authenticated inbound session go back on that session.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -18,7 +23,7 @@ use m2m_proto::hub::{
     errors as hub_errors, status, AgentRecord, Discovered, Found, FoundAgent, HubRequest, LookedUp,
     Peer, Stats,
 };
-use m2m_proto::limits;
+use m2m_proto::{limits, Identity, IdentityKey};
 use serde_json::{Map, Value};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
@@ -30,13 +35,14 @@ use crate::config::{hub_url, AgentConfig};
 use crate::error::{AgentError, Result};
 use crate::hub_client::correlation_id;
 use crate::hub_link::{self, HubLink, LinkTiming};
+use crate::identity::LocalIdentity;
 use crate::inbox::Inbox;
-use crate::listener::{self, InboundLimits};
+use crate::listener::{self, InboundContext, InboundLimits, InboundSessions, NotSentBack};
 use crate::message::{
     AgentEvent, BroadcastFailure, BroadcastOptions, BroadcastReport, Delivery, DiscoverOptions,
     Message,
 };
-use crate::peer::{self, OutboundSettings, Pool};
+use crate::peer::{self, Credentials, OutboundSettings, Pool};
 
 /// Events kept for slow [`Agent::events`] subscribers before they miss some.
 const EVENT_CAPACITY: usize = 64;
@@ -56,7 +62,9 @@ struct Inner {
     config: AgentConfig,
     local_port: u16,
     link: Arc<HubLink>,
+    local: Arc<LocalIdentity>,
     inbox: Arc<Inbox>,
+    sessions: Arc<InboundSessions>,
     pool: Arc<Pool>,
     cache: AddressCache,
     events: broadcast::Sender<AgentEvent>,
@@ -165,6 +173,20 @@ impl AgentBuilder {
         self
     }
 
+    /// 2.1: our long-term identity. On a 2.1 hub our id is derived from it, the same on
+    /// every reconnect and restart. Default: a fresh identity generated at connect.
+    pub fn identity(mut self, identity: Identity) -> Self {
+        self.config.identity = Some(identity);
+        self
+    }
+
+    /// 2.1: refuse peers that do not prove an identity, in both directions (default false:
+    /// 2.0 peers are served unauthenticated, unless the hub vouches for their identity).
+    pub fn authenticated_peers_only(mut self, on: bool) -> Self {
+        self.config.authenticated_peers_only = on;
+        self
+    }
+
     /// Changes any other setting.
     pub fn configure(mut self, f: impl FnOnce(&mut AgentConfig)) -> Self {
         f(&mut self.config);
@@ -193,8 +215,19 @@ impl Agent {
         Agent::start(config, broadcast::channel(EVENT_CAPACITY).0).await
     }
 
-    async fn start(config: AgentConfig, events: broadcast::Sender<AgentEvent>) -> Result<Agent> {
+    async fn start(
+        mut config: AgentConfig,
+        events: broadcast::Sender<AgentEvent>,
+    ) -> Result<Agent> {
         let url = hub_url(&config.hub)?;
+        let identity = config
+            .identity
+            .get_or_insert_with(|| Identity::generate(&mut rand::thread_rng()))
+            .clone();
+        let local = Arc::new(LocalIdentity::new(
+            identity.clone(),
+            config.authenticated_peers_only,
+        ));
         let listener = TcpListener::bind(SocketAddr::new(config.bind_ip, config.port))
             .await
             .map_err(|e| AgentError::io(format!("binding P2P port {}", config.port), &e))?;
@@ -210,9 +243,14 @@ impl Agent {
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         let inbox = Inbox::new(config.inbox_capacity);
+        let sessions = Arc::new(InboundSessions::default());
         tracker.spawn(listener::serve(
             listener,
-            inbox.clone(),
+            InboundContext {
+                inbox: inbox.clone(),
+                local: local.clone(),
+                sessions: sessions.clone(),
+            },
             InboundLimits {
                 max_frame_len: config.max_frame_len,
                 handshake_timeout: config.handshake_timeout,
@@ -229,6 +267,8 @@ impl Agent {
                 write_timeout: config.send_timeout,
                 pool_idle_close: config.pool_idle_close,
             },
+            identity,
+            inbox.clone(),
             cancel.clone(),
             tracker.clone(),
         ));
@@ -241,6 +281,7 @@ impl Agent {
                 reconnect_delay: config.reconnect_delay,
                 max_reconnect_delay: config.max_reconnect_delay,
             },
+            local.clone(),
             address,
             config.capabilities.clone(),
             config.metadata.clone(),
@@ -253,7 +294,9 @@ impl Agent {
                 config,
                 local_port,
                 link: link.clone(),
+                local,
                 inbox,
+                sessions,
                 pool: pool.clone(),
                 events: events.clone(),
                 cancel: cancel.clone(),
@@ -263,24 +306,42 @@ impl Agent {
             }),
         };
         // On failure `agent` drops here, which stops the listener.
-        let identity = link.register().await?;
-        tracing::info!(id = %identity.id, address = %identity.address, "registered at the hub");
+        let standing = link.register().await?;
+        tracing::info!(
+            id = %standing.id,
+            address = %standing.address,
+            verified = standing.hub_verified,
+            "registered at the hub"
+        );
         let _ = events.send(AgentEvent::Connected {
-            id: identity.id,
-            address: identity.address,
+            id: standing.id,
+            address: standing.address,
         });
         tracker.spawn(hub_link::supervise(link, pool, events, cancel));
         Ok(agent)
     }
 
-    /// Our id (32 hex chars). After a reconnect to a 2.0 hub it is the new one.
+    /// Our id (32 hex chars). On a 2.1 hub it is our identity's derived id, the same on
+    /// every reconnect; after a reconnect to a 2.0 hub it is the new random one.
     pub fn id(&self) -> String {
-        self.inner.link.identity().id
+        self.inner.link.standing().id
     }
 
     /// Our address as the hub stored it.
     pub fn address(&self) -> String {
-        self.inner.link.identity().address
+        self.inner.link.standing().address
+    }
+
+    /// 2.1: whether the hub verified our identity at the last registration (a 2.1 hub).
+    /// False on a 2.0 hub: it vouches for no one, and our P2P sessions are plain 2.0 there
+    /// (unless [`AgentBuilder::authenticated_peers_only`]).
+    pub fn hub_verified(&self) -> bool {
+        self.inner.local.hub_verified()
+    }
+
+    /// 2.1: our long-term identity (its secret signs our handshakes; keep it private).
+    pub fn identity(&self) -> &Identity {
+        self.inner.local.identity()
     }
 
     /// The P2P port we listen on.
@@ -312,7 +373,9 @@ impl Agent {
         };
         let found: Discovered = self.inner.link.request(req, true).await?;
         for p in &found.agents {
-            self.inner.cache.insert(&p.id, &p.address, Some(&p.status));
+            self.inner
+                .cache
+                .insert(&p.id, &p.address, Some(&p.status), p.identity.as_deref());
         }
         Ok(found.agents)
     }
@@ -326,7 +389,9 @@ impl Agent {
         };
         let found: Found = self.inner.link.request(req, false).await?;
         for a in &found.agents {
-            self.inner.cache.insert(&a.id, &a.address, None);
+            self.inner
+                .cache
+                .insert(&a.id, &a.address, None, a.identity.as_deref());
         }
         Ok(found.agents)
     }
@@ -345,7 +410,9 @@ impl Agent {
             other => other?,
         };
         let a = &found.agent;
-        self.inner.cache.insert(&a.id, &a.address, Some(&a.status));
+        self.inner
+            .cache
+            .insert(&a.id, &a.address, Some(&a.status), a.identity.as_deref());
         Ok(found.agent)
     }
 
@@ -366,8 +433,9 @@ impl Agent {
 
     // ---- messaging --------------------------------------------------------------------------
 
-    /// The address of agent `id`: from the cache, else from the hub.
-    async fn resolve(&self, id: &str) -> Result<String> {
+    /// The address of agent `id` and the identity key the hub vouches for: from the cache,
+    /// else from the hub.
+    async fn resolve(&self, id: &str) -> Result<(String, Option<IdentityKey>)> {
         let known = match self.inner.cache.get(id) {
             Some(k) => k,
             None => {
@@ -375,13 +443,27 @@ impl Agent {
                 crate::cache::Known {
                     address: record.address,
                     status: Some(record.status),
+                    identity: record.identity,
                 }
             }
         };
         if known.status.as_deref() == Some(status::OFFLINE) {
             return Err(AgentError::AgentOffline(id.to_owned()));
         }
-        Ok(known.address)
+        let expect = vouched_identity(id, &known.address, known.identity.as_deref())?;
+        Ok((known.address, expect))
+    }
+
+    /// How we connect to a peer whose identity the hub vouches for as `expect`.
+    fn credentials(&self, expect: Option<IdentityKey>) -> Credentials {
+        if self.inner.local.authenticates() {
+            Credentials::Authenticated {
+                expect,
+                require: self.inner.local.authenticated_only(),
+            }
+        } else {
+            Credentials::plain(&self.id())
+        }
     }
 
     /// Sends one message to agent `id`; resolves once the peer acked it.
@@ -399,14 +481,20 @@ impl Agent {
     ) -> Result<Delivery> {
         let timeout = self.inner.config.send_timeout;
         let sent = tokio::time::timeout(timeout, async {
-            let address = self.resolve(id).await?;
-            self.deliver(&address, message_type, payload, &correlation_id)
+            let (address, expect) = self.resolve(id).await?;
+            self.deliver(&address, expect, message_type, payload, &correlation_id)
                 .await
         })
         .await
         .unwrap_or_else(|_| Err(AgentError::timeout("send", timeout)));
-        if let Err(AgentError::Unreachable { .. } | AgentError::Timeout { .. }) = &sent {
-            // The peer may have moved: look it up again next time.
+        if let Err(
+            AgentError::Unreachable { .. }
+            | AgentError::Timeout { .. }
+            | AgentError::Authentication { .. },
+        ) = &sent
+        {
+            // The peer may have moved (or the hub's answer was wrong): look it up again next
+            // time.
             self.inner.cache.remove(id);
         }
         sent.map(|()| Delivery {
@@ -415,7 +503,9 @@ impl Agent {
         })
     }
 
-    /// Sends one message to `address` (`host:port`) without asking the hub.
+    /// Sends one message to `address` (`host:port`) without asking the hub. Nobody vouches
+    /// for the identity there: a 2.1 peer authenticates, but as whoever it is (and a 2.0
+    /// peer is refused with [`AgentBuilder::authenticated_peers_only`]).
     pub async fn send_direct(
         &self,
         address: &str,
@@ -426,7 +516,7 @@ impl Agent {
         let timeout = self.inner.config.send_timeout;
         tokio::time::timeout(
             timeout,
-            self.deliver(address, message_type, &payload, &correlation_id),
+            self.deliver(address, None, message_type, &payload, &correlation_id),
         )
         .await
         .unwrap_or_else(|_| Err(AgentError::timeout("send", timeout)))?;
@@ -439,6 +529,7 @@ impl Agent {
     async fn deliver(
         &self,
         address: &str,
+        expect: Option<IdentityKey>,
         message_type: &str,
         payload: &Value,
         correlation_id: &str,
@@ -446,10 +537,10 @@ impl Agent {
         if self.inner.cancel.is_cancelled() {
             return Err(AgentError::Disconnected);
         }
-        let from = self.id();
+        let credentials = self.credentials(expect);
         self.inner
             .pool
-            .send(address, &from, message_type, payload, correlation_id)
+            .send(address, &credentials, message_type, payload, correlation_id)
             .await
     }
 
@@ -474,10 +565,12 @@ impl Agent {
             .map(|peer| async move {
                 let timeout = self.inner.config.send_timeout;
                 let cid = correlation_id();
-                let sent = tokio::time::timeout(
-                    timeout,
-                    self.deliver(&peer.address, message_type, payload, &cid),
-                )
+                let sent = tokio::time::timeout(timeout, async {
+                    let expect =
+                        vouched_identity(&peer.id, &peer.address, peer.identity.as_deref())?;
+                    self.deliver(&peer.address, expect, message_type, payload, &cid)
+                        .await
+                })
                 .await
                 .unwrap_or_else(|_| Err(AgentError::timeout("send", timeout)));
                 (peer.id, sent)
@@ -538,18 +631,35 @@ impl Agent {
     }
 
     /// Answers `message`: sends `<type>:response` with its correlationId to its sender.
+    /// A message that came on an authenticated (2.1) inbound session is answered on that
+    /// same connection while it lives — the requester need not be reachable; otherwise,
+    /// as in 2.0, on a connection to the sender's address from the hub.
     pub async fn respond(&self, message: &Message, payload: Value) -> Result<Delivery> {
         let cid = message
             .correlation_id
             .clone()
             .unwrap_or_else(correlation_id);
-        self.send_with_id(
-            &message.from,
-            &format!("{}:response", message.message_type),
-            &payload,
-            cid,
-        )
-        .await
+        let response_type = format!("{}:response", message.message_type);
+        if message.authenticated {
+            let timeout = self.inner.config.send_timeout;
+            let back = self
+                .inner
+                .sessions
+                .send_back(&message.from, &response_type, &payload, &cid);
+            match tokio::time::timeout(timeout, back).await {
+                Ok(Ok(())) => {
+                    return Ok(Delivery {
+                        delivered: true,
+                        correlation_id: cid,
+                    })
+                }
+                Ok(Err(NotSentBack::Failed(e))) => return Err(e),
+                Ok(Err(NotSentBack::NoSession)) => {}
+                Err(_) => return Err(AgentError::timeout("respond", timeout)),
+            }
+        }
+        self.send_with_id(&message.from, &response_type, &payload, cid)
+            .await
     }
 
     /// Round-trip time of a P2P `ping` to `address`.
@@ -623,4 +733,26 @@ impl Agent {
         });
         Ok(())
     }
+}
+
+/// The identity key a hub record vouches for, checked against the id it is filed under: the
+/// id is the hash of the key, so a record whose key does not hash to its id is a lie (a hub
+/// trying to pass someone else's key off for this id) and nothing is sent.
+fn vouched_identity(
+    id: &str,
+    address: &str,
+    identity: Option<&str>,
+) -> Result<Option<IdentityKey>> {
+    let Some(text) = identity else {
+        return Ok(None);
+    };
+    let refuse = |reason: String| AgentError::Authentication {
+        address: address.to_owned(),
+        reason,
+    };
+    let key = IdentityKey::from_b64(text)
+        .map_err(|e| refuse(format!("the hub's identity for {id}: {e}")))?;
+    key.check_id(id)
+        .map_err(|_| refuse(format!("the hub's identity for {id} is not that id's key")))?;
+    Ok(Some(key))
 }

@@ -16,6 +16,8 @@ pub(crate) struct Known {
     pub address: String,
     /// `None` when the answer had no status (`find` lists only online agents).
     pub status: Option<String>,
+    /// 2.1: the identity key (base64) the hub verified for this id.
+    pub identity: Option<String>,
 }
 
 #[derive(Debug)]
@@ -32,7 +34,13 @@ impl AddressCache {
         }
     }
 
-    pub(crate) fn insert(&self, id: &str, address: &str, status: Option<&str>) {
+    pub(crate) fn insert(
+        &self,
+        id: &str,
+        address: &str,
+        status: Option<&str>,
+        identity: Option<&str>,
+    ) {
         let now = Instant::now();
         let mut entries = self.entries.lock();
         if entries.len() >= MAX_ENTRIES {
@@ -48,6 +56,7 @@ impl AddressCache {
                 Known {
                     address: address.to_owned(),
                     status: status.map(str::to_owned),
+                    identity: identity.map(str::to_owned),
                 },
                 now,
             ),
@@ -79,7 +88,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn entries_expire() {
         let cache = AddressCache::new(Duration::from_secs(60));
-        cache.insert("a", "1.2.3.4:5", Some("online"));
+        cache.insert("a", "1.2.3.4:5", Some("online"), None);
         assert_eq!(cache.get("a").unwrap().address, "1.2.3.4:5");
         tokio::time::advance(Duration::from_secs(61)).await;
         assert_eq!(cache.get("a"), None);

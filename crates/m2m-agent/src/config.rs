@@ -4,7 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use m2m_proto::limits;
+use m2m_proto::{limits, Identity};
 use serde_json::{Map, Value};
 
 use crate::error::AgentError;
@@ -63,6 +63,13 @@ pub struct AgentConfig {
     pub max_inbound_connections: usize,
     /// Messages buffered for the application before peers are slowed down.
     pub inbox_capacity: usize,
+    /// 2.1: our long-term identity (PROTOCOL.md B). `None` generates a fresh one at
+    /// connect, so every agent is 2.1; give one (e.g. from a key file) to keep the same id
+    /// across restarts.
+    pub identity: Option<Identity>,
+    /// 2.1: talk only to peers that prove an identity: 2.0 peers are refused in both
+    /// directions, also when the hub vouches for nothing.
+    pub authenticated_peers_only: bool,
 }
 
 impl Default for AgentConfig {
@@ -88,6 +95,8 @@ impl Default for AgentConfig {
             max_frame_len: limits::MAX_FRAME_LEN,
             max_inbound_connections: limits::MAX_INBOUND_CONNECTIONS,
             inbox_capacity: DEFAULT_INBOX_CAPACITY,
+            identity: None,
+            authenticated_peers_only: false,
         }
     }
 }

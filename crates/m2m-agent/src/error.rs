@@ -46,6 +46,16 @@ pub enum AgentError {
         /// The peer's `error` string, or the protocol violation.
         error: String,
     },
+    /// 2.1: the peer did not prove the identity required of it: the key the hub vouches for
+    /// (a lying hub or a man in the middle answered instead), or any identity where
+    /// authenticated peers are required (a 2.0 peer, or a downgrade).
+    #[error("peer {address} failed authentication: {reason}")]
+    Authentication {
+        /// The address dialled.
+        address: String,
+        /// What did not check out.
+        reason: String,
+    },
     /// The hub answered `{"status":"error"}` (its error string), or its reply was malformed.
     #[error("hub error: {0}")]
     Hub(String),

@@ -1,12 +1,19 @@
 //! The agent's standing with the hub: the current WebSocket and registration, what to
 //! register again after a reconnect, and the supervisor that sends heartbeats and reconnects.
+//!
+//! Every (re)registration first probes the hub with the `challenge` action (PROTOCOL.md B):
+//! a 2.1 hub answers with the connection's nonce, and we register with our identity key and
+//! a signature over the nonce and the registration fields, which gets us the id derived from
+//! our key (the same on every reconnect); a 2.0 hub answers `unknown_action` at once, and we
+//! register the 2.0 way and note that the hub vouches for nothing.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use m2m_proto::hub::{Empty, HeartbeatAck, HubRequest, Registered};
+use m2m_proto::hub::{errors as hub_errors, Empty, HeartbeatAck, HubRequest, Registered};
+use m2m_proto::identity::registration_message;
 use parking_lot::{Mutex, RwLock};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
@@ -17,6 +24,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::is_loopback_host;
 use crate::error::{AgentError, Result};
 use crate::hub_client::HubClient;
+use crate::identity::LocalIdentity;
 use crate::message::AgentEvent;
 use crate::peer::Pool;
 
@@ -32,9 +40,17 @@ struct Registration {
 
 /// Who the hub says we are.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Identity {
+pub(crate) struct Standing {
     pub id: String,
     pub address: String,
+    /// The hub verified our identity (2.1): `id` is derived from our key.
+    pub hub_verified: bool,
+}
+
+/// The reply to the `challenge` probe of a 2.1 hub.
+#[derive(Debug, serde::Deserialize)]
+struct ChallengeReply {
+    nonce: String,
 }
 
 #[derive(Debug, Clone)]
@@ -59,7 +75,8 @@ pub(crate) struct HubLink {
     timing: LinkTiming,
     registration: Mutex<Registration>,
     session: RwLock<Option<Session>>,
-    identity: RwLock<Identity>,
+    standing: RwLock<Standing>,
+    local: Arc<LocalIdentity>,
     /// Set by [`HubLink::disconnect`]: the coming close is ours, not a loss.
     leaving: AtomicBool,
     cancel: CancellationToken,
@@ -67,9 +84,11 @@ pub(crate) struct HubLink {
 }
 
 impl HubLink {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         url: String,
         timing: LinkTiming,
+        local: Arc<LocalIdentity>,
         address: String,
         capabilities: Vec<String>,
         metadata: Map<String, Value>,
@@ -86,7 +105,8 @@ impl HubLink {
                 status: None,
             }),
             session: RwLock::new(None),
-            identity: RwLock::new(Identity::default()),
+            standing: RwLock::new(Standing::default()),
+            local,
             leaving: AtomicBool::new(false),
             cancel,
             tracker,
@@ -94,12 +114,25 @@ impl HubLink {
     }
 
     /// Our id and address as last registered (kept while reconnecting).
-    pub(crate) fn identity(&self) -> Identity {
-        self.identity.read().clone()
+    pub(crate) fn standing(&self) -> Standing {
+        self.standing.read().clone()
+    }
+
+    /// The nonce of a 2.1 hub, `None` for a 2.0 hub (which does not know the action).
+    async fn probe_challenge(client: &HubClient) -> Result<Option<String>> {
+        let req = HubRequest {
+            action: Some("challenge".into()),
+            ..HubRequest::default()
+        };
+        match client.request::<ChallengeReply>(req).await {
+            Ok(reply) => Ok(Some(reply.nonce)),
+            Err(AgentError::Hub(e)) if e == hub_errors::UNKNOWN_ACTION => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Opens the WebSocket and registers; the new session replaces the old one.
-    pub(crate) async fn register(&self) -> Result<Identity> {
+    pub(crate) async fn register(&self) -> Result<Standing> {
         let client = HubClient::connect(
             &self.url,
             self.timing.request_timeout,
@@ -108,20 +141,14 @@ impl HubLink {
         )
         .await?;
         let reg = self.registration.lock().clone();
-        let req = HubRequest {
-            action: Some("register".into()),
-            address: Some(reg.address.into()),
-            capabilities: Some(reg.capabilities.into()),
-            metadata: Some(Value::Object(reg.metadata)),
-            ..HubRequest::default()
-        };
-        let registered: Registered = match client.request(req).await {
+        let registered = match self.register_on(&client, &reg).await {
             Ok(r) => r,
             Err(e) => {
                 client.close();
                 return Err(e);
             }
         };
+        let (registered, hub_verified) = registered;
         if let Some(status) = reg.status {
             let req = HubRequest {
                 action: Some("status".into()),
@@ -133,9 +160,10 @@ impl HubLink {
                 tracing::debug!(error = %e, "restoring status after register failed");
             }
         }
-        let identity = Identity {
+        let standing = Standing {
             id: registered.id.clone(),
             address: registered.address,
+            hub_verified,
         };
         let old = self.session.write().replace(Session {
             client,
@@ -144,8 +172,43 @@ impl HubLink {
         if let Some(old) = old {
             old.client.close();
         }
-        *self.identity.write() = identity.clone();
-        Ok(identity)
+        self.local.set_hub_verified(hub_verified);
+        *self.standing.write() = standing.clone();
+        Ok(standing)
+    }
+
+    /// Probes for 2.1, then registers; returns the hub's answer and whether it verified us.
+    async fn register_on(
+        &self,
+        client: &HubClient,
+        reg: &Registration,
+    ) -> Result<(Registered, bool)> {
+        let nonce = Self::probe_challenge(client).await?;
+        let mut req = HubRequest {
+            action: Some("register".into()),
+            address: Some(reg.address.clone().into()),
+            capabilities: Some(reg.capabilities.clone().into()),
+            metadata: Some(Value::Object(reg.metadata.clone())),
+            ..HubRequest::default()
+        };
+        let identity = self.local.identity();
+        if let Some(nonce) = &nonce {
+            let public = identity.public();
+            let signed = registration_message(nonce, &public, &reg.address, &reg.capabilities);
+            req.identity = Some(public.to_b64().into());
+            req.signature = Some(identity.sign_b64(&signed).into());
+        }
+        let registered: Registered = client.request(req).await?;
+        if nonce.is_some() && registered.id != identity.agent_id() {
+            // A 2.1 hub must register us under the id our key proves; anything else would
+            // have peers address us under an id our handshakes contradict.
+            return Err(AgentError::Hub(format!(
+                "hub registered us as {} instead of our identity's id {}",
+                registered.id,
+                identity.agent_id()
+            )));
+        }
+        Ok((registered, nonce.is_some()))
     }
 
     fn session(&self) -> Result<Session> {
@@ -248,15 +311,15 @@ pub(crate) async fn supervise(
                 r = link.register() => r,
             };
             match attempt {
-                Ok(identity) => {
+                Ok(standing) => {
                     // Pooled connections declared the old id in their handshakes.
-                    if identity.id != session.id {
+                    if standing.id != session.id {
                         pool.clear();
                     }
-                    tracing::info!(id = %identity.id, "re-registered at the hub");
+                    tracing::info!(id = %standing.id, verified = standing.hub_verified, "re-registered at the hub");
                     let _ = events.send(AgentEvent::Reconnected {
-                        id: identity.id,
-                        address: identity.address,
+                        id: standing.id,
+                        address: standing.address,
                     });
                     break;
                 }

@@ -73,6 +73,7 @@ pub mod config;
 mod error;
 mod hub_client;
 mod hub_link;
+mod identity;
 mod inbox;
 mod listener;
 mod message;
@@ -85,6 +86,7 @@ pub use agent::{Agent, AgentBuilder};
 pub use config::{hub_url, AgentConfig};
 pub use error::{AgentError, Result};
 pub use m2m_proto::hub::{AgentRecord, FoundAgent, Peer, Stats};
+pub use m2m_proto::{Identity, IdentityKey};
 pub use message::{
     AgentEvent, BroadcastFailure, BroadcastOptions, BroadcastReport, Delivery, DiscoverOptions,
     Message,

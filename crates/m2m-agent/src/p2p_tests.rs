@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use m2m_proto::{Frame, Initiator, InitiatorEvent};
+use m2m_proto::{Frame, Identity, Initiator, InitiatorEvent};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -12,9 +12,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::error::AgentError;
+use crate::identity::LocalIdentity;
 use crate::inbox::Inbox;
-use crate::listener::{serve, InboundLimits};
-use crate::peer::{OutboundSettings, Pool};
+use crate::listener::{serve, InboundContext, InboundLimits, InboundSessions};
+use crate::peer::{Credentials, OutboundSettings, Pool};
 
 struct Server {
     address: String,
@@ -45,7 +46,14 @@ async fn server_with(limits: InboundLimits, capacity: usize) -> Server {
     let cancel = CancellationToken::new();
     tokio::spawn(serve(
         listener,
-        inbox.clone(),
+        InboundContext {
+            inbox: inbox.clone(),
+            local: Arc::new(LocalIdentity::new(
+                Identity::generate(&mut rand::thread_rng()),
+                false,
+            )),
+            sessions: Arc::new(InboundSessions::default()),
+        },
         limits,
         cancel.clone(),
         TaskTracker::new(),
@@ -64,6 +72,8 @@ fn pool_with(idle: Duration) -> Pool {
             write_timeout: Duration::from_secs(5),
             pool_idle_close: idle,
         },
+        Identity::generate(&mut rand::thread_rng()),
+        Inbox::new(16),
         CancellationToken::new(),
         TaskTracker::new(),
     )
@@ -168,9 +178,15 @@ async fn hostile_peers_get_the_right_error_and_others_are_unaffected() {
     assert_eq!(flood.recv().await, None);
 
     // Meanwhile a well-behaved peer is served normally.
-    pool.send(&server.address, "good", "chat", &json!({"hi": 1}), "c1")
-        .await
-        .unwrap();
+    pool.send(
+        &server.address,
+        &Credentials::plain("good"),
+        "chat",
+        &json!({"hi": 1}),
+        "c1",
+    )
+    .await
+    .unwrap();
     let stop = CancellationToken::new();
     let got = server.inbox.next(&stop).await.unwrap();
     assert_eq!(got.from, "good");
@@ -278,8 +294,14 @@ async fn a_full_inbox_holds_back_acks_instead_of_dropping() {
         let pool = pool.clone();
         let address = server.address.clone();
         sends.spawn(async move {
-            pool.send(&address, "me", "n", &json!(i), &format!("c{i}"))
-                .await
+            pool.send(
+                &address,
+                &Credentials::plain("me"),
+                "n",
+                &json!(i),
+                &format!("c{i}"),
+            )
+            .await
         });
     }
     // One message fits in the queue, so at least one send is still waiting for its ack.
@@ -311,8 +333,14 @@ async fn pool_reuses_one_connection_for_many_pipelined_messages() {
         let pool = pool.clone();
         let address = server.address.clone();
         sends.spawn(async move {
-            pool.send(&address, "me", "n", &json!({ "i": i }), &format!("c{i}"))
-                .await
+            pool.send(
+                &address,
+                &Credentials::plain("me"),
+                "n",
+                &json!({ "i": i }),
+                &format!("c{i}"),
+            )
+            .await
         });
     }
     while let Some(r) = sends.join_next().await {
@@ -325,9 +353,15 @@ async fn pool_reuses_one_connection_for_many_pipelined_messages() {
     }
     // Sequential sends arrive in order.
     for i in 0..50 {
-        pool.send(&server.address, "me", "seq", &json!(i), "s")
-            .await
-            .unwrap();
+        pool.send(
+            &server.address,
+            &Credentials::plain("me"),
+            "seq",
+            &json!(i),
+            "s",
+        )
+        .await
+        .unwrap();
     }
     for i in 0..50 {
         assert_eq!(server.inbox.next(&stop).await.unwrap().payload, json!(i));
@@ -345,14 +379,26 @@ async fn pool_reopens_after_the_peer_closed_the_connection() {
     )
     .await;
     let pool = pool_with(Duration::from_secs(25));
-    pool.send(&server.address, "me", "a", &json!(1), "c1")
-        .await
-        .unwrap();
+    pool.send(
+        &server.address,
+        &Credentials::plain("me"),
+        "a",
+        &json!(1),
+        "c1",
+    )
+    .await
+    .unwrap();
     // The peer closes the idle connection; the next send still gets through.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    pool.send(&server.address, "me", "b", &json!(2), "c2")
-        .await
-        .unwrap();
+    pool.send(
+        &server.address,
+        &Credentials::plain("me"),
+        "b",
+        &json!(2),
+        "c2",
+    )
+    .await
+    .unwrap();
     let stop = CancellationToken::new();
     assert_eq!(server.inbox.next(&stop).await.unwrap().message_type, "a");
     assert_eq!(server.inbox.next(&stop).await.unwrap().message_type, "b");
@@ -362,9 +408,15 @@ async fn pool_reopens_after_the_peer_closed_the_connection() {
 async fn pool_closes_idle_connections() {
     let server = server_with(limits(), 16).await;
     let pool = pool_with(Duration::from_millis(50));
-    pool.send(&server.address, "me", "a", &json!(1), "c1")
-        .await
-        .unwrap();
+    pool.send(
+        &server.address,
+        &Credentials::plain("me"),
+        "a",
+        &json!(1),
+        "c1",
+    )
+    .await
+    .unwrap();
     let mut closed = false;
     for _ in 0..200 {
         if pool.live() == 0 {
@@ -374,9 +426,15 @@ async fn pool_closes_idle_connections() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(closed);
-    pool.send(&server.address, "me", "b", &json!(2), "c2")
-        .await
-        .unwrap();
+    pool.send(
+        &server.address,
+        &Credentials::plain("me"),
+        "b",
+        &json!(2),
+        "c2",
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
@@ -387,7 +445,8 @@ async fn send_errors_are_typed() {
     let dead = listener.local_addr().unwrap().to_string();
     drop(listener);
     assert!(matches!(
-        pool.send(&dead, "me", "a", &json!(1), "c").await,
+        pool.send(&dead, &Credentials::plain("me"), "a", &json!(1), "c")
+            .await,
         Err(AgentError::Unreachable { .. })
     ));
 
@@ -414,14 +473,16 @@ async fn send_errors_are_typed() {
         }
     });
     assert!(matches!(
-        pool.send(&address, "me", "a", &json!(1), "c").await,
+        pool.send(&address, &Credentials::plain("me"), "a", &json!(1), "c")
+            .await,
         Err(AgentError::DecryptionFailed { .. })
     ));
     // Dropping the pool closes its connection, which lets the fake peer accept the next.
     drop(pool);
     let pool = pool_with(Duration::from_secs(25));
     assert_eq!(
-        pool.send(&address, "me", "a", &json!(1), "c").await,
+        pool.send(&address, &Credentials::plain("me"), "a", &json!(1), "c")
+            .await,
         Err(AgentError::Peer {
             address: address.clone(),
             error: "busy".into()
@@ -431,8 +492,14 @@ async fn send_errors_are_typed() {
     // A payload too large for one frame.
     let server = server_with(limits(), 16).await;
     assert!(matches!(
-        pool.send(&server.address, "me", "a", &json!("x".repeat(10_000)), "c")
-            .await,
+        pool.send(
+            &server.address,
+            &Credentials::plain("me"),
+            "a",
+            &json!("x".repeat(10_000)),
+            "c"
+        )
+        .await,
         Err(AgentError::InvalidPayload(_))
     ));
 }
@@ -484,12 +551,12 @@ async fn flaky_peer() -> String {
 async fn a_dead_pooled_connection_is_retried_once_on_a_fresh_one() {
     let address = flaky_peer().await;
     let pool = pool_with(Duration::from_secs(25));
-    pool.send(&address, "me", "a", &json!(1), "c1")
+    pool.send(&address, &Credentials::plain("me"), "a", &json!(1), "c1")
         .await
         .unwrap();
     // Message 2 goes out on the pooled connection, which dies without acking it: the pool
     // sends it again on a new connection.
-    pool.send(&address, "me", "b", &json!(2), "c2")
+    pool.send(&address, &Credentials::plain("me"), "b", &json!(2), "c2")
         .await
         .unwrap();
 }
@@ -515,7 +582,8 @@ async fn a_fresh_connection_that_dies_is_not_retried() {
     });
     let pool = pool_with(Duration::from_secs(25));
     assert!(matches!(
-        pool.send(&address, "me", "a", &json!(1), "c1").await,
+        pool.send(&address, &Credentials::plain("me"), "a", &json!(1), "c1")
+            .await,
         Err(AgentError::Unreachable { .. })
     ));
 }
@@ -531,9 +599,15 @@ async fn throughput_on_one_connection() {
     let pool = Arc::new(pool_with(Duration::from_secs(25)));
     // ~200-byte frames.
     let payload = json!({ "text": "x".repeat(100) });
-    pool.send(&server.address, "me", "warmup", &payload, "w")
-        .await
-        .unwrap();
+    pool.send(
+        &server.address,
+        &Credentials::plain("me"),
+        "warmup",
+        &payload,
+        "w",
+    )
+    .await
+    .unwrap();
     let inbox = server.inbox.clone();
     let reader = tokio::spawn(async move {
         let stop = CancellationToken::new();
@@ -547,9 +621,15 @@ async fn throughput_on_one_connection() {
         let (pool, address, payload) = (pool.clone(), server.address.clone(), payload.clone());
         senders.spawn(async move {
             for i in 0..N / SENDERS {
-                pool.send(&address, "me", "bulk", &payload, &format!("{s}-{i}"))
-                    .await
-                    .unwrap();
+                pool.send(
+                    &address,
+                    &Credentials::plain("me"),
+                    "bulk",
+                    &payload,
+                    &format!("{s}-{i}"),
+                )
+                .await
+                .unwrap();
             }
         });
     }

@@ -1,11 +1,14 @@
 //! Outbound P2P connections: one encrypted session per peer, reused for many messages with
-//! pipelined acks, in a pool keyed by address.
+//! pipelined acks, in a pool keyed by address and [`Credentials`] (so a session made under
+//! one expectation of the peer's identity never carries a send that expects another).
 //!
-//! [`PeerConnection::open`] connects and runs the [`Initiator`] handshake. After that a writer
-//! task takes sealed frames from a bounded queue, records each sender's completion in the
-//! in-flight FIFO and writes frames in batches; a reader task matches acks (they come in
-//! order) to that FIFO. An error frame fails the oldest in-flight message; a closed socket
-//! fails all of them. The writer closes the connection once it has been idle for
+//! [`PeerConnection::open`] connects and runs the [`Initiator`] handshake (2.1: then sends
+//! `auth` before anything else). After that a writer task takes sealed frames from a bounded
+//! queue, records each sender's completion in the in-flight FIFO and writes frames in
+//! batches; a reader task matches acks (they come in order) to that FIFO. On a 2.1 session
+//! the peer may also send messages back (responses above all): the reader hands them to the
+//! [`Inbox`] and has the writer ack them once taken. An error frame fails the oldest in-flight
+//! message; a closed socket fails all of them. The writer closes the connection once it has been idle for
 //! `pool_idle_close`, before the peer's own idle close, so we never write into a connection
 //! the peer is tearing down.
 //!
@@ -19,7 +22,9 @@ use std::time::Duration;
 
 use m2m_proto::crypto::{encode_payload, NONCE_LEN, TAG_LEN};
 use m2m_proto::frame::{errors, Frame};
-use m2m_proto::{Initiator, InitiatorEvent, LineDecoder, SessionError};
+use m2m_proto::{
+    Identity, IdentityKey, Initiator, InitiatorEvent, LineDecoder, PeerExpectation, SessionError,
+};
 use parking_lot::Mutex;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -31,6 +36,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::error::{AgentError, Result};
+use crate::inbox::{Inbox, Refused};
+use crate::listener::to_message;
 
 /// Messages sealed and queued for the writer before senders wait.
 const QUEUE_DEPTH: usize = 1024;
@@ -42,6 +49,35 @@ const WRITE_BATCH: usize = 256 * 1024;
 const READ_CHUNK: usize = 64 * 1024;
 /// Pool entries kept before dead ones are swept.
 const MAX_POOL_SLOTS: usize = 1024;
+/// Acks for messages the peer sent back, queued for the writer.
+const CONTROL_DEPTH: usize = 64;
+
+/// Who we are on an outbound session and what we demand of the peer.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Credentials {
+    /// 2.0: declare `from`; nothing is proven either way.
+    Plain {
+        /// The id declared in the handshake.
+        from: String,
+    },
+    /// 2.1: prove our identity (our `from` is its derived id) and have the peer prove
+    /// `expect` — the key the hub vouches for — or, with `require`, at least some identity.
+    Authenticated {
+        /// The peer's identity key according to the hub.
+        expect: Option<IdentityKey>,
+        /// Refuse a 2.0 answer even when the hub vouches for nothing.
+        require: bool,
+    },
+}
+
+impl Credentials {
+    /// 2.0 credentials declaring `from`.
+    pub(crate) fn plain(from: &str) -> Self {
+        Credentials::Plain {
+            from: from.to_owned(),
+        }
+    }
+}
 
 /// Bounds of outbound connections.
 #[derive(Debug, Clone)]
@@ -92,6 +128,8 @@ struct Shared {
     in_flight: Mutex<VecDeque<InFlight>>,
     acks: AtomicU64,
     closed: CancellationToken,
+    /// Where messages the peer sends back on this session go.
+    inbox: Arc<Inbox>,
 }
 
 impl Shared {
@@ -106,8 +144,8 @@ impl Shared {
 /// One established outbound session.
 pub(crate) struct PeerConnection {
     shared: Arc<Shared>,
-    /// The id declared in the handshake: a connection is reused only by the same id.
-    from: String,
+    /// What the session was made under: it is reused only for the same.
+    credentials: Credentials,
     queue: mpsc::Sender<Outgoing>,
     slots: Arc<Semaphore>,
     max_frame_len: usize,
@@ -139,6 +177,12 @@ pub(crate) fn peer_error(address: &str, error: String) -> AgentError {
 fn session_error(address: &str, e: SessionError) -> AgentError {
     match e {
         SessionError::PeerError(error) => peer_error(address, error),
+        e @ (SessionError::Authentication(_) | SessionError::DowngradeRefused) => {
+            AgentError::Authentication {
+                address: address.to_owned(),
+                reason: e.to_string(),
+            }
+        }
         other => AgentError::Peer {
             address: address.to_owned(),
             error: other.to_string(),
@@ -147,12 +191,14 @@ fn session_error(address: &str, e: SessionError) -> AgentError {
 }
 
 impl PeerConnection {
-    /// Connects to `address` and completes the handshake as `from`. Bounded by the caller's
-    /// timeout.
+    /// Connects to `address` and completes the handshake under `credentials` (2.1: as
+    /// `identity`). Bounded by the caller's timeout.
     pub(crate) async fn open(
         address: &str,
-        from: &str,
+        credentials: &Credentials,
+        identity: &Identity,
         settings: &OutboundSettings,
+        inbox: &Arc<Inbox>,
         cancel: &CancellationToken,
         tracker: &TaskTracker,
     ) -> Result<Arc<Self>> {
@@ -161,7 +207,17 @@ impl PeerConnection {
             .map_err(|e| AgentError::unreachable(address, e))?;
         let _ = stream.set_nodelay(true);
         let (mut reader, mut writer) = stream.into_split();
-        let (mut session, hello) = Initiator::new(from, &mut rand::thread_rng());
+        let (mut session, hello) = match credentials {
+            Credentials::Plain { from } => Initiator::new(from, &mut rand::thread_rng()),
+            Credentials::Authenticated { expect, require } => Initiator::new_authenticated(
+                identity,
+                PeerExpectation {
+                    identity: *expect,
+                    require_authenticated: *require,
+                },
+                &mut rand::thread_rng(),
+            ),
+        };
         writer
             .write_all(&hello.encode())
             .await
@@ -198,27 +254,42 @@ impl PeerConnection {
                 }
             }
         }
+        // 2.1: the initiator proves its identity before its first message.
+        if let Some(auth) = session.take_auth_frame() {
+            writer
+                .write_all(&auth.encode())
+                .await
+                .map_err(|e| AgentError::unreachable(address, e))?;
+        }
         let shared = Arc::new(Shared {
             address: address.to_owned(),
             session: Mutex::new(session),
             in_flight: Mutex::new(VecDeque::new()),
             acks: AtomicU64::new(0),
             closed: cancel.child_token(),
+            inbox: inbox.clone(),
         });
         let (queue, rx) = mpsc::channel(QUEUE_DEPTH);
-        tracker.spawn(read_acks(reader, decoder, buf, shared.clone()));
-        tracker.spawn(write_frames(writer, rx, shared.clone(), settings.clone()));
+        let (control, control_rx) = mpsc::channel(CONTROL_DEPTH);
+        tracker.spawn(read_frames(reader, decoder, buf, shared.clone(), control));
+        tracker.spawn(write_frames(
+            writer,
+            rx,
+            control_rx,
+            shared.clone(),
+            settings.clone(),
+        ));
         Ok(Arc::new(PeerConnection {
             shared,
-            from: from.to_owned(),
+            credentials: credentials.clone(),
             queue,
             slots: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
             max_frame_len: settings.max_frame_len,
         }))
     }
 
-    fn is_usable(&self, from: &str) -> bool {
-        !self.shared.closed.is_cancelled() && self.from == from
+    fn is_usable(&self, credentials: &Credentials) -> bool {
+        !self.shared.closed.is_cancelled() && self.credentials == *credentials
     }
 
     /// Seals and sends one message; resolves when the peer acked it.
@@ -279,24 +350,17 @@ impl PeerConnection {
     }
 }
 
-async fn read_acks(
+/// Reads acks (and, on a 2.1 session, messages the peer sends back) until the connection
+/// ends; then fails whatever is still in flight.
+async fn read_frames(
     mut reader: OwnedReadHalf,
     mut decoder: LineDecoder,
     mut buf: Vec<u8>,
     shared: Arc<Shared>,
+    control: mpsc::Sender<Frame>,
 ) {
     let reason: String = 'conn: loop {
-        let read = tokio::select! {
-            biased;
-            _ = shared.closed.cancelled() => break 'conn "connection closed".into(),
-            read = reader.read(&mut buf) => read,
-        };
-        let n = match read {
-            Ok(0) => break "connection closed by peer".into(),
-            Ok(n) => n,
-            Err(e) => break e.to_string(),
-        };
-        decoder.push(&buf[..n]);
+        // Lines left over from the handshake's last read come first.
         loop {
             let event = match decoder.next_line() {
                 Ok(Some(line)) => shared.session.lock().handle_line(line),
@@ -309,6 +373,20 @@ async fn read_acks(
                     let first = shared.in_flight.lock().pop_front();
                     if let Some(f) = first {
                         let _ = f.done.send(Ok(()));
+                    }
+                }
+                Ok(InitiatorEvent::Message { message, ack }) => {
+                    if let Err(reason) = hand_off(&shared, to_message(message)).await {
+                        break 'conn reason;
+                    }
+                    // Acked only once the inbox took it, as the responder does.
+                    let queued = tokio::select! {
+                        biased;
+                        _ = shared.closed.cancelled() => break 'conn "connection closed".into(),
+                        q = control.send(ack) => q,
+                    };
+                    if queued.is_err() {
+                        break 'conn "connection closed".into();
                     }
                 }
                 Ok(_) => {}
@@ -324,14 +402,42 @@ async fn read_acks(
                 Err(e) => break 'conn e.to_string(),
             }
         }
+        let read = tokio::select! {
+            biased;
+            _ = shared.closed.cancelled() => break 'conn "connection closed".into(),
+            read = reader.read(&mut buf) => read,
+        };
+        match read {
+            Ok(0) => break "connection closed by peer".into(),
+            Ok(n) => decoder.push(&buf[..n]),
+            Err(e) => break e.to_string(),
+        }
     };
     shared.closed.cancel();
     shared.fail_all(&reason);
 }
 
+/// Gives a message the peer sent back to the inbox (a response to a pending request goes
+/// straight to it), waiting for room like the responder does.
+async fn hand_off(shared: &Shared, message: crate::message::Message) -> Result<(), String> {
+    match shared.inbox.try_deliver(message) {
+        Ok(()) => Ok(()),
+        Err(Refused::Closed) => Err("agent closing".into()),
+        Err(Refused::Full(message)) => {
+            let delivered = tokio::select! {
+                biased;
+                _ = shared.closed.cancelled() => return Err("connection closed".into()),
+                d = shared.inbox.deliver(*message) => d,
+            };
+            delivered.map_err(|_| "agent closing".to_owned())
+        }
+    }
+}
+
 async fn write_frames(
     mut writer: OwnedWriteHalf,
     mut queue: mpsc::Receiver<Outgoing>,
+    mut control: mpsc::Receiver<Frame>,
     shared: Arc<Shared>,
     settings: OutboundSettings,
 ) {
@@ -341,18 +447,26 @@ async fn write_frames(
         let first = tokio::select! {
             biased;
             _ = shared.closed.cancelled() => break,
+            // Acks first: the peer's messages wait on them.
+            Some(frame) = control.recv() => {
+                frame.encode_into(&mut batch);
+                None
+            }
             _ = tokio::time::sleep_until(last_write + settings.pool_idle_close) => break,
             next = queue.recv() => match next {
-                Some(o) => o,
+                Some(o) => Some(o),
                 None => break,
             },
         };
-        let mut next = Some(first);
+        let mut next = first;
         while let Some(o) = next.take() {
             seal_into(&shared, o, &mut batch, settings.max_frame_len);
             if batch.len() < WRITE_BATCH {
                 next = queue.try_recv().ok();
             }
+        }
+        while let Ok(frame) = control.try_recv() {
+            frame.encode_into(&mut batch);
         }
         if batch.is_empty() {
             continue;
@@ -404,10 +518,12 @@ fn seal_into(shared: &Shared, o: Outgoing, batch: &mut Vec<u8>, max_frame_len: u
 
 type Slot = Arc<tokio::sync::Mutex<Option<Arc<PeerConnection>>>>;
 
-/// Outbound connections by address.
+/// Outbound connections by address and credentials.
 pub(crate) struct Pool {
-    slots: Mutex<HashMap<String, Slot>>,
+    slots: Mutex<HashMap<(String, Credentials), Slot>>,
     settings: OutboundSettings,
+    identity: Identity,
+    inbox: Arc<Inbox>,
     cancel: CancellationToken,
     tracker: TaskTracker,
 }
@@ -423,20 +539,25 @@ impl std::fmt::Debug for Pool {
 impl Pool {
     pub(crate) fn new(
         settings: OutboundSettings,
+        identity: Identity,
+        inbox: Arc<Inbox>,
         cancel: CancellationToken,
         tracker: TaskTracker,
     ) -> Self {
         Pool {
             slots: Mutex::new(HashMap::new()),
             settings,
+            identity,
+            inbox,
             cancel,
             tracker,
         }
     }
 
-    fn slot(&self, address: &str) -> Slot {
+    fn slot(&self, address: &str, credentials: &Credentials) -> Slot {
+        let key = (address.to_owned(), credentials.clone());
         let mut slots = self.slots.lock();
-        if let Some(slot) = slots.get(address) {
+        if let Some(slot) = slots.get(&key) {
             return slot.clone();
         }
         if slots.len() >= MAX_POOL_SLOTS {
@@ -448,36 +569,48 @@ impl Pool {
             });
         }
         let slot = Slot::default();
-        slots.insert(address.to_owned(), slot.clone());
+        slots.insert(key, slot.clone());
         slot
     }
 
     /// The pooled connection to `address` (reused = true), or a new one.
-    async fn connection(&self, address: &str, from: &str) -> Result<(Arc<PeerConnection>, bool)> {
-        let slot = self.slot(address);
+    async fn connection(
+        &self,
+        address: &str,
+        credentials: &Credentials,
+    ) -> Result<(Arc<PeerConnection>, bool)> {
+        let slot = self.slot(address, credentials);
         let mut held = slot.lock().await;
-        if let Some(conn) = held.as_ref().filter(|c| c.is_usable(from)) {
+        if let Some(conn) = held.as_ref().filter(|c| c.is_usable(credentials)) {
             return Ok((conn.clone(), true));
         }
-        let conn = PeerConnection::open(address, from, &self.settings, &self.cancel, &self.tracker)
-            .await?;
+        let conn = PeerConnection::open(
+            address,
+            credentials,
+            &self.identity,
+            &self.settings,
+            &self.inbox,
+            &self.cancel,
+            &self.tracker,
+        )
+        .await?;
         if let Some(old) = held.replace(conn.clone()) {
             old.close();
         }
         Ok((conn, false))
     }
 
-    /// Sends one message to `address` as `from` over a pooled connection. Not bounded in
-    /// time: the caller applies the send timeout.
+    /// Sends one message to `address` under `credentials` over a pooled connection. Not
+    /// bounded in time: the caller applies the send timeout.
     pub(crate) async fn send(
         &self,
         address: &str,
-        from: &str,
+        credentials: &Credentials,
         message_type: &str,
         payload: &Value,
         correlation_id: &str,
     ) -> Result<()> {
-        let (conn, reused) = self.connection(address, from).await?;
+        let (conn, reused) = self.connection(address, credentials).await?;
         match conn.send(message_type, payload, correlation_id).await {
             Ok(()) => Ok(()),
             Err(SendFailure::Failed(e)) => Err(e),
@@ -486,7 +619,7 @@ impl Pool {
                 ..
             }) if reused => {
                 tracing::debug!(address, "pooled connection was dead; retrying on a new one");
-                let (conn, _) = self.connection(address, from).await?;
+                let (conn, _) = self.connection(address, credentials).await?;
                 match conn.send(message_type, payload, correlation_id).await {
                     Ok(()) => Ok(()),
                     Err(SendFailure::Failed(e)) => Err(e),
@@ -499,7 +632,7 @@ impl Pool {
         }
     }
 
-    /// Closes every pooled connection (used when our id changes).
+    /// Closes every pooled connection (used when our id or hub standing changes).
     pub(crate) fn clear(&self) {
         let slots: Vec<Slot> = self.slots.lock().drain().map(|(_, s)| s).collect();
         for slot in slots {

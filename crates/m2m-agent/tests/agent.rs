@@ -115,7 +115,10 @@ async fn send_receive_send_direct_and_ping<H: TestHub>() {
     assert_eq!(m.message_type, "hello");
     assert_eq!(m.payload, json!({"message":"Hi!"}));
     assert_eq!(m.correlation_id.as_deref(), Some(d.correlation_id.as_str()));
-    assert!(m.encrypted && !m.authenticated && m.timestamp > 0);
+    // Both hubs are 2.1: the sender proved the id it registered.
+    assert!(a.hub_verified() && b.hub_verified());
+    assert!(m.encrypted && m.authenticated && m.timestamp > 0);
+    assert_eq!(a.id(), a.identity().agent_id());
     let shape = serde_json::to_value(&m).unwrap();
     let keys: Vec<_> = shape.as_object().unwrap().keys().cloned().collect();
     assert_eq!(
@@ -126,7 +129,8 @@ async fn send_receive_send_direct_and_ping<H: TestHub>() {
             "payload",
             "correlationId",
             "timestamp",
-            "encrypted"
+            "encrypted",
+            "authenticated"
         ]
     );
 
@@ -368,7 +372,7 @@ async fn reconnects_after_the_hub_restarts<H: TestHub>() {
     else {
         unreachable!()
     };
-    assert_ne!(id, old_id, "a 2.0 hub gives a new id on every register");
+    assert_eq!(id, old_id, "a 2.1 hub registers us under our identity's id");
     assert_eq!(a.id(), id);
 
     // The re-registered agent is reachable under its new id.

@@ -1,12 +1,17 @@
-//! A minimal in-memory hub speaking the WebSocket API of PROTOCOL.md A2, used until (and
-//! beside) the real `m2m-hub`. It also sends an unsolicited `{"event":"challenge"}` first, as a
-//! 2.1 hub does, to prove the agent ignores it.
+//! A minimal in-memory hub speaking the WebSocket API of PROTOCOL.md A2, used beside the
+//! real `m2m-hub`. By default it is a 2.1 hub (PROTOCOL.md B): a challenge on WebSocket open
+//! and on the `challenge` action, registration with a verified identity under the derived id,
+//! and `identity` published in lookup/discover/find. [`FakeHub::start_v20`] is a 2.0 hub
+//! (no challenge; `unknown_action`), and [`FakeHub::lie_about`] makes it answer with another
+//! agent's address for an id — the malicious hub of docs/SECURITY.md.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use futures_util::{SinkExt, StreamExt};
+use m2m_proto::identity::registration_message;
+use m2m_proto::IdentityKey;
 use serde_json::{json, Map, Value};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
@@ -20,6 +25,17 @@ struct Record {
     metadata: Map<String, Value>,
     status: String,
     seen: u64,
+    identity: Option<String>,
+}
+
+impl Record {
+    /// The address this hub tells others: the real one, unless it lies about this id.
+    fn told_address(&self, reg: &Registry) -> String {
+        reg.lies
+            .get(&self.id)
+            .cloned()
+            .unwrap_or_else(|| self.address.clone())
+    }
 }
 
 #[derive(Default)]
@@ -27,6 +43,9 @@ struct Registry {
     agents: HashMap<String, Record>,
     clock: u64,
     connections: u64,
+    /// Addresses given out instead of the real ones, by id.
+    lies: HashMap<String, String>,
+    v21: bool,
 }
 
 /// A running fake hub.
@@ -37,12 +56,24 @@ pub struct FakeHub {
 }
 
 impl FakeHub {
-    /// Starts on 127.0.0.1:`port` (0 = any).
+    /// Starts a 2.1 hub on 127.0.0.1:`port` (0 = any).
     pub async fn start(port: u16) -> FakeHub {
+        Self::start_with(port, true).await
+    }
+
+    /// Starts a 2.0 hub: no challenge, ids random on every register, no identities.
+    pub async fn start_v20(port: u16) -> FakeHub {
+        Self::start_with(port, false).await
+    }
+
+    async fn start_with(port: u16, v21: bool) -> FakeHub {
         let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = CancellationToken::new();
-        let registry = Arc::new(Mutex::new(Registry::default()));
+        let registry = Arc::new(Mutex::new(Registry {
+            v21,
+            ..Registry::default()
+        }));
         let (s, r) = (stop.clone(), registry.clone());
         tokio::spawn(async move {
             loop {
@@ -75,6 +106,12 @@ impl FakeHub {
         tokio::task::yield_now().await;
     }
 
+    /// From now on, tells everyone that `id` is at `address` (keeping its identity).
+    pub fn lie_about(&self, id: &str, address: &str) {
+        let mut reg = self.registry.lock().unwrap();
+        reg.lies.insert(id.to_owned(), address.to_owned());
+    }
+
     /// Status of `id` as the registry holds it.
     pub fn status_of(&self, id: &str) -> Option<String> {
         let reg = self.registry.lock().unwrap();
@@ -91,12 +128,19 @@ async fn serve(
     let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
         return;
     };
-    registry.lock().unwrap().connections += 1;
-    let _ = ws
-        .send(Message::text(
-            json!({"event":"challenge","nonce":"00ff"}).to_string(),
-        ))
-        .await;
+    let v21 = {
+        let mut reg = registry.lock().unwrap();
+        reg.connections += 1;
+        reg.v21
+    };
+    let nonce = v21.then(|| hex::encode(rand::random::<[u8; 32]>()));
+    if let Some(nonce) = &nonce {
+        let _ = ws
+            .send(Message::text(
+                json!({"event":"challenge","nonce":nonce}).to_string(),
+            ))
+            .await;
+    }
     let mut mine: Option<String> = None;
     loop {
         let msg = tokio::select! {
@@ -108,7 +152,7 @@ async fn serve(
             Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
             Some(Ok(_)) => continue,
         };
-        let reply = handle(&text, peer, &registry, &mut mine);
+        let reply = handle(&text, peer, &registry, &mut mine, nonce.as_deref());
         if ws.send(Message::text(reply.to_string())).await.is_err() {
             break;
         }
@@ -126,6 +170,7 @@ fn handle(
     peer: SocketAddr,
     registry: &Mutex<Registry>,
     mine: &mut Option<String>,
+    nonce: Option<&str>,
 ) -> Value {
     let Ok(req) = serde_json::from_str::<Value>(text) else {
         return json!({"status":"error","error":"invalid_json"});
@@ -145,8 +190,28 @@ fn handle(
     };
     let s = |k: &str| req.get(k).and_then(Value::as_str).map(str::to_owned);
     let mut reply = match s("action").as_deref() {
-        Some("register") => {
-            let id = hex::encode(rand::random::<[u8; 16]>());
+        Some("challenge") if nonce.is_some() => {
+            json!({"status":"ok","nonce":nonce})
+        }
+        Some("register") => 'register: {
+            let caps = strs(req.get("capabilities"));
+            let (id, identity) = match (nonce, s("identity")) {
+                (Some(nonce), Some(identity)) => {
+                    let Ok(key) = IdentityKey::from_b64(&identity) else {
+                        break 'register json!({"status":"error","error":"invalid_identity"});
+                    };
+                    let signed =
+                        registration_message(nonce, &key, &s("address").unwrap_or_default(), &caps);
+                    if key
+                        .verify(&signed, &s("signature").unwrap_or_default())
+                        .is_err()
+                    {
+                        break 'register json!({"status":"error","error":"invalid_signature"});
+                    }
+                    (key.agent_id(), Some(identity))
+                }
+                _ => (hex::encode(rand::random::<[u8; 16]>()), None),
+            };
             let port = s("address")
                 .and_then(|a| a.rsplit_once(':').map(|(_, p)| p.to_owned()))
                 .unwrap_or_default();
@@ -164,6 +229,7 @@ fn handle(
                         .unwrap_or_default(),
                     status: "online".into(),
                     seen: now,
+                    identity,
                 },
             );
             *mine = Some(id.clone());
@@ -188,7 +254,7 @@ fn handle(
                 .into_iter()
                 .skip(offset)
                 .take(limit)
-                .map(|r| json!({"id":r.id,"address":r.address,"capabilities":r.capabilities,"metadata":r.metadata,"status":r.status,"lastSeen":0}))
+                .map(|r| with_identity(json!({"id":r.id,"address":r.told_address(&reg),"capabilities":r.capabilities,"metadata":r.metadata,"status":r.status,"lastSeen":0}), r))
                 .collect();
             json!({"status":"ok","count":page.len(),"limit":limit,"offset":offset,"agents":page})
         }
@@ -198,13 +264,14 @@ fn handle(
                 .agents
                 .values()
                 .filter(|r| r.status == "online" && r.capabilities.contains(&cap))
-                .map(|r| json!({"id":r.id,"address":r.address,"capabilities":r.capabilities,"metadata":r.metadata}))
+                .map(|r| with_identity(json!({"id":r.id,"address":r.told_address(&reg),"capabilities":r.capabilities,"metadata":r.metadata}), r))
                 .collect();
             json!({"status":"ok","count":page.len(),"agents":page})
         }
         Some("lookup") => match s("id").and_then(|id| reg.agents.get(&id).cloned()) {
             Some(r) => {
-                json!({"status":"ok","agent":{"id":r.id,"address":r.address,"capabilities":r.capabilities,"metadata":r.metadata,"status":r.status}})
+                let agent = json!({"id":r.id,"address":r.told_address(&reg),"capabilities":r.capabilities,"metadata":r.metadata,"status":r.status});
+                json!({"status":"ok","agent":with_identity(agent, &r)})
             }
             None => json!({"status":"error","error":"agent_not_found"}),
         },
@@ -249,4 +316,11 @@ fn handle(
         reply["correlationId"] = cid;
     }
     reply
+}
+
+fn with_identity(mut agent: Value, r: &Record) -> Value {
+    if let Some(identity) = &r.identity {
+        agent["identity"] = json!(identity);
+    }
+    agent
 }
