@@ -243,6 +243,29 @@ async fn a_lying_hub_cannot_redirect_a_send() {
     old_hub.shutdown().await;
 }
 
+/// The hub publishes mallory's key and address under b's id: mallory could prove that key,
+/// but the id is the hash of the key, so the record is refused before anyone is dialled.
+#[tokio::test]
+async fn a_hub_cannot_file_another_key_under_an_id() {
+    let hub = FakeHub::start(0).await;
+    let a = agent(&hub).connect().await.unwrap();
+    let b = agent(&hub).connect().await.unwrap();
+    let mallory = agent(&hub).connect().await.unwrap();
+    hub.lie_about(&b.id(), &local(&mallory));
+    hub.lie_about_identity(&b.id(), &mallory.identity().public().to_b64());
+    let sent = a.send(&b.id(), "secret", json!("for b only")).await;
+    assert!(
+        matches!(sent, Err(AgentError::Authentication { .. })),
+        "{sent:?}"
+    );
+    a.send(&mallory.id(), "marker", json!({})).await.unwrap();
+    assert_eq!(next(&mallory).await.message_type, "marker");
+    for x in [&a, &b, &mallory] {
+        x.disconnect().await.unwrap();
+    }
+    hub.shutdown().await;
+}
+
 /// On a 2.0 hub the agent registers the 2.0 way: random ids (new on every reconnect), plain
 /// 2.0 sessions, `authenticated: false`; request/respond works the 2.0 way.
 #[tokio::test]

@@ -112,6 +112,14 @@ impl FakeHub {
         reg.lies.insert(id.to_owned(), address.to_owned());
     }
 
+    /// From now on, publishes `identity` (base64) under `id` instead of its own.
+    pub fn lie_about_identity(&self, id: &str, identity: &str) {
+        let mut reg = self.registry.lock().unwrap();
+        if let Some(r) = reg.agents.get_mut(id) {
+            r.identity = Some(identity.to_owned());
+        }
+    }
+
     /// Status of `id` as the registry holds it.
     pub fn status_of(&self, id: &str) -> Option<String> {
         let reg = self.registry.lock().unwrap();
