@@ -966,6 +966,53 @@ mod tests {
     }
 
     #[test]
+    fn a_newer_registration_replaces_the_entry_and_evicts_its_holder() {
+        let d = Directory::default();
+        let holder = |serial| Holder {
+            serial,
+            evict: CancellationToken::new(),
+        };
+        let mut first = row(3, 10, &["a"], "online");
+        first.session = "s1".into();
+        let (h1, h2) = (holder(1), holder(2));
+        let old = d.register(&first, h1.clone()).unwrap();
+
+        // An older registration arriving late (feed) changes nothing.
+        let mut stale = row(3, 10, &["z"], "online");
+        stale.session = "s0".into();
+        stale.version = 0;
+        assert!(Arc::ptr_eq(&d.upsert(&stale).unwrap(), &old));
+
+        let mut second = row(3, 20, &["b"], "busy");
+        second.session = "s2".into();
+        second.version = 2;
+        let new = d.register(&second, h2.clone()).unwrap();
+        assert!(!Arc::ptr_eq(&old, &new));
+        assert!(old.is_replaced() && !new.is_retired());
+        assert!(
+            h1.evict.is_cancelled(),
+            "the older WebSocket is told to close"
+        );
+        assert!(!h2.evict.is_cancelled());
+        assert_eq!(&*new.capabilities, ["b".to_string()]);
+        // The old WebSocket's offline mark reaches nothing.
+        d.set(&old, 9, Some(Status::Offline), None, None);
+        d.force_status(&old, Status::Offline);
+        assert_eq!(new.status(), Status::Other("busy".into()));
+        let c = d.counts();
+        assert_eq!((c.total, c.online, c.offline), (1, 0, 0));
+
+        // The same WebSocket registering again is not evicted.
+        let mut third = row(3, 30, &["b"], "online");
+        third.session = "s3".into();
+        third.version = 3;
+        let again = d.register(&third, holder(2)).unwrap();
+        assert!(new.is_replaced() && !again.is_retired());
+        assert!(!h2.evict.is_cancelled());
+        assert_eq!(d.counts().online, 1);
+    }
+
+    #[test]
     fn views_serialize_exactly_like_the_proto_types() {
         let d = Directory::default();
         let mut r = row(9, 1000, &["chat"], "online");

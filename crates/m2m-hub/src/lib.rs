@@ -32,6 +32,19 @@
 //!   (`→ idle`, `→ offline`, delete offline rows past retention) whose results are applied
 //!   to the mirror. The database decides, so a sweep is the same whichever hub runs it.
 //!
+//! ## 2.1 registration
+//!
+//! Every WebSocket first gets `{"event":"challenge","nonce":…}` (32 random bytes, hex); the
+//! `challenge` action returns the same nonce. A `register` with `identity` and `signature`
+//! is verified against it (`m2m_proto::identity::registration_message`) and stored under
+//! the id derived from the key; without `identity` it is 2.0 (a new random id). A 2.1 id
+//! registering again replaces its row (`ON CONFLICT` upsert) and takes a new registration
+//! token (`session` column). Every write made on behalf of a WebSocket is conditional on the
+//! token of the registration it made, so the WebSocket left behind can change nothing,
+//! its close included; the directory retires the replaced entry and closes that WebSocket
+//! (close code 4001, `m2m_proto::hub::CLOSE_SUPERSEDED`) — at once on the same hub, after
+//! the next change-feed read on another hub of the same PostgreSQL database.
+//!
 //! ## Several hubs on one PostgreSQL database
 //!
 //! Each write takes a new `version` from a sequence, so the table is also a change feed.

@@ -217,6 +217,11 @@ impl HubState {
         &self.config
     }
 
+    /// The registry (the truth the in-memory mirror reflects): tests, embedding.
+    pub fn registry(&self) -> &Arc<dyn Registry> {
+        &self.registry
+    }
+
     /// The `stats` body.
     pub fn stats(&self) -> Stats {
         Stats {

@@ -4,6 +4,10 @@
 //! vary from run to run (ids, timestamps, uptimes, counters) are compared by type only;
 //! ids are mapped from the transcript's to ours.
 //!
+//! Our hub is 2.1: its first message on every WebSocket is the unsolicited
+//! `{"event":"challenge",…}`, which the original never sent. `Client::connect` reads it (as
+//! an original agent ignores it), so the replay compares the replies to requests only.
+//!
 //! Deliberate differences (PROTOCOL.md **Ours:** rules) are asserted as such:
 //! a register without an address is refused (`address_required`), and a heartbeat keeps the
 //! `busy` status the agent chose (so `/agents` shows it `busy`).
