@@ -46,7 +46,9 @@ async fn main() {
 
     let mut clients = Vec::new();
     for _ in 0..conns {
-        let (ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+        let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+        // The 2.1 challenge comes first; this load uses 2.0 registers and ignores it.
+        let _challenge = ws.next().await.unwrap().unwrap();
         clients.push(ws);
     }
     // Fill the registry: agents spread over the connections.
