@@ -27,6 +27,13 @@ pub struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
+    /// 2.1 identity key file (64 hex characters, mode 0600; created if missing). `listen`
+    /// and `agent` use $XDG_CONFIG_HOME/m2m/identity.key (or ~/.config/m2m/identity.key)
+    /// without it, so their id stays the same on a 2.1 hub; the one-shot commands use a
+    /// fresh identity unless given one (one identity is one live agent per hub).
+    #[arg(long, global = true, env = "M2M_IDENTITY", value_name = "FILE")]
+    pub identity: Option<PathBuf>,
+
     /// Append logs to this file instead of stderr. (`m2m agent` logs nowhere without it:
     /// its screen is the terminal.)
     #[arg(long, global = true, env = "M2M_LOG_FILE", value_name = "PATH")]
@@ -141,6 +148,10 @@ pub struct AgentArgs {
     #[arg(long, value_name = "HOST:PORT")]
     pub address: Option<String>,
 
+    /// Talk only to peers that prove their identity (2.1); refuse 2.0 agents both ways.
+    #[arg(long)]
+    pub authenticated_only: bool,
+
     #[command(flatten)]
     pub connect: ConnectArgs,
 }
@@ -155,6 +166,11 @@ pub struct ListenArgs {
     /// Public HOST:PORT to register (when behind NAT).
     #[arg(long, value_name = "HOST:PORT")]
     pub address: Option<String>,
+
+    /// Accept messages only from peers that prove their identity (2.1); refuse 2.0 agents
+    /// both ways.
+    #[arg(long)]
+    pub authenticated_only: bool,
 
     #[command(flatten)]
     pub connect: ConnectArgs,

@@ -10,6 +10,7 @@
 mod cli;
 mod cmd;
 mod duration;
+mod identity;
 mod output;
 mod payload;
 mod tui;
@@ -54,17 +55,18 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let out = Output::detect(cli.json);
     let hub = cmd::hub_or_default(cli.hub.as_deref());
+    let key = cli.identity.as_deref();
     match cli.command {
         Command::Hub(args) => cmd::hub::run(args, out).await,
-        Command::Agent(args) => tui::run::run(&hub, args).await,
-        Command::Listen(args) => cmd::listen::run(&hub, args).await,
-        Command::Discover(args) => cmd::oneshot::discover(&hub, args, out).await,
-        Command::Find(args) => cmd::oneshot::find(&hub, args, out).await,
-        Command::Send(args) => cmd::oneshot::send(&hub, args, out).await,
-        Command::Request(args) => cmd::oneshot::request(&hub, args, out).await,
-        Command::Broadcast(args) => cmd::oneshot::broadcast(&hub, args, out).await,
+        Command::Agent(args) => tui::run::run(&hub, key, args).await,
+        Command::Listen(args) => cmd::listen::run(&hub, key, args).await,
+        Command::Discover(args) => cmd::oneshot::discover(&hub, key, args, out).await,
+        Command::Find(args) => cmd::oneshot::find(&hub, key, args, out).await,
+        Command::Send(args) => cmd::oneshot::send(&hub, key, args, out).await,
+        Command::Request(args) => cmd::oneshot::request(&hub, key, args, out).await,
+        Command::Broadcast(args) => cmd::oneshot::broadcast(&hub, key, args, out).await,
         Command::Ping(args) => cmd::oneshot::ping(args, out).await,
-        Command::Stats(args) => cmd::oneshot::stats(&hub, args, out).await,
+        Command::Stats(args) => cmd::oneshot::stats(&hub, key, args, out).await,
         Command::Demo => cmd::demo::run(out).await,
     }
 }

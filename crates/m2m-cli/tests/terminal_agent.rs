@@ -83,6 +83,8 @@ fn terminal_agent_end_to_end() {
     cmd.args(["agent", "--port", "0", "--hub", &hub.ws]);
     cmd.env("TERM", "xterm-256color");
     cmd.env_remove("M2M_HUB");
+    cmd.env_remove("M2M_IDENTITY");
+    cmd.env("XDG_CONFIG_HOME", common::fresh_config_dir());
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("agent.log");
     cmd.env("M2M_LOG_FILE", &log);
@@ -191,6 +193,8 @@ fn run_in_pty(hub: &Hub, args: &[&str]) -> String {
     let mut cmd = CommandBuilder::new(common::m2m_path());
     cmd.args(args);
     cmd.env("M2M_HUB", &hub.ws);
+    cmd.env_remove("M2M_IDENTITY");
+    cmd.env("XDG_CONFIG_HOME", common::fresh_config_dir());
     let mut child = pair.slave.spawn_command(cmd).unwrap();
     drop(pair.slave);
     let mut reader = pair.master.try_clone_reader().unwrap();

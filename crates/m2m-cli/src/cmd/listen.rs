@@ -8,6 +8,7 @@
 //! `--exec-parallelism` at once (a full set makes the loop wait, which slows the senders
 //! down instead of queueing without bound).
 
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{broadcast, Semaphore};
 use tokio::task::JoinSet;
 
-use super::{shutdown_signal, Join};
+use super::{persistent_identity, shutdown_signal, Join};
 use crate::cli::ListenArgs;
 use crate::output::print_line;
 
@@ -40,8 +41,10 @@ enum Handler {
 }
 
 /// `m2m listen`.
-pub async fn run(hub: &str, args: ListenArgs) -> anyhow::Result<()> {
+pub async fn run(hub: &str, identity: Option<&Path>, args: ListenArgs) -> anyhow::Result<()> {
     let join = Join {
+        identity: Some(persistent_identity(identity)?),
+        authenticated_only: args.authenticated_only,
         hub: hub.to_owned(),
         port: args.port,
         address: args.address.clone(),
@@ -71,7 +74,13 @@ pub async fn run(hub: &str, args: ListenArgs) -> anyhow::Result<()> {
 async fn serve(agent: &Agent, handler: Handler, parallelism: usize) -> anyhow::Result<()> {
     let mut events = agent.events();
     print_line(
-        &json!({"event": "connected", "id": agent.id(), "address": agent.address()}).to_string(),
+        &json!({
+            "event": "connected",
+            "id": agent.id(),
+            "address": agent.address(),
+            "hubVerified": agent.hub_verified(),
+        })
+        .to_string(),
     )?;
     let permits = Arc::new(Semaphore::new(parallelism));
     let mut handlers = JoinSet::new();
@@ -121,18 +130,16 @@ async fn serve(agent: &Agent, handler: Handler, parallelism: usize) -> anyhow::R
 
 /// The `message` line of the output.
 fn message_event(m: &Message) -> Value {
-    let mut event = json!({
+    json!({
         "event": "message",
         "from": m.from,
         "type": m.message_type,
         "payload": m.payload,
         "correlationId": m.correlation_id,
         "timestamp": m.timestamp,
-    });
-    if m.authenticated {
-        event["authenticated"] = Value::Bool(true);
-    }
-    event
+        // Whether `from` is proven (a 2.1 session) or only declared (2.0).
+        "authenticated": m.authenticated,
+    })
 }
 
 async fn answer(agent: &Agent, handler: &Handler, message: Message) {
@@ -322,7 +329,7 @@ mod tests {
         let v = message_event(&message(json!({"a": 1})));
         assert_eq!(
             v,
-            json!({"event":"message","from":"f","type":"ask","payload":{"a":1},"correlationId":"c","timestamp":1})
+            json!({"event":"message","from":"f","type":"ask","payload":{"a":1},"correlationId":"c","timestamp":1,"authenticated":false})
         );
     }
 }

@@ -7,9 +7,10 @@ pub mod listen;
 pub mod oneshot;
 
 use std::future::Future;
+use std::path::Path;
 
 use anyhow::anyhow;
-use m2m_agent::{Agent, AgentError};
+use m2m_agent::{Agent, AgentError, Identity};
 
 /// The hub to use: `--hub`, else `M2M_HUB` (both through clap), else the SDK's default.
 pub fn hub_or_default(hub: Option<&str>) -> String {
@@ -32,6 +33,24 @@ pub struct Join {
     pub metadata: serde_json::Map<String, serde_json::Value>,
     /// Keep reconnecting when the hub connection drops (long-running commands).
     pub reconnect: bool,
+    /// 2.1 identity; `None`: a fresh one for this run.
+    pub identity: Option<Identity>,
+    /// Refuse peers that do not authenticate.
+    pub authenticated_only: bool,
+}
+
+/// The identity of a long-running agent: `--identity FILE`, else the default key file.
+pub fn persistent_identity(file: Option<&Path>) -> anyhow::Result<Identity> {
+    match file {
+        Some(path) => crate::identity::load_or_create(path),
+        None => crate::identity::load_or_create(&crate::identity::default_path()?),
+    }
+}
+
+/// The identity of a one-shot command: `--identity FILE`, else a fresh one (so that a
+/// one-shot command never takes over the hub registration of the user's `listen`/`agent`).
+pub fn oneshot_identity(file: Option<&Path>) -> anyhow::Result<Option<Identity>> {
+    file.map(crate::identity::load_or_create).transpose()
 }
 
 impl Join {
@@ -43,9 +62,13 @@ impl Join {
             .port(self.port)
             .capabilities(self.capabilities.clone())
             .metadata(self.metadata.clone())
-            .auto_reconnect(self.reconnect);
+            .auto_reconnect(self.reconnect)
+            .authenticated_peers_only(self.authenticated_only);
         if let Some(address) = &self.address {
             builder = builder.address(address);
+        }
+        if let Some(identity) = &self.identity {
+            builder = builder.identity(identity.clone());
         }
         builder.connect().await.map_err(|e| match e {
             AgentError::Unreachable { reason, .. } => {
@@ -108,6 +131,9 @@ pub fn explain(error: AgentError) -> anyhow::Error {
         AgentError::Peer { address, error } => {
             anyhow!("the agent at {address} refused the message: {error}")
         }
+        AgentError::Authentication { address, reason } => anyhow!(
+            "the agent at {address} is not who the hub says it is (nothing was sent): {reason}"
+        ),
         AgentError::Hub(error) => anyhow!("the hub refused the request: {error}"),
         AgentError::NotConnected => anyhow!("lost the connection to the hub"),
         other => anyhow!("{other}"),

@@ -1,6 +1,7 @@
 //! The short commands: each registers for its duration (on a free port unless `--port`),
 //! does one thing, prints the result and disconnects. `ping` needs no hub at all.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _};
@@ -10,31 +11,37 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{explain, with_agent, Join};
+use super::{explain, oneshot_identity, with_agent, Join};
 use crate::cli::{
     BroadcastArgs, DiscoverArgs, FindArgs, OneShotArgs, PingArgs, RequestArgs, SendArgs, StatsArgs,
 };
 use crate::output::{self, Output};
 use crate::payload;
 
-fn join(hub: &str, args: &OneShotArgs) -> Join {
-    Join {
+fn join(hub: &str, args: &OneShotArgs, identity: Option<&Path>) -> anyhow::Result<Join> {
+    Ok(Join {
         hub: hub.to_owned(),
         port: args.port,
         address: args.public_address.clone(),
+        identity: oneshot_identity(identity)?,
         ..Join::default()
-    }
+    })
 }
 
 /// `m2m discover`.
-pub async fn discover(hub: &str, args: DiscoverArgs, out: Output) -> anyhow::Result<()> {
+pub async fn discover(
+    hub: &str,
+    identity: Option<&Path>,
+    args: DiscoverArgs,
+    out: Output,
+) -> anyhow::Result<()> {
     let options = DiscoverOptions {
         capabilities: args.capabilities,
         status: args.status,
         limit: args.limit,
         offset: args.offset,
     };
-    let peers = with_agent(&join(hub, &args.agent), |agent| async move {
+    let peers = with_agent(&join(hub, &args.agent, identity)?, |agent| async move {
         agent.discover(options).await.map_err(explain)
     })
     .await?;
@@ -42,9 +49,14 @@ pub async fn discover(hub: &str, args: DiscoverArgs, out: Output) -> anyhow::Res
 }
 
 /// `m2m find`.
-pub async fn find(hub: &str, args: FindArgs, out: Output) -> anyhow::Result<()> {
+pub async fn find(
+    hub: &str,
+    identity: Option<&Path>,
+    args: FindArgs,
+    out: Output,
+) -> anyhow::Result<()> {
     let capability = args.capability;
-    let agents = with_agent(&join(hub, &args.agent), |agent| async move {
+    let agents = with_agent(&join(hub, &args.agent, identity)?, |agent| async move {
         agent.find(&capability).await.map_err(explain)
     })
     .await?;
@@ -52,7 +64,12 @@ pub async fn find(hub: &str, args: FindArgs, out: Output) -> anyhow::Result<()> 
 }
 
 /// `m2m send`.
-pub async fn send(hub: &str, args: SendArgs, out: Output) -> anyhow::Result<()> {
+pub async fn send(
+    hub: &str,
+    identity: Option<&Path>,
+    args: SendArgs,
+    out: Output,
+) -> anyhow::Result<()> {
     let (target, rest) = match &args.to_address {
         Some(address) => (Target::Address(address.clone()), &args.args[..]),
         None => match args.args.split_first() {
@@ -75,7 +92,7 @@ pub async fn send(hub: &str, args: SendArgs, out: Output) -> anyhow::Result<()> 
     };
     let payload = payload::from_arg(payload_arg)?;
     let target_text = target.to_string();
-    let delivery: Delivery = with_agent(&join(hub, &args.agent), |agent| async move {
+    let delivery: Delivery = with_agent(&join(hub, &args.agent, identity)?, |agent| async move {
         match &target {
             Target::Id(id) => agent.send(id, &message_type, payload).await,
             Target::Address(a) => agent.send_direct(a, &message_type, payload).await,
@@ -106,10 +123,15 @@ impl std::fmt::Display for Target {
 }
 
 /// `m2m request`.
-pub async fn request(hub: &str, args: RequestArgs, out: Output) -> anyhow::Result<()> {
+pub async fn request(
+    hub: &str,
+    identity: Option<&Path>,
+    args: RequestArgs,
+    out: Output,
+) -> anyhow::Result<()> {
     let payload = payload::from_arg(args.payload.as_deref())?;
     let (id, message_type, timeout) = (args.agent_id, args.message_type, args.timeout);
-    let response = with_agent(&join(hub, &args.agent), |agent| async move {
+    let response = with_agent(&join(hub, &args.agent, identity)?, |agent| async move {
         agent
             .request(&id, &message_type, payload, Some(timeout))
             .await
@@ -136,17 +158,23 @@ fn humanize(d: Duration) -> String {
 }
 
 /// `m2m broadcast`.
-pub async fn broadcast(hub: &str, args: BroadcastArgs, out: Output) -> anyhow::Result<()> {
+pub async fn broadcast(
+    hub: &str,
+    identity: Option<&Path>,
+    args: BroadcastArgs,
+    out: Output,
+) -> anyhow::Result<()> {
     let payload = payload::from_arg(args.payload.as_deref())?;
     let options = BroadcastOptions::new().capabilities(args.capabilities);
     let message_type = args.message_type;
-    let report: BroadcastReport = with_agent(&join(hub, &args.agent), |agent| async move {
-        agent
-            .broadcast(&message_type, payload, options)
-            .await
-            .map_err(explain)
-    })
-    .await?;
+    let report: BroadcastReport =
+        with_agent(&join(hub, &args.agent, identity)?, |agent| async move {
+            agent
+                .broadcast(&message_type, payload, options)
+                .await
+                .map_err(explain)
+        })
+        .await?;
     out.either(&report, || {
         let mut text = format!(
             "Delivered to {} of {} agent(s).\n",
@@ -160,8 +188,13 @@ pub async fn broadcast(hub: &str, args: BroadcastArgs, out: Output) -> anyhow::R
 }
 
 /// `m2m stats`.
-pub async fn stats(hub: &str, args: StatsArgs, out: Output) -> anyhow::Result<()> {
-    let stats = with_agent(&join(hub, &args.agent), |agent| async move {
+pub async fn stats(
+    hub: &str,
+    identity: Option<&Path>,
+    args: StatsArgs,
+    out: Output,
+) -> anyhow::Result<()> {
+    let stats = with_agent(&join(hub, &args.agent, identity)?, |agent| async move {
         agent.stats().await.map_err(explain)
     })
     .await?;

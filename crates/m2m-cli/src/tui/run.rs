@@ -4,6 +4,7 @@
 //! through a bounded channel as [`AppEvent`]s.
 
 use std::io::IsTerminal;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -17,7 +18,7 @@ use tokio::task::JoinSet;
 use super::app::{App, AppEvent, Command, Incoming};
 use super::render;
 use crate::cli::AgentArgs;
-use crate::cmd::{explain, now_ms, shutdown_signal, Join};
+use crate::cmd::{explain, now_ms, persistent_identity, shutdown_signal, Join};
 
 /// How often the peer list and stats refresh by themselves.
 const AUTO_REFRESH: Duration = Duration::from_secs(15);
@@ -25,8 +26,10 @@ const AUTO_REFRESH: Duration = Duration::from_secs(15);
 const EVENT_QUEUE: usize = 256;
 
 /// `m2m agent`.
-pub async fn run(hub: &str, args: AgentArgs) -> anyhow::Result<()> {
+pub async fn run(hub: &str, identity: Option<&Path>, args: AgentArgs) -> anyhow::Result<()> {
     let join = Join {
+        identity: Some(persistent_identity(identity)?),
+        authenticated_only: args.authenticated_only,
         hub: hub.to_owned(),
         port: args.port,
         address: args.address.clone(),

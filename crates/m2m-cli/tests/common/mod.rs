@@ -20,13 +20,31 @@ pub fn m2m_path() -> &'static str {
     env!("CARGO_BIN_EXE_m2m")
 }
 
-/// A command for the binary, with a clean environment as far as m2m is concerned.
+/// A fresh, empty config directory for one m2m process (under the target directory), so
+/// that every agent a test starts has its own identity key file, as separate users would.
+pub fn fresh_config_dir() -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "m2m-cli-config-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A command for the binary, with a clean environment as far as m2m is concerned (and a
+/// config directory of its own: see [`fresh_config_dir`]).
 pub fn m2m() -> Command {
     let mut c = Command::new(m2m_path());
     c.env_remove("M2M_HUB")
         .env_remove("PORT")
         .env_remove("DATABASE_URL")
-        .env_remove("RUST_LOG");
+        .env_remove("RUST_LOG")
+        .env_remove("M2M_IDENTITY")
+        .env("XDG_CONFIG_HOME", fresh_config_dir());
     c
 }
 
