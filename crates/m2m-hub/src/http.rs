@@ -65,6 +65,27 @@ async fn allow_any_origin(mut response: Response) -> Response {
     response
 }
 
+/// A 200 JSON body indented by two spaces: the original sends `/`, `/info`, `/agents` and
+/// `/stats` as `JSON.stringify(data, null, 2)`, and serde_json's pretty printer writes the
+/// same bytes (two-space indent, `"key": value`, `[]` and `{}` for empty containers).
+struct Pretty<T>(T);
+
+impl<T: serde::Serialize> IntoResponse for Pretty<T> {
+    fn into_response(self) -> Response {
+        match serde_json::to_vec_pretty(&self.0) {
+            Ok(body) => (
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )],
+                body,
+            )
+                .into_response(),
+            Err(_) => json_error(StatusCode::INTERNAL_SERVER_ERROR, "serialization_failed"),
+        }
+    }
+}
+
 /// A 4xx/5xx JSON error `{"status":"error","error":code}`.
 pub(crate) fn json_error(status: StatusCode, code: &str) -> Response {
     (status, Json(ErrorReply::new(code, None))).into_response()
@@ -96,11 +117,11 @@ fn websocket_url(state: &HubState, headers: &HeaderMap) -> String {
 
 /// `/` and `/info`: the original's document, key for key (clients may read it); the
 /// URLs are this hub's and the quickstart speaks of this project.
-async fn info(State(state): State<Arc<HubState>>, headers: HeaderMap) -> Json<Value> {
+async fn info(State(state): State<Arc<HubState>>, headers: HeaderMap) -> Pretty<Value> {
     let ws = websocket_url(&state, &headers);
     let counts = state.directory.counts();
     let s = state.stats();
-    Json(json!({
+    Pretty(json!({
         "protocol": {
             "name": "M2M - Molt To Molt",
             "version": PROTOCOL_VERSION,
@@ -147,10 +168,10 @@ async fn info(State(state): State<Arc<HubState>>, headers: HeaderMap) -> Json<Va
             },
         },
         "example": {
-            "connect": "let agent = m2m_agent::Agent::connect(config).await?;",
+            "connect": "let agent = m2m_agent::Agent::builder().port(4000).capabilities([\"chat\"]).connect().await?;",
             "send": "agent.send(&peer_id, \"task\", json!({\"action\": \"process\"})).await?;",
-            "receive": "while let Some(msg) = agent.next_message().await { /* msg.from, msg.payload */ }",
-            "broadcast": "agent.broadcast(\"alert\", json!({\"msg\": \"Hello all!\"}), &[]).await?;",
+            "receive": "while let Some(msg) = agent.next_message().await { agent.respond(&msg, json!({\"result\": \"done\"})).await?; }",
+            "broadcast": "agent.broadcast(\"alert\", json!({\"msg\": \"Hello all!\"}), BroadcastOptions::default()).await?;",
         },
     }))
 }
@@ -197,7 +218,7 @@ async fn agents(
         offset,
     };
     let agents = state.directory.list(state.now_ms(), &filter);
-    Json(AgentsPageView {
+    Pretty(AgentsPageView {
         count: agents.len(),
         total: state.directory.listable(),
         limit,
@@ -207,8 +228,8 @@ async fn agents(
     .into_response()
 }
 
-async fn stats(State(state): State<Arc<HubState>>) -> Json<Reply<proto::Stats>> {
-    Json(Reply::ok(state.stats(), None))
+async fn stats(State(state): State<Arc<HubState>>) -> Pretty<Reply<proto::Stats>> {
+    Pretty(Reply::ok(state.stats(), None))
 }
 
 async fn metrics(State(state): State<Arc<HubState>>) -> Response {

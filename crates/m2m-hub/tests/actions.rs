@@ -405,7 +405,27 @@ async fn http_api(backend: Backend) {
     assert_eq!(bad.json()["status"], "error");
     assert_eq!(bad.header("access-control-allow-origin"), Some("*"));
 
-    let stats = http(addr, "GET", "/stats").await.json();
+    let stats_reply = http(addr, "GET", "/stats").await;
+    // The original sends these bodies as JSON.stringify(data, null, 2): the same bytes.
+    let stats = stats_reply.json();
+    assert_eq!(
+        stats_reply.body,
+        serde_json::to_string_pretty(&stats).unwrap()
+    );
+    assert!(stats_reply
+        .body
+        .starts_with("{\n  \"status\": \"ok\",\n  \"agents\": {\n    \"total\": 2,"));
+    for path in ["/", "/info", "/agents"] {
+        let reply = http(addr, "GET", path).await;
+        assert_eq!(
+            reply.body,
+            serde_json::to_string_pretty(&reply.json()).unwrap(),
+            "{path}"
+        );
+    }
+    // /health and the 404 are compact in the original.
+    let health = http(addr, "GET", "/health").await;
+    assert!(!health.body.contains('\n'));
     assert_eq!(stats["agents"]["total"], 2);
     assert_eq!(stats["hub"]["activeConnections"], 2);
 
