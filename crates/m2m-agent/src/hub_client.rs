@@ -11,8 +11,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use futures_util::{SinkExt, StreamExt};
-use m2m_proto::hub::{HubRequest, STATUS_ERROR};
+use m2m_proto::hub::{HubRequest, CLOSE_SUPERSEDED, STATUS_ERROR};
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -40,6 +42,8 @@ struct Inner {
     pending: Mutex<HashMap<String, oneshot::Sender<Value>>>,
     closed: CancellationToken,
     timeout: Duration,
+    /// The hub closed us with 4001: our identity registered again elsewhere.
+    superseded: AtomicBool,
 }
 
 impl std::fmt::Debug for HubClient {
@@ -78,6 +82,7 @@ impl HubClient {
             pending: Mutex::new(HashMap::new()),
             closed: parent.child_token(),
             timeout,
+            superseded: AtomicBool::new(false),
         });
         tracker.spawn(run(ws, rx, inner.clone()));
         Ok(HubClient { inner })
@@ -86,6 +91,12 @@ impl HubClient {
     /// Whether the connection is gone.
     pub(crate) fn is_closed(&self) -> bool {
         self.inner.closed.is_cancelled()
+    }
+
+    /// Whether the hub closed the connection because our identity registered again on a
+    /// newer connection (2.1, close code 4001).
+    pub(crate) fn is_superseded(&self) -> bool {
+        self.inner.superseded.load(Ordering::Acquire)
     }
 
     /// Resolves when the connection is gone.
@@ -179,7 +190,13 @@ async fn run(mut ws: Ws, mut outgoing: mpsc::Receiver<String>, inner: Arc<Inner>
                         dispatch(&inner, text);
                     }
                 }
-                Some(Ok(WsMessage::Close(_))) | None => break,
+                Some(Ok(WsMessage::Close(frame))) => {
+                    if frame.is_some_and(|f| u16::from(f.code) == CLOSE_SUPERSEDED) {
+                        inner.superseded.store(true, Ordering::Release);
+                    }
+                    break;
+                }
+                None => break,
                 Some(Ok(_)) => {}
                 Some(Err(e)) => {
                     tracing::debug!(error = %e, "hub connection failed");

@@ -59,6 +59,10 @@ struct Session {
     id: String,
 }
 
+/// The reason given when the hub closed us because our identity registered again.
+pub(crate) const SUPERSEDED: &str =
+    "superseded: another process registered at the hub with this agent's identity";
+
 /// Timing of the supervisor.
 #[derive(Debug, Clone)]
 pub(crate) struct LinkTiming {
@@ -286,16 +290,22 @@ pub(crate) async fn supervise(
             return;
         };
         let reason = heartbeat_until_lost(&session, &timing, &cancel).await;
-        let Some(reason) = reason else { return };
+        let Some(mut reason) = reason else { return };
         if link.leaving.load(Ordering::Acquire) {
             return;
         }
         session.client.close();
+        // Another process registered with our identity: reconnecting would only take the
+        // registration back from it, and it from us, in turn.
+        let superseded = session.client.is_superseded();
+        if superseded {
+            reason = SUPERSEDED.to_owned();
+        }
         let _ = events.send(AgentEvent::Disconnected {
             reason: reason.clone(),
         });
         tracing::info!(%reason, "hub connection lost");
-        if !timing.auto_reconnect {
+        if !timing.auto_reconnect || superseded {
             return;
         }
         let mut delay = timing.reconnect_delay;

@@ -49,7 +49,9 @@ pub enum AgentEvent {
         /// The address the hub stored.
         address: String,
     },
-    /// The hub connection was lost (or closed by `disconnect`).
+    /// The hub connection was lost (or closed by `disconnect`). No reconnect follows when
+    /// the reason starts with `superseded`: another process registered with this agent's
+    /// identity (2.1), and holds the registration now.
     Disconnected {
         /// Why.
         reason: String,

@@ -19,6 +19,42 @@ on_both_hubs!(
     authenticated_only_refuses_2_0_initiators,
 );
 
+/// Two processes with one identity: the newer registration wins, and the older agent stops
+/// instead of taking it back (which would have them take turns for ever).
+#[tokio::test]
+async fn a_second_process_with_the_same_identity_supersedes_the_first() {
+    let hub = common::RealHub::start(0).await;
+    let identity = Identity::from_secret_bytes(&[9u8; 32]);
+    let builder = agent(&hub).identity(identity.clone());
+    let mut events = builder.events();
+    let first = builder.connect().await.unwrap();
+    let second = agent(&hub)
+        .identity(identity.clone())
+        .connect()
+        .await
+        .unwrap();
+    let lost = common::wait_event(&mut events, |e| {
+        matches!(e, m2m_agent::AgentEvent::Disconnected { .. })
+    })
+    .await;
+    let m2m_agent::AgentEvent::Disconnected { reason } = lost else {
+        unreachable!()
+    };
+    assert!(reason.starts_with("superseded"), "{reason}");
+    // The hub's record is the second process's: messages to the id reach it.
+    let other = agent(&hub).connect().await.unwrap();
+    other
+        .send(identity.agent_id(), "hi", json!({}))
+        .await
+        .unwrap();
+    let m = next(&second).await;
+    assert_eq!(m.message_type, "hi");
+    for x in [&first, &second, &other] {
+        x.disconnect().await.unwrap();
+    }
+    hub.shutdown().await;
+}
+
 async fn next(agent: &Agent) -> Message {
     tokio::time::timeout(Duration::from_secs(10), agent.next_message())
         .await

@@ -43,9 +43,22 @@ fn the_key_file_is_made_private_and_keeps_the_id() {
     let (status, _) = first.terminate();
     assert!(status.code().is_some());
 
-    let (second, connected) = listen_with(&hub, &config, &[]);
+    let (mut second, connected) = listen_with(&hub, &config, &[]);
     assert_eq!(connected["id"], id.as_str(), "same key file, same id");
-    drop(second);
+
+    // A second process with the same key takes the registration over; the first one says
+    // so and stops instead of taking it back.
+    let (third, connected) = listen_with(&hub, &config, &[]);
+    assert_eq!(connected["id"], id.as_str());
+    let lost = second.next_json();
+    assert_eq!(lost["event"], "hub_lost");
+    let (status, stderr) = second.wait_exit();
+    assert!(!status.success());
+    assert!(
+        stderr.contains("another m2m process registered"),
+        "{stderr}"
+    );
+    drop(third);
 
     // --identity: another key file, another id.
     let other = config.join("other.key");

@@ -99,9 +99,16 @@ async fn serve(agent: &Agent, handler: Handler, parallelism: usize) -> anyhow::R
                 Ok(AgentEvent::Reconnected { id, address }) => print_line(
                     &json!({"event": "reconnected", "id": id, "address": address}).to_string(),
                 )?,
-                Ok(AgentEvent::Disconnected { reason }) => print_line(
-                    &json!({"event": "hub_lost", "reason": reason}).to_string(),
-                )?,
+                Ok(AgentEvent::Disconnected { reason }) => {
+                    print_line(&json!({"event": "hub_lost", "reason": reason}).to_string())?;
+                    if reason.starts_with("superseded") {
+                        // The SDK does not reconnect: another process holds our identity.
+                        handlers.shutdown().await;
+                        anyhow::bail!(
+                            "another m2m process registered at the hub with this identity;                              give each agent its own key file with --identity FILE"
+                        );
+                    }
+                }
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                 Err(broadcast::error::RecvError::Closed) => break,
             },

@@ -184,6 +184,13 @@ impl Running {
         }
     }
 
+    /// Waits for the process to exit by itself; returns the status and stderr.
+    pub fn wait_exit(mut self) -> (ExitStatus, String) {
+        let status = wait(&mut self.child, PATIENCE);
+        let stderr = self.stderr.take().map(|h| h.join().unwrap());
+        (status, stderr.unwrap_or_default())
+    }
+
     /// Sends SIGTERM and waits for the exit; returns the status and stderr.
     pub fn terminate(mut self) -> (ExitStatus, String) {
         let pid = self.child.id().to_string();
