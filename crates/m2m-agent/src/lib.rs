@@ -60,8 +60,19 @@
 //! - **Hardened responder**: frame size limit, handshake and idle deadlines, a cap on inbound
 //!   connections, write timeouts ([`AgentConfig`]).
 //!
+//! - **Authenticated identities (2.1)**: every agent has a long-term Ed25519 identity
+//!   ([`AgentBuilder::identity`], or a fresh one). On a 2.1 hub it registers with a signed
+//!   challenge and gets the id derived from its key, the same on every reconnect
+//!   ([`Agent::hub_verified`]); its sessions with 2.1 peers are mutually authenticated, a send
+//!   by id demands the key the hub vouches for (a lying hub cannot redirect it:
+//!   [`AgentError::Authentication`]), and messages arrive with [`Message::authenticated`] and
+//!   the verified [`Message::from`]. Responses to requests go back on the requester's own
+//!   connection, so an agent that accepts no connections can still make requests.
+//!   [`AgentBuilder::authenticated_peers_only`] refuses 2.0 peers.
+//!
 //! Wire compatibility with the original JavaScript agents and hub is exact (PROTOCOL.md,
-//! Part A). In 2.0, [`Message::from`] is only what the sender declared:
+//! Part A): 2.0 peers and hubs get plain 2.0, and on a 2.0 hub the agent speaks 2.0 (its
+//! id is the hub's random one). There [`Message::from`] is only what the sender declared:
 //! [`Message::authenticated`] is false.
 //!
 //! Runnable examples against a local hub are in `examples/`: `echo`, `chat`, `delegate`
