@@ -167,7 +167,8 @@ pub enum HubTarget {
 pub struct HubBenchOptions {
     /// The hub under test.
     pub target: HubTarget,
-    /// Registry URL (`postgres://…`); `None`: a new SQLite file in a temporary directory.
+    /// Registry URL (`postgres://…`; `{unique}` in it becomes a new random name per run,
+    /// e.g. a fresh database); `None`: a new SQLite file in a temporary directory.
     pub database: Option<String>,
     /// Agents registered (one WebSocket each).
     pub agents: usize,
@@ -179,6 +180,10 @@ pub struct HubBenchOptions {
     pub duration: Duration,
     /// Unmeasured time before each action phase.
     pub warmup: Duration,
+    /// Requests each worker sends on its connection before reading the replies (1: one
+    /// request at a time per connection; K: a batch of K written at once, as a client
+    /// with several requests outstanding does). In flight in total: concurrency × K.
+    pub pipeline: usize,
     /// Action phases, in order.
     pub actions: Vec<HubAction>,
     /// `limit` of each discover.
@@ -207,6 +212,7 @@ impl Default for HubBenchOptions {
             connect_concurrency: 128,
             duration: Duration::from_secs(5),
             warmup: Duration::from_secs(1),
+            pipeline: 1,
             actions: HubAction::ALL.to_vec(),
             discover_limit: 100,
             capability_groups: 1,
@@ -223,14 +229,20 @@ pub async fn run_hub(opts: HubBenchOptions) -> anyhow::Result<Value> {
     if opts.agents == 0 {
         bail!("--agents must be at least 1");
     }
-    // Each agent is a descriptor here and one in the hub (a child inherits this limit).
-    let want = (opts.agents as u64) * 2 + 4_096;
+    // Each agent is a descriptor here and one in the hub; a spawned hub inherits this
+    // limit, an in-process one shares it.
+    let per_agent = if opts.target == HubTarget::InProcess {
+        2
+    } else {
+        1
+    };
+    let want = (opts.agents as u64) * per_agent + 2_048;
     let fd = sys::raise_fd_limit(want)?;
-    if fd.soft < opts.agents as u64 + 1_024 {
+    if fd.soft < want {
         bail!(
-            "{} agents need ~{want} file descriptors; this process may have only {} (hard limit {})",
+            "{} agents need ~{want} file descriptors per process, but the hard limit is {} \
+             and this process may not raise it (no CAP_SYS_RESOURCE); use fewer agents",
             opts.agents,
-            fd.soft,
             fd.hard
         );
     }
@@ -261,6 +273,7 @@ fn options_json(o: &HubBenchOptions) -> Value {
         "concurrency": o.concurrency,
         "duration_s": o.duration.as_secs_f64(),
         "warmup_s": o.warmup.as_secs_f64(),
+        "pipeline": o.pipeline,
         "actions": o.actions.iter().map(|a| a.name()).collect::<Vec<_>>(),
         "discover_limit": o.discover_limit,
         "capability_groups": o.capability_groups,
@@ -296,7 +309,11 @@ struct HubUnderTest {
 impl HubUnderTest {
     async fn start(opts: &HubBenchOptions) -> anyhow::Result<Self> {
         let (database, dir) = match &opts.database {
-            Some(d) => (d.clone(), None),
+            // A fresh PostgreSQL database per run: the hub creates a missing one.
+            Some(d) => (
+                d.replace("{unique}", &format!("{:08x}", rand::random::<u32>())),
+                None,
+            ),
             None => {
                 let dir = tempfile::tempdir().context("creating a temporary directory")?;
                 let db = format!("sqlite://{}", dir.path().join("hub.db").display());
@@ -437,15 +454,20 @@ async fn open_ws(url: &str, hub: SocketAddr, source: Option<IpAddr>) -> anyhow::
     stream.set_nodelay(true)?;
     let config = WebSocketConfig::default()
         .read_buffer_size(CLIENT_READ_BUFFER)
-        .write_buffer_size(0);
+        // Messages queue until `flush` (which `send` does): a pipelined batch is one write.
+        .write_buffer_size(64 * 1024);
     let (ws, _) = client_async_with_config(url, stream, Some(config)).await?;
     Ok(ws)
 }
 
-/// Sends one request and returns the reply (skipping unsolicited events such as a 2.1
-/// hub's challenge).
+/// Sends one request and returns the reply.
 async fn call(ws: &mut Ws, text: String) -> anyhow::Result<Utf8Bytes> {
     ws.send(Message::Text(text.into())).await?;
+    recv(ws).await
+}
+
+/// The next reply, skipping unsolicited events such as a 2.1 hub's challenge.
+async fn recv(ws: &mut Ws) -> anyhow::Result<Utf8Bytes> {
     loop {
         match ws.next().await {
             Some(Ok(Message::Text(t))) => {
@@ -657,6 +679,7 @@ async fn measure(opts: &HubBenchOptions, hub: &HubUnderTest) -> anyhow::Result<V
                 deadline,
                 discover_limit: opts.discover_limit,
                 groups,
+                pipeline: opts.pipeline.max(1),
                 seed: 0x9e37_79b9_7f4a_7c15 ^ ((w as u64 + 1) << 20) ^ p as u64,
             };
             tasks.push(tokio::spawn(phase_worker(chunk, ids, job)));
@@ -793,7 +816,38 @@ struct PhaseJob {
     deadline: Instant,
     discover_limit: u32,
     groups: usize,
+    pipeline: usize,
     seed: u64,
+}
+
+fn request_text(
+    job: &PhaseJob,
+    conn: &Conn,
+    ids: &[String],
+    spread: &mut Spread,
+    n: u64,
+) -> String {
+    match job.action {
+        HubAction::Lookup => format!(
+            r#"{{"action":"lookup","id":"{}","correlationId":"l{n}"}}"#,
+            ids[spread.next(ids.len())]
+        ),
+        HubAction::Heartbeat => format!(
+            r#"{{"action":"heartbeat","id":"{}","correlationId":"h{n}"}}"#,
+            conn.id
+        ),
+        HubAction::Discover => {
+            let cap = if job.groups > 1 {
+                format!("g{}", spread.next(job.groups))
+            } else {
+                "bench".to_owned()
+            };
+            format!(
+                r#"{{"action":"discover","id":"{}","capabilities":["{cap}"],"limit":{},"correlationId":"d{n}"}}"#,
+                conn.id, job.discover_limit
+            )
+        }
+    }
 }
 
 async fn phase_worker(
@@ -816,46 +870,32 @@ async fn phase_worker(
             break;
         }
         let conn = &mut conns[(n as usize) % len];
-        n += 1;
-        let text = match job.action {
-            HubAction::Lookup => format!(
-                r#"{{"action":"lookup","id":"{}","correlationId":"l{n}"}}"#,
-                ids[spread.next(ids.len())]
-            ),
-            HubAction::Heartbeat => format!(
-                r#"{{"action":"heartbeat","id":"{}","correlationId":"h{n}"}}"#,
-                conn.id
-            ),
-            HubAction::Discover => {
-                let cap = if job.groups > 1 {
-                    format!("g{}", spread.next(job.groups))
-                } else {
-                    "bench".to_owned()
-                };
-                format!(
-                    r#"{{"action":"discover","id":"{}","capabilities":["{cap}"],"limit":{},"correlationId":"d{n}"}}"#,
-                    conn.id, job.discover_limit
-                )
+        for _ in 0..job.pipeline {
+            n += 1;
+            let text = request_text(&job, conn, &ids, &mut spread, n);
+            conn.ws.feed(Message::Text(text.into())).await?;
+        }
+        conn.ws.flush().await?;
+        for _ in 0..job.pipeline {
+            let reply = recv(&mut conn.ws)
+                .await
+                .with_context(|| format!("{} on connection {}", job.action.name(), conn.index))?;
+            if started < job.warm_end {
+                continue;
             }
-        };
-        let reply = call(&mut conn.ws, text)
-            .await
-            .with_context(|| format!("{} on connection {}", job.action.name(), conn.index))?;
-        if started < job.warm_end {
-            continue;
-        }
-        tally.latency.record(started.elapsed());
-        match outcome(&reply) {
-            Ok(()) => tally.ok += 1,
-            Err(code) => tally.error(code),
-        }
-        sampled += 1;
-        if job.action == HubAction::Discover && sampled % DISCOVER_SAMPLE_EVERY == 1 {
-            if let Ok(v) = serde_json::from_str::<Value>(&reply) {
-                tally.discover_returned = v
-                    .get("agents")
-                    .and_then(Value::as_array)
-                    .map(|a| a.len() as u64);
+            tally.latency.record(started.elapsed());
+            match outcome(&reply) {
+                Ok(()) => tally.ok += 1,
+                Err(code) => tally.error(code),
+            }
+            sampled += 1;
+            if job.action == HubAction::Discover && sampled % DISCOVER_SAMPLE_EVERY == 1 {
+                if let Ok(v) = serde_json::from_str::<Value>(&reply) {
+                    tally.discover_returned = v
+                        .get("agents")
+                        .and_then(Value::as_array)
+                        .map(|a| a.len() as u64);
+                }
             }
         }
     }

@@ -63,6 +63,9 @@ struct HubArgs {
     /// Unmeasured time before each action.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     warmup: Duration,
+    /// Requests per connection written at once before reading replies.
+    #[arg(long, default_value_t = 1)]
+    pipeline: usize,
     /// Actions after register, comma-separated; `none` for none.
     #[arg(long, default_value = "discover,lookup,heartbeat")]
     actions: String,
@@ -220,6 +223,7 @@ async fn run(command: Command) -> anyhow::Result<Option<serde_json::Value>> {
                 connect_concurrency: a.connect_concurrency,
                 duration: a.duration,
                 warmup: a.warmup,
+                pipeline: a.pipeline,
                 actions: list::<HubAction>(&a.actions)?,
                 discover_limit: a.discover_limit,
                 capability_groups: a.capability_groups,

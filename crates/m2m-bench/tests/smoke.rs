@@ -75,6 +75,7 @@ async fn hub_bench_in_process_with_groups() {
         concurrency: 4,
         capability_groups: 4,
         discover_limit: 3,
+        pipeline: 4,
         duration: Duration::from_millis(100),
         warmup: Duration::ZERO,
         actions: vec![HubAction::Discover],
