@@ -20,6 +20,28 @@
 //! The second processes (a hub, the P2P peer) are started from a command line the caller
 //! chooses, so that both this crate's `m2m-bench` binary and the `m2m` tool can host them:
 //! see [`hub::HubCommand`], [`p2p::PeerCommand`], [`hub::serve_hub`] and [`p2p::run_peer`].
+//!
+//! ## Embedding (e.g. `m2m bench hub|p2p`)
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use m2m_bench::sys::CommandLine;
+//! use m2m_bench::{HubBenchOptions, HubCommand, HubTarget, P2pBenchOptions, PeerCommand};
+//! let exe = std::env::current_exe()?;
+//! // The hub under test: `<exe> hub --bind 127.0.0.1 --port {port} --database {database}`.
+//! let hub = m2m_bench::run_hub(HubBenchOptions {
+//!     target: HubTarget::Spawn(HubCommand::m2m_cli(exe.clone())),
+//!     ..HubBenchOptions::default()
+//! })
+//! .await?;
+//! // The peer: `<exe> bench p2p-peer --hub <url>`, a hidden subcommand calling
+//! // `m2m_bench::run_peer(PeerOptions { hub })`.
+//! let peer = PeerCommand(CommandLine { program: exe, args: vec!["bench".into(), "p2p-peer".into()] });
+//! let p2p = m2m_bench::run_p2p(P2pBenchOptions::new(peer)).await?;
+//! println!("{hub}\n{p2p}");
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod hub;
 pub mod machine;
