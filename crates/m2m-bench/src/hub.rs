@@ -514,6 +514,7 @@ struct Tally {
     ok: u64,
     errors: BTreeMap<String, u64>,
     discover_returned: Option<u64>,
+    discover_reply_bytes: Option<u64>,
 }
 
 impl Tally {
@@ -525,6 +526,7 @@ impl Tally {
         }
         if other.discover_returned.is_some() {
             self.discover_returned = other.discover_returned;
+            self.discover_reply_bytes = other.discover_reply_bytes;
         }
     }
 
@@ -704,6 +706,7 @@ async fn measure(opts: &HubBenchOptions, hub: &HubUnderTest) -> anyhow::Result<V
         }
         if *action == HubAction::Discover {
             j["agents_per_reply"] = json!(tally.discover_returned);
+            j["reply_bytes"] = json!(tally.discover_reply_bytes);
         }
         phase_figures(&mut figures, action.name(), &tally, opts.duration);
         phases.insert(action.name().into(), j);
@@ -890,6 +893,7 @@ async fn phase_worker(
             }
             sampled += 1;
             if job.action == HubAction::Discover && sampled % DISCOVER_SAMPLE_EVERY == 1 {
+                tally.discover_reply_bytes = Some(reply.len() as u64);
                 if let Ok(v) = serde_json::from_str::<Value>(&reply) {
                     tally.discover_returned = v
                         .get("agents")
