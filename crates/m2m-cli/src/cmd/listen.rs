@@ -20,7 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{broadcast, Semaphore};
 use tokio::task::JoinSet;
 
-use super::{persistent_identity, shutdown_signal, Join};
+use super::{shutdown_signal, Join};
 use crate::cli::ListenArgs;
 use crate::output::print_line;
 
@@ -42,16 +42,14 @@ enum Handler {
 
 /// `m2m listen`.
 pub async fn run(hub: &str, identity: Option<&Path>, args: ListenArgs) -> anyhow::Result<()> {
-    let join = Join {
-        identity: Some(persistent_identity(identity)?),
-        authenticated_only: args.authenticated_only,
-        hub: hub.to_owned(),
-        port: args.port,
-        address: args.address.clone(),
-        capabilities: args.connect.capabilities.clone(),
-        metadata: args.connect.metadata.clone().unwrap_or_default(),
-        reconnect: true,
-    };
+    let join = Join::long_running(
+        hub,
+        identity,
+        args.port,
+        args.address.clone(),
+        &args.connect,
+        args.authenticated_only,
+    )?;
     let handler = match (&args.exec, args.echo) {
         (Some(command), _) => Handler::Exec {
             command: command.clone(),

@@ -54,6 +54,27 @@ pub fn oneshot_identity(file: Option<&Path>) -> anyhow::Result<Option<Identity>>
 }
 
 impl Join {
+    /// A long-running agent (`listen`, `agent`): the persistent identity, reconnecting.
+    pub fn long_running(
+        hub: &str,
+        identity: Option<&Path>,
+        port: u16,
+        address: Option<String>,
+        connect: &crate::cli::ConnectArgs,
+        authenticated_only: bool,
+    ) -> anyhow::Result<Join> {
+        Ok(Join {
+            identity: Some(persistent_identity(identity)?),
+            authenticated_only,
+            hub: hub.to_owned(),
+            port,
+            address,
+            capabilities: connect.capabilities.clone(),
+            metadata: connect.metadata.clone().unwrap_or_default(),
+            reconnect: true,
+        })
+    }
+
     /// Starts the agent and registers; a failure says which hub could not be used.
     pub async fn connect(&self) -> anyhow::Result<Agent> {
         let url = m2m_agent::hub_url(&self.hub).map_err(|e| anyhow!("bad --hub value: {e}"))?;

@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 use super::app::{App, AppEvent, Command, Incoming};
 use super::render;
 use crate::cli::AgentArgs;
-use crate::cmd::{explain, now_ms, persistent_identity, shutdown_signal, Join};
+use crate::cmd::{explain, now_ms, shutdown_signal, Join};
 
 /// How often the peer list and stats refresh by themselves.
 const AUTO_REFRESH: Duration = Duration::from_secs(15);
@@ -27,16 +27,14 @@ const EVENT_QUEUE: usize = 256;
 
 /// `m2m agent`.
 pub async fn run(hub: &str, identity: Option<&Path>, args: AgentArgs) -> anyhow::Result<()> {
-    let join = Join {
-        identity: Some(persistent_identity(identity)?),
-        authenticated_only: args.authenticated_only,
-        hub: hub.to_owned(),
-        port: args.port,
-        address: args.address.clone(),
-        capabilities: args.connect.capabilities.clone(),
-        metadata: args.connect.metadata.clone().unwrap_or_default(),
-        reconnect: true,
-    };
+    let join = Join::long_running(
+        hub,
+        identity,
+        args.port,
+        args.address.clone(),
+        &args.connect,
+        args.authenticated_only,
+    )?;
     if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
         anyhow::bail!(
             "m2m agent is interactive and needs a terminal; scripts can use `m2m listen` and the one-shot commands"
