@@ -310,16 +310,7 @@ pub async fn serve(
     state: Arc<HubState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), HubError> {
-    let app = router(state.clone()).into_make_service_with_connect_info::<ClientAddr>();
-    let token = state.shutdown.clone();
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            token.cancel();
-        })
-        .await;
-    finish(&state).await;
-    Ok(served?)
+    serve_on(listener, state, shutdown).await
 }
 
 /// As [`serve`], over TLS.
@@ -334,6 +325,21 @@ pub async fn serve_tls(
         acceptor,
         state.config.limits.tls_handshake_timeout,
     )?;
+    serve_on(listener, state, shutdown).await
+}
+
+/// The one serve loop behind [`serve`] and [`serve_tls`]: any listener whose connections
+/// yield a [`ClientAddr`].
+async fn serve_on<L>(
+    listener: L,
+    state: Arc<HubState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), HubError>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+    ClientAddr: for<'a> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
+{
     let app = router(state.clone()).into_make_service_with_connect_info::<ClientAddr>();
     let token = state.shutdown.clone();
     let served = axum::serve(listener, app)
