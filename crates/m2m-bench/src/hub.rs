@@ -12,8 +12,8 @@
 //!      sampled every second
 //! ```
 //!
-//! The generator is a raw `tokio-tungstenite` client that checks replies with a substring
-//! test (`"status":"ok"`) and parses JSON only for `register` (to learn the id), for
+//! The generator is a minimal WebSocket client of its own ([`crate::rawws`]) that checks
+//! replies with a substring test (`"status":"ok"`) and parses JSON only for `register` (to learn the id), for
 //! errors, and for one `discover` reply in a thousand (to report how many agents came
 //! back): it must stay cheaper than the hub it measures, on the same two cores.
 
@@ -25,16 +25,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use m2m_hub::{Hub, HubConfig, HubLimits, RunningHub};
 use serde_json::{json, Map, Value};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpSocket;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::http::Uri;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
-use tokio_tungstenite::{client_async_with_config, WebSocketStream};
+
+use crate::rawws::RawWs;
 
 use crate::stats::{rate, round1, round3, summarize, Latency};
 use crate::sys::{self, ChildProcess, CommandLine, ProcSample};
@@ -44,15 +43,15 @@ use crate::sys::{self, ChildProcess, CommandLine, ProcSample};
 const CONNECTIONS_PER_SOURCE_IP: usize = 25_000;
 /// How long a started hub has to accept WebSockets (migrations, loading the registry).
 const HUB_READY_TIMEOUT: Duration = Duration::from_secs(60);
-/// Client read buffer per connection: replies are small, and 100k connections × 128 KiB
-/// (tungstenite's default) would be 12 GiB.
+/// Client read buffer per connection (it grows for a larger reply): replies are small, and
+/// 100k connections × 128 KiB (tungstenite's default) would be 12 GiB.
 const CLIENT_READ_BUFFER: usize = 4 * 1024;
 /// Parse one discover reply in this many to count the agents returned.
 const DISCOVER_SAMPLE_EVERY: u64 = 1_000;
 /// How long a stopping hub may take (it marks every agent offline first).
 const HUB_STOP_GRACE: Duration = Duration::from_secs(60);
 
-type Ws = WebSocketStream<TcpStream>;
+type Ws = RawWs;
 
 /// A closed-loop phase after registration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -425,7 +424,7 @@ async fn wait_ready(
         }
         match open_ws(ws_url, addr, None).await {
             Ok(mut ws) => {
-                let _ = ws.close(None).await;
+                ws.close().await;
                 return Ok(());
             }
             Err(e) if Instant::now() > deadline => {
@@ -437,6 +436,12 @@ async fn wait_ready(
 }
 
 async fn open_ws(url: &str, hub: SocketAddr, source: Option<IpAddr>) -> anyhow::Result<Ws> {
+    let uri: Uri = url.parse().with_context(|| format!("bad hub URL {url}"))?;
+    let host = uri
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .unwrap_or_else(|| hub.to_string());
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
     let socket = if hub.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
@@ -452,36 +457,19 @@ async fn open_ws(url: &str, hub: SocketAddr, source: Option<IpAddr>) -> anyhow::
         .await
         .with_context(|| format!("connecting to {hub}"))?;
     stream.set_nodelay(true)?;
-    let config = WebSocketConfig::default()
-        .read_buffer_size(CLIENT_READ_BUFFER)
-        // Messages queue until `flush` (which `send` does): a pipelined batch is one write.
-        .write_buffer_size(64 * 1024);
-    let (ws, _) = client_async_with_config(url, stream, Some(config)).await?;
-    Ok(ws)
+    RawWs::handshake(stream, &host, path, CLIENT_READ_BUFFER).await
 }
 
 /// Sends one request and returns the reply.
-async fn call(ws: &mut Ws, text: String) -> anyhow::Result<Utf8Bytes> {
-    ws.send(Message::Text(text.into())).await?;
-    recv(ws).await
+async fn call(ws: &mut Ws, text: String) -> anyhow::Result<String> {
+    ws.send(&text).await?;
+    recv(ws).await.map(str::to_owned)
 }
 
 /// The next reply, skipping unsolicited events such as a 2.1 hub's challenge.
-async fn recv(ws: &mut Ws) -> anyhow::Result<Utf8Bytes> {
-    loop {
-        match ws.next().await {
-            Some(Ok(Message::Text(t))) => {
-                if t.as_str().starts_with(r#"{"event""#) {
-                    continue;
-                }
-                return Ok(t);
-            }
-            Some(Ok(Message::Binary(b))) => return Ok(Utf8Bytes::try_from(b)?),
-            Some(Ok(Message::Close(_))) | None => bail!("the hub closed the connection"),
-            Some(Ok(_)) => continue,
-            Some(Err(e)) => return Err(e.into()),
-        }
-    }
+async fn recv(ws: &mut Ws) -> anyhow::Result<&str> {
+    while ws.recv().await?.starts_with(r#"{"event""#) {}
+    ws.last()
 }
 
 /// `Ok` for an ok reply, else the error code.
@@ -876,7 +864,7 @@ async fn phase_worker(
         for _ in 0..job.pipeline {
             n += 1;
             let text = request_text(&job, conn, &ids, &mut spread, n);
-            conn.ws.feed(Message::Text(text.into())).await?;
+            conn.ws.feed(&text);
         }
         conn.ws.flush().await?;
         for _ in 0..job.pipeline {
@@ -887,14 +875,14 @@ async fn phase_worker(
                 continue;
             }
             tally.latency.record(started.elapsed());
-            match outcome(&reply) {
+            match outcome(reply) {
                 Ok(()) => tally.ok += 1,
                 Err(code) => tally.error(code),
             }
             sampled += 1;
             if job.action == HubAction::Discover && sampled % DISCOVER_SAMPLE_EVERY == 1 {
                 tally.discover_reply_bytes = Some(reply.len() as u64);
-                if let Ok(v) = serde_json::from_str::<Value>(&reply) {
+                if let Ok(v) = serde_json::from_str::<Value>(reply) {
                     tally.discover_returned = v
                         .get("agents")
                         .and_then(Value::as_array)

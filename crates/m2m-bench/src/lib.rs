@@ -46,6 +46,7 @@
 pub mod hub;
 pub mod machine;
 pub mod p2p;
+mod rawws;
 pub mod stats;
 pub mod sys;
 

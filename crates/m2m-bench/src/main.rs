@@ -15,6 +15,10 @@ use m2m_bench::{
 #[derive(Debug, Parser)]
 #[command(name = "m2m-bench", version, about)]
 struct Cli {
+    /// Runtime worker threads of this process (and of the P2P bench's second process):
+    /// 1 runs everything on one thread (no cross-thread wake-ups). Default: one per core.
+    #[arg(long, global = true)]
+    threads: Option<usize>,
     #[command(subcommand)]
     command: Command,
 }
@@ -158,17 +162,23 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = match cli.threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n.max(1));
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("m2m-bench: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command)) {
+    match runtime.block_on(run(cli.command, cli.threads)) {
         Ok(Some(v)) => {
             match serde_json::to_string_pretty(&v) {
                 Ok(s) => println!("{s}"),
@@ -198,7 +208,10 @@ fn me() -> anyhow::Result<PathBuf> {
     Ok(std::env::current_exe()?)
 }
 
-async fn run(command: Command) -> anyhow::Result<Option<serde_json::Value>> {
+async fn run(
+    command: Command,
+    threads: Option<usize>,
+) -> anyhow::Result<Option<serde_json::Value>> {
     match command {
         Command::Hub(a) => {
             let target = if let Some(url) = a.hub {
@@ -235,7 +248,13 @@ async fn run(command: Command) -> anyhow::Result<Option<serde_json::Value>> {
             Ok(Some(m2m_bench::run_hub(opts).await?))
         }
         Command::P2p(a) => {
-            let mut opts = P2pBenchOptions::new(PeerCommand::bench_peer(me()?));
+            let mut peer = PeerCommand::bench_peer(me()?);
+            if let Some(n) = threads {
+                peer.0
+                    .args
+                    .splice(0..0, ["--threads".to_owned(), n.to_string()]);
+            }
+            let mut opts = P2pBenchOptions::new(peer);
             opts.scenarios = list::<P2pScenario>(&a.scenarios)?;
             opts.duration = a.duration;
             opts.warmup = a.warmup;
