@@ -169,8 +169,12 @@ pub struct HubBenchOptions {
     /// Registry URL (`postgres://…`; `{unique}` in it becomes a new random name per run,
     /// e.g. a fresh database); `None`: a new SQLite file in a temporary directory.
     pub database: Option<String>,
-    /// Agents registered (one WebSocket each).
+    /// Agents registered.
     pub agents: usize,
+    /// Agents registered on each WebSocket (1: one connection per agent, as agents
+    /// usually run; K: ⌈agents / K⌉ connections, to hold more agents than this machine's
+    /// file-descriptor limit allows connections — the hub's cap is 16).
+    pub agents_per_connection: usize,
     /// Requests in flight (closed loop: one per worker).
     pub concurrency: usize,
     /// WebSocket connects in flight while connecting the agents.
@@ -207,6 +211,7 @@ impl Default for HubBenchOptions {
             target: HubTarget::InProcess,
             database: None,
             agents: 10_000,
+            agents_per_connection: 1,
             concurrency: 64,
             connect_concurrency: 128,
             duration: Duration::from_secs(5),
@@ -223,11 +228,22 @@ impl Default for HubBenchOptions {
     }
 }
 
+impl HubBenchOptions {
+    /// WebSockets opened.
+    pub fn connections(&self) -> usize {
+        self.agents.div_ceil(self.agents_per_connection.max(1))
+    }
+}
+
 /// Runs the hub benchmark `opts.repeat` times; returns `{bench, options, runs, summary}`.
 pub async fn run_hub(opts: HubBenchOptions) -> anyhow::Result<Value> {
     if opts.agents == 0 {
         bail!("--agents must be at least 1");
     }
+    if opts.agents_per_connection == 0 {
+        bail!("--agents-per-connection must be at least 1");
+    }
+    let connections = opts.connections();
     // Each agent is a descriptor here and one in the hub; a spawned hub inherits this
     // limit, an in-process one shares it.
     let per_agent = if opts.target == HubTarget::InProcess {
@@ -235,13 +251,13 @@ pub async fn run_hub(opts: HubBenchOptions) -> anyhow::Result<Value> {
     } else {
         1
     };
-    let want = (opts.agents as u64) * per_agent + 2_048;
+    let want = (connections as u64) * per_agent + 2_048;
     let fd = sys::raise_fd_limit(want)?;
     if fd.soft < want {
         bail!(
-            "{} agents need ~{want} file descriptors per process, but the hard limit is {} \
-             and this process may not raise it (no CAP_SYS_RESOURCE); use fewer agents",
-            opts.agents,
+            "{connections} connections need ~{want} file descriptors per process, but the hard \
+             limit is {} and this process may not raise it (no CAP_SYS_RESOURCE); use fewer \
+             agents or more --agents-per-connection",
             fd.hard
         );
     }
@@ -269,6 +285,8 @@ fn options_json(o: &HubBenchOptions) -> Value {
         },
         "database": o.database.as_deref().map(redact).unwrap_or_else(|| "sqlite (temporary file)".into()),
         "agents": o.agents,
+        "agents_per_connection": o.agents_per_connection,
+        "connections": o.connections(),
         "concurrency": o.concurrency,
         "duration_s": o.duration.as_secs_f64(),
         "warmup_s": o.warmup.as_secs_f64(),
@@ -492,7 +510,15 @@ fn outcome(reply: &str) -> Result<(), String> {
 struct Conn {
     ws: Ws,
     index: usize,
-    id: String,
+    /// The agents registered on it (empty string: a failed registration).
+    ids: Vec<String>,
+}
+
+impl Conn {
+    /// The first agent: the one that heartbeats and discovers in the action phases.
+    fn id(&self) -> &str {
+        self.ids.first().map_or("", String::as_str)
+    }
 }
 
 /// What a worker measured in one phase.
@@ -554,7 +580,7 @@ fn mib(kib: u64) -> f64 {
 fn source_addresses(opts: &HubBenchOptions, hub: SocketAddr) -> Vec<Option<IpAddr>> {
     let wanted = opts
         .source_ips
-        .unwrap_or_else(|| opts.agents.div_ceil(CONNECTIONS_PER_SOURCE_IP));
+        .unwrap_or_else(|| opts.connections().div_ceil(CONNECTIONS_PER_SOURCE_IP));
     if !hub.ip().is_loopback() || !hub.is_ipv4() || wanted <= 1 {
         return vec![None];
     }
@@ -579,7 +605,8 @@ async fn measure(opts: &HubBenchOptions, hub: &HubUnderTest) -> anyhow::Result<V
     let sources = source_addresses(opts, hub.addr);
     let started = Instant::now();
     let url: Arc<str> = hub.ws_url.clone().into();
-    let mut opened: Vec<(usize, Ws)> = futures_util::stream::iter(0..opts.agents)
+    let connections = opts.connections();
+    let mut opened: Vec<(usize, Ws)> = futures_util::stream::iter(0..connections)
         .map(|i| {
             let url = url.clone();
             let source = sources[i % sources.len()];
@@ -600,20 +627,20 @@ async fn measure(opts: &HubBenchOptions, hub: &HubUnderTest) -> anyhow::Result<V
     opened.sort_by_key(|(i, _)| *i);
     figures.insert(
         "connect_per_s".into(),
-        json!(rate(opts.agents as u64, connect_time)),
+        json!(rate(connections as u64, connect_time)),
     );
     report.insert(
         "connect".into(),
         json!({
-            "connections": opts.agents,
+            "connections": connections,
             "source_ips": sources.len(),
             "seconds": round3(connect_time.as_secs_f64()),
-            "per_s": rate(opts.agents as u64, connect_time),
+            "per_s": rate(connections as u64, connect_time),
         }),
     );
 
     // ---- register ----
-    let workers = opts.concurrency.clamp(1, opts.agents);
+    let workers = opts.concurrency.clamp(1, connections);
     let mut chunks: Vec<Vec<(usize, Ws)>> = (0..workers).map(|_| Vec::new()).collect();
     for (n, c) in opened.into_iter().enumerate() {
         chunks[n % workers].push(c);
@@ -623,7 +650,12 @@ async fn measure(opts: &HubBenchOptions, hub: &HubUnderTest) -> anyhow::Result<V
     let started = Instant::now();
     let mut tasks = Vec::new();
     for chunk in chunks {
-        tasks.push(tokio::spawn(register_worker(chunk, groups)));
+        tasks.push(tokio::spawn(register_worker(
+            chunk,
+            groups,
+            opts.agents,
+            opts.agents_per_connection,
+        )));
     }
     let mut chunks: Vec<Vec<Conn>> = Vec::new();
     let mut tally = Tally::default();
@@ -650,8 +682,9 @@ async fn measure(opts: &HubBenchOptions, hub: &HubUnderTest) -> anyhow::Result<V
         chunks
             .iter()
             .flatten()
-            .filter(|c| !c.id.is_empty())
-            .map(|c| c.id.clone())
+            .flat_map(|c| c.ids.iter())
+            .filter(|id| !id.is_empty())
+            .cloned()
             .collect(),
     );
 
@@ -766,36 +799,42 @@ fn phase_figures(figures: &mut Map<String, Value>, name: &str, t: &Tally, elapse
 async fn register_worker(
     conns: Vec<(usize, Ws)>,
     groups: usize,
+    agents: usize,
+    per_connection: usize,
 ) -> anyhow::Result<(Vec<Conn>, Tally)> {
     let mut tally = Tally::default();
     let mut out = Vec::with_capacity(conns.len());
     for (index, mut ws) in conns {
-        let caps = if groups > 1 {
-            format!(r#"["bench","g{}"]"#, index % groups)
-        } else {
-            r#"["bench"]"#.to_owned()
-        };
-        let text = format!(
-            r#"{{"action":"register","address":"127.0.0.1:{}","capabilities":{caps},"metadata":{{"bench":true,"n":{index}}},"correlationId":"r{index}"}}"#,
-            10_000 + index % 50_000
-        );
-        let t = Instant::now();
-        let reply = call(&mut ws, text)
-            .await
-            .with_context(|| format!("register on connection {index}"))?;
-        tally.latency.record(t.elapsed());
-        let id = match outcome(&reply) {
-            Ok(()) => {
-                let v: Value = serde_json::from_str(&reply).context("register reply")?;
-                tally.ok += 1;
-                v.get("id").and_then(Value::as_str).unwrap_or("").to_owned()
+        let first = index * per_connection;
+        let mut ids = Vec::with_capacity(per_connection);
+        for agent in first..(first + per_connection).min(agents) {
+            let caps = if groups > 1 {
+                format!(r#"["bench","g{}"]"#, agent % groups)
+            } else {
+                r#"["bench"]"#.to_owned()
+            };
+            let text = format!(
+                r#"{{"action":"register","address":"127.0.0.1:{}","capabilities":{caps},"metadata":{{"bench":true,"n":{agent}}},"correlationId":"r{agent}"}}"#,
+                10_000 + agent % 50_000
+            );
+            let t = Instant::now();
+            let reply = call(&mut ws, text)
+                .await
+                .with_context(|| format!("register of agent {agent} on connection {index}"))?;
+            tally.latency.record(t.elapsed());
+            match outcome(&reply) {
+                Ok(()) => {
+                    let v: Value = serde_json::from_str(&reply).context("register reply")?;
+                    tally.ok += 1;
+                    ids.push(v.get("id").and_then(Value::as_str).unwrap_or("").to_owned());
+                }
+                Err(code) => {
+                    tally.error(code);
+                    ids.push(String::new());
+                }
             }
-            Err(code) => {
-                tally.error(code);
-                String::new()
-            }
-        };
-        out.push(Conn { ws, index, id });
+        }
+        out.push(Conn { ws, index, ids });
     }
     Ok((out, tally))
 }
@@ -825,7 +864,7 @@ fn request_text(
         ),
         HubAction::Heartbeat => format!(
             r#"{{"action":"heartbeat","id":"{}","correlationId":"h{n}"}}"#,
-            conn.id
+            conn.id()
         ),
         HubAction::Discover => {
             let cap = if job.groups > 1 {
@@ -835,7 +874,8 @@ fn request_text(
             };
             format!(
                 r#"{{"action":"discover","id":"{}","capabilities":["{cap}"],"limit":{},"correlationId":"d{n}"}}"#,
-                conn.id, job.discover_limit
+                conn.id(),
+                job.discover_limit
             )
         }
     }
@@ -939,22 +979,27 @@ async fn hold_phase(
     let mut back = Vec::new();
     let mut tally = Tally::default();
     let mut lost = 0;
+    let mut beaten = 0;
     for t in tasks {
-        let (conns, t, l) = t.await?;
+        let (conns, t, l, b) = t.await?;
         back.push(conns);
         tally.add(t);
         lost += l;
+        beaten += b;
     }
     let _ = sampler.await;
     let elapsed = started.elapsed();
     let after = (hub.sample(), ProcSample::current());
     let (max_kib, last_kib) = *max_rss.lock().await;
-    let connected: usize = back.iter().map(Vec::len).sum();
+    let connections: usize = back.iter().map(Vec::len).sum();
+    let connected: usize = back.iter().flatten().map(|c| c.ids.len()).sum();
     Ok((
         back,
         json!({
             "seconds": round1(elapsed.as_secs_f64()),
             "agents_connected": connected,
+            "agents_heartbeated": beaten,
+            "connections_open": connections,
             "connections_lost": lost,
             "heartbeat_interval_s": interval.as_secs_f64(),
             "heartbeats": tally.json(elapsed),
@@ -973,41 +1018,57 @@ async fn hold_worker(
     first: Instant,
     interval: Duration,
     deadline: Instant,
-) -> (Vec<Conn>, Tally, u64) {
+) -> (Vec<Conn>, Tally, u64, usize) {
     let mut tally = Tally::default();
     let mut lost = 0;
-    let len = conns.len();
-    if len == 0 {
-        return (conns, tally, 0);
+    let mut beaten = std::collections::HashSet::new();
+    // Every agent heartbeats once per interval: connection by connection, each
+    // connection's agents in turn.
+    let agents: usize = conns.iter().map(|c| c.ids.len().max(1)).sum();
+    if agents == 0 {
+        return (conns, tally, 0, 0);
     }
-    let step = interval / len as u32;
+    let step = interval / u32::try_from(agents).unwrap_or(u32::MAX);
     let mut next = first;
-    let mut i = 0usize;
+    let (mut k, mut j, mut i) = (0usize, 0usize, 0usize);
     while next < deadline && !conns.is_empty() {
         tokio::time::sleep_until(next).await;
         next += step;
-        let k = i % conns.len();
+        k %= conns.len();
+        let at = k;
         i += 1;
+        let slot = (conns[at].index, j);
         let text = format!(
             r#"{{"action":"heartbeat","id":"{}","correlationId":"h{i}"}}"#,
-            conns[k].id
+            conns[at].ids.get(j).map_or("", String::as_str)
         );
+        j += 1;
+        if j >= conns[at].ids.len() {
+            (j, k) = (0, at + 1);
+        }
         let t = Instant::now();
-        match call(&mut conns[k].ws, text).await {
+        match call(&mut conns[at].ws, text).await {
             Ok(reply) => {
                 tally.latency.record(t.elapsed());
                 match outcome(&reply) {
-                    Ok(()) => tally.ok += 1,
+                    Ok(()) => {
+                        tally.ok += 1;
+                        beaten.insert(slot);
+                    }
                     Err(code) => tally.error(code),
                 }
             }
             Err(_) => {
+                // Its agents are gone with it; the connection swapped into its place
+                // starts from its first agent.
                 lost += 1;
-                conns.swap_remove(k);
+                conns.swap_remove(at);
+                (j, k) = (0, at);
             }
         }
     }
-    (conns, tally, lost)
+    let beaten = beaten.len();
+    (conns, tally, lost, beaten)
 }
 
 /// What `hub-serve` runs.

@@ -55,9 +55,13 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct HubArgs {
-    /// Agents to register (one WebSocket each).
+    /// Agents to register.
     #[arg(long, default_value_t = 10_000)]
     agents: usize,
+    /// Agents registered on each WebSocket (the hub allows up to 16): holds more agents
+    /// than the file-descriptor limit allows connections.
+    #[arg(long, default_value_t = 1)]
+    agents_per_connection: usize,
     /// Requests in flight (closed loop).
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
@@ -232,6 +236,7 @@ async fn run(
                 target,
                 database: a.database,
                 agents: a.agents,
+                agents_per_connection: a.agents_per_connection,
                 concurrency: a.concurrency,
                 connect_concurrency: a.connect_concurrency,
                 duration: a.duration,

@@ -56,6 +56,7 @@ async fn hub_bench_against_a_spawned_hub() {
         // Everyone but the caller matches the one capability, up to the limit.
         assert_eq!(number(run, "/actions/discover/agents_per_reply"), 11.0);
         assert_eq!(number(run, "/hold/agents_connected"), 12.0);
+        assert_eq!(number(run, "/hold/agents_heartbeated"), 12.0);
         assert!(number(run, "/hold/heartbeats/ok") > 0.0);
         assert!(number(run, "/hub_process/rss_mib_end") > 0.0);
         assert_eq!(number(run, "/hub_stats/agents/online"), 12.0);
@@ -65,6 +66,40 @@ async fn hub_bench_against_a_spawned_hub() {
         assert!(s["median"].as_f64().is_some(), "{key}: {s}");
         assert_eq!(s["runs"].as_array().unwrap().len(), 2);
     }
+}
+
+/// Several agents per WebSocket (how the bench holds more agents than the descriptor
+/// limit allows connections): all register, all heartbeat during the hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hub_bench_several_agents_per_connection() {
+    let opts = HubBenchOptions {
+        target: HubTarget::InProcess,
+        agents: 14,
+        agents_per_connection: 3,
+        concurrency: 2,
+        actions: vec![HubAction::Lookup],
+        duration: Duration::from_millis(100),
+        warmup: Duration::ZERO,
+        hold: Some(Duration::from_millis(400)),
+        hold_heartbeat_interval: Duration::from_millis(100),
+        ..HubBenchOptions::default()
+    };
+    let v = run_hub(opts).await.unwrap();
+    assert_eq!(number(&v, "/options/connections"), 5.0);
+    let run = &v["runs"][0];
+    assert_eq!(number(run, "/connect/connections"), 5.0);
+    assert_eq!(number(run, "/registered"), 14.0);
+    assert_eq!(number(run, "/hub_stats/agents/online"), 14.0);
+    assert_eq!(number(run, "/hub_stats/hub/activeConnections"), 5.0);
+    assert_eq!(number(run, "/hold/connections_open"), 5.0);
+    assert_eq!(number(run, "/hold/agents_connected"), 14.0);
+    assert_eq!(number(run, "/hold/agents_heartbeated"), 14.0);
+    assert!(run
+        .pointer("/hold/heartbeats/errors")
+        .unwrap()
+        .as_object()
+        .unwrap()
+        .is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
