@@ -22,6 +22,10 @@ if [ -n "${PG_URL:-}" ]; then
 fi
 run hub-m2m-cli        $B hub --hub-cmd m2m --agents 10000 --concurrency 64 --repeat 3
 run p2p                $B p2p --repeat 3
-for n in 6000 17500; do
+run p2p-threads1       $B --threads 1 p2p --repeat 3
+# Memory: one agent per WebSocket up to the descriptor limit, then 100k agents over
+# 16,667 WebSockets (6 each), every agent heartbeating every 30 s.
+for n in 6000 16667; do
   run "hub-hold-$n"    $B hub --agents $n --actions none --hold 65s
 done
+run hub-hold-100k-x6   $B hub --agents 100000 --agents-per-connection 6 --actions none --hold 65s
