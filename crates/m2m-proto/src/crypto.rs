@@ -153,21 +153,38 @@ impl EnvelopeKey {
 
     /// Seals `plaintext` under `nonce` into the base64 envelope.
     pub fn seal(&self, nonce: [u8; NONCE_LEN], plaintext: &[u8]) -> String {
-        let mut raw = Vec::with_capacity(NONCE_LEN + TAG_LEN + plaintext.len());
-        raw.extend_from_slice(&nonce);
-        raw.extend_from_slice(&[0u8; TAG_LEN]);
-        raw.extend_from_slice(plaintext);
+        let mut out = Vec::with_capacity(base64_len(NONCE_LEN + TAG_LEN + plaintext.len()));
+        self.seal_append(nonce, plaintext, &mut Vec::new(), &mut out);
+        // Base64 is ASCII.
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// Seals `plaintext` under `nonce` and appends the base64 envelope to `out`. `scratch`
+    /// holds `nonce || tag || ciphertext` on the way; pass the same one every time so that
+    /// no buffer is allocated per message.
+    pub fn seal_append(
+        &self,
+        nonce: [u8; NONCE_LEN],
+        plaintext: &[u8],
+        scratch: &mut Vec<u8>,
+        out: &mut Vec<u8>,
+    ) {
+        scratch.clear();
+        scratch.reserve(NONCE_LEN + TAG_LEN + plaintext.len());
+        scratch.extend_from_slice(&nonce);
+        scratch.extend_from_slice(&[0u8; TAG_LEN]);
+        scratch.extend_from_slice(plaintext);
         let tag = match self.key.seal_in_place_separate_tag(
             Nonce::assume_unique_for_key(nonce),
             Aad::empty(),
-            &mut raw[NONCE_LEN + TAG_LEN..],
+            &mut scratch[NONCE_LEN + TAG_LEN..],
         ) {
             Ok(tag) => tag,
             // ring refuses only inputs beyond GCM's 64 GiB limit, which no frame reaches.
             Err(_) => unreachable!("AES-GCM input within limits"),
         };
-        raw[NONCE_LEN..NONCE_LEN + TAG_LEN].copy_from_slice(tag.as_ref());
-        B64.encode(&raw)
+        scratch[NONCE_LEN..NONCE_LEN + TAG_LEN].copy_from_slice(tag.as_ref());
+        b64_encode_append(scratch, out);
     }
 
     /// Seals with a random nonce, as the original does.
@@ -179,30 +196,86 @@ impl EnvelopeKey {
 
     /// Opens a base64 envelope; returns the nonce and the plaintext.
     pub fn open(&self, envelope: &str) -> Result<([u8; NONCE_LEN], Vec<u8>), CryptoError> {
-        let mut raw = B64
-            .decode(envelope.trim())
+        let mut buf = Vec::new();
+        let (nonce, range) = self.open_in(envelope, &mut buf)?;
+        buf.truncate(range.end);
+        buf.drain(..range.start);
+        Ok((nonce, buf))
+    }
+
+    /// Opens a base64 envelope into `buf` (cleared first; reuse it across messages): returns
+    /// the nonce and where the plaintext lies in `buf`.
+    pub fn open_in(
+        &self,
+        envelope: &str,
+        buf: &mut Vec<u8>,
+    ) -> Result<([u8; NONCE_LEN], std::ops::Range<usize>), CryptoError> {
+        buf.clear();
+        b64_decode_append(envelope.trim().as_bytes(), buf)
             .map_err(|_| CryptoError::DecryptionFailed)?;
-        if raw.len() < NONCE_LEN + TAG_LEN {
+        if buf.len() < NONCE_LEN + TAG_LEN {
             return Err(CryptoError::DecryptionFailed);
         }
         let mut nonce = [0u8; NONCE_LEN];
-        nonce.copy_from_slice(&raw[..NONCE_LEN]);
-        // The wire puts the tag before the ciphertext; ring wants it after.
-        raw[NONCE_LEN..].rotate_left(TAG_LEN);
+        nonce.copy_from_slice(&buf[..NONCE_LEN]);
+        let mut tag = [0u8; TAG_LEN];
+        tag.copy_from_slice(&buf[NONCE_LEN..NONCE_LEN + TAG_LEN]);
+        // The wire puts the tag before the ciphertext; ring takes it separately, so the
+        // ciphertext is opened where it lies.
         let len = self
             .key
-            .open_in_place(
+            .open_in_place_separate_tag(
                 Nonce::assume_unique_for_key(nonce),
                 Aad::empty(),
-                &mut raw[NONCE_LEN..],
+                aead::Tag::from(tag),
+                &mut buf[NONCE_LEN + TAG_LEN..],
+                0..,
             )
             .map_err(|_| CryptoError::DecryptionFailed)?
             .len();
-        raw.copy_within(NONCE_LEN..NONCE_LEN + len, 0);
-        raw.truncate(len);
-        Ok((nonce, raw))
+        let start = NONCE_LEN + TAG_LEN;
+        Ok((nonce, start..start + len))
     }
 }
+
+/// Length of the padded base64 of `n` bytes.
+pub fn base64_len(n: usize) -> usize {
+    n.div_ceil(3) * 4
+}
+
+/// Appends standard, padded base64 of `src` to `out` (SIMD where the CPU has it). The same
+/// text as [`B64`]`.encode`.
+pub fn b64_encode_append(src: &[u8], out: &mut Vec<u8>) {
+    base64_simd::STANDARD.encode_append(src, out);
+}
+
+/// Decodes standard base64 and appends the bytes to `out` (SIMD where the CPU has it), with
+/// exactly the strictness of [`B64`]: padding optional but, when present, complete;
+/// non-canonical trailing bits, whitespace and any other character refused. On error `out`
+/// is left as it was.
+pub fn b64_decode_append(src: &[u8], out: &mut Vec<u8>) -> Result<(), InvalidBase64> {
+    // `B64` decodes "padding indifferent": after the data, as many `=` as a padded encoding
+    // would have or fewer (`QQ`, `QQ=` and `QQ==` are all one byte; `QUJD=` is refused).
+    // base64-simd's unpadded engine then checks the data exactly as `B64` does: alphabet,
+    // length, canonical trailing bits.
+    let data_len = src.len() - src.iter().rev().take_while(|&&c| c == b'=').count();
+    let padding = src.len() - data_len;
+    if padding > (4 - data_len % 4) % 4 {
+        return Err(InvalidBase64);
+    }
+    let before = out.len();
+    base64_simd::STANDARD_NO_PAD
+        .decode_append(&src[..data_len], out)
+        .map_err(|_| {
+            out.truncate(before);
+            InvalidBase64
+        })
+}
+
+/// Input that [`b64_decode_append`] refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("invalid base64")]
+pub struct InvalidBase64;
 
 /// Why a 2.1 envelope was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -255,17 +328,38 @@ impl CounterKey {
         self.key.seal(nonce, plaintext)
     }
 
+    /// Seals under the next counter and appends the base64 envelope to `out` (see
+    /// [`EnvelopeKey::seal_append`]).
+    pub fn seal_append(&mut self, plaintext: &[u8], scratch: &mut Vec<u8>, out: &mut Vec<u8>) {
+        let nonce = Self::nonce(self.next);
+        self.next = self.next.saturating_add(1);
+        self.key.seal_append(nonce, plaintext, scratch, out);
+    }
+
     /// Opens the envelope if it carries the next expected counter.
     pub fn open(&mut self, envelope: &str) -> Result<Vec<u8>, CounterError> {
-        let (nonce, plaintext) = self
+        let mut buf = Vec::new();
+        let range = self.open_in(envelope, &mut buf)?;
+        buf.truncate(range.end);
+        buf.drain(..range.start);
+        Ok(buf)
+    }
+
+    /// Like [`CounterKey::open`], into `buf` (see [`EnvelopeKey::open_in`]).
+    pub fn open_in(
+        &mut self,
+        envelope: &str,
+        buf: &mut Vec<u8>,
+    ) -> Result<std::ops::Range<usize>, CounterError> {
+        let (nonce, range) = self
             .key
-            .open(envelope)
+            .open_in(envelope, buf)
             .map_err(|_| CounterError::DecryptionFailed)?;
         if nonce != Self::nonce(self.next) || self.next == u64::MAX {
             return Err(CounterError::Replay);
         }
         self.next += 1;
-        Ok(plaintext)
+        Ok(range)
     }
 }
 
@@ -283,7 +377,12 @@ pub fn encode_payload(payload: &Value) -> Vec<u8> {
 pub fn decode_payload(plaintext: &[u8]) -> Value {
     match serde_json::from_slice(plaintext) {
         Ok(v) => v,
-        Err(_) => Value::String(String::from_utf8_lossy(plaintext).into_owned()),
+        // Valid UTF-8 (the usual case) is copied once; only invalid text pays for the
+        // replacement characters.
+        Err(_) => Value::String(match std::str::from_utf8(plaintext) {
+            Ok(text) => text.to_owned(),
+            Err(_) => String::from_utf8_lossy(plaintext).into_owned(),
+        }),
     }
 }
 
@@ -339,11 +438,150 @@ mod tests {
         );
     }
 
+    /// Every string over an alphabet that exercises the alphabet's edges, padding,
+    /// non-canonical trailing bits, whitespace and foreign characters, up to 6 characters:
+    /// the SIMD decoder accepts exactly what `B64` (the base64 crate, padding indifferent)
+    /// accepts, with the same bytes.
+    #[test]
+    fn simd_decoder_is_as_strict_as_b64_exhaustively() {
+        let alphabet = [
+            b'A', b'B', b'Q', b'g', b'/', b'+', b'=', b' ', b'\n', b'-', b'*',
+        ];
+        let mut input = Vec::new();
+        let mut checked = 0usize;
+        for len in 0..=5u32 {
+            for mut n in 0..alphabet.len().pow(len) {
+                input.clear();
+                for _ in 0..len {
+                    input.push(alphabet[n % alphabet.len()]);
+                    n /= alphabet.len();
+                }
+                assert_same_decoding(&input);
+                checked += 1;
+            }
+        }
+        assert!(checked > 170_000);
+    }
+
+    fn assert_same_decoding(input: &[u8]) {
+        let expected = B64.decode(input).ok();
+        let mut out = b"kept".to_vec();
+        let got = b64_decode_append(input, &mut out)
+            .ok()
+            .map(|()| out[4..].to_vec());
+        assert_eq!(got, expected, "{:?}", String::from_utf8_lossy(input));
+        assert_eq!(&out[..4], b"kept");
+        if expected.is_none() {
+            assert_eq!(out, b"kept", "output left as it was on error");
+        }
+    }
+
+    /// Valid encodings of random lengths (so the SIMD loops run), then one character of each
+    /// replaced, removed or added: same verdicts as `B64`; the encoder writes `B64`'s text.
+    #[test]
+    fn simd_codec_matches_b64_on_long_and_mutated_input() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(64);
+        let specials = [
+            b'=', b' ', b'\n', b'\r', b'\t', b'-', b'_', b'.', 0u8, 0xc3, 0x80,
+        ];
+        for round in 0..3000 {
+            let len = if round % 100 == 0 {
+                rng.gen_range(0..70_000)
+            } else {
+                rng.gen_range(0..300)
+            };
+            let bytes: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
+            let mut text = b"x".to_vec();
+            b64_encode_append(&bytes, &mut text);
+            assert_eq!(&text[1..], B64.encode(&bytes).as_bytes());
+            assert_eq!(text.len() - 1, base64_len(len));
+            let text = &text[1..];
+            assert_same_decoding(text);
+            // Unpadded, as hand-made peers send it.
+            let unpadded: Vec<u8> = text.iter().copied().filter(|&c| c != b'=').collect();
+            assert_same_decoding(&unpadded);
+            if text.is_empty() {
+                continue;
+            }
+            for _ in 0..4 {
+                let mut m = text.to_vec();
+                let at = rng.gen_range(0..m.len());
+                match rng.gen_range(0..4) {
+                    0 => m[at] = specials[rng.gen_range(0..specials.len())],
+                    1 => m[at] = B64_CHARS[rng.gen_range(0..64)],
+                    2 => {
+                        m.remove(at);
+                    }
+                    _ => m.insert(at, specials[rng.gen_range(0..specials.len())]),
+                }
+                assert_same_decoding(&m);
+            }
+            if text.len() > 400 {
+                continue;
+            }
+            // The last character changed to every other one: non-canonical trailing bits.
+            let last = text.iter().rposition(|&c| c != b'=').unwrap_or(0);
+            for c in B64_CHARS {
+                let mut m = text.to_vec();
+                m[last] = c;
+                assert_same_decoding(&m);
+            }
+        }
+    }
+
+    const B64_CHARS: [u8; 64] =
+        *b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+    #[test]
+    fn envelope_open_trims_whitespace_like_before() {
+        let key = EnvelopeKey::new(&[3u8; 32]);
+        let env = key.seal([1u8; 12], b"hello");
+        for wrapped in [
+            format!(" {env}\n"),
+            format!("\u{a0}{env}"),
+            format!("\t{env}\r"),
+        ] {
+            assert_eq!(key.open(&wrapped).unwrap().1, b"hello");
+        }
+        let mut inner_space = env.clone();
+        inner_space.insert(8, ' ');
+        assert_eq!(key.open(&inner_space), Err(CryptoError::DecryptionFailed));
+    }
+
+    #[test]
+    fn open_in_reuses_the_buffer_and_seal_append_appends() {
+        let key = EnvelopeKey::new(&[5u8; 32]);
+        let (mut scratch, mut out) = (Vec::new(), b"head:".to_vec());
+        key.seal_append([2u8; 12], b"payload", &mut scratch, &mut out);
+        assert_eq!(&out[5..], key.seal([2u8; 12], b"payload").as_bytes());
+        let env = std::str::from_utf8(&out[5..]).unwrap();
+        let mut buf = vec![9u8; 100];
+        let (nonce, range) = key.open_in(env, &mut buf).unwrap();
+        assert_eq!((nonce, &buf[range]), ([2u8; 12], &b"payload"[..]));
+        // A tampered tag fails.
+        let mut raw = B64.decode(env).unwrap();
+        raw[NONCE_LEN] ^= 1;
+        assert_eq!(
+            key.open_in(&B64.encode(&raw), &mut buf),
+            Err(CryptoError::DecryptionFailed)
+        );
+        assert_eq!(
+            key.open_in(&B64.encode([0u8; NONCE_LEN + TAG_LEN - 1]), &mut buf),
+            Err(CryptoError::DecryptionFailed)
+        );
+    }
+
     #[test]
     fn payload_rules() {
         assert_eq!(encode_payload(&Value::String("x y".into())), b"x y");
         assert_eq!(encode_payload(&serde_json::json!({"a":1})), b"{\"a\":1}");
         assert_eq!(decode_payload(b"{\"a\":1}"), serde_json::json!({"a":1}));
         assert_eq!(decode_payload(b"plain"), Value::String("plain".into()));
+        // Invalid UTF-8 still becomes text with replacement characters.
+        assert_eq!(
+            decode_payload(b"a\xffb"),
+            Value::String("a\u{fffd}b".into())
+        );
     }
 }

@@ -5,6 +5,9 @@
 //! through), `{"error":…}` becomes [`Frame::Error`]. [`Frame::encode`] writes the exact field
 //! order of the original so captures compare byte for byte.
 
+use std::borrow::Cow;
+
+use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -78,30 +81,87 @@ pub enum Frame {
     Unknown(String),
 }
 
+/// A field as sent: a string — borrowed from the line unless it has escapes — or any other
+/// JSON value. Lets the 87 KB `data` of a 64 KiB message be read where it lies.
+enum Field<'a> {
+    Str(Cow<'a, str>),
+    Other(Value),
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Field<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct FieldVisitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for FieldVisitor<'a> {
+            type Value = Field<'a>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Field::Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Field::Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Field::Str(Cow::Owned(v)))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(Field::Other(Value::Bool(v)))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(Field::Other(Value::from(v)))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(Field::Other(Value::from(v)))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(Field::Other(Value::from(v)))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Field::Other(Value::Null))
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Field::Other(Value::Null))
+            }
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+                Field::deserialize(d)
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                Value::deserialize(de::value::SeqAccessDeserializer::new(seq)).map(Field::Other)
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                Value::deserialize(de::value::MapAccessDeserializer::new(map)).map(Field::Other)
+            }
+        }
+        d.deserialize_any(FieldVisitor(std::marker::PhantomData))
+    }
+}
+
 /// The flat shape every line is parsed into first.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct RawFrame {
-    #[serde(rename = "type", default)]
-    kind: Option<Value>,
-    #[serde(default)]
-    key: Option<Value>,
-    #[serde(default)]
-    from: Option<Value>,
-    #[serde(default)]
-    identity: Option<Value>,
-    #[serde(default)]
-    id: Option<Value>,
-    #[serde(default)]
-    sig: Option<Value>,
-    #[serde(default)]
-    message_type: Option<Value>,
-    #[serde(default)]
-    data: Option<Value>,
-    #[serde(default)]
-    correlation_id: Option<Value>,
-    #[serde(default)]
-    error: Option<Value>,
+struct RawFrame<'a> {
+    #[serde(rename = "type", default, borrow)]
+    kind: Option<Field<'a>>,
+    #[serde(default, borrow)]
+    key: Option<Field<'a>>,
+    #[serde(default, borrow)]
+    from: Option<Field<'a>>,
+    #[serde(default, borrow)]
+    identity: Option<Field<'a>>,
+    #[serde(default, borrow)]
+    id: Option<Field<'a>>,
+    #[serde(default, borrow)]
+    sig: Option<Field<'a>>,
+    #[serde(default, borrow)]
+    message_type: Option<Field<'a>>,
+    #[serde(default, borrow)]
+    data: Option<Field<'a>>,
+    #[serde(default, borrow)]
+    correlation_id: Option<Field<'a>>,
+    #[serde(default, borrow)]
+    error: Option<Field<'a>>,
 }
 
 /// Why a line is not a frame.
@@ -120,51 +180,117 @@ pub enum FrameError {
     },
 }
 
-fn text(v: Option<Value>) -> Option<String> {
+fn text(v: Option<Field<'_>>) -> Option<String> {
     match v {
-        Some(Value::String(s)) => Some(s),
+        Some(Field::Str(s)) => Some(s.into_owned()),
         _ => None,
     }
 }
 
 /// An id or type the original would have turned into a string.
-fn text_lenient(v: Option<Value>) -> Option<String> {
+fn text_lenient(v: Option<Field<'_>>) -> Option<String> {
     match v {
-        Some(Value::String(s)) => Some(s),
-        Some(Value::Null) | None => None,
-        Some(other) => Some(other.to_string()),
+        Some(Field::Str(s)) => Some(s.into_owned()),
+        Some(Field::Other(Value::Null)) | None => None,
+        Some(Field::Other(other)) => Some(other.to_string()),
     }
 }
 
-fn correlation(v: Option<Value>) -> Option<Value> {
+fn correlation(v: Option<Field<'_>>) -> Option<Value> {
     match v {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(v),
+        None | Some(Field::Other(Value::Null)) => None,
+        Some(Field::Str(s)) => Some(Value::String(s.into_owned())),
+        Some(Field::Other(v)) => Some(v),
     }
+}
+
+/// A parsed line whose `message` envelope is still borrowed from the line (see
+/// [`Frame::parse_borrowed`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParsedFrame<'a> {
+    /// A `message` frame.
+    Message {
+        /// Application message type.
+        message_type: String,
+        /// The envelope, borrowed unless the line escaped characters in it.
+        data: Cow<'a, str>,
+        /// The frame's correlationId.
+        correlation_id: Option<Value>,
+    },
+    /// Any other frame.
+    Other(Frame),
+}
+
+impl ParsedFrame<'_> {
+    /// The owned frame.
+    pub fn into_owned(self) -> Frame {
+        match self {
+            ParsedFrame::Message {
+                message_type,
+                data,
+                correlation_id,
+            } => Frame::Message {
+                message_type,
+                data: data.into_owned(),
+                correlation_id,
+            },
+            ParsedFrame::Other(f) => f,
+        }
+    }
+}
+
+/// Appends a `message` frame and its `\n` to `out`, writing the envelope with `data`, which
+/// must append text that needs no JSON escaping (base64 does not). The same bytes as
+/// [`Frame::encode_into`] of the equivalent [`Frame::Message`], without building it.
+pub fn encode_message_with(
+    out: &mut Vec<u8>,
+    message_type: &str,
+    correlation_id: Option<&Value>,
+    data: impl FnOnce(&mut Vec<u8>),
+) {
+    out.extend_from_slice(br#"{"type":"message","messageType":"#);
+    // Serializing a string or a Value into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, message_type);
+    out.extend_from_slice(br#","data":""#);
+    data(out);
+    out.push(b'"');
+    if let Some(c) = correlation_id {
+        out.extend_from_slice(br#","correlationId":"#);
+        let _ = serde_json::to_writer(&mut *out, c);
+    }
+    out.extend_from_slice(b"}\n");
 }
 
 impl Frame {
     /// Parses one line (without its `\n`).
     pub fn parse(line: &[u8]) -> Result<Frame, FrameError> {
+        Self::parse_borrowed(line).map(ParsedFrame::into_owned)
+    }
+
+    /// Parses one line, leaving a `message` envelope in the line: the same rules as
+    /// [`Frame::parse`], without copying the largest field.
+    pub fn parse_borrowed(line: &[u8]) -> Result<ParsedFrame<'_>, FrameError> {
         // serde would also read a JSON array into the struct, field by field; a frame is
         // an object.
         if line.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
             return Err(FrameError::NotJson);
         }
-        let raw: RawFrame = serde_json::from_slice(line).map_err(|_| FrameError::NotJson)?;
+        let raw: RawFrame<'_> = serde_json::from_slice(line).map_err(|_| FrameError::NotJson)?;
         let kind = match raw.kind {
-            Some(Value::String(s)) => s,
-            Some(other) => return Ok(Frame::Unknown(other.to_string())),
+            Some(Field::Str(s)) => s,
+            Some(Field::Other(other)) => {
+                return Ok(ParsedFrame::Other(Frame::Unknown(other.to_string())))
+            }
             None => {
-                return Ok(match raw.error {
-                    Some(Value::String(e)) => Frame::Error(e),
-                    Some(other) => Frame::Error(other.to_string()),
+                return Ok(ParsedFrame::Other(match raw.error {
+                    Some(Field::Str(e)) => Frame::Error(e.into_owned()),
+                    Some(Field::Other(other)) => Frame::Error(other.to_string()),
                     None => Frame::Unknown(String::new()),
-                })
+                }))
             }
         };
         let bad = |kind, field| FrameError::BadField { kind, field };
-        Ok(match kind.as_str() {
+        Ok(ParsedFrame::Other(match kind.as_ref() {
             "handshake" => Frame::Handshake {
                 key: text(raw.key).ok_or(bad("handshake", "key"))?,
                 from: text_lenient(raw.from).unwrap_or_default(),
@@ -179,18 +305,24 @@ impl Frame {
             "auth" => Frame::Auth {
                 sig: text(raw.sig).ok_or(bad("auth", "sig"))?,
             },
-            "message" => Frame::Message {
-                message_type: text_lenient(raw.message_type).unwrap_or_default(),
-                data: text(raw.data).ok_or(bad("message", "data"))?,
-                correlation_id: correlation(raw.correlation_id),
-            },
+            "message" => {
+                let data = match raw.data {
+                    Some(Field::Str(d)) => d,
+                    _ => return Err(bad("message", "data")),
+                };
+                return Ok(ParsedFrame::Message {
+                    message_type: text_lenient(raw.message_type).unwrap_or_default(),
+                    data,
+                    correlation_id: correlation(raw.correlation_id),
+                });
+            }
             "ack" => Frame::Ack {
                 correlation_id: correlation(raw.correlation_id),
             },
             "ping" => Frame::Ping,
             "pong" => Frame::Pong,
-            _ => Frame::Unknown(kind),
-        })
+            _ => Frame::Unknown(kind.into_owned()),
+        }))
     }
 
     /// The frame as one line, `\n` included, fields in the original's order.
@@ -371,6 +503,106 @@ mod tests {
             assert_eq!(frame.encode(), expected, "{line}");
             assert_eq!(Frame::parse(line.as_bytes()).unwrap(), frame, "{line}");
         }
+    }
+
+    #[test]
+    fn direct_message_encoding_is_the_frame_encoding() {
+        for (kind, cid) in [
+            ("chat", Some(Value::String("c1".into()))),
+            (
+                "t\"y\\pe\u{1}é",
+                Some(serde_json::json!({"n": [1, 2.5, null]})),
+            ),
+            ("", None),
+            ("x", Some(Value::from(7))),
+        ] {
+            let data = "QUJD+/==";
+            let frame = Frame::Message {
+                message_type: kind.into(),
+                data: data.into(),
+                correlation_id: cid.clone(),
+            };
+            let mut out = b"previous".to_vec();
+            encode_message_with(&mut out, kind, cid.as_ref(), |o| {
+                o.extend_from_slice(data.as_bytes())
+            });
+            assert_eq!(&out[8..], &frame.encode()[..]);
+        }
+    }
+
+    #[test]
+    fn borrowed_parse_borrows_the_envelope_and_agrees_with_parse() {
+        let line = br#"{"type":"message","messageType":"m","data":"QUJD","correlationId":"c"}"#;
+        match Frame::parse_borrowed(line).unwrap() {
+            ParsedFrame::Message { data, .. } => assert!(matches!(data, Cow::Borrowed("QUJD"))),
+            other => panic!("{other:?}"),
+        }
+        let lines: [&[u8]; 16] = [
+            line,
+            br#"{"type":"message","messageType":"m","data":"QU\/D\u0041"}"#,
+            br#"{"type":"message","messageType":7,"data":"x","correlationId":{"a":[1]}}"#,
+            br#"{"type":"message","messageType":null,"data":"x","correlationId":null}"#,
+            br#"{"type":"message","data":5}"#,
+            br#"{"type":"message","data":null}"#,
+            br#"{"type":"message","data":"a","data":"b"}"#,
+            br#"{"type":["message"],"data":"a"}"#,
+            br#"{"type":null,"error":{"e":1}}"#,
+            br#"{"error":"decryption_failed","type":null}"#,
+            br#"{"type":"handshake","key":"K","from":12.5,"identity":true}"#,
+            br#"{"type":"ack","correlationId":1e3}"#,
+            br#"{"type":"ack","correlationId":"\ud83d\ude00"}"#,
+            br#"{"type":"ack","correlationId":"\ud83d"}"#,
+            br#"  {"type":"pong"} "#,
+            br#"{"type":"ping"} x"#,
+        ];
+        for line in lines {
+            let borrowed = Frame::parse_borrowed(line).map(ParsedFrame::into_owned);
+            assert_eq!(
+                borrowed,
+                Frame::parse(line),
+                "{}",
+                String::from_utf8_lossy(line)
+            );
+        }
+        assert_eq!(
+            Frame::parse(lines[1]).unwrap(),
+            Frame::Message {
+                message_type: "m".into(),
+                data: "QU/DA".into(),
+                correlation_id: None
+            }
+        );
+        assert_eq!(
+            Frame::parse(lines[4]),
+            Err(FrameError::BadField {
+                kind: "message",
+                field: "data"
+            })
+        );
+        assert_eq!(Frame::parse(lines[6]), Err(FrameError::NotJson));
+        assert_eq!(
+            Frame::parse(lines[7]).unwrap(),
+            Frame::Unknown(r#"["message"]"#.into())
+        );
+        assert_eq!(
+            Frame::parse(lines[8]).unwrap(),
+            Frame::Error(r#"{"e":1}"#.into())
+        );
+        assert_eq!(
+            Frame::parse(lines[10]).unwrap(),
+            Frame::Handshake {
+                key: "K".into(),
+                from: "12.5".into(),
+                identity: None
+            }
+        );
+        assert_eq!(
+            Frame::parse(lines[11]).unwrap(),
+            Frame::Ack {
+                correlation_id: Some(serde_json::json!(1000.0))
+            }
+        );
+        assert_eq!(Frame::parse(lines[15]), Err(FrameError::NotJson));
     }
 
     #[test]

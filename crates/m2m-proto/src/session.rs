@@ -13,11 +13,13 @@
 use rand_core::CryptoRngCore;
 use serde_json::Value;
 
+use std::ops::Range;
+
 use crate::crypto::{
     decode_payload, encode_payload, CounterError, CounterKey, CryptoError, EnvelopeKey, KeyPair,
-    PublicKey,
+    PublicKey, NONCE_LEN,
 };
-use crate::frame::{errors, Frame};
+use crate::frame::{encode_message_with, errors, Frame, ParsedFrame};
 use crate::identity::{
     session_keys, transcript_signature_message, Identity, IdentityError, IdentityKey, Transcript,
     INITIATOR_LABEL, RESPONDER_LABEL,
@@ -97,6 +99,9 @@ enum Keys {
 struct Established {
     keys: Keys,
     peer: String,
+    /// Reused for every envelope sealed or opened on the session, so that a message costs
+    /// no buffer of its size.
+    buf: Vec<u8>,
 }
 
 impl Established {
@@ -104,17 +109,64 @@ impl Established {
         matches!(self.keys, Keys::V21 { .. })
     }
 
-    fn open(&mut self, envelope: &str) -> Result<Vec<u8>, &'static str> {
+    fn new(keys: Keys, peer: String) -> Self {
+        Established {
+            keys,
+            peer,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Opens `envelope` into `self.buf`; the plaintext is `self.buf[range]`.
+    fn open(&mut self, envelope: &str) -> Result<Range<usize>, &'static str> {
         match &mut self.keys {
             Keys::V20(key) => key
-                .open(envelope)
-                .map(|(_, pt)| pt)
+                .open_in(envelope, &mut self.buf)
+                .map(|(_, range)| range)
                 .map_err(|_| errors::DECRYPTION_FAILED),
-            Keys::V21 { recv, .. } => recv.open(envelope).map_err(|e| match e {
+            Keys::V21 { recv, .. } => recv.open_in(envelope, &mut self.buf).map_err(|e| match e {
                 CounterError::Replay => errors::REPLAY_DETECTED,
                 CounterError::DecryptionFailed => errors::DECRYPTION_FAILED,
             }),
         }
+    }
+
+    /// Opens a message's envelope into the message for the application and its ack.
+    fn deliver(
+        &mut self,
+        message_type: String,
+        data: &str,
+        correlation_id: Option<Value>,
+    ) -> Result<(IncomingMessage, Frame), &'static str> {
+        let range = self.open(data)?;
+        let message = IncomingMessage {
+            from: self.peer.clone(),
+            message_type,
+            payload: decode_payload(&self.buf[range]),
+            correlation_id: correlation_id.clone(),
+            authenticated: self.authenticated(),
+        };
+        Ok((message, Frame::Ack { correlation_id }))
+    }
+
+    /// Appends a sealed `message` frame to `out`.
+    fn seal_into(
+        &mut self,
+        rng: &mut dyn CryptoRngCore,
+        message_type: &str,
+        plaintext: &[u8],
+        correlation_id: Option<&Value>,
+        out: &mut Vec<u8>,
+    ) {
+        let Established { keys, buf, .. } = self;
+        encode_message_with(out, message_type, correlation_id, |out| match keys {
+            Keys::V20(key) => {
+                let mut nonce = [0u8; NONCE_LEN];
+                rng.fill_bytes(&mut nonce);
+                key.seal_append(nonce, plaintext, buf, out);
+            }
+            Keys::V21 { send, .. } => send.seal_append(plaintext, buf, out),
+        });
     }
 
     fn seal(&mut self, rng: &mut dyn CryptoRngCore, plaintext: &[u8]) -> String {
@@ -193,11 +245,42 @@ impl Responder {
 
     /// Takes one line from the peer.
     pub fn handle_line(&mut self, line: &[u8], rng: &mut dyn CryptoRngCore) -> ResponderOutput {
-        let frame = match Frame::parse(line) {
-            Ok(f) => f,
-            Err(_) => return ResponderOutput::Send(Frame::error(errors::INVALID_MESSAGE)),
+        match Frame::parse_borrowed(line) {
+            // The envelope is opened where it lies in the line.
+            Ok(ParsedFrame::Message {
+                message_type,
+                data,
+                correlation_id,
+            }) => self.message(message_type, &data, correlation_id),
+            Ok(ParsedFrame::Other(frame)) => self.handle_frame(frame, rng),
+            Err(_) => ResponderOutput::Send(Frame::error(errors::INVALID_MESSAGE)),
+        }
+    }
+
+    fn message(
+        &mut self,
+        message_type: String,
+        data: &str,
+        correlation_id: Option<Value>,
+    ) -> ResponderOutput {
+        let established = match &mut self.state {
+            ResponderState::Established(e) => e,
+            ResponderState::ExpectAuth(_) => {
+                return ResponderOutput::SendAndClose(Frame::error(errors::AUTHENTICATION_REQUIRED))
+            }
+            ResponderState::ExpectHandshake => {
+                return ResponderOutput::Send(Frame::error(errors::HANDSHAKE_REQUIRED))
+            }
         };
-        self.handle_frame(frame, rng)
+        match established.deliver(message_type, data, correlation_id) {
+            Ok((message, ack)) => ResponderOutput::Deliver { message, ack },
+            // A counter out of order means frames were replayed or reordered: the
+            // stream can no longer be trusted.
+            Err(code @ errors::REPLAY_DETECTED) => {
+                ResponderOutput::SendAndClose(Frame::error(code))
+            }
+            Err(code) => ResponderOutput::Send(Frame::error(code)),
+        }
     }
 
     /// Takes one parsed frame from the peer.
@@ -214,37 +297,7 @@ impl Responder {
                 message_type,
                 data,
                 correlation_id,
-            } => {
-                let established = match &mut self.state {
-                    ResponderState::Established(e) => e,
-                    ResponderState::ExpectAuth(_) => {
-                        return ResponderOutput::SendAndClose(Frame::error(
-                            errors::AUTHENTICATION_REQUIRED,
-                        ))
-                    }
-                    ResponderState::ExpectHandshake => {
-                        return ResponderOutput::Send(Frame::error(errors::HANDSHAKE_REQUIRED))
-                    }
-                };
-                match established.open(&data) {
-                    Ok(plaintext) => ResponderOutput::Deliver {
-                        message: IncomingMessage {
-                            from: established.peer.clone(),
-                            message_type,
-                            payload: decode_payload(&plaintext),
-                            correlation_id: correlation_id.clone(),
-                            authenticated: established.authenticated(),
-                        },
-                        ack: Frame::Ack { correlation_id },
-                    },
-                    // A counter out of order means frames were replayed or reordered: the
-                    // stream can no longer be trusted.
-                    Err(code @ errors::REPLAY_DETECTED) => {
-                        ResponderOutput::SendAndClose(Frame::error(code))
-                    }
-                    Err(code) => ResponderOutput::Send(Frame::error(code)),
-                }
-            }
+            } => self.message(message_type, &data, correlation_id),
             Frame::Ack { correlation_id } => match &self.state {
                 ResponderState::Established(e) if e.authenticated() => {
                     ResponderOutput::Acked(correlation_id)
@@ -277,10 +330,10 @@ impl Responder {
                     errors::AUTHENTICATION_REQUIRED,
                 ));
             }
-            self.state = ResponderState::Established(Box::new(Established {
-                keys: Keys::V20(EnvelopeKey::new(&secret)),
-                peer: from,
-            }));
+            self.state = ResponderState::Established(Box::new(Established::new(
+                Keys::V20(EnvelopeKey::new(&secret)),
+                from,
+            )));
             return ResponderOutput::Send(Frame::HandshakeAck {
                 key: ours.public().to_spki_b64(),
                 identity: None,
@@ -336,7 +389,7 @@ impl Responder {
             return ResponderOutput::SendAndClose(Frame::error(errors::AUTHENTICATION_FAILED));
         }
         let PendingAuth { keys, peer, .. } = *pending;
-        self.state = ResponderState::Established(Box::new(Established { keys, peer }));
+        self.state = ResponderState::Established(Box::new(Established::new(keys, peer)));
         ResponderOutput::Nothing
     }
 
@@ -356,6 +409,25 @@ impl Responder {
                 data: e.seal(rng, &encode_payload(payload)),
                 correlation_id,
             }),
+            _ => Err(SessionError::NotEstablished),
+        }
+    }
+
+    /// 2.1: like [`Responder::seal`], appending the `message` frame line (with its `\n`) to
+    /// `out` without building a [`Frame`]; `plaintext` as [`encode_payload`] makes it.
+    pub fn seal_into(
+        &mut self,
+        message_type: &str,
+        plaintext: &[u8],
+        correlation_id: Option<&Value>,
+        rng: &mut dyn CryptoRngCore,
+        out: &mut Vec<u8>,
+    ) -> Result<(), SessionError> {
+        match &mut self.state {
+            ResponderState::Established(e) if e.authenticated() => {
+                e.seal_into(rng, message_type, plaintext, correlation_id, out);
+                Ok(())
+            }
             _ => Err(SessionError::NotEstablished),
         }
     }
@@ -527,8 +599,34 @@ impl Initiator {
 
     /// Takes one line from the peer.
     pub fn handle_line(&mut self, line: &[u8]) -> Result<InitiatorEvent, SessionError> {
-        let frame = Frame::parse(line).map_err(|_| SessionError::Protocol("line is not JSON"))?;
-        self.handle_frame(frame)
+        match Frame::parse_borrowed(line) {
+            // The envelope is opened where it lies in the line.
+            Ok(ParsedFrame::Message {
+                message_type,
+                data,
+                correlation_id,
+            }) => self.message(message_type, &data, correlation_id),
+            Ok(ParsedFrame::Other(frame)) => self.handle_frame(frame),
+            Err(_) => Err(SessionError::Protocol("line is not JSON")),
+        }
+    }
+
+    fn message(
+        &mut self,
+        message_type: String,
+        data: &str,
+        correlation_id: Option<Value>,
+    ) -> Result<InitiatorEvent, SessionError> {
+        match &mut self.state {
+            InitiatorState::Established(e) if e.authenticated() => {
+                match e.deliver(message_type, data, correlation_id) {
+                    Ok((message, ack)) => Ok(InitiatorEvent::Message { message, ack }),
+                    Err(errors::REPLAY_DETECTED) => Err(SessionError::Replay),
+                    Err(_) => Err(SessionError::DecryptionFailed),
+                }
+            }
+            _ => Err(SessionError::Protocol("unexpected frame from responder")),
+        }
     }
 
     /// Takes one parsed frame from the peer.
@@ -582,22 +680,19 @@ impl Initiator {
                                 &transcript_hash,
                             )),
                         });
-                        Established {
-                            keys: Keys::V21 {
+                        Established::new(
+                            Keys::V21 {
                                 send: CounterKey::new(&i2r),
                                 recv: CounterKey::new(&r2i),
                             },
-                            peer: id,
-                        }
+                            id,
+                        )
                     }
                     _ => {
                         if hello.expect.identity.is_some() || hello.expect.require_authenticated {
                             return Err(SessionError::DowngradeRefused);
                         }
-                        Established {
-                            keys: Keys::V20(EnvelopeKey::new(&secret)),
-                            peer: String::new(),
-                        }
+                        Established::new(Keys::V20(EnvelopeKey::new(&secret)), String::new())
                     }
                 };
                 self.state = InitiatorState::Established(Box::new(established));
@@ -612,21 +707,8 @@ impl Initiator {
                     data,
                     correlation_id,
                 },
-                InitiatorState::Established(e),
-            ) if e.authenticated() => match e.open(&data) {
-                Ok(plaintext) => Ok(InitiatorEvent::Message {
-                    message: IncomingMessage {
-                        from: e.peer.clone(),
-                        message_type,
-                        payload: decode_payload(&plaintext),
-                        correlation_id: correlation_id.clone(),
-                        authenticated: true,
-                    },
-                    ack: Frame::Ack { correlation_id },
-                }),
-                Err(errors::REPLAY_DETECTED) => Err(SessionError::Replay),
-                Err(_) => Err(SessionError::DecryptionFailed),
-            },
+                InitiatorState::Established(_),
+            ) => self.message(message_type, &data, correlation_id),
             (Frame::HandshakeAck { .. }, InitiatorState::Established(_)) => {
                 Err(SessionError::Protocol("second handshake_ack"))
             }
@@ -667,6 +749,23 @@ impl Initiator {
             data: e.seal(rng, plaintext),
             correlation_id,
         })
+    }
+
+    /// Like [`Initiator::seal_plaintext`], appending the `message` frame line (with its `\n`)
+    /// to `out` without building a [`Frame`]: the envelope is encoded straight into `out`.
+    pub fn seal_into(
+        &mut self,
+        message_type: &str,
+        plaintext: &[u8],
+        correlation_id: Option<&Value>,
+        rng: &mut dyn CryptoRngCore,
+        out: &mut Vec<u8>,
+    ) -> Result<(), SessionError> {
+        let InitiatorState::Established(e) = &mut self.state else {
+            return Err(SessionError::NotEstablished);
+        };
+        e.seal_into(rng, message_type, plaintext, correlation_id, out);
+        Ok(())
     }
 }
 
@@ -713,6 +812,63 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
+    }
+
+    /// `seal_into` writes the frame `seal` builds (2.0: same nonce from the same rng state;
+    /// 2.1 both ways: the same counter), and what it writes opens on the other side.
+    #[test]
+    fn seal_into_writes_what_seal_builds() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let (mut init, hello) = Initiator::new("alice", &mut rng);
+        let mut resp = Responder::new();
+        let ResponderOutput::Send(ack) = resp.handle_line(&line(&hello), &mut rng) else {
+            panic!("no handshake_ack")
+        };
+        init.handle_line(&line(&ack)).unwrap();
+        let payload = json!({"n": "x".repeat(1000)});
+        let plaintext = encode_payload(&payload);
+        let cid = json!("c1");
+        let framed = init
+            .seal_plaintext(
+                "t",
+                &plaintext,
+                Some(cid.clone()),
+                &mut StdRng::seed_from_u64(9),
+            )
+            .unwrap();
+        let mut out = Vec::new();
+        init.seal_into(
+            "t",
+            &plaintext,
+            Some(&cid),
+            &mut StdRng::seed_from_u64(9),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(out, framed.encode());
+        for _ in 0..2 {
+            let mut out = Vec::new();
+            init.seal_into("t", &plaintext, None, &mut rng, &mut out)
+                .unwrap();
+            out.pop();
+            match resp.handle_line(&out, &mut rng) {
+                ResponderOutput::Deliver { message, ack } => {
+                    assert_eq!(message.payload, payload);
+                    assert_eq!(
+                        ack,
+                        Frame::Ack {
+                            correlation_id: None
+                        }
+                    );
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        // A 2.0 responder sends nothing back.
+        assert_eq!(
+            resp.seal_into("t", b"x", None, &mut rng, &mut Vec::new()),
+            Err(SessionError::NotEstablished)
+        );
     }
 
     #[test]
