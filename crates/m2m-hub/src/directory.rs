@@ -25,12 +25,13 @@
 //! very next request), and at most once per [`REORDER_AFTER`] when only heartbeats moved
 //! agents; results are filtered against the live state, never against the snapshot's.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use m2m_proto::hub::{self as proto, status, AgentCounts};
+use m2m_proto::hub::{status, AgentCounts};
 use parking_lot::{Mutex, RwLock};
 use serde::ser::{Serialize, Serializer};
 use serde_json::{Map, Value};
@@ -109,6 +110,28 @@ pub struct EntryState {
     pub version: i64,
     /// No longer mirrored (see [`Retired`]): changes are ignored.
     pub retired: Option<Retired>,
+    /// The record's JSON text up to its metadata, `{"id":…,"address":…,"capabilities":[…],
+    /// "metadata":{…}` (no closing brace): what replies share and what does not change
+    /// with status or time. Built on first use, dropped when the metadata changes.
+    base: Option<Arc<str>>,
+}
+
+impl EntryState {
+    fn new(status: Status, metadata: Arc<Map<String, Value>>, version: i64) -> EntryState {
+        EntryState {
+            status,
+            metadata,
+            version,
+            retired: None,
+            base: None,
+        }
+    }
+
+    /// Replaces the metadata (and forgets the text made from the old one).
+    fn set_metadata(&mut self, metadata: Arc<Map<String, Value>>) {
+        self.metadata = metadata;
+        self.base = None;
+    }
 }
 
 /// Why an entry left the directory.
@@ -144,6 +167,8 @@ pub struct AgentEntry {
     pub identity: Option<Box<str>>,
     /// Token of the registration this entry mirrors.
     pub session: Box<str>,
+    /// The record's JSON text after `status`/`lastSeen`: `,"identity":"…"}` or `}`.
+    tail: Cow<'static, str>,
     /// The local WebSocket holding the registration, if it was made through this hub.
     holder: OnceLock<Holder>,
     last_seen: AtomicI64,
@@ -178,10 +203,60 @@ impl AgentEntry {
         self.state.lock().retired == Some(Retired::Replaced)
     }
 
-    /// The entry as `lookup` returns it.
-    pub fn record(&self) -> proto::AgentRecord {
+    /// The cached [`EntryState::base`] text, built if missing.
+    fn base<'s>(&self, st: &'s mut EntryState) -> &'s str {
+        st.base.get_or_insert_with(|| {
+            #[derive(serde::Serialize)]
+            struct Base<'a> {
+                id: &'a str,
+                address: &'a str,
+                capabilities: &'a [String],
+                metadata: &'a Map<String, Value>,
+            }
+            let mut text = serde_json::to_string(&Base {
+                id: &self.id,
+                address: &self.address,
+                capabilities: &self.capabilities,
+                metadata: &st.metadata,
+            })
+            .unwrap_or_else(|_| String::from("{}"));
+            // Serializing these types cannot fail; the object stays open for more fields.
+            text.pop();
+            Arc::from(text)
+        })
+    }
+
+    /// Appends the entry as `discover` lists it ([`m2m_proto::hub::Peer`]) with `lastSeen` =
+    /// `last_seen` (whole seconds), from a locked state.
+    fn write_peer(&self, st: &mut EntryState, last_seen: u64, out: &mut String) {
+        out.push_str(self.base(st));
+        out.push_str(",\"status\":");
+        push_json_str(out, st.status.as_str());
+        out.push_str(",\"lastSeen\":");
+        push_u64(out, last_seen);
+        out.push_str(&self.tail);
+    }
+
+    /// Appends the entry as `lookup` returns it ([`m2m_proto::hub::AgentRecord`]).
+    pub fn write_record(&self, out: &mut String) {
+        let mut st = self.state.lock();
+        out.push_str(self.base(&mut st));
+        out.push_str(",\"status\":");
+        push_json_str(out, st.status.as_str());
+        out.push_str(&self.tail);
+    }
+
+    /// Appends the entry as `find` lists it ([`m2m_proto::hub::FoundAgent`]), from a locked state.
+    fn write_found(&self, st: &mut EntryState, out: &mut String) {
+        out.push_str(self.base(st));
+        out.push_str(&self.tail);
+    }
+
+    /// The entry as `lookup` returns it, through serde (tests compare the text with it).
+    #[cfg(test)]
+    pub fn record(&self) -> m2m_proto::hub::AgentRecord {
         let st = self.state();
-        proto::AgentRecord {
+        m2m_proto::hub::AgentRecord {
             id: self.id.to_string(),
             address: self.address.to_string(),
             capabilities: self.capabilities.to_vec(),
@@ -199,12 +274,85 @@ pub fn secs_since(now: i64, last_seen: i64) -> u64 {
     u64::try_from((now.saturating_sub(last_seen).max(0) + 500) / 1000).unwrap_or(0)
 }
 
-/// A `discover`/`/agents` item, serialized exactly like [`proto::Peer`] without copying the
-/// entry (a test pins the equivalence).
+/// Appends `n` in decimal (as serde_json writes integers).
+pub(crate) fn push_u64(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[i..] {
+        out.push(char::from(d));
+    }
+}
+
+/// Appends `s` as a JSON string, escaped exactly as serde_json escapes it.
+fn push_json_str(out: &mut String, s: &str) {
+    match s {
+        status::ONLINE => out.push_str("\"online\""),
+        status::IDLE => out.push_str("\"idle\""),
+        status::OFFLINE => out.push_str("\"offline\""),
+        other => out.push_str(&serde_json::to_string(other).unwrap_or_default()),
+    }
+}
+
+/// The `,"identity":"…"}` or `}` that ends an entry's record.
+fn record_tail(identity: Option<&str>) -> Cow<'static, str> {
+    match identity {
+        None => Cow::Borrowed("}"),
+        Some(key) => {
+            let mut tail = String::from(",\"identity\":");
+            push_json_str(&mut tail, key);
+            tail.push('}');
+            Cow::Owned(tail)
+        }
+    }
+}
+
+/// A page of records as a JSON array, written without serde from each entry's cached text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonPage {
+    /// Records in the page.
+    pub count: usize,
+    /// `[…]`.
+    pub json: String,
+}
+
+impl JsonPage {
+    fn new() -> JsonPage {
+        JsonPage {
+            count: 0,
+            json: String::from("["),
+        }
+    }
+
+    /// Starts the next record.
+    fn next(&mut self) -> &mut String {
+        if self.count > 0 {
+            self.json.push(',');
+        }
+        self.count += 1;
+        &mut self.json
+    }
+
+    fn finish(mut self) -> JsonPage {
+        self.json.push(']');
+        self
+    }
+}
+
+/// A `/agents` item, serialized exactly like [`m2m_proto::hub::Peer`] without copying the entry (a
+/// test pins the equivalence).
 #[derive(Debug, Clone)]
 pub struct PeerView {
     entry: Arc<AgentEntry>,
-    state: EntryState,
+    status: Status,
+    metadata: Arc<Map<String, Value>>,
     last_seen: u64,
 }
 
@@ -226,8 +374,8 @@ impl Serialize for PeerView {
             id: &self.entry.id,
             address: &self.entry.address,
             capabilities: &self.entry.capabilities,
-            metadata: &self.state.metadata,
-            status: self.state.status.as_str(),
+            metadata: &self.metadata,
+            status: self.status.as_str(),
             last_seen: self.last_seen,
             identity: self.entry.identity.as_deref(),
         }
@@ -235,58 +383,7 @@ impl Serialize for PeerView {
     }
 }
 
-/// A `find` item, serialized exactly like [`proto::FoundAgent`].
-#[derive(Debug, Clone)]
-pub struct FoundView {
-    entry: Arc<AgentEntry>,
-    metadata: Arc<Map<String, Value>>,
-}
-
-impl Serialize for FoundView {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        #[derive(serde::Serialize)]
-        struct Out<'a> {
-            id: &'a str,
-            address: &'a str,
-            capabilities: &'a [String],
-            metadata: &'a Map<String, Value>,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            identity: Option<&'a str>,
-        }
-        Out {
-            id: &self.entry.id,
-            address: &self.entry.address,
-            capabilities: &self.entry.capabilities,
-            metadata: &self.metadata,
-            identity: self.entry.identity.as_deref(),
-        }
-        .serialize(s)
-    }
-}
-
-/// `discover` reply body, field for field [`proto::Discovered`].
-#[derive(Debug, serde::Serialize)]
-pub struct DiscoveredView {
-    /// Agents in the page.
-    pub count: usize,
-    /// Page size.
-    pub limit: u32,
-    /// Page start.
-    pub offset: u64,
-    /// The page.
-    pub agents: Vec<PeerView>,
-}
-
-/// `find` reply body, field for field [`proto::Found`].
-#[derive(Debug, serde::Serialize)]
-pub struct FoundPage {
-    /// Agents in the page.
-    pub count: usize,
-    /// The page.
-    pub agents: Vec<FoundView>,
-}
-
-/// `GET /agents` body, field for field [`proto::AgentsPage`].
+/// `GET /agents` body, field for field [`m2m_proto::hub::AgentsPage`].
 #[derive(Debug, serde::Serialize)]
 pub struct AgentsPageView {
     /// Agents in the page.
@@ -414,16 +511,16 @@ impl Directory {
             capabilities: row.capabilities.clone().into_boxed_slice(),
             identity: row.identity.as_deref().map(Into::into),
             session: row.session.as_str().into(),
+            tail: record_tail(row.identity.as_deref()),
             holder: OnceLock::new(),
             last_seen: AtomicI64::new(row.last_seen),
             seq: AtomicU64::new(self.next_seq()),
             dirty: AtomicBool::new(false),
-            state: Mutex::new(EntryState {
-                status: Status::from_wire(&row.status),
-                metadata: Arc::new(row.metadata.clone()),
-                version: row.version,
-                retired: None,
-            }),
+            state: Mutex::new(EntryState::new(
+                Status::from_wire(&row.status),
+                Arc::new(row.metadata.clone()),
+                row.version,
+            )),
         });
         let mut agents = self.agents.write();
         let Some(existing) = agents.get(&key).cloned() else {
@@ -497,7 +594,7 @@ impl Directory {
             changed = true;
         }
         if *st.metadata != row.metadata {
-            st.metadata = Arc::new(row.metadata.clone());
+            st.set_metadata(Arc::new(row.metadata.clone()));
             changed = true;
         }
         drop(st);
@@ -534,7 +631,7 @@ impl Directory {
             }
         }
         if let Some(m) = metadata {
-            st.metadata = m;
+            st.set_metadata(m);
         }
         drop(st);
         if touched_at.is_some() {
@@ -707,29 +804,53 @@ impl Directory {
         }
     }
 
-    /// `discover`: most recently seen (whole seconds) first, as the original.
-    pub fn discover(&self, now: i64, f: &Filter<'_>) -> Vec<PeerView> {
+    /// `discover`: most recently seen (whole seconds) first, as the original. Calls `take`
+    /// with each agent of the page (locked), in order.
+    fn discover_with(
+        &self,
+        now: i64,
+        f: &Filter<'_>,
+        mut take: impl FnMut(&Arc<AgentEntry>, &mut EntryState),
+    ) {
+        if f.limit == 0 {
+            return;
+        }
         let snap = self.snapshot();
         let positions = capability_positions(&snap, f.capabilities);
-        let mut out = Vec::new();
-        let mut skip = f.offset;
-        if f.limit == 0 {
-            return out;
-        }
+        let exclude = Exclude::new(f.exclude);
+        let (mut skip, mut taken) = (f.offset, 0);
         let mut visit = |item: &Item| -> bool {
-            if let Some(view) = peer_view(now, item, f) {
+            if let Some(mut st) = admit(item, f, exclude) {
                 if skip > 0 {
                     skip -= 1;
                 } else {
-                    out.push(view);
+                    take(&item.entry, &mut st);
+                    taken += 1;
                 }
             }
-            out.len() < f.limit
+            taken < f.limit
         };
-        match &positions {
+        match positions {
             Some(p) => walk_buckets(p.len(), |j| &snap.items[p[j] as usize], now, &mut visit),
             None => walk_buckets(snap.items.len(), |j| &snap.items[j], now, &mut visit),
         }
+    }
+
+    /// `discover` as the reply's `agents` array ([`m2m_proto::hub::Peer`] items).
+    pub fn discover(&self, now: i64, f: &Filter<'_>) -> JsonPage {
+        let mut page = JsonPage::new();
+        self.discover_with(now, f, |entry, st| {
+            let secs = secs_since(now, entry.last_seen());
+            entry.write_peer(st, secs, page.next());
+        });
+        page.finish()
+    }
+
+    /// `discover` as views (tests compare them with the text).
+    #[cfg(test)]
+    fn discover_views(&self, now: i64, f: &Filter<'_>) -> Vec<PeerView> {
+        let mut out = Vec::new();
+        self.discover_with(now, f, |entry, st| out.push(PeerView::new(now, entry, st)));
         out
     }
 
@@ -737,22 +858,23 @@ impl Directory {
     pub fn list(&self, now: i64, f: &Filter<'_>) -> Vec<PeerView> {
         let snap = self.snapshot();
         let positions = capability_positions(&snap, f.capabilities);
+        let exclude = Exclude::new(f.exclude);
         let mut out = Vec::new();
         let mut skip = f.offset;
         let mut visit = |item: &Item| -> bool {
             if out.len() >= f.limit {
                 return false;
             }
-            if let Some(view) = peer_view(now, item, f) {
+            if let Some(st) = admit(item, f, exclude) {
                 if skip > 0 {
                     skip -= 1;
                 } else {
-                    out.push(view);
+                    out.push(PeerView::new(now, &item.entry, &st));
                 }
             }
             out.len() < f.limit
         };
-        match &positions {
+        match positions {
             Some(p) => {
                 for &pos in p.iter().rev() {
                     if !visit(&snap.items[pos as usize]) {
@@ -771,20 +893,26 @@ impl Directory {
         out
     }
 
-    /// `find`: online agents with `capability`, newest first.
-    pub fn find(&self, capability: &str, limit: usize, offset: u64) -> Vec<FoundView> {
+    /// `find`: online agents with `capability`, newest first. Calls `take` with each agent
+    /// of the page (locked), in order.
+    fn find_with(
+        &self,
+        capability: &str,
+        limit: usize,
+        offset: u64,
+        mut take: impl FnMut(&Arc<AgentEntry>, &mut EntryState),
+    ) {
         let snap = self.snapshot();
-        let mut out = Vec::new();
         let Some(list) = snap.by_capability.get(capability) else {
-            return out;
+            return;
         };
-        let mut skip = offset;
+        let (mut skip, mut taken) = (offset, 0);
         for &pos in list.iter().rev() {
-            if out.len() >= limit {
+            if taken >= limit {
                 break;
             }
             let entry = &snap.items[pos as usize].entry;
-            let st = entry.state.lock();
+            let mut st = entry.state.lock();
             if st.status != Status::Online {
                 continue;
             }
@@ -792,20 +920,47 @@ impl Directory {
                 skip -= 1;
                 continue;
             }
-            out.push(FoundView {
-                entry: entry.clone(),
-                metadata: st.metadata.clone(),
-            });
+            take(entry, &mut st);
+            taken += 1;
         }
+    }
+
+    /// `find` as the reply's `agents` array ([`m2m_proto::hub::FoundAgent`] items).
+    pub fn find(&self, capability: &str, limit: usize, offset: u64) -> JsonPage {
+        let mut page = JsonPage::new();
+        self.find_with(capability, limit, offset, |entry, st| {
+            entry.write_found(st, page.next());
+        });
+        page.finish()
+    }
+
+    /// `find` as the ids found (tests).
+    #[cfg(test)]
+    fn find_keys(&self, capability: &str, limit: usize, offset: u64) -> Vec<AgentKey> {
+        let mut out = Vec::new();
+        self.find_with(capability, limit, offset, |entry, _| out.push(entry.key));
         out
     }
 }
 
+/// The agent a listing leaves out, as a number: an id the hub cannot have made names no
+/// agent, so it excludes none.
+#[derive(Debug, Clone, Copy)]
+struct Exclude(Option<AgentKey>);
+
+impl Exclude {
+    fn new(id: Option<&str>) -> Exclude {
+        Exclude(id.and_then(parse_id))
+    }
+}
+
 /// Positions in the snapshot of agents with any of `caps` (sorted), or `None` for all.
-fn capability_positions(snap: &Snapshot, caps: &[String]) -> Option<Vec<u32>> {
+fn capability_positions<'s>(snap: &'s Snapshot, caps: &[String]) -> Option<Cow<'s, [u32]>> {
     match caps {
         [] => None,
-        [one] => Some(snap.by_capability.get(one).cloned().unwrap_or_default()),
+        [one] => Some(Cow::Borrowed(
+            snap.by_capability.get(one).map_or(&[][..], Vec::as_slice),
+        )),
         many => {
             let mut all: Vec<u32> = many
                 .iter()
@@ -815,15 +970,19 @@ fn capability_positions(snap: &Snapshot, caps: &[String]) -> Option<Vec<u32>> {
                 .collect();
             all.sort_unstable();
             all.dedup();
-            Some(all)
+            Some(Cow::Owned(all))
         }
     }
 }
 
-/// The live view of an item if it passes the filter.
-fn peer_view(now: i64, item: &Item, f: &Filter<'_>) -> Option<PeerView> {
+/// The item's live state, locked, if it passes the filter.
+fn admit<'i>(
+    item: &'i Item,
+    f: &Filter<'_>,
+    exclude: Exclude,
+) -> Option<parking_lot::MutexGuard<'i, EntryState>> {
     let entry = &item.entry;
-    if f.exclude == Some(&*entry.id) {
+    if exclude.0 == Some(entry.key) {
         return None;
     }
     let st = entry.state.lock();
@@ -835,13 +994,18 @@ fn peer_view(now: i64, item: &Item, f: &Filter<'_>) -> Option<PeerView> {
             return None;
         }
     }
-    let state = st.clone();
-    drop(st);
-    Some(PeerView {
-        entry: entry.clone(),
-        state,
-        last_seen: secs_since(now, entry.last_seen()),
-    })
+    Some(st)
+}
+
+impl PeerView {
+    fn new(now: i64, entry: &Arc<AgentEntry>, st: &EntryState) -> PeerView {
+        PeerView {
+            entry: entry.clone(),
+            status: st.status.clone(),
+            metadata: st.metadata.clone(),
+            last_seen: secs_since(now, entry.last_seen()),
+        }
+    }
 }
 
 /// Visits items (sorted by last seen, ascending) newest second-bucket first, each bucket
@@ -879,6 +1043,7 @@ fn walk_buckets<'s>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use m2m_proto::hub as proto;
 
     fn row(id: u128, last_seen: i64, caps: &[&str], status: &str) -> AgentRow {
         AgentRow {
@@ -914,20 +1079,20 @@ mod tests {
             ..Filter::default()
         };
         // Rounded seconds: 2 → 0 s; 4 (1.2 s) and 1 (0.5 s) → 1 s, older first; 3 → 3 s.
-        assert_eq!(ids(&d.discover(now, &all)), vec![2, 4, 1, 3]);
+        assert_eq!(ids(&d.discover_views(now, &all)), vec![2, 4, 1, 3]);
         assert_eq!(ids(&d.list(now, &all)), vec![2, 1, 4, 3]);
         let page = Filter {
             limit: 2,
             offset: 1,
             ..Filter::default()
         };
-        assert_eq!(ids(&d.discover(now, &page)), vec![4, 1]);
+        assert_eq!(ids(&d.discover_views(now, &page)), vec![4, 1]);
         let busy = Filter {
             status: Some("busy"),
             limit: 100,
             ..Filter::default()
         };
-        assert_eq!(ids(&d.discover(now, &busy)), vec![4]);
+        assert_eq!(ids(&d.discover_views(now, &busy)), vec![4]);
     }
 
     #[test]
@@ -942,11 +1107,10 @@ mod tests {
             limit: 10,
             ..Filter::default()
         };
-        assert_eq!(ids(&d.discover(3000, &f)), vec![3, 1]);
-        let found: Vec<u128> = d.find("b", 10, 0).iter().map(|v| v.entry.key).collect();
-        assert_eq!(found, vec![2, 1]);
+        assert_eq!(ids(&d.discover_views(3000, &f)), vec![3, 1]);
+        assert_eq!(d.find_keys("b", 10, 0), vec![2, 1]);
         assert!(
-            d.find("c", 10, 0).is_empty(),
+            d.find_keys("c", 10, 0).is_empty(),
             "find lists online agents only"
         );
     }
@@ -1012,23 +1176,209 @@ mod tests {
         assert_eq!(d.counts().online, 1);
     }
 
+    /// What serde makes of the proto types for the page `discover_views` selects: the
+    /// reference the cached text must equal byte for byte.
+    fn serde_discover(d: &Directory, now: i64, f: &Filter<'_>) -> (usize, String) {
+        let peers: Vec<proto::Peer> = d
+            .discover_views(now, f)
+            .iter()
+            .map(|v| {
+                let r = v.entry.record();
+                proto::Peer {
+                    id: r.id,
+                    address: r.address,
+                    capabilities: r.capabilities,
+                    metadata: r.metadata,
+                    status: r.status,
+                    last_seen: secs_since(now, v.entry.last_seen()),
+                    identity: r.identity,
+                }
+            })
+            .collect();
+        (peers.len(), serde_json::to_string(&peers).unwrap())
+    }
+
+    fn serde_find(d: &Directory, capability: &str) -> (usize, String) {
+        let found: Vec<proto::FoundAgent> = d
+            .find_keys(capability, 100, 0)
+            .into_iter()
+            .map(|k| {
+                let r = d.get(k).unwrap().record();
+                proto::FoundAgent {
+                    id: r.id,
+                    address: r.address,
+                    capabilities: r.capabilities,
+                    metadata: r.metadata,
+                    identity: r.identity,
+                }
+            })
+            .collect();
+        (found.len(), serde_json::to_string(&found).unwrap())
+    }
+
+    fn written_record(e: &AgentEntry) -> String {
+        let mut out = String::new();
+        e.write_record(&mut out);
+        out
+    }
+
+    /// Every listing written from cached text equals serde's output of the proto types.
+    fn assert_text_matches_serde(d: &Directory, now: i64) {
+        let f = Filter {
+            limit: 100,
+            ..Filter::default()
+        };
+        let page = d.discover(now, &f);
+        assert_eq!((page.count, page.json), serde_discover(d, now, &f));
+        for cap in ["chat", "other"] {
+            let page = d.find(cap, 100, 0);
+            assert_eq!((page.count, page.json), serde_find(d, cap));
+        }
+        for view in d.discover_views(now, &f) {
+            assert_eq!(
+                written_record(&view.entry),
+                serde_json::to_string(&view.entry.record()).unwrap()
+            );
+            // `/agents` items too.
+            let text = serde_json::to_string(&view).unwrap();
+            let peer: proto::Peer = serde_json::from_str(&text).unwrap();
+            assert_eq!(serde_json::to_string(&peer).unwrap(), text);
+        }
+    }
+
     #[test]
     fn views_serialize_exactly_like_the_proto_types() {
         let d = Directory::default();
         let mut r = row(9, 1000, &["chat"], "online");
         r.metadata.insert("name".into(), Value::from("alpha"));
         d.upsert(&r);
+        let mut r = row(
+            10,
+            900,
+            &["chat", "other", "with \"quotes\" \\ and \u{1}"],
+            "online",
+        );
+        r.identity = Some("aWRlbnRpdHkga2V5IGJhc2U2NA+/=".into());
+        r.address = "[::1]:9000".into();
+        d.upsert(&r);
+        assert_text_matches_serde(&d, 1000);
+        assert_text_matches_serde(&d, 1_000_000_000_000);
+    }
+
+    #[test]
+    fn cached_text_follows_status_metadata_and_last_seen() {
+        let d = Directory::default();
+        let mut r = row(1, 1000, &["chat"], "online");
+        r.metadata.insert("n".into(), Value::from(1));
+        let plain = d.upsert(&r).unwrap();
+        let mut r = row(2, 1000, &["chat", "other"], "online");
+        r.identity = Some("a2V5".into());
+        let keyed = d.upsert(&r).unwrap();
+        let now = 5000;
+        // First use builds the cache; a second use reads it.
+        assert_text_matches_serde(&d, now);
+        assert_text_matches_serde(&d, now);
+
+        // Status: hub-assigned and agent-chosen, escaped and unicode.
+        d.set(&plain, 2, Some(Status::Other("busy".into())), None, None);
+        assert_text_matches_serde(&d, now);
+        d.set(&keyed, 2, Some(Status::Idle), None, None);
+        d.set(
+            &plain,
+            3,
+            Some(Status::Other("\"weird\"\n\u{7f}ステータス 🚀".into())),
+            None,
+            None,
+        );
+        assert_text_matches_serde(&d, now);
+        d.force_status(&keyed, Status::Online);
+        assert_text_matches_serde(&d, now);
+
+        // Metadata through an own write, with unicode, escapes and nesting.
+        let mut m = Map::new();
+        m.insert(
+            "名前".into(),
+            Value::from("エージェント \u{2028} \u{0} \\ \" é 🚀"),
+        );
+        m.insert(
+            "nested".into(),
+            serde_json::json!({"a": [1, 2.5, -3, null, true], "b": {"c": "d"}}),
+        );
+        m.insert("big".into(), Value::from(u64::MAX));
+        d.set(&plain, 4, None, Some(Arc::new(m)), Some(now + 2000));
+        assert_text_matches_serde(&d, now + 2600);
+
+        // Metadata and status through a stored row (change feed, sweep).
+        let mut r = row(2, 1000, &["chat", "other"], "busy");
+        r.identity = Some("a2V5".into());
+        r.version = 7;
+        r.metadata.insert("fresh".into(), Value::from("yes"));
+        d.upsert(&r);
+        assert_text_matches_serde(&d, now + 2600);
+        assert!(written_record(&keyed).contains(r#""metadata":{"fresh":"yes"}"#));
+
+        // lastSeen moves with heartbeats; the text does not need rebuilding for it.
+        d.touch(&keyed, now + 9000);
+        assert_text_matches_serde(&d, now + 9400);
+        assert_text_matches_serde(&d, now + 100_000);
+
+        // Offline agents leave discover, and come back with the right text.
+        d.set(&plain, 5, Some(Status::Offline), None, None);
+        assert_text_matches_serde(&d, now + 100_000);
+        d.set(&plain, 6, Some(Status::Online), None, None);
+        assert_text_matches_serde(&d, now + 100_000);
+    }
+
+    #[test]
+    fn numbers_are_written_like_serde_json() {
+        for n in [
+            0,
+            1,
+            9,
+            10,
+            99,
+            100,
+            12345,
+            u64::from(u32::MAX),
+            u64::MAX - 1,
+            u64::MAX,
+        ] {
+            let mut out = String::new();
+            push_u64(&mut out, n);
+            assert_eq!(out, serde_json::to_string(&n).unwrap());
+        }
+    }
+
+    #[test]
+    fn exclude_and_offset_apply_to_the_text() {
+        let d = Directory::default();
+        for i in 1..=5 {
+            d.upsert(&row(i, 1000 + i as i64 * 10, &["chat"], "online"));
+        }
+        let me = format!("{:032x}", 3);
+        let caps = vec!["chat".to_string()];
+        for (exclude, offset, limit) in [
+            (Some(me.as_str()), 0, 10),
+            (Some(me.as_str()), 1, 2),
+            (Some("not-an-id"), 0, 10),
+            (None, 4, 10),
+            (None, 0, 0),
+        ] {
+            let f = Filter {
+                exclude,
+                capabilities: &caps,
+                limit,
+                offset,
+                ..Filter::default()
+            };
+            let page = d.discover(2000, &f);
+            assert_eq!((page.count, page.json), serde_discover(&d, 2000, &f));
+        }
         let f = Filter {
+            exclude: Some(&me),
             limit: 10,
             ..Filter::default()
         };
-        let view = d.discover(1000, &f).remove(0);
-        let text = serde_json::to_string(&view).unwrap();
-        let peer: proto::Peer = serde_json::from_str(&text).unwrap();
-        assert_eq!(serde_json::to_string(&peer).unwrap(), text);
-        let found = d.find("chat", 10, 0).remove(0);
-        let text = serde_json::to_string(&found).unwrap();
-        let agent: proto::FoundAgent = serde_json::from_str(&text).unwrap();
-        assert_eq!(serde_json::to_string(&agent).unwrap(), text);
+        assert_eq!(ids(&d.discover_views(2000, &f)), vec![1, 2, 4, 5]);
     }
 }

@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use m2m_proto::hub::{
-    Action, Discover, ErrorReply, Find, HeartbeatAck, HubCounters, HubRequest, LookedUp, Nonce,
-    Register, Registered, Reply, Stats, CHALLENGE_ACTION,
+    Action, Discover, ErrorReply, Find, HeartbeatAck, HubCounters, HubRequest, Nonce, Register,
+    Registered, Reply, Stats, CHALLENGE_ACTION,
 };
 use m2m_proto::identity::{registration_message, IdentityKey};
 use m2m_proto::limits::PROTOCOL_VERSION;
@@ -34,7 +34,7 @@ use crate::address;
 use crate::codes;
 use crate::config::HubConfig;
 use crate::directory::{
-    parse_id, AgentEntry, Directory, DiscoveredView, Filter, FoundPage, Holder, Status,
+    parse_id, push_u64, AgentEntry, Directory, Filter, Holder, JsonPage, Status,
 };
 use crate::error::HubError;
 use crate::metrics::{action_index, Gauges, Metrics};
@@ -148,6 +148,32 @@ impl From<Unavailable> for Refused {
 fn ok<T: Serialize>(body: T, cid: Option<Value>) -> String {
     serde_json::to_string(&Reply::ok(body, cid))
         .unwrap_or_else(|_| error_text(codes::UNAVAILABLE, None))
+}
+
+/// An ok reply written by hand, byte for byte what [`ok`] makes of a body whose fields
+/// `fields` writes (`"name":value,…`): `{"status":"ok",<fields>,"correlationId":…}`.
+fn ok_text(capacity: usize, cid: Option<Value>, fields: impl FnOnce(&mut String)) -> String {
+    let mut out = String::with_capacity(capacity + 64);
+    out.push_str(r#"{"status":"ok","#);
+    fields(&mut out);
+    if let Some(cid) = cid {
+        out.push_str(r#","correlationId":"#);
+        match serde_json::to_string(&cid) {
+            Ok(text) => out.push_str(&text),
+            Err(_) => return error_text(codes::UNAVAILABLE, None),
+        }
+    }
+    out.push('}');
+    out
+}
+
+/// `"count":N,…,"agents":[…]` of a page.
+fn push_page(out: &mut String, page: &JsonPage, head: impl FnOnce(&mut String)) {
+    out.push_str(r#""count":"#);
+    push_u64(out, page.count as u64);
+    head(out);
+    out.push_str(r#","agents":"#);
+    out.push_str(&page.json);
 }
 
 /// `{"status":"error","error":code,"correlationId":…}` as text.
@@ -296,9 +322,9 @@ impl HubState {
     ) -> Result<String, Refused> {
         match action {
             Action::Register(r) => self.register(session, r).await.map(|b| ok(b, cid)),
-            Action::Discover(d) => Ok(ok(self.discover(&d), cid)),
-            Action::Find(f) => Ok(ok(self.find(&f), cid)),
-            Action::Lookup { id } => self.lookup(&id).await.map(|b| ok(b, cid)),
+            Action::Discover(d) => Ok(self.discover(&d, cid)),
+            Action::Find(f) => Ok(self.find(&f, cid)),
+            Action::Lookup { id } => self.lookup(&id, cid).await,
             Action::Heartbeat { id } => self.heartbeat(session, &id).await.map(|b| ok(b, cid)),
             Action::Status {
                 id,
@@ -433,7 +459,8 @@ impl HubState {
         })
     }
 
-    fn discover(&self, d: &Discover) -> DiscoveredView {
+    /// The `discover` reply (`proto::Discovered`), written from the entries' cached text.
+    fn discover(&self, d: &Discover, cid: Option<Value>) -> String {
         let filter = Filter {
             exclude: d.exclude_id.as_deref(),
             capabilities: &d.capabilities,
@@ -441,33 +468,38 @@ impl HubState {
             limit: d.limit as usize,
             offset: d.offset,
         };
-        let agents = self.directory.discover(self.now_ms(), &filter);
-        DiscoveredView {
-            count: agents.len(),
-            limit: d.limit,
-            offset: d.offset,
-            agents,
-        }
+        let page = self.directory.discover(self.now_ms(), &filter);
+        ok_text(page.json.len(), cid, |out| {
+            push_page(out, &page, |out| {
+                out.push_str(r#","limit":"#);
+                push_u64(out, u64::from(d.limit));
+                out.push_str(r#","offset":"#);
+                push_u64(out, d.offset);
+            })
+        })
     }
 
-    fn find(&self, f: &Find) -> FoundPage {
-        let agents = self
+    /// The `find` reply (`proto::Found`).
+    fn find(&self, f: &Find, cid: Option<Value>) -> String {
+        let page = self
             .directory
             .find(&f.capability, f.limit as usize, f.offset);
-        FoundPage {
-            count: agents.len(),
-            agents,
-        }
+        ok_text(page.json.len(), cid, |out| push_page(out, &page, |_| {}))
     }
 
     /// Looks an agent up: the mirror first; with a shared registry an id the mirror does
     /// not know yet (registered through another hub a moment ago) is read from the database.
-    async fn lookup(&self, id: &str) -> Result<LookedUp, Refused> {
+    /// The reply is `proto::LookedUp`.
+    async fn lookup(&self, id: &str, cid: Option<Value>) -> Result<String, Refused> {
+        let reply = |entry: &AgentEntry| {
+            ok_text(256, cid, |out| {
+                out.push_str(r#""agent":"#);
+                entry.write_record(out);
+            })
+        };
         let key = parse_id(id).ok_or(Refused::from(codes::AGENT_NOT_FOUND))?;
         if let Some(entry) = self.directory.get(key) {
-            return Ok(LookedUp {
-                agent: entry.record(),
-            });
+            return Ok(reply(&entry));
         }
         if !self.registry.shared() {
             return Err(codes::AGENT_NOT_FOUND.into());
@@ -478,9 +510,7 @@ impl HubState {
                     .directory
                     .upsert(&row)
                     .ok_or(Refused::from(codes::AGENT_NOT_FOUND))?;
-                Ok(LookedUp {
-                    agent: entry.record(),
-                })
+                Ok(reply(&entry))
             }
             Ok(None) => Err(codes::AGENT_NOT_FOUND.into()),
             Err(e) => {
@@ -652,5 +682,107 @@ impl HubState {
     /// How long a write may take before a session gives up on a slow client.
     pub(crate) fn write_timeout(&self) -> Duration {
         self.config.limits.write_timeout
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use m2m_proto::hub::{AgentRecord, Discovered, Found, FoundAgent, LookedUp, Peer};
+    use serde_json::json;
+
+    fn cids() -> Vec<Option<Value>> {
+        vec![
+            None,
+            Some(json!("d1")),
+            Some(json!(17)),
+            Some(json!(-2.5)),
+            Some(Value::Null),
+            Some(json!({"z": [1, "é \" \\ 🚀"], "a": null})),
+        ]
+    }
+
+    fn peer(i: u64) -> Peer {
+        let mut metadata = Map::new();
+        metadata.insert("n".into(), json!(i));
+        metadata.insert("名前".into(), json!("エージェント\u{2028}"));
+        Peer {
+            id: format!("{i:032x}"),
+            address: "127.0.0.1:1".into(),
+            capabilities: vec!["chat".into()],
+            metadata,
+            status: "busy".into(),
+            last_seen: i * 1000,
+            identity: (i % 2 == 0).then(|| "a2V5".to_owned()),
+        }
+    }
+
+    #[test]
+    fn hand_written_replies_equal_serde_replies() {
+        for n in [0, 1, 3] {
+            let peers: Vec<Peer> = (0..n).map(peer).collect();
+            let page = JsonPage {
+                count: peers.len(),
+                json: serde_json::to_string(&peers).unwrap(),
+            };
+            let found: Vec<FoundAgent> = peers
+                .iter()
+                .map(|p| FoundAgent {
+                    id: p.id.clone(),
+                    address: p.address.clone(),
+                    capabilities: p.capabilities.clone(),
+                    metadata: p.metadata.clone(),
+                    identity: p.identity.clone(),
+                })
+                .collect();
+            let found_page = JsonPage {
+                count: found.len(),
+                json: serde_json::to_string(&found).unwrap(),
+            };
+            for cid in cids() {
+                let (limit, offset) = (100, u64::MAX);
+                let mine = ok_text(0, cid.clone(), |out| {
+                    push_page(out, &page, |out| {
+                        out.push_str(r#","limit":"#);
+                        push_u64(out, limit);
+                        out.push_str(r#","offset":"#);
+                        push_u64(out, offset);
+                    })
+                });
+                let body = Discovered {
+                    count: peers.len(),
+                    limit: limit as u32,
+                    offset,
+                    agents: peers.clone(),
+                };
+                assert_eq!(mine, ok(body, cid.clone()));
+
+                let mine = ok_text(0, cid.clone(), |out| push_page(out, &found_page, |_| {}));
+                let body = Found {
+                    count: found.len(),
+                    agents: found.clone(),
+                };
+                assert_eq!(mine, ok(body, cid.clone()));
+            }
+        }
+        let p = peer(2);
+        let record = AgentRecord {
+            id: p.id,
+            address: p.address,
+            capabilities: p.capabilities,
+            metadata: p.metadata,
+            status: p.status,
+            identity: p.identity,
+        };
+        for cid in cids() {
+            let mine = ok_text(0, cid.clone(), |out| {
+                out.push_str(r#""agent":"#);
+                out.push_str(&serde_json::to_string(&record).unwrap());
+            });
+            let body = LookedUp {
+                agent: record.clone(),
+            };
+            assert_eq!(mine, ok(body, cid));
+        }
     }
 }
