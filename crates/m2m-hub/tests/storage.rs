@@ -271,3 +271,58 @@ async fn a_missing_postgres_database_is_created() {
         .await
         .unwrap();
 }
+
+/// A batch of offline marks (the writer, at mass disconnect) and a liveness flush over the
+/// same rows, each listing them in the opposite order, run against each other many times:
+/// both lock rows in id order, so neither fails with `deadlock detected`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_batches_and_liveness_flushes_do_not_deadlock() {
+    use m2m_hub::store::{self, AgentRow, Write};
+    use m2m_hub::StorageTuning;
+    use std::sync::Arc;
+
+    let db = TestDb::new(Backend::Postgres).await;
+    let registry: Arc<dyn store::Registry> = Arc::from(
+        store::open(&db.url, &StorageTuning::default())
+            .await
+            .unwrap(),
+    );
+    let rows: Vec<AgentRow> = (0..200u32)
+        .map(|i| AgentRow {
+            id: format!("{:032x}", u128::from(i) * 0x9e37_79b9_7f4a_7c15),
+            address: "127.0.0.1:1".into(),
+            capabilities: vec![],
+            metadata: serde_json::Map::new(),
+            identity: None,
+            status: "online".into(),
+            last_seen: 1_000,
+            created_at: 1_000,
+            hub: "h".into(),
+            session: format!("s{i}"),
+            version: 0,
+        })
+        .collect();
+    let inserts: Vec<Write> = rows.iter().cloned().map(Write::Insert).collect();
+    registry.apply(&inserts).await.unwrap();
+    for round in 0..30i64 {
+        let marks: Vec<Write> = rows
+            .iter()
+            .rev()
+            .map(|r| Write::SetStatus {
+                id: r.id.clone(),
+                session: r.session.clone(),
+                status: if round % 2 == 0 { "offline" } else { "online" }.into(),
+                last_seen: None,
+            })
+            .collect();
+        let seen: Vec<(String, i64)> = rows.iter().map(|r| (r.id.clone(), 2_000 + round)).collect();
+        let (a, b) = (registry.clone(), registry.clone());
+        let writer = tokio::spawn(async move { a.apply(&marks).await });
+        let flusher = tokio::spawn(async move { b.touch(&seen).await });
+        let versions = writer.await.unwrap().unwrap();
+        assert!(versions.iter().all(Option::is_some));
+        flusher.await.unwrap().unwrap();
+    }
+    registry.close().await;
+    db.drop_db().await;
+}

@@ -79,6 +79,17 @@ async fn create_database(options: &PgConnectOptions) -> Result<(), StoreError> {
 }
 
 /// Inserts `rows` in one statement; their versions, in order.
+/// Locks the existing rows of `ids` in id order (the database sorts; `ORDER BY … FOR
+/// UPDATE` locks each row as the sort yields it), so that transactions updating
+/// overlapping sets of rows queue behind each other instead of deadlocking.
+async fn lock_in_id_order(tx: &mut sqlx::PgConnection, ids: &[&str]) -> Result<(), StoreError> {
+    sqlx::query("SELECT 1 FROM m2m_agents WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+        .bind(ids)
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
 async fn insert_many(
     tx: &mut sqlx::PgConnection,
     rows: &[&AgentRow],
@@ -183,6 +194,20 @@ impl Registry for PostgresRegistry {
     ) -> BoxFuture<'a, Result<Vec<Option<i64>>, StoreError>> {
         Box::pin(async move {
             let mut tx = self.pool.begin().await?;
+            // Updates lock their rows in queue order, the liveness flush in its own: lock
+            // every existing row the batch updates first, in id order, as `touch` does, so
+            // that the two can never wait for each other (a burst of offline marks at mass
+            // disconnect against a flush deadlocked). Fresh inserts lock nothing.
+            let updated: Vec<&str> = writes
+                .iter()
+                .filter_map(|w| match w {
+                    Write::Insert(_) => None,
+                    Write::SetStatus { id, .. } | Write::Update { id, .. } => Some(id.as_str()),
+                })
+                .collect();
+            if updated.len() > 1 {
+                lock_in_id_order(&mut tx, &updated).await?;
+            }
             let mut versions = Vec::with_capacity(writes.len());
             let mut i = 0;
             while i < writes.len() {
@@ -256,6 +281,10 @@ impl Registry for PostgresRegistry {
         Box::pin(async move {
             let ids: Vec<&str> = seen.iter().map(|(id, _)| id.as_str()).collect();
             let at: Vec<i64> = seen.iter().map(|(_, at)| *at).collect();
+            let mut tx = self.pool.begin().await?;
+            // The join below locks rows in whatever order the plan yields them; lock them
+            // in id order first, as the writer's batches do (see `apply`).
+            lock_in_id_order(&mut tx, &ids).await?;
             // New versions make other hubs see the fresher lastSeen through the feed.
             sqlx::query(
                 "UPDATE m2m_agents AS a SET last_seen = v.at, \
@@ -265,8 +294,9 @@ impl Registry for PostgresRegistry {
             )
             .bind(&ids)
             .bind(&at)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+            tx.commit().await?;
             Ok(())
         })
     }
