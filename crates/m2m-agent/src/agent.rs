@@ -12,6 +12,7 @@
 //! lies about an address gets the send refused, not redirected; responses to messages that
 //! came on an authenticated inbound session go back on that session.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,6 +25,7 @@ use m2m_proto::hub::{
     Peer, Stats,
 };
 use m2m_proto::{limits, Identity, IdentityKey};
+use parking_lot::Mutex;
 use serde_json::{Map, Value};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
@@ -46,6 +48,8 @@ use crate::peer::{self, Credentials, OutboundSettings, Pool};
 
 /// Events kept for slow [`Agent::events`] subscribers before they miss some.
 const EVENT_CAPACITY: usize = 64;
+/// Checked identity keys remembered before the memo starts over.
+const VOUCHED_KEYS: usize = 4096;
 /// How long `disconnect` waits for the agent's tasks to stop.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -67,6 +71,9 @@ struct Inner {
     sessions: Arc<InboundSessions>,
     pool: Arc<Pool>,
     cache: AddressCache,
+    /// Identity keys from hub records already checked against their ids: decoding an
+    /// Ed25519 point and hashing it cost ~10 µs, on every send by id otherwise.
+    vouched: Mutex<HashMap<String, (String, IdentityKey)>>,
     events: broadcast::Sender<AgentEvent>,
     cancel: CancellationToken,
     tracker: TaskTracker,
@@ -291,6 +298,7 @@ impl Agent {
         let agent = Agent {
             inner: Arc::new(Inner {
                 cache: AddressCache::new(config.address_cache_ttl),
+                vouched: Mutex::new(HashMap::new()),
                 config,
                 local_port,
                 link: link.clone(),
@@ -450,8 +458,34 @@ impl Agent {
         if known.status.as_deref() == Some(status::OFFLINE) {
             return Err(AgentError::AgentOffline(id.to_owned()));
         }
-        let expect = vouched_identity(id, &known.address, known.identity.as_deref())?;
+        let expect = self.vouched_identity(id, &known.address, known.identity.as_deref())?;
         Ok((known.address, expect))
+    }
+
+    /// [`vouched_identity`], remembering the keys that passed.
+    fn vouched_identity(
+        &self,
+        id: &str,
+        address: &str,
+        identity: Option<&str>,
+    ) -> Result<Option<IdentityKey>> {
+        let Some(text) = identity else {
+            return Ok(None);
+        };
+        if let Some((checked_id, key)) = self.inner.vouched.lock().get(text) {
+            if checked_id == id {
+                return Ok(Some(*key));
+            }
+        }
+        let key = vouched_identity(id, address, identity)?;
+        if let Some(key) = key {
+            let mut vouched = self.inner.vouched.lock();
+            if vouched.len() >= VOUCHED_KEYS {
+                vouched.clear();
+            }
+            vouched.insert(text.to_owned(), (id.to_owned(), key));
+        }
+        Ok(key)
     }
 
     /// How we connect to a peer whose identity the hub vouches for as `expect`.
@@ -567,7 +601,7 @@ impl Agent {
                 let cid = correlation_id();
                 let sent = tokio::time::timeout(timeout, async {
                     let expect =
-                        vouched_identity(&peer.id, &peer.address, peer.identity.as_deref())?;
+                        self.vouched_identity(&peer.id, &peer.address, peer.identity.as_deref())?;
                     self.deliver(&peer.address, expect, message_type, payload, &cid)
                         .await
                 })

@@ -89,6 +89,7 @@ mod inbox;
 mod listener;
 mod message;
 mod peer;
+mod wire;
 
 #[cfg(test)]
 mod p2p_tests;

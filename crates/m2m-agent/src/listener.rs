@@ -13,7 +13,11 @@
 //! listed in [`InboundSessions`] under the peer's verified id, so that
 //! [`Agent::respond`](crate::Agent::respond) can send the response back on this very
 //! connection (sealed by the responder, acked by the initiator): an agent that accepts no
-//! inbound connections can still make requests.
+//! inbound connections can still make requests. `respond` seals and writes the response
+//! itself (see [`crate::wire`]); the connection's task only finishes writes the socket
+//! could not take at once. After a read that delivered messages the task lets the
+//! application run once before writing the acks, so that an immediate response leaves in
+//! the same write as the request's ack.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,13 +25,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use m2m_proto::session::IncomingMessage;
-use m2m_proto::{LineDecoder, Responder, ResponderOutput};
+use m2m_proto::{LineDecoder, Responder, ResponderOutput, SessionError};
 use parking_lot::Mutex;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -36,21 +40,29 @@ use crate::error::AgentError;
 use crate::identity::LocalIdentity;
 use crate::inbox::{Inbox, Refused};
 use crate::message::Message;
+use crate::wire::{self, Flush, Out};
 
 /// Bytes read from a socket at once.
 const READ_CHUNK: usize = 64 * 1024;
 /// Pending output is flushed once it reaches this size, even mid-read.
 const FLUSH_AT: usize = 256 * 1024;
-/// Messages queued to go back on one inbound session before `respond` waits.
-const BACK_QUEUE: usize = 64;
 
-/// A message to send back to the initiator of an authenticated inbound session.
-pub(crate) struct SendBack {
-    message_type: String,
-    payload: Value,
-    correlation_id: String,
-    /// Resolved when the initiator acked it; dropped if the session ends first.
-    done: oneshot::Sender<Result<(), AgentError>>,
+/// What an inbound connection's task shares with [`Agent::respond`](crate::Agent::respond)
+/// callers, which seal and write responses on it themselves.
+struct InboundConn {
+    responder: Mutex<Responder>,
+    out: Mutex<Out>,
+    /// Messages we sent back that await the initiator's ack (acks come in order).
+    sent_back: Mutex<VecDeque<oneshot::Sender<Result<(), AgentError>>>>,
+    /// Wakes the connection's task to wait for the socket on a writer's behalf.
+    wake: Notify,
+    max_frame_len: usize,
+}
+
+impl std::fmt::Debug for InboundConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InboundConn").finish_non_exhaustive()
+    }
 }
 
 /// Why a message could not go back on an inbound session.
@@ -63,8 +75,8 @@ pub(crate) enum NotSentBack {
     Failed(AgentError),
 }
 
-/// One listed session: its key and where to queue messages for it.
-type BackRoute = (u64, mpsc::Sender<SendBack>);
+/// One listed session: its key and its connection.
+type BackRoute = (u64, Arc<InboundConn>);
 
 /// Live authenticated inbound sessions by the peer's verified id.
 #[derive(Debug, Default)]
@@ -78,7 +90,6 @@ struct Listed {
     sessions: Arc<InboundSessions>,
     peer: String,
     key: u64,
-    rx: mpsc::Receiver<SendBack>,
 }
 
 impl Drop for Listed {
@@ -94,24 +105,25 @@ impl Drop for Listed {
 }
 
 impl InboundSessions {
-    fn list(self: &Arc<Self>, peer: &str) -> Listed {
+    fn list(self: &Arc<Self>, peer: &str, conn: &Arc<InboundConn>) -> Listed {
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(BACK_QUEUE);
         self.live
             .lock()
             .entry(peer.to_owned())
             .or_default()
-            .push((key, tx));
+            .push((key, conn.clone()));
         Listed {
             sessions: self.clone(),
             peer: peer.to_owned(),
             key,
-            rx,
         }
     }
 
     /// Sends a message back to `peer` on its newest live authenticated session; resolves
     /// when the peer acked it. Not bounded in time: the caller applies the send timeout.
+    ///
+    /// The caller seals the frame and writes it to the socket itself; only if the socket
+    /// is full does the connection's task finish the write.
     pub(crate) async fn send_back(
         &self,
         peer: &str,
@@ -119,21 +131,61 @@ impl InboundSessions {
         payload: &Value,
         correlation_id: &str,
     ) -> Result<(), NotSentBack> {
-        let tx = self
+        let conn = self
             .live
             .lock()
             .get(peer)
-            .and_then(|list| list.last().map(|(_, tx)| tx.clone()))
+            .and_then(|list| list.last().map(|(_, conn)| conn.clone()))
             .ok_or(NotSentBack::NoSession)?;
+        let plaintext = crate::peer::plaintext(payload);
+        let cid = Value::String(correlation_id.to_owned());
         let (done, acked) = oneshot::channel();
-        tx.send(SendBack {
-            message_type: message_type.to_owned(),
-            payload: payload.clone(),
-            correlation_id: correlation_id.to_owned(),
-            done,
-        })
-        .await
-        .map_err(|_| NotSentBack::NoSession)?;
+        {
+            let mut out = conn.out.lock();
+            if out.is_closed() {
+                return Err(NotSentBack::NoSession);
+            }
+            let start = out.buf.len();
+            let sealed = {
+                let mut responder = conn.responder.lock();
+                // Re-keyed by a new handshake since it was listed: not that peer's session.
+                if responder.peer_id() == Some(peer) {
+                    responder.seal_into(
+                        message_type,
+                        &plaintext,
+                        Some(&cid),
+                        &mut rand::thread_rng(),
+                        &mut out.buf,
+                    )
+                } else {
+                    Err(SessionError::NotEstablished)
+                }
+            };
+            if sealed.is_err() {
+                out.buf.truncate(start);
+                return Err(NotSentBack::NoSession);
+            }
+            if out.buf.len() - start > conn.max_frame_len + 1 {
+                out.buf.truncate(start);
+                return Err(NotSentBack::Failed(AgentError::InvalidPayload(format!(
+                    "response exceeds the {}-byte frame limit",
+                    conn.max_frame_len
+                ))));
+            }
+            conn.sent_back.lock().push_back(done);
+            if !out.busy {
+                match out.try_flush() {
+                    Flush::Done => {}
+                    // The connection's task waits for the socket (or notices it failed).
+                    Flush::Blocked | Flush::Closed => {
+                        out.busy = true;
+                        conn.wake.notify_one();
+                    }
+                }
+            }
+        }
+        // Not held while waiting: the connection drops `done` when it ends.
+        drop(conn);
         match acked.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(NotSentBack::Failed(e)),
@@ -235,62 +287,43 @@ async fn handle_connection(
     _permit: OwnedSemaphorePermit,
 ) {
     let _ = stream.set_nodelay(true);
-    let (mut reader, mut writer) = stream.into_split();
+    let (mut reader, writer) = stream.into_split();
+    let writer = Arc::new(writer);
     let inbox = &context.inbox;
-    let mut responder = if context.local.authenticates() {
+    let responder = if context.local.authenticates() {
         Responder::with_identity(context.local.identity().clone(), context.local.policy())
     } else {
         Responder::new()
     };
-    // Once authenticated: our entry in `InboundSessions`, and the messages we sent back that
-    // await the initiator's ack (acks come in order).
+    let conn = Arc::new(InboundConn {
+        responder: Mutex::new(responder),
+        out: Mutex::new(Out::new(writer.clone())),
+        sent_back: Mutex::new(VecDeque::new()),
+        wake: Notify::new(),
+        max_frame_len: limits.max_frame_len,
+    });
+    // Once authenticated: our entry in `InboundSessions`.
     let mut listed: Option<Listed> = None;
-    let mut sent_back: VecDeque<oneshot::Sender<Result<(), AgentError>>> = VecDeque::new();
     let mut decoder = LineDecoder::new(limits.max_frame_len);
     let mut buf = vec![0u8; READ_CHUNK];
-    let mut out: Vec<u8> = Vec::new();
     let handshake_deadline = Instant::now() + limits.handshake_timeout;
     let mut last_read = Instant::now();
+    let flush = || flush(&conn, &writer, limits.write_timeout);
 
     'conn: loop {
         let idle_deadline = last_read + limits.idle_timeout;
-        let deadline = if responder.is_established() {
+        let deadline = if conn.responder.lock().is_established() {
             idle_deadline
         } else {
             idle_deadline.min(handshake_deadline)
-        };
-        let back = async {
-            match listed.as_mut() {
-                Some(l) => l.rx.recv().await,
-                None => std::future::pending().await,
-            }
         };
         let read = tokio::select! {
             biased;
             _ = cancel.cancelled() => break,
             _ = tokio::time::sleep_until(deadline) => break,
-            Some(back) = back => {
-                let sealed = responder.seal(
-                    &back.message_type,
-                    &back.payload,
-                    Some(Value::String(back.correlation_id)),
-                    &mut rand::thread_rng(),
-                );
-                // Dropping `done` (not established any more) sends the caller elsewhere.
-                if let Ok(frame) = sealed {
-                    let start = out.len();
-                    frame.encode_into(&mut out);
-                    if out.len() - start > limits.max_frame_len + 1 {
-                        out.truncate(start);
-                        let _ = back.done.send(Err(AgentError::InvalidPayload(format!(
-                            "response exceeds the {}-byte frame limit",
-                            limits.max_frame_len
-                        ))));
-                    } else {
-                        sent_back.push_back(back.done);
-                    }
-                }
-                if !flush(&mut writer, &mut out, limits.write_timeout).await {
+            // A response writer found the socket full: wait for it on its behalf.
+            _ = conn.wake.notified() => {
+                if !flush().await {
                     break;
                 }
                 continue;
@@ -304,34 +337,42 @@ async fn handle_connection(
         last_read = Instant::now();
         decoder.push(&buf[..n]);
         let mut close = false;
+        let mut delivered_any = false;
         loop {
             let output = match decoder.next_line() {
-                Ok(Some(line)) => responder.handle_line(line, &mut rand::thread_rng()),
+                Ok(Some(line)) => conn
+                    .responder
+                    .lock()
+                    .handle_line(line, &mut rand::thread_rng()),
                 Ok(None) => break,
-                Err(_) => responder.line_too_long(),
+                Err(_) => conn.responder.lock().line_too_long(),
             };
             match output {
                 ResponderOutput::Nothing => {}
                 // The initiator acked a message we sent back on this session.
                 ResponderOutput::Acked(_) => {
-                    if let Some(done) = sent_back.pop_front() {
+                    let done = conn.sent_back.lock().pop_front();
+                    if let Some(done) = done {
                         let _ = done.send(Ok(()));
                     }
                 }
-                ResponderOutput::Send(frame) => frame.encode_into(&mut out),
+                ResponderOutput::Send(frame) => frame.encode_into(&mut conn.out.lock().buf),
                 ResponderOutput::SendAndClose(frame) => {
-                    frame.encode_into(&mut out);
+                    frame.encode_into(&mut conn.out.lock().buf);
                     close = true;
                     break;
                 }
                 ResponderOutput::Deliver { message, ack } => {
+                    // Listed before the application sees the message, so that its
+                    // response finds this session.
+                    relist(&conn, &mut listed, &context.sessions);
                     match inbox.try_deliver(to_message(message)) {
                         Ok(()) => {}
                         Err(Refused::Closed) => break 'conn,
                         Err(Refused::Full(msg)) => {
                             // The application is behind: send what we owe, then wait for room
                             // without reading further, which slows the sender down.
-                            if !flush(&mut writer, &mut out, limits.write_timeout).await {
+                            if !flush().await {
                                 break 'conn;
                             }
                             let delivered = tokio::select! {
@@ -346,40 +387,62 @@ async fn handle_connection(
                             last_read = Instant::now();
                         }
                     }
-                    ack.encode_into(&mut out);
+                    ack.encode_into(&mut conn.out.lock().buf);
+                    delivered_any = true;
                 }
             }
-            if out.len() >= FLUSH_AT && !flush(&mut writer, &mut out, limits.write_timeout).await {
+            let full = conn.out.lock().buf.len() >= FLUSH_AT;
+            if full && !flush().await {
                 break 'conn;
             }
         }
-        if !flush(&mut writer, &mut out, limits.write_timeout).await || close {
+        if delivered_any && !close {
+            // Let the application run before the acks go out: a response it sends at once
+            // (a request's) then leaves in the same write as the ack, and the requester
+            // reads both at once.
+            tokio::task::yield_now().await;
+        }
+        if !flush().await || close {
             break;
         }
-        // List the session once authenticated; unlist it if a new handshake re-keyed it
-        // (as someone else, or as 2.0): what we sent back before is then lost.
-        let peer = responder
-            .is_authenticated()
-            .then(|| responder.peer_id())
-            .flatten();
-        if listed.as_ref().map(|l| l.peer.as_str()) != peer {
-            listed = peer.map(|p| context.sessions.list(p));
-            sent_back.clear();
-        }
+        relist(&conn, &mut listed, &context.sessions);
     }
     drop(listed);
-    let _ = tokio::time::timeout(limits.write_timeout, writer.shutdown()).await;
+    conn.out.lock().close();
+    conn.sent_back.lock().clear();
+    // The last handle on the write side: dropping it shuts it down.
+    drop(writer);
 }
 
-/// Writes and clears `out`; false when the peer is gone or too slow.
-async fn flush(writer: &mut OwnedWriteHalf, out: &mut Vec<u8>, timeout: Duration) -> bool {
-    if out.is_empty() {
-        return true;
+/// Lists the session once authenticated; unlists it if a new handshake re-keyed it (as
+/// someone else, or as 2.0): what we sent back before is then lost.
+fn relist(conn: &Arc<InboundConn>, listed: &mut Option<Listed>, sessions: &Arc<InboundSessions>) {
+    let responder = conn.responder.lock();
+    let peer = responder
+        .is_authenticated()
+        .then(|| responder.peer_id())
+        .flatten();
+    if listed.as_ref().map(|l| l.peer.as_str()) != peer {
+        let peer = peer.map(str::to_owned);
+        drop(responder);
+        *listed = peer.map(|p| sessions.list(&p, conn));
+        conn.sent_back.lock().clear();
     }
-    let ok = matches!(
-        tokio::time::timeout(timeout, writer.write_all(out)).await,
-        Ok(Ok(()))
-    );
-    out.clear();
-    ok
+}
+
+/// Writes what the connection owes, waiting for the socket if it is full; false when the
+/// peer is gone or too slow.
+async fn flush(conn: &InboundConn, writer: &OwnedWriteHalf, timeout: Duration) -> bool {
+    {
+        let mut out = conn.out.lock();
+        match out.try_flush() {
+            Flush::Done => {
+                out.busy = false;
+                return true;
+            }
+            Flush::Closed => return false,
+            Flush::Blocked => out.busy = true,
+        }
+    }
+    wire::drain(&conn.out, writer, timeout).await
 }

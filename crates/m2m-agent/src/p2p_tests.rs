@@ -643,3 +643,92 @@ async fn throughput_on_one_connection() {
         N as f64 / elapsed.as_secs_f64()
     );
 }
+
+/// Messages larger together than the socket takes: the senders write what fits and the
+/// writer task the rest once the peer reads; every message arrives whole, in order, and is
+/// acked.
+#[tokio::test]
+async fn sends_beyond_the_socket_buffer_are_finished_by_the_writer_task() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let count = 24usize;
+    let peer = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let (r, mut w) = stream.into_split();
+        let mut lines = BufReader::new(r).lines();
+        let mut responder = m2m_proto::Responder::new();
+        let hello = lines.next_line().await.unwrap().unwrap();
+        let m2m_proto::ResponderOutput::Send(ack) =
+            responder.handle_line(hello.as_bytes(), &mut rand::thread_rng())
+        else {
+            panic!("no handshake_ack");
+        };
+        w.write_all(&ack.encode()).await.unwrap();
+        // Read nothing for a while: the sender's socket fills up.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut seen = Vec::new();
+        for _ in 0..count {
+            let line = lines.next_line().await.unwrap().unwrap();
+            let output = responder.handle_line(line.as_bytes(), &mut rand::thread_rng());
+            match output {
+                m2m_proto::ResponderOutput::Deliver { message, ack } => {
+                    let text = message.payload.as_str().unwrap().to_owned();
+                    seen.push((text.len(), text.as_bytes()[0]));
+                    w.write_all(&ack.encode()).await.unwrap();
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        seen
+    });
+    let pool = Arc::new(Pool::new(
+        OutboundSettings {
+            max_frame_len: 2 * 1024 * 1024,
+            write_timeout: Duration::from_secs(10),
+            pool_idle_close: Duration::from_secs(25),
+        },
+        Identity::generate(&mut rand::thread_rng()),
+        Inbox::new(16),
+        CancellationToken::new(),
+        TaskTracker::new(),
+    ));
+    // The first message opens the connection; the others queue behind it.
+    pool.send(
+        &address,
+        &Credentials::plain("me"),
+        "big",
+        &json!("a"),
+        "c0",
+    )
+    .await
+    .unwrap();
+    let mut sends = Vec::new();
+    for i in 1..count {
+        let pool = pool.clone();
+        let address = address.clone();
+        sends.push(tokio::spawn(async move {
+            let text = char::from(b'a' + (i % 26) as u8)
+                .to_string()
+                .repeat(1_000_000);
+            pool.send(
+                &address,
+                &Credentials::plain("me"),
+                "big",
+                &json!(text),
+                &format!("c{i}"),
+            )
+            .await
+        }));
+        // Spawned one after another, so that they queue in order.
+        tokio::task::yield_now().await;
+    }
+    for s in sends {
+        s.await.unwrap().unwrap();
+    }
+    let seen = peer.await.unwrap();
+    assert_eq!(seen.len(), count);
+    assert_eq!(seen[0], (1, b'a'));
+    for (i, (len, first)) in seen.into_iter().enumerate().skip(1) {
+        assert_eq!((len, first), (1_000_000, b'a' + (i % 26) as u8));
+    }
+}

@@ -3,14 +3,19 @@
 //! one expectation of the peer's identity never carries a send that expects another).
 //!
 //! [`PeerConnection::open`] connects and runs the [`Initiator`] handshake (2.1: then sends
-//! `auth` before anything else). After that a writer task takes sealed frames from a bounded
-//! queue, records each sender's completion in the in-flight FIFO and writes frames in
-//! batches; a reader task matches acks (they come in order) to that FIFO. On a 2.1 session
-//! the peer may also send messages back (responses above all): the reader hands them to the
-//! [`Inbox`] and has the writer ack them once taken. An error frame fails the oldest in-flight
-//! message; a closed socket fails all of them. The writer closes the connection once it has been idle for
-//! `pool_idle_close`, before the peer's own idle close, so we never write into a connection
-//! the peer is tearing down.
+//! `auth` before anything else). After that a sender seals its frame straight into the
+//! connection's output buffer (under one lock, so 2.1 counter nonces go out in order) and
+//! records its completion in the in-flight FIFO. A sender with nothing else in flight
+//! writes the buffer itself (see [`crate::wire`]): a request costs no hand-off to another
+//! task. With other messages in flight it leaves the frame to the writer task, which
+//! writes everything queued meanwhile at once; the writer task also finishes writes the
+//! socket could not take at once. A reader task matches acks (they come in order) to the
+//! FIFO. On a 2.1 session the peer may also send messages back (responses above all): the
+//! reader hands them to the [`Inbox`] and acks them once taken, in one write per read. An
+//! error frame fails the oldest in-flight message; a closed socket fails all of them. The
+//! writer task closes the connection once it has been idle for `pool_idle_close`, before
+//! the peer's own idle close, so we never write into a connection the peer is tearing
+//! down; dropping the last handle closes it too.
 //!
 //! [`Pool::send`] reuses a live connection, and when a reused one turns out dead before the
 //! peer acked anything we queued, retries once on a fresh connection.
@@ -19,6 +24,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+use std::borrow::Cow;
 
 use m2m_proto::crypto::{encode_payload, NONCE_LEN, TAG_LEN};
 use m2m_proto::frame::{errors, Frame};
@@ -30,7 +37,7 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -38,19 +45,14 @@ use tokio_util::task::TaskTracker;
 use crate::error::{AgentError, Result};
 use crate::inbox::{Inbox, Refused};
 use crate::listener::to_message;
+use crate::wire::{self, Flush, Out};
 
-/// Messages sealed and queued for the writer before senders wait.
-const QUEUE_DEPTH: usize = 1024;
 /// Messages written and not yet acked, per connection.
 const MAX_IN_FLIGHT: usize = 4096;
-/// Largest batch of frames written at once.
-const WRITE_BATCH: usize = 256 * 1024;
 /// Bytes read at once.
 const READ_CHUNK: usize = 64 * 1024;
 /// Pool entries kept before dead ones are swept.
 const MAX_POOL_SLOTS: usize = 1024;
-/// Acks for messages the peer sent back, queued for the writer.
-const CONTROL_DEPTH: usize = 64;
 
 /// Who we are on an outbound session and what we demand of the peer.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -108,28 +110,27 @@ struct InFlight {
     _slot: OwnedSemaphorePermit,
 }
 
-struct Outgoing {
-    message_type: String,
-    plaintext: Vec<u8>,
-    correlation_id: String,
-    in_flight: InFlight,
-}
-
 fn too_large(len: usize, max: usize) -> AgentError {
     AgentError::InvalidPayload(format!(
         "message of about {len} bytes exceeds the {max}-byte frame limit"
     ))
 }
 
-/// State shared by a connection's handle and its two tasks.
+/// State shared by a connection's handle, its reader task and its writer task.
 struct Shared {
     address: String,
     session: Mutex<Initiator>,
+    /// Frames to write. Senders seal into it under its lock (so 2.1 counter nonces go out in
+    /// order) and write it themselves when nothing else waits on the socket.
+    out: Mutex<Out>,
     in_flight: Mutex<VecDeque<InFlight>>,
     acks: AtomicU64,
     closed: CancellationToken,
+    /// Wakes the writer task: the socket was full, or frames were left to batch.
+    wake_writer: Notify,
     /// Where messages the peer sends back on this session go.
     inbox: Arc<Inbox>,
+    max_frame_len: usize,
 }
 
 impl Shared {
@@ -139,6 +140,22 @@ impl Shared {
             let _ = f.done.send(Err(Outcome::Lost(reason.to_owned())));
         }
     }
+
+    /// Writes what `out` holds now, unless a task waits on the socket already; if the socket
+    /// is full, the writer task takes over.
+    fn flush_or_hand_over(&self, out: &mut Out) {
+        if out.busy || !out.pending() {
+            return;
+        }
+        match out.try_flush() {
+            Flush::Done => {}
+            Flush::Blocked => {
+                out.busy = true;
+                self.wake_writer.notify_one();
+            }
+            Flush::Closed => self.closed.cancel(),
+        }
+    }
 }
 
 /// One established outbound session.
@@ -146,9 +163,7 @@ pub(crate) struct PeerConnection {
     shared: Arc<Shared>,
     /// What the session was made under: it is reused only for the same.
     credentials: Credentials,
-    queue: mpsc::Sender<Outgoing>,
     slots: Arc<Semaphore>,
-    max_frame_len: usize,
 }
 
 impl std::fmt::Debug for PeerConnection {
@@ -187,6 +202,14 @@ fn session_error(address: &str, e: SessionError) -> AgentError {
             address: address.to_owned(),
             error: other.to_string(),
         },
+    }
+}
+
+/// The plaintext of a payload: a string's own bytes (no copy), else its JSON.
+pub(crate) fn plaintext(payload: &Value) -> Cow<'_, [u8]> {
+    match payload {
+        Value::String(s) => Cow::Borrowed(s.as_bytes()),
+        other => Cow::Owned(encode_payload(other)),
     }
 }
 
@@ -261,30 +284,24 @@ impl PeerConnection {
                 .await
                 .map_err(|e| AgentError::unreachable(address, e))?;
         }
+        let writer = Arc::new(writer);
         let shared = Arc::new(Shared {
             address: address.to_owned(),
             session: Mutex::new(session),
+            out: Mutex::new(Out::new(writer.clone())),
             in_flight: Mutex::new(VecDeque::new()),
             acks: AtomicU64::new(0),
             closed: cancel.child_token(),
+            wake_writer: Notify::new(),
             inbox: inbox.clone(),
+            max_frame_len: settings.max_frame_len,
         });
-        let (queue, rx) = mpsc::channel(QUEUE_DEPTH);
-        let (control, control_rx) = mpsc::channel(CONTROL_DEPTH);
-        tracker.spawn(read_frames(reader, decoder, buf, shared.clone(), control));
-        tracker.spawn(write_frames(
-            writer,
-            rx,
-            control_rx,
-            shared.clone(),
-            settings.clone(),
-        ));
+        tracker.spawn(read_frames(reader, decoder, buf, shared.clone()));
+        tracker.spawn(write_frames(writer, shared.clone(), settings.clone()));
         Ok(Arc::new(PeerConnection {
             shared,
             credentials: credentials.clone(),
-            queue,
             slots: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
-            max_frame_len: settings.max_frame_len,
         }))
     }
 
@@ -293,6 +310,11 @@ impl PeerConnection {
     }
 
     /// Seals and sends one message; resolves when the peer acked it.
+    ///
+    /// The caller seals the frame into the connection's output and, when it is the only
+    /// message outstanding, writes it itself (no hand-off to another task: the latency of a
+    /// request). With others in flight it leaves the frame to the writer task, which writes
+    /// every frame queued meanwhile at once (the throughput of many senders).
     pub(crate) async fn send(
         &self,
         message_type: &str,
@@ -303,31 +325,65 @@ impl PeerConnection {
             reason: reason.to_owned(),
             nothing_acked: true,
         };
-        let slot = tokio::select! {
-            biased;
-            _ = self.shared.closed.cancelled() => return Err(lost("connection closed")),
-            slot = self.slots.clone().acquire_owned() => slot.map_err(|_| lost("connection closed"))?,
+        let slot = match self.slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => tokio::select! {
+                biased;
+                _ = self.shared.closed.cancelled() => return Err(lost("connection closed")),
+                slot = self.slots.clone().acquire_owned() => slot.map_err(|_| lost("connection closed"))?,
+            },
         };
-        // Sealed by the writer, in queue order: 2.1 counter nonces must go out in sequence.
-        let plaintext = encode_payload(payload);
+        let plaintext = plaintext(payload);
         // base64 of nonce + tag + ciphertext, plus the frame around it.
         let estimate = (NONCE_LEN + TAG_LEN + plaintext.len()).div_ceil(3) * 4
             + message_type.len()
             + correlation_id.len()
             + 64;
-        if estimate > self.max_frame_len {
-            return Err(SendFailure::Failed(too_large(estimate, self.max_frame_len)));
+        if estimate > self.shared.max_frame_len {
+            return Err(SendFailure::Failed(too_large(
+                estimate,
+                self.shared.max_frame_len,
+            )));
         }
         let acks_before = self.shared.acks.load(Ordering::Acquire);
         let (done, outcome) = oneshot::channel();
-        let queued = Outgoing {
-            message_type: message_type.to_owned(),
-            plaintext,
-            correlation_id: correlation_id.to_owned(),
-            in_flight: InFlight { done, _slot: slot },
-        };
-        if self.queue.send(queued).await.is_err() {
-            return Err(lost("connection closed"));
+        let cid = Value::String(correlation_id.to_owned());
+        {
+            let shared = &*self.shared;
+            let mut out = shared.out.lock();
+            if out.is_closed() || shared.closed.is_cancelled() {
+                return Err(lost("connection closed"));
+            }
+            let start = out.buf.len();
+            let sealed = shared.session.lock().seal_into(
+                message_type,
+                &plaintext,
+                Some(&cid),
+                &mut rand::thread_rng(),
+                &mut out.buf,
+            );
+            if let Err(e) = sealed {
+                out.buf.truncate(start);
+                return Err(SendFailure::Failed(session_error(&shared.address, e)));
+            }
+            let len = out.buf.len() - start;
+            if len > shared.max_frame_len + 1 {
+                out.buf.truncate(start);
+                return Err(SendFailure::Failed(too_large(len, shared.max_frame_len)));
+            }
+            // Recorded before the bytes are written, so an ack can never arrive ahead of
+            // its entry.
+            let alone = {
+                let mut in_flight = shared.in_flight.lock();
+                in_flight.push_back(InFlight { done, _slot: slot });
+                in_flight.len() == 1
+            };
+            if alone {
+                shared.flush_or_hand_over(&mut out);
+            } else if !out.busy {
+                out.busy = true;
+                shared.wake_writer.notify_one();
+            }
         }
         let nothing_acked = || self.shared.acks.load(Ordering::Acquire) == acks_before;
         match outcome.await {
@@ -350,6 +406,14 @@ impl PeerConnection {
     }
 }
 
+impl Drop for PeerConnection {
+    /// The last handle gone (the pool dropped or replaced it): nobody can send on it any
+    /// more, so it closes.
+    fn drop(&mut self) {
+        self.shared.closed.cancel();
+    }
+}
+
 /// Reads acks (and, on a 2.1 session, messages the peer sends back) until the connection
 /// ends; then fails whatever is still in flight.
 async fn read_frames(
@@ -357,10 +421,10 @@ async fn read_frames(
     mut decoder: LineDecoder,
     mut buf: Vec<u8>,
     shared: Arc<Shared>,
-    control: mpsc::Sender<Frame>,
 ) {
     let reason: String = 'conn: loop {
         // Lines left over from the handshake's last read come first.
+        let mut acks_owed = false;
         loop {
             let event = match decoder.next_line() {
                 Ok(Some(line)) => shared.session.lock().handle_line(line),
@@ -379,15 +443,10 @@ async fn read_frames(
                     if let Err(reason) = hand_off(&shared, to_message(message)).await {
                         break 'conn reason;
                     }
-                    // Acked only once the inbox took it, as the responder does.
-                    let queued = tokio::select! {
-                        biased;
-                        _ = shared.closed.cancelled() => break 'conn "connection closed".into(),
-                        q = control.send(ack) => q,
-                    };
-                    if queued.is_err() {
-                        break 'conn "connection closed".into();
-                    }
+                    // Acked only once the inbox took it, as the responder does; written
+                    // with the other acks of this read.
+                    ack.encode_into(&mut shared.out.lock().buf);
+                    acks_owed = true;
                 }
                 Ok(_) => {}
                 Err(SessionError::PeerError(error)) => {
@@ -401,6 +460,12 @@ async fn read_frames(
                 }
                 Err(e) => break 'conn e.to_string(),
             }
+        }
+        if acks_owed {
+            // Let the requester that the response woke run first: its next request then
+            // carries these acks in the same write.
+            tokio::task::yield_now().await;
+            shared.flush_or_hand_over(&mut shared.out.lock());
         }
         let read = tokio::select! {
             biased;
@@ -434,86 +499,37 @@ async fn hand_off(shared: &Shared, message: crate::message::Message) -> Result<(
     }
 }
 
+/// Writes what senders left to it (frames batched while others were in flight, or the rest
+/// of a write the socket could not take at once), and closes the connection once it has
+/// been idle for `pool_idle_close`.
 async fn write_frames(
-    mut writer: OwnedWriteHalf,
-    mut queue: mpsc::Receiver<Outgoing>,
-    mut control: mpsc::Receiver<Frame>,
+    writer: Arc<OwnedWriteHalf>,
     shared: Arc<Shared>,
     settings: OutboundSettings,
 ) {
-    let mut batch: Vec<u8> = Vec::with_capacity(16 * 1024);
-    let mut last_write = Instant::now();
     loop {
-        let first = tokio::select! {
+        let idle_since = shared.out.lock().last_write;
+        tokio::select! {
             biased;
             _ = shared.closed.cancelled() => break,
-            // Acks first: the peer's messages wait on them.
-            Some(frame) = control.recv() => {
-                frame.encode_into(&mut batch);
-                None
+            _ = shared.wake_writer.notified() => {
+                if !wire::drain(&shared.out, &writer, settings.write_timeout).await {
+                    break;
+                }
             }
-            _ = tokio::time::sleep_until(last_write + settings.pool_idle_close) => break,
-            next = queue.recv() => match next {
-                Some(o) => Some(o),
-                None => break,
-            },
-        };
-        let mut next = first;
-        while let Some(o) = next.take() {
-            seal_into(&shared, o, &mut batch, settings.max_frame_len);
-            if batch.len() < WRITE_BATCH {
-                next = queue.try_recv().ok();
+            _ = tokio::time::sleep_until(idle_since + settings.pool_idle_close) => {
+                let out = shared.out.lock();
+                if out.last_write == idle_since && !out.busy {
+                    break;
+                }
             }
         }
-        while let Ok(frame) = control.try_recv() {
-            frame.encode_into(&mut batch);
-        }
-        if batch.is_empty() {
-            continue;
-        }
-        let written = tokio::time::timeout(settings.write_timeout, writer.write_all(&batch)).await;
-        batch.clear();
-        if !matches!(written, Ok(Ok(()))) {
-            break;
-        }
-        last_write = Instant::now();
     }
     shared.closed.cancel();
+    shared.out.lock().close();
     shared.fail_all("connection closed");
-    // Messages still queued fail when `queue` drops their completion senders.
-    drop(queue);
-    let _ = tokio::time::timeout(settings.write_timeout, writer.shutdown()).await;
-}
-
-/// Seals `o` and appends its frame to `batch`, or fails it if the frame is too large.
-fn seal_into(shared: &Shared, o: Outgoing, batch: &mut Vec<u8>, max_frame_len: usize) {
-    let sealed = shared.session.lock().seal_plaintext(
-        &o.message_type,
-        &o.plaintext,
-        Some(Value::String(o.correlation_id)),
-        &mut rand::thread_rng(),
-    );
-    let frame = match sealed {
-        Ok(f) => f,
-        Err(e) => {
-            let error = session_error(&shared.address, e);
-            let _ = o.in_flight.done.send(Err(Outcome::Refused(error)));
-            return;
-        }
-    };
-    let start = batch.len();
-    frame.encode_into(batch);
-    let len = batch.len() - start;
-    if len > max_frame_len + 1 {
-        batch.truncate(start);
-        let _ = o
-            .in_flight
-            .done
-            .send(Err(Outcome::Refused(too_large(len, max_frame_len))));
-        return;
-    }
-    // Queued before the bytes are written, so an ack can never arrive ahead of its entry.
-    shared.in_flight.lock().push_back(o.in_flight);
+    // Our handle is the last one: dropping it shuts the write side down.
+    drop(writer);
 }
 
 type Slot = Arc<tokio::sync::Mutex<Option<Arc<PeerConnection>>>>;

@@ -1,0 +1,175 @@
+//! Output of a P2P connection written by whichever task produced the bytes.
+//!
+//! A task that has frames to send appends them to the connection's [`Out`] under its lock
+//! and, when no other task is waiting on the socket, writes them at once with a
+//! non-blocking `try_write` ([`Out::try_flush`]): a request or a response costs no hand-off
+//! to a writer task. Only when the socket's buffer is full does a task have to wait
+//! ([`drain`]); meanwhile [`Out::busy`] is set and other tasks only append, so frames keep
+//! their order and are written together once the socket takes more.
+
+use std::io::ErrorKind;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::time::Instant;
+
+/// Buffer held at most between writes; a larger one is released once written, so that a
+/// burst of large messages does not pin its memory on an idle connection.
+const KEEP_CAPACITY: usize = 1024 * 1024;
+
+/// A connection's pending output.
+#[derive(Debug)]
+pub(crate) struct Out {
+    /// Bytes to write: `buf[written..]`.
+    pub buf: Vec<u8>,
+    written: usize,
+    /// A task is waiting for the socket to take `buf` ([`drain`]): others only append.
+    pub busy: bool,
+    /// `None` once the connection is closed.
+    writer: Option<Arc<OwnedWriteHalf>>,
+    /// When bytes last went out.
+    pub last_write: Instant,
+}
+
+/// What [`Out::try_flush`] achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flush {
+    /// Everything is written.
+    Done,
+    /// The socket takes no more now; the rest is still in the buffer.
+    Blocked,
+    /// The connection is closed or failed.
+    Closed,
+}
+
+impl Out {
+    pub(crate) fn new(writer: Arc<OwnedWriteHalf>) -> Self {
+        Out {
+            buf: Vec::new(),
+            written: 0,
+            busy: false,
+            writer: Some(writer),
+            last_write: Instant::now(),
+        }
+    }
+
+    /// Whether bytes wait to be written.
+    pub(crate) fn pending(&self) -> bool {
+        self.written < self.buf.len()
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.writer.is_none()
+    }
+
+    /// Drops our handle on the socket (the last one shuts its write side down) and what
+    /// was not written.
+    pub(crate) fn close(&mut self) {
+        self.writer = None;
+        self.buf = Vec::new();
+        self.written = 0;
+    }
+
+    /// Writes as much as the socket takes without waiting.
+    pub(crate) fn try_flush(&mut self) -> Flush {
+        let Some(w) = self.writer.as_ref() else {
+            return Flush::Closed;
+        };
+        let start = self.written;
+        let result = loop {
+            if self.written == self.buf.len() {
+                break Flush::Done;
+            }
+            match w.try_write(&self.buf[self.written..]) {
+                Ok(0) => break Flush::Closed,
+                Ok(n) => self.written += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break Flush::Blocked,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => break Flush::Closed,
+            }
+        };
+        if self.written > start {
+            self.last_write = Instant::now();
+        }
+        if result == Flush::Done {
+            self.written = 0;
+            if self.buf.capacity() > KEEP_CAPACITY {
+                self.buf = Vec::new();
+            } else {
+                self.buf.clear();
+            }
+        }
+        result
+    }
+}
+
+/// Writes everything `out` holds, waiting for the socket as needed, until it is empty; then
+/// clears [`Out::busy`]. False when the socket failed or took nothing for `timeout`.
+pub(crate) async fn drain(out: &Mutex<Out>, writer: &OwnedWriteHalf, timeout: Duration) -> bool {
+    loop {
+        {
+            let mut o = out.lock();
+            match o.try_flush() {
+                Flush::Done => {
+                    o.busy = false;
+                    return true;
+                }
+                Flush::Closed => return false,
+                Flush::Blocked => o.busy = true,
+            }
+        }
+        match tokio::time::timeout(timeout, writer.writable()).await {
+            Ok(Ok(())) => {}
+            _ => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// More than the socket takes at once: `try_flush` writes what it can without waiting,
+    /// `drain` waits for the reader and delivers every byte in order, then clears `busy`;
+    /// appends made meanwhile follow the earlier bytes.
+    #[tokio::test]
+    async fn a_full_socket_is_drained_in_order() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        let (_r, w) = client.into_split();
+        let w = Arc::new(w);
+        let out = Mutex::new(Out::new(w.clone()));
+        let total = 32 * 1024 * 1024;
+        let data: Vec<u8> = (0..total).map(|i| (i % 251) as u8).collect();
+        let first = {
+            let mut o = out.lock();
+            o.buf.extend_from_slice(&data[..total / 2]);
+            o.try_flush()
+        };
+        assert_eq!(first, Flush::Blocked, "32 MiB fit in the socket buffers");
+        out.lock().busy = true;
+        out.lock().buf.extend_from_slice(&data[total / 2..]);
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::with_capacity(total);
+            while got.len() < total {
+                let mut chunk = vec![0u8; 1 << 20];
+                let n = server.read(&mut chunk).await.unwrap();
+                assert!(n > 0);
+                got.extend_from_slice(&chunk[..n]);
+            }
+            got
+        });
+        assert!(drain(&out, &w, Duration::from_secs(30)).await);
+        assert!(!out.lock().busy && !out.lock().pending());
+        assert!(reader.await.unwrap() == data);
+        out.lock().close();
+        assert_eq!(out.lock().try_flush(), Flush::Closed);
+    }
+}
