@@ -274,20 +274,40 @@ impl HubState {
 
     /// Answers one WebSocket message. Never fails: every problem is an error reply.
     pub async fn handle_text(&self, session: &mut Session, text: &str) -> String {
+        // The parsed request (~0.9 KB) is dropped before anything is awaited: every
+        // WebSocket's task holds room for what its futures keep across an await.
+        let (started, action, cid, act) = match self.prepare(session, text) {
+            Ok(prepared) => prepared,
+            Err(reply) => return reply,
+        };
+        let result = self.dispatch(session, act, cid.clone()).await;
+        self.metrics
+            .request(action, result.is_ok(), started.elapsed());
+        result.unwrap_or_else(|Refused(code)| error_text(&code, cid))
+    }
+
+    /// Parses and admits a message: the action to run (with the metrics index and the
+    /// correlationId), or the reply when there is nothing to run.
+    #[allow(clippy::type_complexity)]
+    fn prepare(
+        &self,
+        session: &mut Session,
+        text: &str,
+    ) -> Result<(Instant, usize, Option<Value>, Action), String> {
         let started = Instant::now();
         let limits = &self.config.limits;
         if text.len() > limits.max_message_bytes {
             self.metrics.oversized.fetch_add(1, Ordering::Relaxed);
             self.metrics
                 .request(action_index(None), false, started.elapsed());
-            return error_text(codes::MESSAGE_TOO_LARGE, None);
+            return Err(error_text(codes::MESSAGE_TOO_LARGE, None));
         }
         let request = match HubRequest::parse(text) {
             Ok(r) => r,
             Err(_) => {
                 self.metrics
                     .request(action_index(None), false, started.elapsed());
-                return error_text(codes::INVALID_JSON, None);
+                return Err(error_text(codes::INVALID_JSON, None));
             }
         };
         let action = action_index(request.action_name());
@@ -295,7 +315,7 @@ impl HubState {
         if !session.take_token(limits.requests_per_second, limits.request_burst) {
             self.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
             self.metrics.request(action, false, started.elapsed());
-            return error_text(codes::RATE_LIMITED, cid);
+            return Err(error_text(codes::RATE_LIMITED, cid));
         }
         // `challenge` is a hub-level probe, not an `Action`: it names no agent.
         let result = if request.action_name() == Some(CHALLENGE_ACTION) {
@@ -305,13 +325,13 @@ impl HubState {
             Ok(ok(nonce, cid.clone()))
         } else {
             match request.action() {
-                Ok(a) => self.dispatch(session, a, cid.clone()).await,
+                Ok(a) => return Ok((started, action, cid, a)),
                 Err(e) => Err(Refused(e.code())),
             }
         };
         self.metrics
             .request(action, result.is_ok(), started.elapsed());
-        result.unwrap_or_else(|Refused(code)| error_text(&code, cid))
+        Err(result.unwrap_or_else(|Refused(code)| error_text(&code, cid)))
     }
 
     async fn dispatch(
@@ -320,8 +340,13 @@ impl HubState {
         action: Action,
         cid: Option<Value>,
     ) -> Result<String, Refused> {
+        // The actions that wait for the database are boxed: every WebSocket's task holds
+        // room for the largest future it may await, and these are kilobytes that an idle
+        // connection would otherwise carry all its life.
         match action {
-            Action::Register(r) => self.register(session, r).await.map(|b| ok(b, cid)),
+            Action::Register(r) => Box::pin(self.register(session, r))
+                .await
+                .map(|b| ok(b, cid)),
             Action::Discover(d) => Ok(self.discover(&d, cid)),
             Action::Find(f) => Ok(self.find(&f, cid)),
             Action::Lookup { id } => self.lookup(&id, cid).await,
@@ -330,11 +355,12 @@ impl HubState {
                 id,
                 status,
                 metadata,
-            } => self
-                .set_status(session, &id, status, metadata)
+            } => Box::pin(self.set_status(session, &id, status, metadata))
                 .await
                 .map(|b| ok(b, cid)),
-            Action::Disconnect { id } => self.disconnect(session, &id).await.map(|b| ok(b, cid)),
+            Action::Disconnect { id } => Box::pin(self.disconnect(session, &id))
+                .await
+                .map(|b| ok(b, cid)),
             Action::Stats => Ok(ok(self.stats(), cid)),
         }
     }
@@ -536,16 +562,15 @@ impl HubState {
         let now = self.now_ms();
         self.directory.touch(&entry, now);
         if matches!(entry.status(), Status::Idle | Status::Offline) {
-            let version = self
-                .writer
-                .write(Write::SetStatus {
-                    id: id.to_owned(),
-                    session: entry.session.to_string(),
-                    status: m2m_proto::hub::status::ONLINE.to_owned(),
-                    last_seen: Some(now),
-                })
-                .await?
-                .ok_or(Refused::from(codes::AGENT_NOT_FOUND))?;
+            // Rare: boxed (see `dispatch`).
+            let version = Box::pin(self.writer.write(Write::SetStatus {
+                id: id.to_owned(),
+                session: entry.session.to_string(),
+                status: m2m_proto::hub::status::ONLINE.to_owned(),
+                last_seen: Some(now),
+            }))
+            .await?
+            .ok_or(Refused::from(codes::AGENT_NOT_FOUND))?;
             self.directory
                 .set(&entry, version, Some(Status::Online), None, Some(now));
         }

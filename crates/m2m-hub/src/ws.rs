@@ -42,9 +42,11 @@ const CLOSE_GOING_AWAY: u16 = 1001;
 const CLOSE_TOO_BIG: u16 = 1009;
 /// Close code: normal (idle client).
 const CLOSE_NORMAL: u16 = 1000;
-/// Read buffer per connection. Hub requests are a few hundred bytes; a larger message
-/// grows the buffer for its read (up to the configured maximum).
-const READ_BUFFER: usize = 4 * 1024;
+/// Read buffer per connection. Hub requests are a few hundred bytes (eight pipelined
+/// lookups fit); a larger message grows the buffer for its read, up to the configured
+/// maximum. Every read also zero-fills the free part of the buffer first (tungstenite),
+/// so a small one is cheaper per read as well as per connection.
+const READ_BUFFER: usize = 1024;
 /// Replies written with one write at most: a client that keeps many requests in flight
 /// still gets its first replies while the hub answers the rest.
 const BATCH_REPLIES: usize = 32;
@@ -256,7 +258,8 @@ pub(crate) async fn run_session<S>(
             }
         }
     }
-    state.close_session(&mut session).await;
+    // Once per connection: boxed, so that its future does not enlarge every session's.
+    Box::pin(state.close_session(&mut session)).await;
     state.open.fetch_sub(1, Ordering::Relaxed);
 }
 

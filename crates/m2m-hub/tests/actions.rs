@@ -548,3 +548,41 @@ async fn a_silent_anonymous_connection_is_closed_but_a_registered_one_is_kept() 
     agent.close().await;
     hub.shutdown().await.unwrap();
 }
+
+/// Requests larger than a connection's read buffer are read whole, up to the configured
+/// maximum, several of them written at once too; the replies come back in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_larger_than_the_read_buffer_are_served_up_to_the_limit() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let (cfg, _clock) = config(&db);
+    let max = cfg.limits.max_message_bytes;
+    let hub = Hub::start(cfg).await.unwrap();
+    let mut a = Client::connect(&hub.ws_url()).await;
+    let id = a.register(4000, &["chat"]).await;
+    let sized = |n: usize, cid: usize| {
+        let bare = json!({"action":"lookup","id":id,"correlationId":cid,"pad":""}).to_string();
+        let text =
+            json!({"action":"lookup","id":id,"correlationId":cid,"pad":"x".repeat(n - bare.len())})
+                .to_string();
+        assert_eq!(text.len(), n);
+        text
+    };
+    let sizes = [100, 1023, 1025, 4095, 4097, 20_000, max - 1, max];
+    for (cid, &n) in sizes.iter().enumerate() {
+        a.send_text(sized(n, cid)).await;
+    }
+    for (cid, _) in sizes.iter().enumerate() {
+        let reply = a.recv().await.unwrap();
+        assert_eq!(reply["correlationId"], json!(cid));
+        assert_eq!(reply["agent"]["id"], json!(id), "{reply}");
+    }
+    a.send_text(sized(max + 1, 99)).await;
+    assert_eq!(
+        a.recv().await.unwrap(),
+        json!({"status":"error","error":"message_too_large"})
+    );
+    let reply = a.req(json!({"action":"lookup","id":id})).await;
+    assert_eq!(reply["agent"]["id"], json!(id));
+    a.close().await;
+    hub.shutdown().await.unwrap();
+}
