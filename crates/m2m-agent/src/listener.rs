@@ -138,7 +138,6 @@ impl InboundSessions {
             .and_then(|list| list.last().map(|(_, conn)| conn.clone()))
             .ok_or(NotSentBack::NoSession)?;
         let plaintext = crate::peer::plaintext(payload);
-        let cid = Value::String(correlation_id.to_owned());
         let (done, acked) = oneshot::channel();
         {
             let mut out = conn.out.lock();
@@ -153,7 +152,7 @@ impl InboundSessions {
                     responder.seal_into(
                         message_type,
                         &plaintext,
-                        Some(&cid),
+                        Some(correlation_id),
                         &mut rand::thread_rng(),
                         &mut out.buf,
                     )

@@ -347,7 +347,6 @@ impl PeerConnection {
         }
         let acks_before = self.shared.acks.load(Ordering::Acquire);
         let (done, outcome) = oneshot::channel();
-        let cid = Value::String(correlation_id.to_owned());
         {
             let shared = &*self.shared;
             let mut out = shared.out.lock();
@@ -358,7 +357,7 @@ impl PeerConnection {
             let sealed = shared.session.lock().seal_into(
                 message_type,
                 &plaintext,
-                Some(&cid),
+                Some(correlation_id),
                 &mut rand::thread_rng(),
                 &mut out.buf,
             );
@@ -536,7 +535,8 @@ type Slot = Arc<tokio::sync::Mutex<Option<Arc<PeerConnection>>>>;
 
 /// Outbound connections by address and credentials.
 pub(crate) struct Pool {
-    slots: Mutex<HashMap<(String, Credentials), Slot>>,
+    /// By address, then credentials (looked up without building an owned key per send).
+    slots: Mutex<HashMap<String, Vec<(Credentials, Slot)>>>,
     settings: OutboundSettings,
     identity: Identity,
     inbox: Arc<Inbox>,
@@ -547,7 +547,10 @@ pub(crate) struct Pool {
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pool")
-            .field("slots", &self.slots.lock().len())
+            .field(
+                "slots",
+                &self.slots.lock().values().map(Vec::len).sum::<usize>(),
+            )
             .finish()
     }
 }
@@ -571,21 +574,29 @@ impl Pool {
     }
 
     fn slot(&self, address: &str, credentials: &Credentials) -> Slot {
-        let key = (address.to_owned(), credentials.clone());
         let mut slots = self.slots.lock();
-        if let Some(slot) = slots.get(&key) {
-            return slot.clone();
+        if let Some(slot) = slots
+            .get(address)
+            .and_then(|list| list.iter().find(|(c, _)| c == credentials))
+        {
+            return slot.1.clone();
         }
-        if slots.len() >= MAX_POOL_SLOTS {
-            slots.retain(|_, slot| match slot.try_lock() {
-                Ok(conn) => conn
-                    .as_ref()
-                    .is_some_and(|c| !c.shared.closed.is_cancelled()),
-                Err(_) => true,
+        if slots.values().map(Vec::len).sum::<usize>() >= MAX_POOL_SLOTS {
+            slots.retain(|_, list| {
+                list.retain(|(_, slot)| match slot.try_lock() {
+                    Ok(conn) => conn
+                        .as_ref()
+                        .is_some_and(|c| !c.shared.closed.is_cancelled()),
+                    Err(_) => true,
+                });
+                !list.is_empty()
             });
         }
         let slot = Slot::default();
-        slots.insert(key, slot.clone());
+        slots
+            .entry(address.to_owned())
+            .or_default()
+            .push((credentials.clone(), slot.clone()));
         slot
     }
 
@@ -600,7 +611,9 @@ impl Pool {
         if let Some(conn) = held.as_ref().filter(|c| c.is_usable(credentials)) {
             return Ok((conn.clone(), true));
         }
-        let conn = PeerConnection::open(
+        // Boxed: the handshake's state is most of this future's size, and every send would
+        // otherwise copy it around.
+        let conn = Box::pin(PeerConnection::open(
             address,
             credentials,
             &self.identity,
@@ -608,7 +621,7 @@ impl Pool {
             &self.inbox,
             &self.cancel,
             &self.tracker,
-        )
+        ))
         .await?;
         if let Some(old) = held.replace(conn.clone()) {
             old.close();
@@ -650,7 +663,12 @@ impl Pool {
 
     /// Closes every pooled connection (used when our id or hub standing changes).
     pub(crate) fn clear(&self) {
-        let slots: Vec<Slot> = self.slots.lock().drain().map(|(_, s)| s).collect();
+        let slots: Vec<Slot> = self
+            .slots
+            .lock()
+            .drain()
+            .flat_map(|(_, list)| list.into_iter().map(|(_, s)| s))
+            .collect();
         for slot in slots {
             if let Ok(conn) = slot.try_lock() {
                 if let Some(c) = conn.as_ref() {
@@ -666,6 +684,8 @@ impl Pool {
         self.slots
             .lock()
             .values()
+            .flatten()
+            .map(|(_, s)| s)
             .filter(|s| {
                 s.try_lock()
                     .map(|c| c.as_ref().is_some_and(|c| !c.shared.closed.is_cancelled()))

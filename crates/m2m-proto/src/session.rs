@@ -155,7 +155,7 @@ impl Established {
         rng: &mut dyn CryptoRngCore,
         message_type: &str,
         plaintext: &[u8],
-        correlation_id: Option<&Value>,
+        correlation_id: Option<&str>,
         out: &mut Vec<u8>,
     ) {
         let Established { keys, buf, .. } = self;
@@ -419,7 +419,7 @@ impl Responder {
         &mut self,
         message_type: &str,
         plaintext: &[u8],
-        correlation_id: Option<&Value>,
+        correlation_id: Option<&str>,
         rng: &mut dyn CryptoRngCore,
         out: &mut Vec<u8>,
     ) -> Result<(), SessionError> {
@@ -757,7 +757,7 @@ impl Initiator {
         &mut self,
         message_type: &str,
         plaintext: &[u8],
-        correlation_id: Option<&Value>,
+        correlation_id: Option<&str>,
         rng: &mut dyn CryptoRngCore,
         out: &mut Vec<u8>,
     ) -> Result<(), SessionError> {
@@ -840,7 +840,7 @@ mod tests {
         init.seal_into(
             "t",
             &plaintext,
-            Some(&cid),
+            Some("c1"),
             &mut StdRng::seed_from_u64(9),
             &mut out,
         )

@@ -335,10 +335,17 @@ fn seal_into_both_directions_over_lines() {
     for i in 0..3 {
         let payload = json!({"i": i, "pad": "p".repeat(5000)});
         let plaintext = m2m_proto::crypto::encode_payload(&payload);
-        let cid = json!(format!("c{i}"));
+        let cid_text = format!("c{i}");
+        let cid = json!(cid_text);
         let mut line = Vec::new();
-        init.seal_into("task", &plaintext, Some(&cid), &mut rng, &mut line)
-            .unwrap();
+        init.seal_into(
+            "task",
+            &plaintext,
+            Some(cid_text.as_str()),
+            &mut rng,
+            &mut line,
+        )
+        .unwrap();
         let built = init2
             .seal("task", &payload, Some(cid.clone()), &mut rng)
             .unwrap();
@@ -370,7 +377,7 @@ fn seal_into_both_directions_over_lines() {
             .seal_into(
                 "task:response",
                 b"plain text",
-                Some(&cid),
+                Some(cid_text.as_str()),
                 &mut rng,
                 &mut back,
             )
