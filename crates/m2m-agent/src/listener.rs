@@ -304,7 +304,6 @@ async fn handle_connection(
     // Once authenticated: our entry in `InboundSessions`.
     let mut listed: Option<Listed> = None;
     let mut decoder = LineDecoder::new(limits.max_frame_len);
-    let mut buf = vec![0u8; READ_CHUNK];
     let handshake_deadline = Instant::now() + limits.handshake_timeout;
     let mut last_read = Instant::now();
     let flush = || flush(&conn, &writer, limits.write_timeout);
@@ -327,14 +326,15 @@ async fn handle_connection(
                 }
                 continue;
             }
-            read = reader.read(&mut buf) => read,
+            // Straight into the decoder's buffer: no copy of what was read.
+            read = reader.read(decoder.read_buf(READ_CHUNK)) => read,
         };
         let n = match read {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
         last_read = Instant::now();
-        decoder.push(&buf[..n]);
+        decoder.commit(n);
         let mut close = false;
         let mut delivered_any = false;
         loop {

@@ -246,10 +246,9 @@ impl PeerConnection {
             .await
             .map_err(|e| AgentError::unreachable(address, e))?;
         let mut decoder = LineDecoder::new(settings.max_frame_len);
-        let mut buf = vec![0u8; READ_CHUNK];
         'handshake: loop {
             let n = reader
-                .read(&mut buf)
+                .read(decoder.read_buf(READ_CHUNK))
                 .await
                 .map_err(|e| AgentError::unreachable(address, e))?;
             if n == 0 {
@@ -258,7 +257,7 @@ impl PeerConnection {
                     "connection closed during handshake",
                 ));
             }
-            decoder.push(&buf[..n]);
+            decoder.commit(n);
             loop {
                 let event = match decoder.next_line() {
                     Ok(Some(line)) => session.handle_line(line),
@@ -296,7 +295,7 @@ impl PeerConnection {
             inbox: inbox.clone(),
             max_frame_len: settings.max_frame_len,
         });
-        tracker.spawn(read_frames(reader, decoder, buf, shared.clone()));
+        tracker.spawn(read_frames(reader, decoder, shared.clone()));
         tracker.spawn(write_frames(writer, shared.clone(), settings.clone()));
         Ok(Arc::new(PeerConnection {
             shared,
@@ -415,12 +414,7 @@ impl Drop for PeerConnection {
 
 /// Reads acks (and, on a 2.1 session, messages the peer sends back) until the connection
 /// ends; then fails whatever is still in flight.
-async fn read_frames(
-    mut reader: OwnedReadHalf,
-    mut decoder: LineDecoder,
-    mut buf: Vec<u8>,
-    shared: Arc<Shared>,
-) {
+async fn read_frames(mut reader: OwnedReadHalf, mut decoder: LineDecoder, shared: Arc<Shared>) {
     let reason: String = 'conn: loop {
         // Lines left over from the handshake's last read come first.
         let mut acks_owed = false;
@@ -469,11 +463,12 @@ async fn read_frames(
         let read = tokio::select! {
             biased;
             _ = shared.closed.cancelled() => break 'conn "connection closed".into(),
-            read = reader.read(&mut buf) => read,
+            // Straight into the decoder's buffer: no copy of what was read.
+            read = reader.read(decoder.read_buf(READ_CHUNK)) => read,
         };
         match read {
             Ok(0) => break "connection closed by peer".into(),
-            Ok(n) => decoder.push(&buf[..n]),
+            Ok(n) => decoder.commit(n),
             Err(e) => break e.to_string(),
         }
     };

@@ -15,7 +15,9 @@ pub struct LineTooLong {
 /// Splits a byte stream into `\n`-terminated lines.
 #[derive(Debug)]
 pub struct LineDecoder {
+    /// `buf[..filled]` holds received bytes; the rest is room to read into.
     buf: Vec<u8>,
+    filled: usize,
     /// Start of the unread part of `buf`.
     start: usize,
     /// Bytes after `start` already scanned for `\n` without finding one.
@@ -28,34 +30,61 @@ impl LineDecoder {
     pub fn new(max: usize) -> Self {
         LineDecoder {
             buf: Vec::new(),
+            filled: 0,
             start: 0,
             scanned: 0,
             max,
         }
     }
 
-    /// Appends received bytes.
-    pub fn push(&mut self, data: &[u8]) {
-        if self.start > 0 && self.start == self.buf.len() {
-            self.buf.clear();
+    /// Drops consumed bytes from the front when that is cheap or worth it.
+    fn compact(&mut self) {
+        if self.start > 0 && self.start == self.filled {
+            self.filled = 0;
             self.start = 0;
-        } else if self.start > 64 * 1024 && self.start * 2 > self.buf.len() {
-            self.buf.drain(..self.start);
+        } else if self.start > 64 * 1024 && self.start * 2 > self.filled {
+            self.buf.copy_within(self.start..self.filled, 0);
+            self.filled -= self.start;
             self.start = 0;
         }
-        self.buf.extend_from_slice(data);
+    }
+
+    /// Appends received bytes.
+    pub fn push(&mut self, data: &[u8]) {
+        let room = self.read_buf(data.len());
+        room[..data.len()].copy_from_slice(data);
+        self.commit(data.len());
+    }
+
+    /// Room for at least `min` more bytes, to read into directly (then [`commit`] what was
+    /// read): the bytes are not copied from a read buffer, and the room is kept for the
+    /// next read.
+    ///
+    /// [`commit`]: LineDecoder::commit
+    pub fn read_buf(&mut self, min: usize) -> &mut [u8] {
+        self.compact();
+        let need = self.filled + min;
+        if self.buf.len() < need {
+            self.buf.resize(need, 0);
+        }
+        &mut self.buf[self.filled..]
+    }
+
+    /// Takes `n` bytes read into [`LineDecoder::read_buf`].
+    pub fn commit(&mut self, n: usize) {
+        self.filled = (self.filled + n).min(self.buf.len());
     }
 
     /// Bytes buffered and not yet returned.
     pub fn buffered(&self) -> usize {
-        self.buf.len() - self.start
+        self.filled - self.start
     }
 
     /// The next complete line without its `\n` (and without a trailing `\r`); blank lines
     /// are skipped. `Ok(None)` means more bytes are needed.
     pub fn next_line(&mut self) -> Result<Option<&[u8]>, LineTooLong> {
         loop {
-            let unread = &self.buf[self.start..];
+            let unread = &self.buf[self.start..self.filled];
             match memchr(b'\n', &unread[self.scanned..]) {
                 Some(pos) => {
                     let end = self.scanned + pos;
@@ -106,6 +135,35 @@ mod tests {
         assert_eq!(d.next_line().unwrap(), Some(&b"{\"b\":2}"[..]));
         assert_eq!(d.next_line().unwrap(), None);
         assert_eq!(d.buffered(), 0);
+    }
+
+    #[test]
+    fn reads_in_place_like_push() {
+        let input = b"{\"a\":1}\n\n{\"bb\":22}\r\n{\"c\"".repeat(5000);
+        for chunk in [1usize, 7, 64, 4096, 70_000] {
+            let (mut pushed, mut read) = (LineDecoder::new(100), LineDecoder::new(100));
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            for part in input.chunks(chunk) {
+                pushed.push(part);
+                let room = read.read_buf(part.len());
+                room[..part.len()].copy_from_slice(part);
+                read.commit(part.len());
+                while let Some(l) = pushed.next_line().unwrap() {
+                    a.push(l.to_vec());
+                }
+                while let Some(l) = read.next_line().unwrap() {
+                    b.push(l.to_vec());
+                }
+                assert_eq!(pushed.buffered(), read.buffered());
+            }
+            assert_eq!(a, b);
+            assert_eq!(a.len(), 10_000);
+        }
+        // Committing more than the room takes only the room.
+        let mut d = LineDecoder::new(100);
+        let room = d.read_buf(4).len();
+        d.commit(room + 10);
+        assert_eq!(d.buffered(), room);
     }
 
     #[test]
