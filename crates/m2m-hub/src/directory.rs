@@ -1113,6 +1113,24 @@ mod tests {
             d.find_keys("c", 10, 0).is_empty(),
             "find lists online agents only"
         );
+        // One capability, listed twice by an agent, and `/agents` order.
+        d.upsert(&row(4, 2500, &["b", "b"], "online"));
+        let b = vec!["b".to_string()];
+        let f = Filter {
+            capabilities: &b,
+            limit: 10,
+            ..Filter::default()
+        };
+        // 2 and 4 round to 1 s (older first), 1 to 2 s.
+        assert_eq!(ids(&d.discover_views(3000, &f)), vec![2, 4, 1]);
+        assert_eq!(ids(&d.list(3000, &f)), vec![4, 2, 1]);
+        assert_eq!(d.find_keys("b", 10, 0), vec![4, 2, 1]);
+        let f = Filter {
+            capabilities: &caps,
+            limit: 10,
+            ..Filter::default()
+        };
+        assert_eq!(ids(&d.list(3000, &f)), vec![3, 1]);
     }
 
     #[test]
