@@ -399,7 +399,7 @@ async fn handle_connection(
             // Let the application run before the acks go out: a response it sends at once
             // (a request's) then leaves in the same write as the ack, and the requester
             // reads both at once.
-            tokio::task::yield_now().await;
+            wire::let_others_write_first().await;
         }
         if !flush().await || close {
             break;

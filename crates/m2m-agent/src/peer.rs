@@ -457,7 +457,7 @@ async fn read_frames(mut reader: OwnedReadHalf, mut decoder: LineDecoder, shared
         if acks_owed {
             // Let the requester that the response woke run first: its next request then
             // carries these acks in the same write.
-            tokio::task::yield_now().await;
+            wire::let_others_write_first().await;
             shared.flush_or_hand_over(&mut shared.out.lock());
         }
         let read = tokio::select! {
