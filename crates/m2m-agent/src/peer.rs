@@ -507,6 +507,7 @@ async fn write_frames(
             biased;
             _ = shared.closed.cancelled() => break,
             _ = shared.wake_writer.notified() => {
+                wire::let_others_append_first().await;
                 if !wire::drain(&shared.out, &writer, settings.write_timeout).await {
                     break;
                 }

@@ -118,6 +118,18 @@ pub(crate) async fn let_others_write_first() {
     }
 }
 
+/// Before a writer task writes frames left to it: on a multi-thread runtime, lets the
+/// senders woken together with it (by one read's acks) append theirs first, so that they
+/// leave in one write instead of one write and one wake-up each. On a current-thread
+/// runtime the writer task runs after them anyway.
+pub(crate) async fn let_others_append_first() {
+    if tokio::runtime::Handle::current().runtime_flavor()
+        != tokio::runtime::RuntimeFlavor::CurrentThread
+    {
+        tokio::task::yield_now().await;
+    }
+}
+
 /// Writes everything `out` holds, waiting for the socket as needed, until it is empty; then
 /// clears [`Out::busy`]. False when the socket failed or took nothing for `timeout`.
 pub(crate) async fn drain(out: &Mutex<Out>, writer: &OwnedWriteHalf, timeout: Duration) -> bool {
