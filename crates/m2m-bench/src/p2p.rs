@@ -517,11 +517,19 @@ pub async fn run_peer(opts: PeerOptions) -> anyhow::Result<()> {
         "{}",
         json!({ "id": agent.id(), "port": agent.local_port(), "pid": std::process::id() })
     );
+    // One stop future for the whole run: recreating it per message would start a new
+    // blocking stdin read and a new signal registration for every message received.
+    let stop = async {
+        tokio::select! {
+            _ = stdin_closed() => {}
+            _ = m2m_hub::shutdown_signal() => {}
+        }
+    };
+    tokio::pin!(stop);
     loop {
         let message = tokio::select! {
             m = agent.next_message() => m,
-            _ = stdin_closed() => None,
-            _ = m2m_hub::shutdown_signal() => None,
+            _ = &mut stop => None,
         };
         let Some(message) = message else { break };
         if message.message_type == REQUEST_TYPE {
