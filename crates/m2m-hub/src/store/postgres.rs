@@ -78,7 +78,6 @@ async fn create_database(options: &PgConnectOptions) -> Result<(), StoreError> {
     }
 }
 
-/// Inserts `rows` in one statement; their versions, in order.
 /// Locks the existing rows of `ids` in id order (the database sorts; `ORDER BY … FOR
 /// UPDATE` locks each row as the sort yields it), so that transactions updating
 /// overlapping sets of rows queue behind each other instead of deadlocking.
@@ -90,6 +89,7 @@ async fn lock_in_id_order(tx: &mut sqlx::PgConnection, ids: &[&str]) -> Result<(
     Ok(())
 }
 
+/// Inserts `rows` in one statement; their versions, in order.
 async fn insert_many(
     tx: &mut sqlx::PgConnection,
     rows: &[&AgentRow],
@@ -312,6 +312,22 @@ impl Registry for PostgresRegistry {
             if !locked {
                 return Ok(None);
             }
+            // Lock every row the three statements below will change, in id order, as the
+            // writer's batches and liveness flushes do: rows locked in scan order here and
+            // in id order there could deadlock. (A row idled below with `last_seen` under
+            // the offline or purge cutoff is already covered by the first condition.)
+            sqlx::query(
+                "SELECT 1 FROM m2m_agents WHERE \
+                 (status NOT IN ('idle', 'offline') AND last_seen < $1) \
+                 OR (status = 'idle' AND last_seen < $2) \
+                 OR (status = 'offline' AND last_seen < $3) \
+                 ORDER BY id FOR UPDATE",
+            )
+            .bind(cut.idle_before)
+            .bind(cut.offline_before)
+            .bind(cut.purge_before)
+            .execute(&mut *tx)
+            .await?;
             let idled = sqlx::query(
                 "UPDATE m2m_agents SET status = 'idle', version = nextval('m2m_agents_version_seq') \
                  WHERE status NOT IN ('idle', 'offline') AND last_seen < $1 \
@@ -349,6 +365,16 @@ impl Registry for PostgresRegistry {
         hub: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Vec<StatusChange>, StoreError>> {
         Box::pin(async move {
+            let mut tx = self.pool.begin().await?;
+            // Id order, as everywhere else that updates several rows (see `sweep`).
+            sqlx::query(
+                "SELECT 1 FROM m2m_agents \
+                 WHERE status <> 'offline' AND ($1::TEXT IS NULL OR hub = $1) \
+                 ORDER BY id FOR UPDATE",
+            )
+            .bind(hub)
+            .execute(&mut *tx)
+            .await?;
             let rows = sqlx::query(
                 "UPDATE m2m_agents SET status = 'offline', \
                  version = nextval('m2m_agents_version_seq') \
@@ -356,8 +382,9 @@ impl Registry for PostgresRegistry {
                  RETURNING id, status, version",
             )
             .bind(hub)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *tx)
             .await?;
+            tx.commit().await?;
             Self::changes(&rows)
         })
     }
