@@ -29,7 +29,6 @@ use m2m_proto::{LineDecoder, Responder, ResponderOutput, SessionError};
 use parking_lot::Mutex;
 use serde_json::Value;
 use tokio::io::AsyncReadExt;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -306,7 +305,8 @@ async fn handle_connection(
     let mut decoder = LineDecoder::new(limits.max_frame_len);
     let handshake_deadline = Instant::now() + limits.handshake_timeout;
     let mut last_read = Instant::now();
-    let flush = || flush(&conn, &writer, limits.write_timeout);
+    // Writes what the connection owes (`wire::drain` tries at once, then waits for room).
+    let flush = || wire::drain(&conn.out, &writer, limits.write_timeout);
 
     'conn: loop {
         let idle_deadline = last_read + limits.idle_timeout;
@@ -427,21 +427,4 @@ fn relist(conn: &Arc<InboundConn>, listed: &mut Option<Listed>, sessions: &Arc<I
         *listed = peer.map(|p| sessions.list(&p, conn));
         conn.sent_back.lock().clear();
     }
-}
-
-/// Writes what the connection owes, waiting for the socket if it is full; false when the
-/// peer is gone or too slow.
-async fn flush(conn: &InboundConn, writer: &OwnedWriteHalf, timeout: Duration) -> bool {
-    {
-        let mut out = conn.out.lock();
-        match out.try_flush() {
-            Flush::Done => {
-                out.busy = false;
-                return true;
-            }
-            Flush::Closed => return false,
-            Flush::Blocked => out.busy = true,
-        }
-    }
-    wire::drain(&conn.out, writer, timeout).await
 }
