@@ -456,16 +456,7 @@ async fn send_errors_are_typed() {
     tokio::spawn(async move {
         for answer in ["decryption_failed", "busy"] {
             let (stream, _) = listener.accept().await.unwrap();
-            let (r, mut w) = stream.into_split();
-            let mut lines = BufReader::new(r).lines();
-            let mut responder = m2m_proto::Responder::new();
-            let hello = lines.next_line().await.unwrap().unwrap();
-            let m2m_proto::ResponderOutput::Send(ack) =
-                responder.handle_line(hello.as_bytes(), &mut rand::thread_rng())
-            else {
-                panic!("no handshake_ack");
-            };
-            w.write_all(&ack.encode()).await.unwrap();
+            let (mut lines, mut w, _responder) = accept_handshake(stream).await;
             let _message = lines.next_line().await.unwrap().unwrap();
             w.write_all(&Frame::error(answer).encode()).await.unwrap();
             // Keep the connection open so the failure is the error frame, not a close.
@@ -654,16 +645,7 @@ async fn sends_beyond_the_socket_buffer_are_finished_by_the_writer_task() {
     let count = 24usize;
     let peer = tokio::spawn(async move {
         let (stream, _) = listener.accept().await.unwrap();
-        let (r, mut w) = stream.into_split();
-        let mut lines = BufReader::new(r).lines();
-        let mut responder = m2m_proto::Responder::new();
-        let hello = lines.next_line().await.unwrap().unwrap();
-        let m2m_proto::ResponderOutput::Send(ack) =
-            responder.handle_line(hello.as_bytes(), &mut rand::thread_rng())
-        else {
-            panic!("no handshake_ack");
-        };
-        w.write_all(&ack.encode()).await.unwrap();
+        let (mut lines, mut w, mut responder) = accept_handshake(stream).await;
         // Read nothing for a while: the sender's socket fills up.
         tokio::time::sleep(Duration::from_millis(300)).await;
         let mut seen = Vec::new();
@@ -731,4 +713,26 @@ async fn sends_beyond_the_socket_buffer_are_finished_by_the_writer_task() {
     for (i, (len, first)) in seen.into_iter().enumerate().skip(1) {
         assert_eq!((len, first), (1_000_000, b'a' + (i % 26) as u8));
     }
+}
+
+/// A hand-driven peer's side of the handshake on an accepted stream: reads the `handshake`
+/// line and answers it.
+async fn accept_handshake(
+    stream: tokio::net::TcpStream,
+) -> (
+    tokio::io::Lines<BufReader<tokio::net::tcp::OwnedReadHalf>>,
+    tokio::net::tcp::OwnedWriteHalf,
+    m2m_proto::Responder,
+) {
+    let (r, mut w) = stream.into_split();
+    let mut lines = BufReader::new(r).lines();
+    let mut responder = m2m_proto::Responder::new();
+    let hello = lines.next_line().await.unwrap().unwrap();
+    let m2m_proto::ResponderOutput::Send(ack) =
+        responder.handle_line(hello.as_bytes(), &mut rand::thread_rng())
+    else {
+        panic!("no handshake_ack");
+    };
+    w.write_all(&ack.encode()).await.unwrap();
+    (lines, w, responder)
 }
