@@ -12,7 +12,7 @@
 //!      sampled every second
 //! ```
 //!
-//! The generator is a minimal WebSocket client of its own ([`crate::rawws`]) that checks
+//! The generator is a minimal WebSocket client of its own (`rawws.rs`) that checks
 //! replies with a substring test (`"status":"ok"`) and parses JSON only for `register` (to learn the id), for
 //! errors, and for one `discover` reply in a thousand (to report how many agents came
 //! back): it must stay cheaper than the hub it measures, on the same two cores.

@@ -17,32 +17,31 @@
 //! Every runner repeats its measurement `repeat` times and reports each run plus a
 //! `summary` (median, min, max) of the run's `figures`.
 //!
-//! The second processes (a hub, the P2P peer) are started from a command line the caller
-//! chooses, so that both this crate's `m2m-bench` binary and the `m2m` tool can host them:
-//! see [`hub::HubCommand`], [`p2p::PeerCommand`], [`hub::serve_hub`] and [`p2p::run_peer`].
+//! The second processes (a hub, the P2P peer, the loopback echo) are started from a
+//! command line the caller chooses, so that both this crate's `m2m-bench` binary and the
+//! `m2m` tool (`m2m bench …`) can host them: see [`hub::HubCommand`], [`p2p::PeerCommand`],
+//! [`hub::serve_hub`] and [`p2p::run_peer`].
 //!
-//! ## Embedding (e.g. `m2m bench hub|p2p`)
+//! ## Embedding (how `m2m bench` is built)
+//!
+//! [`cli::BenchArgs`] is the whole command line (clap); a program makes it one of its
+//! subcommands and says how it is started again for the second processes:
 //!
 //! ```no_run
-//! # async fn demo() -> anyhow::Result<()> {
-//! use m2m_bench::sys::CommandLine;
-//! use m2m_bench::{HubBenchOptions, HubCommand, HubTarget, P2pBenchOptions, PeerCommand};
+//! use m2m_bench::cli::{BenchArgs, Invocation};
+//! # fn demo(args: BenchArgs) -> anyhow::Result<()> {
 //! let exe = std::env::current_exe()?;
-//! // The hub under test: `<exe> hub --bind 127.0.0.1 --port {port} --database {database}`.
-//! let hub = m2m_bench::run_hub(HubBenchOptions {
-//!     target: HubTarget::Spawn(HubCommand::m2m_cli(exe.clone())),
-//!     ..HubBenchOptions::default()
-//! })
-//! .await?;
-//! // The peer: `<exe> bench p2p-peer --hub <url>`, a hidden subcommand calling
-//! // `m2m_bench::run_peer(PeerOptions { hub })`.
-//! let peer = PeerCommand(CommandLine { program: exe, args: vec!["bench".into(), "p2p-peer".into()] });
-//! let p2p = m2m_bench::run_p2p(P2pBenchOptions::new(peer)).await?;
-//! println!("{hub}\n{p2p}");
+//! // Second processes run as `<exe> bench p2p-peer …`, `<exe> bench hub-serve …`.
+//! let me = Invocation { program: exe.clone(), prefix: vec!["bench".into()], m2m: exe };
+//! args.run_and_print(&me)?; // builds the runtime (`--threads`), prints the JSON
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! The runners ([`run_hub`], [`run_p2p`], …) take their options as plain structs for
+//! programs that drive them without a command line.
 
+pub mod cli;
 pub mod hub;
 pub mod machine;
 pub mod p2p;

@@ -2,9 +2,12 @@
 //!
 //! * [`run_crypto`] — one core: AES-256-GCM (ring), X25519 (one side of a handshake: a
 //!   key pair and an agreement), base64, the 2.0 envelope and frame parsing.
-//! * [`run_loopback`] — TCP over 127.0.0.1 between two tasks of one process (two worker
-//!   threads): bulk throughput, a 200-byte ping-pong, pipelined 200-byte records with
-//!   small acks, and connect + 1-byte exchange + close per connection.
+//! * [`run_loopback`] — TCP over 127.0.0.1 between two tasks of one process (on the
+//!   process's runtime): bulk throughput, a 200-byte ping-pong, pipelined 200-byte records
+//!   with small acks, and connect + 1-byte exchange + close per connection; and a 200-byte
+//!   ping-pong with a second process, both blocking on their sockets: the floor of a
+//!   request/response between two processes, which on a virtual machine is mostly the
+//!   time an idle core takes to wake up.
 
 use std::hint::black_box;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -23,6 +26,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use crate::stats::{rate, round1, Latency};
+use crate::sys::{ChildProcess, CommandLine};
 
 /// What [`run_crypto`] does.
 #[derive(Debug, Clone)]
@@ -163,12 +167,16 @@ pub fn run_crypto(opts: CryptoOptions) -> Value {
 pub struct LoopbackOptions {
     /// Time spent on each test.
     pub duration: Duration,
+    /// The second process of the cross-process ping-pong, run with `--connect ADDR`
+    /// appended; it must call [`run_echo_peer`]. `None` skips that test.
+    pub echo: Option<CommandLine>,
 }
 
 impl Default for LoopbackOptions {
     fn default() -> Self {
         LoopbackOptions {
             duration: Duration::from_secs(3),
+            echo: None,
         }
     }
 }
@@ -181,14 +189,90 @@ pub async fn run_loopback(opts: LoopbackOptions) -> anyhow::Result<Value> {
     let (rtt_rate, rtt) = ping_pong(d).await.context("ping-pong test")?;
     let pipelined = pipelined_records(d, 64).await.context("pipelined test")?;
     let conns = connection_rate(d, 16).await.context("connection test")?;
-    Ok(json!({
+    let mut result = json!({
         "bench": "loopback",
-        "note": "TCP over 127.0.0.1 between two tasks of one process",
+        "note": "TCP over 127.0.0.1 between two tasks of one process, except \
+                 process_ping_pong_200b: this process and a second one, both blocking",
         "stream_64k_writes_mb_per_s": stream,
         "ping_pong_200b": { "round_trips_per_s": rtt_rate, "latency": rtt.summary() },
         "pipelined_200b_64_in_flight_per_s": pipelined,
         "connect_exchange_close_per_s": conns,
-    }))
+    });
+    if let Some(echo) = &opts.echo {
+        let (rate, lat) = process_ping_pong(d, echo)
+            .await
+            .context("cross-process ping-pong test")?;
+        result["process_ping_pong_200b"] =
+            json!({ "round_trips_per_s": rate, "latency": lat.summary() });
+    }
+    Ok(result)
+}
+
+/// Size of the ping-pong records.
+const PING: usize = 200;
+
+/// A 200-byte ping-pong with [`run_echo_peer`] in a second process, both sides blocking
+/// in `read`: what one request/response between two processes costs at the least.
+async fn process_ping_pong(d: Duration, echo: &CommandLine) -> anyhow::Result<(f64, Latency)> {
+    use std::io::{Read, Write};
+
+    let listener = std::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
+    let addr = listener.local_addr()?;
+    let mut line = echo.clone();
+    line.args.extend(["--connect".to_owned(), addr.to_string()]);
+    let mut child = ChildProcess::spawn("loopback echo", &line, false)?;
+    // Accept without blocking forever if the child never connects.
+    listener.set_nonblocking(true)?;
+    let accept_deadline = Instant::now() + Duration::from_secs(30);
+    let stream = loop {
+        match listener.accept() {
+            Ok((s, _)) => break s,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                child.check_running()?;
+                if Instant::now() > accept_deadline {
+                    anyhow::bail!("the echo process did not connect");
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let measured = tokio::task::spawn_blocking(move || -> anyhow::Result<(f64, Latency)> {
+        let mut s = stream;
+        s.set_nonblocking(false)?;
+        s.set_nodelay(true)?;
+        let msg = [7u8; PING];
+        let mut back = [0u8; PING];
+        let mut lat = Latency::new();
+        let started = Instant::now();
+        while started.elapsed() < d {
+            let t = Instant::now();
+            s.write_all(&msg)?;
+            s.read_exact(&mut back)?;
+            lat.record(t.elapsed());
+        }
+        Ok((rate(lat.count(), started.elapsed()), lat))
+    })
+    .await?;
+    child.stop(Duration::from_secs(5)).await;
+    measured
+}
+
+/// The second process of the cross-process ping-pong: connects to `addr` and sends back
+/// every 200-byte record until the bench closes the connection.
+pub fn run_echo_peer(addr: SocketAddr) -> anyhow::Result<()> {
+    use std::io::{ErrorKind, Read, Write};
+
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_nodelay(true)?;
+    let mut buf = [0u8; PING];
+    loop {
+        match s.read_exact(&mut buf) {
+            Ok(()) => s.write_all(&buf)?,
+            Err(e) if e.kind() == ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 async fn listener() -> anyhow::Result<(TcpListener, SocketAddr)> {

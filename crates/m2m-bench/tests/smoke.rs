@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use m2m_bench::sys::CommandLine;
 use m2m_bench::{
     run_crypto, run_hub, run_loopback, run_p2p, CryptoOptions, HubAction, HubBenchOptions,
     HubCommand, HubTarget, LoopbackOptions, P2pBenchOptions, PeerCommand,
@@ -158,11 +159,17 @@ async fn p2p_bench_every_scenario() {
 async fn loopback_probe() {
     let v = run_loopback(LoopbackOptions {
         duration: Duration::from_millis(100),
+        echo: Some(CommandLine {
+            program: exe(),
+            args: vec!["loopback-echo".into()],
+        }),
     })
     .await
     .unwrap();
     assert!(number(&v, "/stream_64k_writes_mb_per_s") > 0.0);
     assert!(number(&v, "/ping_pong_200b/round_trips_per_s") > 0.0);
+    assert!(number(&v, "/process_ping_pong_200b/round_trips_per_s") > 0.0);
+    assert!(number(&v, "/process_ping_pong_200b/latency/p99_us") > 0.0);
     assert!(number(&v, "/pipelined_200b_64_in_flight_per_s") > 0.0);
     assert!(number(&v, "/connect_exchange_close_per_s") > 0.0);
 }
