@@ -78,6 +78,8 @@ pub enum Command {
     Stats(StatsArgs),
     /// Start a hub and two agents in this process and show them talking.
     Demo,
+    /// Measure a hub, the P2P transport or this machine; prints JSON (docs/PERFORMANCE.md).
+    Bench(m2m_bench::cli::BenchArgs),
 }
 
 /// `m2m hub`.
