@@ -711,6 +711,11 @@ impl Agent {
 
     /// The next incoming message; `None` once the agent is disconnected and the queue is
     /// drained. Responses to pending [`Agent::request`]s never show up here.
+    ///
+    /// On a multi-thread runtime, call it from a spawned task (or use
+    /// [`Agent::on_message`]), not from the future `#[tokio::main]` drives: that one runs
+    /// on the main thread, outside the worker pool, so each message reaches it with a
+    /// wake-up across threads (see the crate docs, *Throughput*).
     pub async fn next_message(&self) -> Option<Message> {
         self.inner.inbox.next(&self.inner.cancel).await
     }

@@ -75,6 +75,18 @@
 //! id is the hub's random one). There [`Message::from`] is only what the sender declared:
 //! [`Message::authenticated`] is false.
 //!
+//! ## Throughput
+//!
+//! On tokio's multi-thread runtime, `#[tokio::main]` drives `main`'s own future on the
+//! main thread, outside the worker pool. A loop over [`Agent::next_message`] there takes
+//! each message from the connection's task (on a worker) with a wake-up across threads,
+//! and each task it spawns wakes a parked worker. Run such a loop in `tokio::spawn`, or
+//! use [`Agent::on_message`] (its handler runs on the pool): in `m2m bench p2p`, requests
+//! one at a time went from 10-11k/s to 16-19k/s that way. A receiver of large messages
+//! also gains from an allocator that keeps freed memory (the `m2m` tool uses mimalloc):
+//! glibc's per-thread arenas return each freed 64 KiB payload to the system and fault the
+//! next one in (docs/PERFORMANCE.md).
+//!
 //! Runnable examples against a local hub are in `examples/`: `echo`, `chat`, `delegate`
 //! (request/respond) and `broadcast`.
 
