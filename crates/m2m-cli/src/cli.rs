@@ -112,6 +112,11 @@ pub struct HubArgs {
     /// Public WebSocket URL announced by /info (e.g. wss://hub.example.org/ws).
     #[arg(long, env = "M2M_PUBLIC_URL")]
     pub public_url: Option<String>,
+
+    /// Requests per second one WebSocket may sustain (bursts of twice that); more get
+    /// `rate_limited`. 0: no limit, like the original hub.
+    #[arg(long, env = "M2M_RATE_LIMIT", default_value_t = m2m_hub::HubLimits::default().requests_per_second)]
+    pub rate_limit: u32,
 }
 
 /// How an agent of this tool joins a hub.

@@ -95,3 +95,42 @@ fn bench_errors_are_sentences() {
     let line = run(c, None).error();
     assert!(line.contains("unknown scenario `teleport`"), "{line}");
 }
+
+/// `m2m hub --rate-limit N` throttles one busy WebSocket; `--rate-limit 0` never does.
+#[test]
+fn hub_rate_limit_is_the_operators_choice() {
+    let measure = |limit: &str| {
+        let hub_cmd = format!(
+            "{} hub --bind 127.0.0.1 --port {{port}} --database {{database}} --rate-limit {limit}",
+            common::m2m_path()
+        );
+        bench(&[
+            "hub",
+            "--hub-cmd",
+            &hub_cmd,
+            "--agents",
+            "1",
+            "--concurrency",
+            "1",
+            "--actions",
+            "lookup",
+            "--duration",
+            "300ms",
+            "--warmup",
+            "0s",
+        ])
+    };
+    let throttled = measure("5");
+    let lookup = &throttled["runs"][0]["actions"]["lookup"];
+    assert!(
+        lookup["errors"]["rate_limited"].as_u64().unwrap_or(0) > 0,
+        "{lookup:#}"
+    );
+    let free = measure("0");
+    let lookup = &free["runs"][0]["actions"]["lookup"];
+    assert!(
+        lookup["errors"].as_object().unwrap().is_empty(),
+        "{lookup:#}"
+    );
+    positive(lookup, "/ok");
+}

@@ -92,7 +92,7 @@ pub struct HubLimits {
     pub max_connections: usize,
     /// Agents one WebSocket may register (original clients register one).
     pub max_agents_per_connection: usize,
-    /// Sustained requests per second per connection (token bucket refill).
+    /// Sustained requests per second per connection (token bucket refill); 0: no limit.
     pub requests_per_second: u32,
     /// Burst of requests per connection (token bucket size).
     pub request_burst: u32,
@@ -118,11 +118,15 @@ impl Default for HubLimits {
             max_connections: 150_000,
             max_agents_per_connection: 16,
             // An agent sends one heartbeat per 30 s, but scripts and load tools legitimately
-            // drive one connection hard (the original hub has no limit at all). The bound
-            // stops one socket from taking the whole hub (~80k req/s on 2 cores), not a
-            // busy client.
-            requests_per_second: 5_000,
-            request_burst: 10_000,
+            // drive one connection hard, and the original hub has no limit at all: a tool
+            // that works against it must work against us. One connection with one request
+            // in flight does 16-17k/s over loopback, with 8 in flight ~120k/s, with 32
+            // ~365k/s (`m2m bench hub --agents 1 --concurrency 1 --pipeline K`). The bound
+            // stops one socket from taking a whole 2-core hub (~100k req/s from 64
+            // connections), not a busy client (an earlier 5,000/s throttled a closed loop
+            // on two connections).
+            requests_per_second: 50_000,
+            request_burst: 100_000,
             idle_timeout: Duration::from_secs(300),
             write_timeout: Duration::from_secs(10),
             tls_handshake_timeout: Duration::from_secs(10),

@@ -116,7 +116,11 @@ impl Session {
         self.owned.iter().find(|e| &*e.id == id).cloned()
     }
 
+    /// One request's token from the bucket; always granted when `rate` is 0 (no limit).
     fn take_token(&mut self, rate: u32, burst: u32) -> bool {
+        if rate == 0 {
+            return true;
+        }
         let now = Instant::now();
         let elapsed = now.duration_since(self.refilled).as_secs_f64();
         self.refilled = now;
@@ -740,6 +744,21 @@ mod tests {
             last_seen: i * 1000,
             identity: (i % 2 == 0).then(|| "a2V5".to_owned()),
         }
+    }
+
+    #[test]
+    fn the_request_budget_refills_and_zero_means_no_limit() {
+        let ip = IpAddr::from([127, 0, 0, 1]);
+        let mut limited = Session::new(ip, 3);
+        assert!((0..3).all(|_| limited.take_token(1, 3)));
+        // The last refill set ahead: no time passes for the bucket, however slow the test.
+        limited.refilled = Instant::now() + Duration::from_secs(3600);
+        assert!(!limited.take_token(1, 3), "the burst is spent");
+        // Two seconds later at 1/s: two tokens back.
+        limited.refilled = Instant::now() - Duration::from_secs(2);
+        assert!(limited.take_token(1, 3) && limited.take_token(1, 3));
+        let mut unlimited = Session::new(ip, 0);
+        assert!((0..100_000).all(|_| unlimited.take_token(0, 0)));
     }
 
     #[test]

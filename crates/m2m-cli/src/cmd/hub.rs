@@ -22,7 +22,7 @@ pub async fn run(args: HubArgs, out: Output) -> anyhow::Result<()> {
         }),
         _ => None,
     };
-    let config = HubConfig {
+    let mut config = HubConfig {
         bind,
         database: args.database.clone(),
         trust_proxy: args.trust_proxy,
@@ -30,6 +30,8 @@ pub async fn run(args: HubArgs, out: Output) -> anyhow::Result<()> {
         public_url: args.public_url,
         ..HubConfig::default()
     };
+    config.limits.requests_per_second = args.rate_limit;
+    config.limits.request_burst = args.rate_limit.saturating_mul(2);
     let hub = Hub::start(config)
         .await
         .context("could not start the hub")?;
