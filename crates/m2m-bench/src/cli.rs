@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
 
@@ -30,6 +31,22 @@ pub struct Invocation {
 }
 
 impl Invocation {
+    /// The running executable, with `prefix` before bench subcommands. `m2m` is this
+    /// executable when it is the `m2m` tool, else the `m2m` beside it.
+    pub fn current(prefix: &[&str]) -> anyhow::Result<Self> {
+        let program = std::env::current_exe().context("cannot locate the running executable")?;
+        let m2m = if program.file_stem() == Some("m2m".as_ref()) {
+            program.clone()
+        } else {
+            program.with_file_name("m2m")
+        };
+        Ok(Invocation {
+            program,
+            prefix: prefix.iter().map(|p| (*p).to_owned()).collect(),
+            m2m,
+        })
+    }
+
     /// `<program> <prefix…> [--threads N] <args…>`.
     fn subcommand(&self, threads: Option<usize>, args: &[&str]) -> CommandLine {
         let mut all = self.prefix.clone();
@@ -194,6 +211,12 @@ pub struct P2pArgs {
     /// Runs of every scenario.
     #[arg(long, default_value_t = 1)]
     repeat: usize,
+    /// The second process, a whitespace-separated command line that takes `--hub URL`,
+    /// prints `{"id","port"}` once registered, acks messages and answers `bench.req`
+    /// requests: e.g. `node crates/m2m-bench/js/original-p2p.js peer …/agent.js` for the
+    /// original JavaScript SDK. Default: this program's own peer on the Rust SDK.
+    #[arg(long)]
+    peer_cmd: Option<String>,
 }
 
 /// `loopback` and `crypto` options.
@@ -245,7 +268,10 @@ impl BenchArgs {
         match self.command {
             BenchCommand::Hub(a) => Ok(Some(crate::run_hub(a.options(&me)?).await?)),
             BenchCommand::P2p(a) => {
-                let peer = PeerCommand(me.subcommand(threads, &["p2p-peer"]));
+                let peer = match &a.peer_cmd {
+                    Some(line) => PeerCommand(CommandLine::parse(line)?),
+                    None => PeerCommand(me.subcommand(threads, &["p2p-peer"])),
+                };
                 Ok(Some(crate::run_p2p(a.options(peer)?).await?))
             }
             BenchCommand::Loopback(a) => Ok(Some(

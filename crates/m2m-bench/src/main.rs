@@ -6,7 +6,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use m2m_bench::cli::{BenchArgs, Invocation};
-use m2m_bench::sys::sibling_exe;
 
 /// The benches' processes allocate and free a 64 KiB message after another on several
 /// threads; glibc's per-thread arenas give such memory back to the system and fault it in
@@ -25,18 +24,7 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let me = match std::env::current_exe() {
-        Ok(program) => Invocation {
-            program,
-            prefix: Vec::new(),
-            m2m: sibling_exe("m2m").unwrap_or_else(|_| "m2m".into()),
-        },
-        Err(e) => {
-            eprintln!("m2m-bench: cannot locate the running executable: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match args.run_and_print(&me) {
+    match Invocation::current(&[]).and_then(|me| args.run_and_print(&me)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("m2m-bench: {e:#}");

@@ -160,16 +160,6 @@ impl CommandLine {
     }
 }
 
-/// The path of a sibling executable of the running one (e.g. `m2m` next to `m2m-bench`
-/// in `target/release`).
-pub fn sibling_exe(name: &str) -> anyhow::Result<PathBuf> {
-    let me = std::env::current_exe().context("locating the running executable")?;
-    let dir = me
-        .parent()
-        .context("the running executable has no directory")?;
-    Ok(dir.join(name))
-}
-
 /// A child process that is killed if the bench drops it.
 #[derive(Debug)]
 pub struct ChildProcess {

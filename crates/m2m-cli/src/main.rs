@@ -95,18 +95,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 /// `m2m bench …`: the bench builds its own runtime (`--threads`), and starts this program
 /// again as `m2m bench <hidden subcommand>` for its second processes.
 fn bench(args: m2m_bench::cli::BenchArgs) -> ExitCode {
-    let me = match std::env::current_exe() {
-        Ok(program) => m2m_bench::cli::Invocation {
-            m2m: program.clone(),
-            program,
-            prefix: vec!["bench".to_owned()],
-        },
-        Err(e) => {
-            eprintln!("m2m: cannot locate the running executable: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match args.run_and_print(&me) {
+    match m2m_bench::cli::Invocation::current(&["bench"]).and_then(|me| args.run_and_print(&me)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("m2m: {}", sentence(&e));

@@ -134,3 +134,26 @@ fn hub_rate_limit_is_the_operators_choice() {
     );
     positive(lookup, "/ok");
 }
+
+/// `--peer-cmd` runs the P2P bench against another peer program (here `m2m bench p2p-peer`
+/// spelled out; the original JavaScript SDK's peer is crates/m2m-bench/js/original-p2p.js).
+#[test]
+fn bench_p2p_takes_another_peer_command() {
+    let peer = format!("{} bench p2p-peer", common::m2m_path());
+    let v = bench(&[
+        "p2p",
+        "--peer-cmd",
+        &peer,
+        "--scenarios",
+        "fresh,request",
+        "--fresh-in-flight",
+        "2",
+        "--duration",
+        "150ms",
+        "--warmup",
+        "0s",
+    ]);
+    assert_eq!(v["options"]["peer"], peer.as_str());
+    positive(&v, "/runs/0/fresh/ok");
+    positive(&v, "/runs/0/request/ok");
+}
