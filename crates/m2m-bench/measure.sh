@@ -37,7 +37,8 @@ run p2p                $B p2p --repeat 3
 # `m2m hub`.
 if [ -n "${ORIG_AGENT_JS:-}" ]; then
   J=crates/m2m-bench/js/original-p2p.js
-  run p2p-to-original  $B p2p --repeat 3 --peer-cmd "node $J peer $ORIG_AGENT_JS"
+  run p2p-to-original  $B p2p --repeat 3 --peer-cmd "node $J peer $ORIG_AGENT_JS" \
+    --scenarios messages,bulk,fresh,request,request-pipelined   # 2.0 only: no fresh-v21
   target/release/m2m hub --bind 127.0.0.1 --port 0 --database sqlite::memory: --json > "$OUT/hub.line" &
   hub_pid=$!
   for _ in $(seq 1 100); do grep -q '"ws"' "$OUT/hub.line" 2>/dev/null && break; sleep 0.1; done

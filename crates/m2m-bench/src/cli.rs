@@ -181,8 +181,11 @@ pub struct HubArgs {
 /// `p2p` options.
 #[derive(Debug, Args)]
 pub struct P2pArgs {
-    /// Scenarios, comma-separated: messages, bulk, fresh, request, request-pipelined.
-    #[arg(long, default_value = "messages,bulk,fresh,request,request-pipelined")]
+    /// Scenarios, comma-separated: messages, bulk, fresh, fresh-v21, request, request-pipelined.
+    #[arg(
+        long,
+        default_value = "messages,bulk,fresh,fresh-v21,request,request-pipelined"
+    )]
     scenarios: String,
     /// Measured time per scenario.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]

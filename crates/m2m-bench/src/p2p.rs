@@ -20,6 +20,8 @@
 //!   implementation's pattern. The SDK always pools, so the initiator side here is the
 //!   protocol core (`m2m_proto::Initiator`) over a bare `TcpStream`; the responder is the
 //!   SDK's.
+//! * `fresh-v21` — the same with the 2.1 authenticated handshake (the peer's key from the
+//!   hub, our own identity proved): what a one-shot `m2m send` costs the two agents.
 //! * `request` / `request-pipelined` — `Agent::request` and the peer's `respond`: one
 //!   operation = request, its ack, the response on the peer's own connection back, its ack.
 //!
@@ -37,7 +39,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use m2m_agent::{Agent, Value};
 use m2m_hub::Hub;
-use m2m_proto::{Initiator, InitiatorEvent, LineDecoder};
+use m2m_proto::session::PeerExpectation;
+use m2m_proto::{Identity, IdentityKey, Initiator, InitiatorEvent, LineDecoder};
 use serde_json::{json, Map};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -66,6 +69,8 @@ pub enum P2pScenario {
     Bulk,
     /// A new connection and handshake per message.
     Fresh,
+    /// A new connection and 2.1 authenticated handshake per message.
+    FreshV21,
     /// Request/response, one at a time.
     Request,
     /// Request/response, many in flight.
@@ -74,10 +79,11 @@ pub enum P2pScenario {
 
 impl P2pScenario {
     /// All scenarios, in the order they run by default.
-    pub const ALL: [P2pScenario; 5] = [
+    pub const ALL: [P2pScenario; 6] = [
         P2pScenario::Messages,
         P2pScenario::Bulk,
         P2pScenario::Fresh,
+        P2pScenario::FreshV21,
         P2pScenario::Request,
         P2pScenario::RequestPipelined,
     ];
@@ -88,6 +94,7 @@ impl P2pScenario {
             P2pScenario::Messages => "messages",
             P2pScenario::Bulk => "bulk",
             P2pScenario::Fresh => "fresh",
+            P2pScenario::FreshV21 => "fresh-v21",
             P2pScenario::Request => "request",
             P2pScenario::RequestPipelined => "request-pipelined",
         }
@@ -103,7 +110,7 @@ impl FromStr for P2pScenario {
             .find(|x| x.name() == s.trim())
             .ok_or_else(|| {
                 format!(
-                    "unknown scenario `{s}` (messages, bulk, fresh, request, request-pipelined)"
+                    "unknown scenario `{s}` (messages, bulk, fresh, fresh-v21, request, request-pipelined)"
                 )
             })
     }
@@ -357,12 +364,25 @@ async fn scenario_run(
                 }
             })
         }
-        P2pScenario::Fresh => {
+        P2pScenario::Fresh | P2pScenario::FreshV21 => {
             let plaintext: Arc<[u8]> = text(opts.message_size).into_bytes().into();
             let addr = peer.addr;
+            let auth = if scenario == P2pScenario::FreshV21 {
+                let record = agent
+                    .lookup(&peer.id)
+                    .await
+                    .context("looking up the peer")?;
+                let key = record
+                    .identity
+                    .context("the hub vouches for no identity of the peer")?;
+                let key = IdentityKey::from_b64(&key).context("the peer's identity key")?;
+                Some(Arc::new((Identity::generate(&mut rand::thread_rng()), key)))
+            } else {
+                None
+            };
             spawn_workers(opts.fresh_in_flight, window, move || {
-                let plaintext = plaintext.clone();
-                async move { fresh_message(addr, &plaintext).await }
+                let (plaintext, auth) = (plaintext.clone(), auth.clone());
+                async move { fresh_message(addr, &plaintext, auth.as_deref()).await }
             })
         }
         P2pScenario::Request | P2pScenario::RequestPipelined => {
@@ -458,11 +478,26 @@ where
         .collect()
 }
 
-/// The original's pattern: connect, handshake, one message, wait for its ack, close.
-async fn fresh_message(addr: SocketAddr, plaintext: &[u8]) -> anyhow::Result<()> {
+/// The original's pattern: connect, handshake, one message, wait for its ack, close. With
+/// `auth` (our identity, the peer's key), the 2.1 handshake instead of 2.0.
+async fn fresh_message(
+    addr: SocketAddr,
+    plaintext: &[u8],
+    auth: Option<&(Identity, IdentityKey)>,
+) -> anyhow::Result<()> {
     let mut stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
-    let (mut session, hello) = Initiator::new(FRESH_FROM, &mut rand::thread_rng());
+    let (mut session, hello) = match auth {
+        None => Initiator::new(FRESH_FROM, &mut rand::thread_rng()),
+        Some((me, peer)) => Initiator::new_authenticated(
+            me,
+            PeerExpectation {
+                identity: Some(*peer),
+                require_authenticated: true,
+            },
+            &mut rand::thread_rng(),
+        ),
+    };
     stream.write_all(&hello.encode()).await?;
     let mut decoder = LineDecoder::new(FRESH_MAX_LINE);
     let mut buf = vec![0u8; 4096];
@@ -476,6 +511,9 @@ async fn fresh_message(addr: SocketAddr, plaintext: &[u8]) -> anyhow::Result<()>
         while let Some(line) = decoder.next_line()? {
             match session.handle_line(line)? {
                 InitiatorEvent::Established => {
+                    if let Some(proof) = session.take_auth_frame() {
+                        proof.encode_into(&mut outgoing);
+                    }
                     let frame = session.seal_plaintext(
                         MESSAGE_TYPE,
                         plaintext,

@@ -136,7 +136,14 @@ async fn p2p_bench_every_scenario() {
     let v = run_p2p(opts).await.unwrap();
     assert_eq!(v["bench"], "p2p");
     let run = &v["runs"][0];
-    for name in ["messages", "bulk", "fresh", "request", "request-pipelined"] {
+    for name in [
+        "messages",
+        "bulk",
+        "fresh",
+        "fresh-v21",
+        "request",
+        "request-pipelined",
+    ] {
         assert!(number(run, &format!("/{name}/ok")) > 0.0, "{name}: {run:#}");
         assert!(
             run[name]["errors"].as_object().unwrap().is_empty(),
@@ -148,6 +155,7 @@ async fn p2p_bench_every_scenario() {
         "messages_per_s",
         "bulk_mb_per_s",
         "fresh_per_s",
+        "fresh_v21_per_s",
         "request_p99_us",
         "request_pipelined_per_s",
     ] {
