@@ -30,9 +30,8 @@
 //! ```no_run
 //! use m2m_bench::cli::{BenchArgs, Invocation};
 //! # fn demo(args: BenchArgs) -> anyhow::Result<()> {
-//! let exe = std::env::current_exe()?;
-//! // Second processes run as `<exe> bench p2p-peer …`, `<exe> bench hub-serve …`.
-//! let me = Invocation { program: exe.clone(), prefix: vec!["bench".into()], m2m: exe };
+//! // Second processes run as `<this exe> bench p2p-peer …`, `… bench hub-serve …`.
+//! let me = Invocation::current(&["bench"])?;
 //! args.run_and_print(&me)?; // builds the runtime (`--threads`), prints the JSON
 //! # Ok(())
 //! # }
