@@ -47,7 +47,7 @@ if [ -n "${ORIG_AGENT_JS:-}" ]; then
     run "p2p-original-to-original.$i" node $J drive "$ORIG_AGENT_JS" --hub "$ws" --peer-cmd "node $J peer $ORIG_AGENT_JS"
     run "p2p-original-to-ours.$i"     node $J drive "$ORIG_AGENT_JS" --hub "$ws" --peer-cmd "$B p2p-peer"
   done
-  kill "$hub_pid"
+  kill "$hub_pid"; rm -f "$OUT/hub.line"
 fi
 run p2p-threads1       $B --threads 1 p2p --repeat 3
 # Memory: one agent per WebSocket up to the descriptor limit, then 100k agents over

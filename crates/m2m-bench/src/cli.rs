@@ -47,16 +47,15 @@ impl Invocation {
         })
     }
 
-    /// `<program> <prefix…> [--threads N] <args…>`.
-    fn subcommand(&self, threads: Option<usize>, args: &[&str]) -> CommandLine {
-        let mut all = self.prefix.clone();
+    /// `<program> <prefix…> [--threads N]`, to which a bench subcommand is appended.
+    fn bench(&self, threads: Option<usize>) -> CommandLine {
+        let mut args = self.prefix.clone();
         if let Some(n) = threads {
-            all.extend(["--threads".to_owned(), n.to_string()]);
+            args.extend(["--threads".to_owned(), n.to_string()]);
         }
-        all.extend(args.iter().map(|a| (*a).to_owned()));
         CommandLine {
             program: self.program.clone(),
-            args: all,
+            args,
         }
     }
 }
@@ -273,14 +272,18 @@ impl BenchArgs {
             BenchCommand::P2p(a) => {
                 let peer = match &a.peer_cmd {
                     Some(line) => PeerCommand(CommandLine::parse(line)?),
-                    None => PeerCommand(me.subcommand(threads, &["p2p-peer"])),
+                    None => PeerCommand::bench_peer(me.bench(threads)),
                 };
                 Ok(Some(crate::run_p2p(a.options(peer)?).await?))
             }
             BenchCommand::Loopback(a) => Ok(Some(
                 crate::run_loopback(LoopbackOptions {
                     duration: a.duration,
-                    echo: Some(me.subcommand(None, &["loopback-echo"])),
+                    echo: Some({
+                        let mut echo = me.bench(None);
+                        echo.args.push("loopback-echo".to_owned());
+                        echo
+                    }),
                 })
                 .await?,
             )),
@@ -320,13 +323,7 @@ impl HubArgs {
             HubTarget::InProcess
         } else {
             match self.hub_cmd.as_deref() {
-                None => {
-                    let serve = me.subcommand(
-                        None,
-                        &["hub-serve", "--port", "{port}", "--database", "{database}"],
-                    );
-                    HubTarget::Spawn(HubCommand(serve))
-                }
+                None => HubTarget::Spawn(HubCommand::bench_serve(me.bench(None))),
                 Some("m2m") => HubTarget::Spawn(HubCommand::m2m_cli(me.m2m.clone())),
                 Some(line) => HubTarget::Spawn(HubCommand(CommandLine::parse(line)?)),
             }
@@ -393,7 +390,7 @@ mod tests {
 
     #[test]
     fn second_processes_are_this_program_again() {
-        let line = me().subcommand(Some(1), &["p2p-peer"]);
+        let PeerCommand(line) = PeerCommand::bench_peer(me().bench(Some(1)));
         assert_eq!(line.display(), "/bin/m2m bench --threads 1 p2p-peer");
         let args = BenchArgs::parse_from(["m2m-bench", "hub", "--agents", "5"]);
         let BenchCommand::Hub(hub) = args.command else {

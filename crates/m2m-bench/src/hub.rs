@@ -99,15 +99,15 @@ impl FromStr for HubAction {
 pub struct HubCommand(pub CommandLine);
 
 impl HubCommand {
-    /// `<exe> hub-serve --port {port} --database {database}`: the `m2m-bench` binary's
-    /// own hidden hub command ([`serve_hub`]).
-    pub fn bench_serve(exe: PathBuf) -> Self {
-        HubCommand(CommandLine {
-            program: exe,
-            args: ["hub-serve", "--port", "{port}", "--database", "{database}"]
-                .map(str::to_owned)
-                .to_vec(),
-        })
+    /// `<bench> hub-serve --port {port} --database {database}`: the benches' own hidden hub
+    /// command ([`serve_hub`]); `bench` is how the program runs a bench subcommand
+    /// (`m2m-bench`, or `m2m bench`).
+    pub fn bench_serve(bench: CommandLine) -> Self {
+        let mut line = bench;
+        line.args.extend(
+            ["hub-serve", "--port", "{port}", "--database", "{database}"].map(str::to_owned),
+        );
+        HubCommand(line)
     }
 
     /// `<exe> hub --bind 127.0.0.1 --port {port} --database {database}`: the `m2m` tool.

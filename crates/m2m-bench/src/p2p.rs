@@ -31,7 +31,6 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -121,12 +120,12 @@ impl FromStr for P2pScenario {
 pub struct PeerCommand(pub CommandLine);
 
 impl PeerCommand {
-    /// `<exe> p2p-peer`: the `m2m-bench` binary's hidden peer command ([`run_peer`]).
-    pub fn bench_peer(exe: PathBuf) -> Self {
-        PeerCommand(CommandLine {
-            program: exe,
-            args: vec!["p2p-peer".to_owned()],
-        })
+    /// `<bench> p2p-peer`: the benches' own hidden peer command ([`run_peer`]); `bench` is
+    /// how the program runs a bench subcommand (`m2m-bench`, or `m2m bench`).
+    pub fn bench_peer(bench: CommandLine) -> Self {
+        let mut line = bench;
+        line.args.push("p2p-peer".to_owned());
+        PeerCommand(line)
     }
 }
 

@@ -16,6 +16,14 @@ fn exe() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_m2m-bench"))
 }
 
+/// The bench binary, to which a bench subcommand is appended.
+fn bench() -> CommandLine {
+    CommandLine {
+        program: exe(),
+        args: Vec::new(),
+    }
+}
+
 fn number(v: &Value, pointer: &str) -> f64 {
     v.pointer(pointer)
         .and_then(Value::as_f64)
@@ -25,7 +33,7 @@ fn number(v: &Value, pointer: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hub_bench_against_a_spawned_hub() {
     let opts = HubBenchOptions {
-        target: HubTarget::Spawn(HubCommand::bench_serve(exe())),
+        target: HubTarget::Spawn(HubCommand::bench_serve(bench())),
         agents: 12,
         concurrency: 3,
         duration: Duration::from_millis(150),
@@ -125,7 +133,7 @@ async fn hub_bench_in_process_with_groups() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn p2p_bench_every_scenario() {
-    let mut opts = P2pBenchOptions::new(PeerCommand::bench_peer(exe()));
+    let mut opts = P2pBenchOptions::new(PeerCommand::bench_peer(bench()));
     opts.duration = Duration::from_millis(200);
     opts.warmup = Duration::from_millis(50);
     opts.bulk_size = 4096;
