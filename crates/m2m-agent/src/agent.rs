@@ -62,7 +62,7 @@ pub struct Agent {
 }
 
 #[derive(Debug)]
-struct Inner {
+pub(crate) struct Inner {
     config: AgentConfig,
     local_port: u16,
     link: Arc<HubLink>,
@@ -194,6 +194,29 @@ impl AgentBuilder {
         self
     }
 
+    /// Whether to register at the hub (default true). With `false` the agent uses the hub
+    /// without appearing in it, so a script can query in a loop without changing the
+    /// registry: [`Agent::discover`], [`Agent::find`], [`Agent::lookup`], [`Agent::stats`],
+    /// sends and broadcasts work; [`Agent::request`] works with 2.1 peers the hub vouches
+    /// for (they answer on our own connection), not with 2.0 peers, which answer on a new
+    /// connection to an address they look up. No P2P port is opened
+    /// ([`Agent::local_port`] is 0), our id is our identity's derived id, and
+    /// [`Agent::update_status`] fails with [`AgentError::NotRegistered`].
+    pub fn register(mut self, on: bool) -> Self {
+        self.config.register = on;
+        self
+    }
+
+    /// The hub named by the `M2M_HUB` environment variable, if it is set and not empty;
+    /// otherwise the hub stays as it was (default `m2m.dev`). Lets an example or a program
+    /// run against a local hub without code changes.
+    pub fn hub_from_env(self) -> Self {
+        match std::env::var(crate::config::HUB_ENV) {
+            Ok(hub) if !hub.trim().is_empty() => self.hub(&hub),
+            _ => self,
+        }
+    }
+
     /// Changes any other setting.
     pub fn configure(mut self, f: impl FnOnce(&mut AgentConfig)) -> Self {
         f(&mut self.config);
@@ -234,40 +257,55 @@ impl Agent {
         let local = Arc::new(LocalIdentity::new(
             identity.clone(),
             config.authenticated_peers_only,
+            !config.register,
         ));
-        let listener = TcpListener::bind(SocketAddr::new(config.bind_ip, config.port))
-            .await
-            .map_err(|e| AgentError::io(format!("binding P2P port {}", config.port), &e))?;
-        let local_port = listener
-            .local_addr()
-            .map_err(|e| AgentError::io("reading the P2P port", &e))?
-            .port();
-        let address = match &config.address {
-            Some(a) => a.clone(),
-            None => format!("{}:{}", hub_link::local_ipv4(&url).await, local_port),
+        // An agent that does not register announces no address, so nobody could dial a
+        // listener: it opens none (2.1 peers answer on its own connections).
+        let listener = if config.register {
+            Some(
+                TcpListener::bind(SocketAddr::new(config.bind_ip, config.port))
+                    .await
+                    .map_err(|e| AgentError::io(format!("binding P2P port {}", config.port), &e))?,
+            )
+        } else {
+            None
+        };
+        let local_port = match &listener {
+            Some(l) => l
+                .local_addr()
+                .map_err(|e| AgentError::io("reading the P2P port", &e))?
+                .port(),
+            None => 0,
+        };
+        let address = match (&config.address, &listener) {
+            (Some(a), _) => a.clone(),
+            (None, Some(_)) => format!("{}:{}", hub_link::local_ipv4(&url).await, local_port),
+            (None, None) => String::new(),
         };
 
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         let inbox = Inbox::new(config.inbox_capacity);
         let sessions = Arc::new(InboundSessions::default());
-        tracker.spawn(listener::serve(
-            listener,
-            InboundContext {
-                inbox: inbox.clone(),
-                local: local.clone(),
-                sessions: sessions.clone(),
-            },
-            InboundLimits {
-                max_frame_len: config.max_frame_len,
-                handshake_timeout: config.handshake_timeout,
-                idle_timeout: config.idle_timeout,
-                write_timeout: config.send_timeout,
-                max_connections: config.max_inbound_connections,
-            },
-            cancel.clone(),
-            tracker.clone(),
-        ));
+        if let Some(listener) = listener {
+            tracker.spawn(listener::serve(
+                listener,
+                InboundContext {
+                    inbox: inbox.clone(),
+                    local: local.clone(),
+                    sessions: sessions.clone(),
+                },
+                InboundLimits {
+                    max_frame_len: config.max_frame_len,
+                    handshake_timeout: config.handshake_timeout,
+                    idle_timeout: config.idle_timeout,
+                    write_timeout: config.send_timeout,
+                    max_connections: config.max_inbound_connections,
+                },
+                cancel.clone(),
+                tracker.clone(),
+            ));
+        }
         let pool = Arc::new(Pool::new(
             OutboundSettings {
                 max_frame_len: config.max_frame_len,
@@ -313,6 +351,12 @@ impl Agent {
                 _stop_on_drop: cancel.clone().drop_guard(),
             }),
         };
+        if !agent.inner.config.register {
+            // Nothing registered, so nothing to heartbeat or to restore after a reconnect.
+            let standing = link.attach().await?;
+            tracing::debug!(id = %standing.id, "attached to the hub without registering");
+            return Ok(agent);
+        }
         // On failure `agent` drops here, which stops the listener.
         let standing = link.register().await?;
         tracing::info!(
@@ -352,7 +396,7 @@ impl Agent {
         self.inner.local.identity()
     }
 
-    /// The P2P port we listen on.
+    /// The P2P port we listen on (0 for an agent that did not register: it listens on none).
     pub fn local_port(&self) -> u16 {
         self.inner.local_port
     }
@@ -362,9 +406,35 @@ impl Agent {
         &self.inner.config
     }
 
+    /// Whether the agent registered at the hub (see [`AgentBuilder::register`]).
+    pub fn is_registered(&self) -> bool {
+        self.inner.config.register
+    }
+
     /// Whether [`Agent::disconnect`] was called.
     pub fn is_disconnected(&self) -> bool {
         self.inner.disconnected.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn inbox(&self) -> &Arc<Inbox> {
+        &self.inner.inbox
+    }
+
+    pub(crate) fn cancel_token(&self) -> CancellationToken {
+        self.inner.cancel.clone()
+    }
+
+    pub(crate) fn tracker(&self) -> &TaskTracker {
+        &self.inner.tracker
+    }
+
+    /// A handle that does not keep the agent alive (for its own background tasks).
+    pub(crate) fn downgrade(&self) -> std::sync::Weak<Inner> {
+        Arc::downgrade(&self.inner)
+    }
+
+    pub(crate) fn upgrade(weak: &std::sync::Weak<Inner>) -> Option<Agent> {
+        weak.upgrade().map(|inner| Agent { inner })
     }
 
     // ---- hub operations -------------------------------------------------------------------

@@ -9,8 +9,11 @@ use serde_json::{Map, Value};
 
 use crate::error::AgentError;
 
-/// The hub used when none is configured.
+/// The hub used when none is configured, as in the original SDK.
 pub const DEFAULT_HUB: &str = "m2m.dev";
+/// The environment variable naming the hub, read by
+/// [`AgentBuilder::hub_from_env`](crate::AgentBuilder::hub_from_env) (and by the `m2m` tool).
+pub const HUB_ENV: &str = "M2M_HUB";
 /// Messages the application has not read yet before peers are slowed down.
 pub const DEFAULT_INBOX_CAPACITY: usize = 1024;
 /// Longest wait between two reconnect attempts.
@@ -70,6 +73,10 @@ pub struct AgentConfig {
     /// 2.1: talk only to peers that prove an identity: 2.0 peers are refused in both
     /// directions, also when the hub vouches for nothing.
     pub authenticated_peers_only: bool,
+    /// Register at the hub (the default). `false` makes a client that uses the hub without
+    /// appearing in it: queries, sends and 2.1 requests work, no P2P port is opened, and
+    /// nobody can find or message it (see [`AgentBuilder::register`](crate::AgentBuilder::register)).
+    pub register: bool,
 }
 
 impl Default for AgentConfig {
@@ -97,6 +104,7 @@ impl Default for AgentConfig {
             inbox_capacity: DEFAULT_INBOX_CAPACITY,
             identity: None,
             authenticated_peers_only: false,
+            register: true,
         }
     }
 }

@@ -68,6 +68,10 @@ pub enum AgentError {
     /// The agent was disconnected; the operation was cancelled.
     #[error("agent is disconnected")]
     Disconnected,
+    /// The operation needs a registration and the agent was built with
+    /// [`AgentBuilder::register(false)`](crate::AgentBuilder::register).
+    #[error("the agent is not registered at the hub")]
+    NotRegistered,
     /// The configuration is unusable (bad hub URL, …).
     #[error("invalid configuration: {0}")]
     Config(String),

@@ -57,6 +57,9 @@ struct ChallengeReply {
 struct Session {
     client: HubClient,
     id: String,
+    /// False for a connection that only asks ([`HubLink::attach`]): no id of ours to name
+    /// in requests, nothing to say goodbye to.
+    registered: bool,
 }
 
 /// The reason given when the hub closed us because our identity registered again.
@@ -172,11 +175,41 @@ impl HubLink {
         let old = self.session.write().replace(Session {
             client,
             id: registered.id,
+            registered: true,
         });
         if let Some(old) = old {
             old.client.close();
         }
         self.local.set_hub_verified(hub_verified);
+        *self.standing.write() = standing.clone();
+        Ok(standing)
+    }
+
+    /// Opens the WebSocket without registering: the hub's queries (`discover`, `find`,
+    /// `lookup`, `stats`) need no registration, on the original hub as on ours, so a client
+    /// that only asks leaves the registry as it was. Our id is our identity's derived one
+    /// (the id 2.1 peers see in our handshakes).
+    pub(crate) async fn attach(&self) -> Result<Standing> {
+        let client = HubClient::connect(
+            &self.url,
+            self.timing.request_timeout,
+            &self.cancel,
+            &self.tracker,
+        )
+        .await?;
+        let standing = Standing {
+            id: self.local.identity().agent_id().to_owned(),
+            address: String::new(),
+            hub_verified: false,
+        };
+        let old = self.session.write().replace(Session {
+            client,
+            id: standing.id.clone(),
+            registered: false,
+        });
+        if let Some(old) = old {
+            old.client.close();
+        }
         *self.standing.write() = standing.clone();
         Ok(standing)
     }
@@ -229,7 +262,7 @@ impl HubLink {
         with_id: bool,
     ) -> Result<T> {
         let session = self.session()?;
-        if with_id {
+        if with_id && session.registered {
             req.id = Some(Value::String(session.id.clone()));
         }
         session.client.request(req).await
@@ -248,6 +281,9 @@ impl HubLink {
                 reg.metadata.insert(k.clone(), v.clone());
             }
         }
+        if !self.session()?.registered {
+            return Err(AgentError::NotRegistered);
+        }
         let req = HubRequest {
             action: Some("status".into()),
             status: Some(status.into()),
@@ -263,6 +299,11 @@ impl HubLink {
         let Ok(session) = self.session() else {
             return;
         };
+        if !session.registered {
+            session.client.close();
+            self.session.write().take();
+            return;
+        }
         let req = HubRequest {
             action: Some("disconnect".into()),
             id: Some(session.id.clone().into()),

@@ -17,14 +17,18 @@ use m2m_proto::{Identity, PeerPolicy};
 pub(crate) struct LocalIdentity {
     identity: Identity,
     authenticated_only: bool,
+    /// Not registered at any hub: no hub id differs from the derived one, so sessions
+    /// always authenticate (a 2.0 peer ignores the extra fields).
+    unregistered: bool,
     hub_verified: AtomicBool,
 }
 
 impl LocalIdentity {
-    pub(crate) fn new(identity: Identity, authenticated_only: bool) -> Self {
+    pub(crate) fn new(identity: Identity, authenticated_only: bool, unregistered: bool) -> Self {
         LocalIdentity {
             identity,
             authenticated_only,
+            unregistered,
             hub_verified: AtomicBool::new(false),
         }
     }
@@ -49,7 +53,7 @@ impl LocalIdentity {
 
     /// Whether new P2P sessions use the 2.1 handshake.
     pub(crate) fn authenticates(&self) -> bool {
-        self.authenticated_only || self.hub_verified()
+        self.authenticated_only || self.unregistered || self.hub_verified()
     }
 
     /// What our responder demands of initiators.

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -37,6 +37,10 @@ pub(crate) struct Inbox {
     tx: mpsc::Sender<Message>,
     rx: tokio::sync::Mutex<mpsc::Receiver<Message>>,
     waiters: Mutex<HashMap<String, Waiter>>,
+    /// Message types taken by a request handler ([`Agent::on_request`](crate::Agent::on_request)):
+    /// each has its own bounded queue, so a handler never sees other messages and the
+    /// application queue never sees its requests.
+    routes: RwLock<HashMap<String, mpsc::Sender<Message>>>,
 }
 
 impl std::fmt::Debug for Inbox {
@@ -75,7 +79,27 @@ impl Inbox {
             tx,
             rx: tokio::sync::Mutex::new(rx),
             waiters: Mutex::new(HashMap::new()),
+            routes: RwLock::new(HashMap::new()),
         })
+    }
+
+    /// Sends every later message of `message_type` to the returned queue instead of the
+    /// application's (replacing an earlier route for that type). Its capacity bounds it as
+    /// the application queue is bounded: when full, delivery waits.
+    pub(crate) fn route(&self, message_type: &str, capacity: usize) -> mpsc::Receiver<Message> {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        self.routes.write().insert(message_type.to_owned(), tx);
+        rx
+    }
+
+    /// The queue for `message_type` when a handler took that type.
+    fn routed(&self, message_type: &str) -> Option<mpsc::Sender<Message>> {
+        let routes = self.routes.read();
+        // Most agents route nothing: no clone, no lookup.
+        if routes.is_empty() {
+            return None;
+        }
+        routes.get(message_type).cloned()
     }
 
     /// Claims the first `response_type` message carrying `correlation_id`.
@@ -100,10 +124,15 @@ impl Inbox {
         let Some(msg) = self.route_response(msg) else {
             return Ok(());
         };
-        self.tx.try_send(msg).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(m) => Refused::Full(Box::new(m)),
-            mpsc::error::TrySendError::Closed(_) => Refused::Closed,
-        })
+        let routed = self.routed(&msg.message_type);
+        routed
+            .as_ref()
+            .unwrap_or(&self.tx)
+            .try_send(msg)
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(m) => Refused::Full(Box::new(m)),
+                mpsc::error::TrySendError::Closed(_) => Refused::Closed,
+            })
     }
 
     /// Like [`Inbox::try_deliver`], waiting for room in the application queue.
@@ -111,7 +140,13 @@ impl Inbox {
         let Some(msg) = self.route_response(msg) else {
             return Ok(());
         };
-        self.tx.send(msg).await.map_err(|_| Refused::Closed)
+        let routed = self.routed(&msg.message_type);
+        routed
+            .as_ref()
+            .unwrap_or(&self.tx)
+            .send(msg)
+            .await
+            .map_err(|_| Refused::Closed)
     }
 
     /// Returns the message unless a pending request took it.
@@ -185,6 +220,31 @@ mod tests {
         assert_eq!(inbox.next(&stop).await.unwrap().message_type, "other");
         stop.cancel();
         assert_eq!(inbox.next(&stop).await, None);
+    }
+
+    #[tokio::test]
+    async fn routed_types_skip_the_application_queue() {
+        let inbox = Inbox::new(4);
+        let mut compute = inbox.route("compute", 1);
+        inbox.try_deliver(msg("compute", Some("c1"))).unwrap();
+        inbox.try_deliver(msg("chat", None)).unwrap();
+        // The route is full now; the application queue is not involved.
+        assert!(matches!(
+            inbox.try_deliver(msg("compute", Some("c2"))),
+            Err(Refused::Full(_))
+        ));
+        assert_eq!(
+            compute.recv().await.unwrap().correlation_id.as_deref(),
+            Some("c1")
+        );
+        let stop = CancellationToken::new();
+        assert_eq!(inbox.next(&stop).await.unwrap().message_type, "chat");
+        // A handler that went away refuses its messages rather than losing them silently.
+        drop(compute);
+        assert!(matches!(
+            inbox.try_deliver(msg("compute", None)),
+            Err(Refused::Closed)
+        ));
     }
 
     #[test]

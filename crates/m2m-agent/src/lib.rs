@@ -6,11 +6,46 @@
 //!
 //! ## Quick start
 //!
+//! A complete responder, and a request to it. `hub_from_env` takes the hub from `M2M_HUB`
+//! (e.g. `localhost:3000` for `m2m hub`); without it the hub is `m2m.dev`, as in the
+//! original SDK.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), m2m_agent::AgentError> {
+//! # let mut config = m2m_hub::HubConfig::in_memory();
+//! # config.bind = ([127, 0, 0, 1], 0).into();
+//! # let hub = m2m_hub::Hub::start(config).await.expect("hub");
+//! # std::env::set_var("M2M_HUB", hub.ws_url());
+//! use m2m_agent::{json, Agent};
+//!
+//! let agent = Agent::builder().hub_from_env().capabilities(["compute"]).connect().await?;
+//! agent.on_request("compute", |req| async move {
+//!     let numbers: Vec<i64> = req.payload_as()?;
+//!     Ok(json!({ "sum": numbers.iter().sum::<i64>() }))
+//! });
+//!
+//! // Any agent on the hub can ask it now.
+//! let asker = Agent::builder().hub_from_env().connect().await?;
+//! let answer = asker.request(&agent.id(), "compute", json!([1, 2, 3]), None).await?;
+//! assert_eq!(answer, json!({ "sum": 6 }));
+//! # asker.disconnect().await?;
+//! # agent.disconnect().await?;
+//! # hub.shutdown().await.expect("hub shutdown");
+//! # Ok(()) }
+//! ```
+//!
+//! An `Err` from the handler (any error, with `?`) answers `{"error": "<message>"}`;
+//! the response type and correlationId are handled for you. Typed payloads:
+//! [`Agent::send_json`], [`Agent::request_as`], [`Message::payload_as`].
+//!
+//! ## Discover, send, receive
+//!
 //! ```no_run
 //! use m2m_agent::{json, Agent, DiscoverOptions};
 //!
 //! # async fn run() -> Result<(), m2m_agent::AgentError> {
-//! let agent = Agent::builder().port(4000).connect().await?;
+//! let agent = Agent::builder().hub_from_env().connect().await?;
 //! let peers = agent.discover(DiscoverOptions::new()).await?;
 //! agent.send(&peers[0].id, "hello", json!({ "message": "Hi!" })).await?;
 //! while let Some(msg) = agent.next_message().await {
@@ -19,28 +54,11 @@
 //! # Ok(()) }
 //! ```
 //!
-//! ## Request and respond
+//! ## Using the hub without registering
 //!
-//! ```no_run
-//! # use m2m_agent::{json, Agent};
-//! # async fn run(agent: Agent, worker_id: &str) -> Result<(), m2m_agent::AgentError> {
-//! // Asking side: resolves with the payload of the matching `compute:response`.
-//! let result = agent
-//!     .request(worker_id, "compute", json!({ "numbers": [1, 2, 3] }), None)
-//!     .await?;
-//!
-//! // Answering side.
-//! let worker = agent.clone();
-//! agent.on_message(move |msg| {
-//!     let worker = worker.clone();
-//!     async move {
-//!         if msg.message_type == "compute" {
-//!             let _ = worker.respond(&msg, json!({ "sum": 6 })).await;
-//!         }
-//!     }
-//! });
-//! # Ok(()) }
-//! ```
+//! [`AgentBuilder::register`]`(false)` joins the hub's WebSocket without registering: a
+//! script can discover, find, look up, read stats, send and broadcast in a loop without
+//! changing the registry (the `m2m` one-shot commands work this way).
 //!
 //! ## What you get
 //!
@@ -94,6 +112,7 @@ mod agent;
 mod cache;
 pub mod config;
 mod error;
+mod handler;
 mod hub_client;
 mod hub_link;
 mod identity;
@@ -109,6 +128,7 @@ mod p2p_tests;
 pub use agent::{Agent, AgentBuilder};
 pub use config::{hub_url, AgentConfig};
 pub use error::{AgentError, Result};
+pub use handler::{HandlerError, HandlerResult, HANDLERS_AT_ONCE};
 pub use m2m_proto::hub::{AgentRecord, FoundAgent, Peer, Stats};
 pub use m2m_proto::{Identity, IdentityKey};
 pub use message::{

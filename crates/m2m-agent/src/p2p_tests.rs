@@ -51,6 +51,7 @@ async fn server_with(limits: InboundLimits, capacity: usize) -> Server {
             local: Arc::new(LocalIdentity::new(
                 Identity::generate(&mut rand::thread_rng()),
                 false,
+                false,
             )),
             sessions: Arc::new(InboundSessions::default()),
         },
