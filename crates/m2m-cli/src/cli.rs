@@ -62,24 +62,48 @@ pub enum Command {
     Agent(AgentArgs),
     /// Register and print every incoming message as one JSON line; optionally answer them.
     Listen(ListenArgs),
-    /// List agents registered at the hub.
+    /// List agents registered at the hub (without registering).
     Discover(DiscoverArgs),
-    /// List online agents offering one capability.
+    /// List online agents offering one capability (without registering).
     Find(FindArgs),
-    /// Send one message to an agent (by id, or by address with --address).
+    /// Show one agent's hub record (without registering).
+    Lookup(LookupArgs),
+    /// Send one message to an agent, by id or by address with --address (without
+    /// registering).
     Send(SendArgs),
-    /// Send a request and print the response payload as JSON.
+    /// Send a request and print the response payload as JSON (registers only while waiting
+    /// for a 2.0 agent, which answers on a new connection).
     Request(RequestArgs),
-    /// Send one message to every online agent (optionally with given capabilities).
+    /// Send one message to every online agent, optionally with given capabilities
+    /// (without registering).
     Broadcast(BroadcastArgs),
     /// Check that an agent answers on its P2P port.
     Ping(PingArgs),
-    /// Show the hub's statistics.
+    /// Show the hub's statistics (without registering).
     Stats(StatsArgs),
     /// Start a hub and two agents in this process and show them talking.
     Demo,
     /// Measure a hub, the P2P transport or this machine; prints JSON (docs/PERFORMANCE.md).
     Bench(m2m_bench::cli::BenchArgs),
+    /// Print a shell completion script (e.g. `m2m completions bash > /etc/bash_completion.d/m2m`).
+    Completions(CompletionsArgs),
+    /// Print the manual page in roff (e.g. `m2m man | man -l -`).
+    Man(ManArgs),
+}
+
+/// `m2m completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// `m2m man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// A command's own page (`m2m man send`) instead of the main one.
+    pub command: Option<String>,
 }
 
 /// `m2m hub`.
@@ -131,15 +155,16 @@ pub struct ConnectArgs {
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
-/// Options of the short-lived commands, which register for their duration with no
-/// capabilities. (`--address` is not one of them: `m2m send --address` names the peer.)
+/// Options of `m2m request` for when it registers (with no capabilities) while it waits for
+/// a 2.0 agent's answer. (`--address` is not one of them: `m2m send --address` names the
+/// peer.)
 #[derive(Debug, Clone, Args)]
 pub struct OneShotArgs {
-    /// P2P port for the duration of the command (0: any free port).
+    /// P2P port to receive a 2.0 agent's answer on (0: any free port).
     #[arg(long, default_value_t = 0)]
     pub port: u16,
 
-    /// Public HOST:PORT to register for the duration of the command (behind NAT).
+    /// Public HOST:PORT to register while waiting for a 2.0 agent's answer (behind NAT).
     #[arg(long, value_name = "HOST:PORT")]
     pub public_address: Option<String>,
 }
@@ -203,9 +228,6 @@ pub struct ListenArgs {
 /// `m2m discover`.
 #[derive(Debug, Args)]
 pub struct DiscoverArgs {
-    #[command(flatten)]
-    pub agent: OneShotArgs,
-
     /// Only agents with this capability (repeat for any of several).
     #[arg(long = "capability", value_name = "C")]
     pub capabilities: Vec<String>,
@@ -226,30 +248,48 @@ pub struct DiscoverArgs {
 /// `m2m find`.
 #[derive(Debug, Args)]
 pub struct FindArgs {
-    #[command(flatten)]
-    pub agent: OneShotArgs,
-
     /// The capability looked for.
     pub capability: String,
+}
+
+/// `m2m lookup`.
+#[derive(Debug, Args)]
+pub struct LookupArgs {
+    /// The agent's id.
+    pub agent_id: String,
 }
 
 /// `m2m send`.
 #[derive(Debug, Args)]
 #[command(
-    override_usage = "m2m send [OPTIONS] AGENT_ID TYPE [PAYLOAD]\n       m2m send [OPTIONS] --address HOST:PORT TYPE [PAYLOAD]"
+    override_usage = "m2m send [OPTIONS] AGENT_ID TYPE [--] [PAYLOAD]\n       m2m send [OPTIONS] --address HOST:PORT TYPE [--] [PAYLOAD]"
 )]
 pub struct SendArgs {
-    #[command(flatten)]
-    pub agent: OneShotArgs,
-
     /// Send straight to this P2P address instead of to an agent id.
     #[arg(long = "address", value_name = "HOST:PORT")]
     pub to_address: Option<String>,
 
     /// AGENT_ID TYPE [PAYLOAD] (without --address) or TYPE [PAYLOAD] (with it). PAYLOAD is
-    /// JSON; other text is sent as a string; `-` reads stdin.
-    #[arg(value_name = "ARGS", num_args = 1..=3, required = true, allow_hyphen_values = true)]
-    pub args: Vec<String>,
+    /// JSON; other text is sent as a string; `-` reads stdin. Options may come anywhere;
+    /// put `--` before a payload that starts with `-` (negative numbers need none).
+    // Three single positionals rather than one list: a list would swallow options given
+    // after it (`m2m send ID chat hi --hub …`).
+    #[arg(value_name = "ARGS", required = true, allow_negative_numbers = true)]
+    pub first: String,
+    #[arg(hide = true, allow_negative_numbers = true)]
+    pub second: Option<String>,
+    #[arg(hide = true, allow_negative_numbers = true)]
+    pub third: Option<String>,
+}
+
+impl SendArgs {
+    /// The positionals as given.
+    pub fn args(&self) -> Vec<String> {
+        std::iter::once(self.first.clone())
+            .chain(self.second.clone())
+            .chain(self.third.clone())
+            .collect()
+    }
 }
 
 /// `m2m request`.
@@ -265,8 +305,9 @@ pub struct RequestArgs {
     #[arg(value_name = "TYPE")]
     pub message_type: String,
 
-    /// JSON payload (other text is sent as a string; `-` reads stdin).
-    #[arg(allow_hyphen_values = true)]
+    /// JSON payload (other text is sent as a string; `-` reads stdin; put `--` before one
+    /// that starts with `-`).
+    #[arg(allow_negative_numbers = true)]
     pub payload: Option<String>,
 
     /// How long to wait for the response.
@@ -277,15 +318,13 @@ pub struct RequestArgs {
 /// `m2m broadcast`.
 #[derive(Debug, Args)]
 pub struct BroadcastArgs {
-    #[command(flatten)]
-    pub agent: OneShotArgs,
-
     /// Message type.
     #[arg(value_name = "TYPE")]
     pub message_type: String,
 
-    /// JSON payload (other text is sent as a string; `-` reads stdin).
-    #[arg(allow_hyphen_values = true)]
+    /// JSON payload (other text is sent as a string; `-` reads stdin; put `--` before one
+    /// that starts with `-`).
+    #[arg(allow_negative_numbers = true)]
     pub payload: Option<String>,
 
     /// Only agents with this capability (repeat for any of several).
@@ -307,10 +346,7 @@ pub struct PingArgs {
 
 /// `m2m stats`.
 #[derive(Debug, Args)]
-pub struct StatsArgs {
-    #[command(flatten)]
-    pub agent: OneShotArgs,
-}
+pub struct StatsArgs {}
 
 fn parse_metadata(text: &str) -> Result<serde_json::Map<String, serde_json::Value>, String> {
     match crate::payload::parse(text, "--metadata") {
@@ -412,14 +448,86 @@ mod tests {
     fn send_takes_stdin_and_negative_payloads() {
         let cli = Cli::try_parse_from(["m2m", "send", "id1", "chat", "-"]).unwrap();
         match cli.command {
-            Command::Send(s) => assert_eq!(s.args, ["id1", "chat", "-"]),
+            Command::Send(s) => assert_eq!(s.args(), ["id1", "chat", "-"]),
             other => panic!("{other:?}"),
         }
         let cli = Cli::try_parse_from(["m2m", "send", "id1", "num", "-5"]).unwrap();
         match cli.command {
-            Command::Send(s) => assert_eq!(s.args, ["id1", "num", "-5"]),
+            Command::Send(s) => assert_eq!(s.args(), ["id1", "num", "-5"]),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn options_may_follow_the_positionals() {
+        let cli = Cli::try_parse_from([
+            "m2m",
+            "send",
+            "id1",
+            "chat",
+            "hello",
+            "--hub",
+            "localhost:3000",
+        ])
+        .unwrap();
+        assert_eq!(cli.hub.as_deref(), Some("localhost:3000"));
+        match cli.command {
+            Command::Send(s) => assert_eq!(s.args(), ["id1", "chat", "hello"]),
+            other => panic!("{other:?}"),
+        }
+        // An option between the positionals, and `--` before a payload that looks like one.
+        let cli = Cli::try_parse_from([
+            "m2m",
+            "send",
+            "id1",
+            "--json",
+            "chat",
+            "--",
+            "--not-an-option",
+        ])
+        .unwrap();
+        assert!(cli.json);
+        match cli.command {
+            Command::Send(s) => assert_eq!(s.args(), ["id1", "chat", "--not-an-option"]),
+            other => panic!("{other:?}"),
+        }
+        let cli = Cli::try_parse_from([
+            "m2m",
+            "request",
+            "id1",
+            "ask",
+            "{}",
+            "--timeout",
+            "2s",
+            "--hub",
+            "h",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Request(r) => {
+                assert_eq!(r.timeout, Duration::from_secs(2));
+                assert_eq!(r.payload.as_deref(), Some("{}"));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Without a payload the option is still an option, not the payload.
+        let cli = Cli::try_parse_from(["m2m", "request", "id1", "ask", "--timeout", "2s"]).unwrap();
+        match cli.command {
+            Command::Request(r) => assert_eq!(r.payload, None),
+            other => panic!("{other:?}"),
+        }
+        let cli =
+            Cli::try_parse_from(["m2m", "broadcast", "news", "-1", "--capability", "c"]).unwrap();
+        match cli.command {
+            Command::Broadcast(b) => {
+                assert_eq!(b.payload.as_deref(), Some("-1"));
+                assert_eq!(b.capabilities, ["c"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        // A payload starting with `-` without `--` is refused (a usage error), not
+        // misread.
+        assert!(Cli::try_parse_from(["m2m", "send", "id1", "chat", "-x"]).is_err());
     }
 
     #[test]

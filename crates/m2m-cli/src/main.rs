@@ -10,6 +10,7 @@
 mod cli;
 mod cmd;
 mod duration;
+mod exit;
 mod identity;
 mod output;
 mod payload;
@@ -62,11 +63,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("m2m: {}", sentence(&e));
-            if e.downcast_ref::<cmd::Interrupted>().is_some() {
-                ExitCode::from(130)
-            } else {
-                ExitCode::FAILURE
-            }
+            ExitCode::from(exit::code(&e))
         }
     }
 }
@@ -81,12 +78,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Listen(args) => cmd::listen::run(&hub, key, args).await,
         Command::Discover(args) => cmd::oneshot::discover(&hub, key, args, out).await,
         Command::Find(args) => cmd::oneshot::find(&hub, key, args, out).await,
+        Command::Lookup(args) => cmd::oneshot::lookup(&hub, key, args, out).await,
         Command::Send(args) => cmd::oneshot::send(&hub, key, args, out).await,
         Command::Request(args) => cmd::oneshot::request(&hub, key, args, out).await,
         Command::Broadcast(args) => cmd::oneshot::broadcast(&hub, key, args, out).await,
         Command::Ping(args) => cmd::oneshot::ping(args, out).await,
         Command::Stats(args) => cmd::oneshot::stats(&hub, key, args, out).await,
         Command::Demo => cmd::demo::run(out).await,
+        Command::Completions(args) => cmd::docs::completions(args),
+        Command::Man(args) => cmd::docs::man(args),
         // Handled in `main`, before a runtime exists: the bench chooses its own.
         Command::Bench(_) => anyhow::bail!("`m2m bench` runs on its own runtime"),
     }

@@ -5,7 +5,7 @@
 use std::io::{IsTerminal, Write};
 
 use anyhow::Context as _;
-use m2m_proto::hub::{FoundAgent, Peer, Stats};
+use m2m_proto::hub::{AgentRecord, FoundAgent, Peer, Stats};
 use serde::Serialize;
 
 /// Where and how results are printed.
@@ -138,6 +138,30 @@ pub fn found_table(agents: &[FoundAgent]) -> String {
         .map(|a| vec![a.id.clone(), a.address.clone(), list(&a.capabilities)])
         .collect();
     table(&["ID", "ADDRESS", "CAPABILITIES"], &rows)
+}
+
+/// `m2m lookup` for people.
+pub fn record_text(record: &AgentRecord) -> String {
+    let metadata = serde_json::Value::Object(record.metadata.clone()).to_string();
+    let identity = match &record.identity {
+        Some(key) => format!("{key} (2.1, verified by the hub)"),
+        None => "none (2.0: nothing proves who answers)".to_owned(),
+    };
+    table(
+        &["", ""],
+        &[
+            vec!["id".into(), record.id.clone()],
+            vec!["status".into(), record.status.clone()],
+            vec!["address".into(), record.address.clone()],
+            vec!["capabilities".into(), list(&record.capabilities)],
+            vec!["metadata".into(), metadata],
+            vec!["identity".into(), identity],
+        ],
+    )
+    .lines()
+    .skip(1)
+    .map(|l| format!("{}\n", l.trim_end()))
+    .collect()
 }
 
 /// `m2m stats` for people.

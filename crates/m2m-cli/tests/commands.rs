@@ -163,14 +163,14 @@ fn discover_find_stats_and_broadcast() {
 }
 
 #[test]
-fn one_shot_commands_leave_the_hub_when_done() {
+fn one_shot_commands_do_not_register() {
     let hub = Hub::start();
     hub.run(&["discover"]).ok_json();
     hub.run(&["stats"]).ok_json();
-    // The earlier one-shot agents said goodbye (the hub acknowledged it before they
-    // exited): only the current one is online.
+    // Neither the earlier commands nor this one is an agent of the hub.
     let stats = hub.run(&["stats"]).ok_json();
-    assert_eq!(stats["agents"]["online"], 1, "{stats}");
+    assert_eq!(stats["agents"]["total"], 0, "{stats}");
+    assert_eq!(stats["hub"]["activeConnections"], 0, "{stats}");
     assert_eq!(hub.run(&["discover"]).ok_json(), json!([]));
 }
 
@@ -253,7 +253,8 @@ fn hub_stops_gracefully_on_sigterm_and_defaults_to_sqlite() {
         .env("PORT", "0");
     let hub = Hub::from(Running::spawn_in(&mut cmd, Some(dir.path())));
     let (listener, _) = hub.listen(&[]);
-    assert_eq!(hub.run(&["stats"]).ok_json()["agents"]["online"], 2);
+    // The listener; `stats` itself does not register.
+    assert_eq!(hub.run(&["stats"]).ok_json()["agents"]["online"], 1);
     drop(listener);
     assert!(dir.path().join("m2m-hub.db").exists());
 

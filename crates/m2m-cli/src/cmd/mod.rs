@@ -2,6 +2,7 @@
 //! and turn SDK errors into sentences a user can act on.
 
 pub mod demo;
+pub mod docs;
 pub mod hub;
 pub mod listen;
 pub mod oneshot;
@@ -11,6 +12,8 @@ use std::path::Path;
 
 use anyhow::anyhow;
 use m2m_agent::{Agent, AgentError, Identity};
+
+use crate::exit::{self, Kind};
 
 /// The hub to use: `--hub`, else `M2M_HUB` (both through clap), else the SDK's default.
 pub fn hub_or_default(hub: Option<&str>) -> String {
@@ -37,6 +40,9 @@ pub struct Join {
     pub identity: Option<Identity>,
     /// Refuse peers that do not authenticate.
     pub authenticated_only: bool,
+    /// Register at the hub; `false` only asks it (queries and sends leave the registry as
+    /// it was).
+    pub register: bool,
 }
 
 /// The identity of a long-running agent: `--identity FILE`, else the default key file.
@@ -72,6 +78,16 @@ impl Join {
             capabilities: connect.capabilities.clone(),
             metadata: connect.metadata.clone().unwrap_or_default(),
             reconnect: true,
+            register: true,
+        })
+    }
+
+    /// A one-shot command that only asks the hub and sends: it never registers.
+    pub fn unregistered(hub: &str, identity: Option<&Path>) -> anyhow::Result<Join> {
+        Ok(Join {
+            hub: hub.to_owned(),
+            identity: oneshot_identity(identity)?,
+            ..Join::default()
         })
     }
 
@@ -84,6 +100,7 @@ impl Join {
             .capabilities(self.capabilities.clone())
             .metadata(self.metadata.clone())
             .auto_reconnect(self.reconnect)
+            .register(self.register)
             .authenticated_peers_only(self.authenticated_only);
         if let Some(address) = &self.address {
             builder = builder.address(address);
@@ -92,12 +109,14 @@ impl Join {
             builder = builder.identity(identity.clone());
         }
         builder.connect().await.map_err(|e| match e {
-            AgentError::Unreachable { reason, .. } => {
-                anyhow!("could not reach the hub at {url}: {reason}")
-            }
-            AgentError::Timeout { .. } => {
-                anyhow!("the hub at {url} did not answer in time")
-            }
+            AgentError::Unreachable { reason, .. } => exit::fail(
+                Kind::Unreachable,
+                format!("could not reach the hub at {url}: {reason}"),
+            ),
+            AgentError::Timeout { .. } => exit::fail(
+                Kind::Timeout,
+                format!("the hub at {url} did not answer in time"),
+            ),
             AgentError::Io { context, reason } => anyhow!("{context}: {reason}"),
             AgentError::Hub(error) => anyhow!("the hub at {url} refused to register us: {error}"),
             other => anyhow!("could not join the hub at {url}: {other}"),
@@ -105,8 +124,9 @@ impl Join {
     }
 }
 
-/// Runs `work` with a freshly registered agent and always disconnects it afterwards, also
-/// when `work` fails or the user presses Ctrl-C.
+/// Runs `work` with an agent joined as `join` says and always disconnects it afterwards
+/// (a registered one leaves the hub at once), also when `work` fails or the user presses
+/// Ctrl-C.
 pub async fn with_agent<T, F, Fut>(join: &Join, work: F) -> anyhow::Result<T>
 where
     F: FnOnce(Agent) -> Fut,
@@ -135,9 +155,10 @@ impl std::fmt::Display for Interrupted {
 
 impl std::error::Error for Interrupted {}
 
-/// A sentence for an SDK error met while doing `what` (`sending to …`).
+/// A sentence for an SDK error, carrying its exit status (see [`crate::exit`]).
 pub fn explain(error: AgentError) -> anyhow::Error {
-    match error {
+    let kind = Kind::of(&error);
+    let sentence = match error {
         AgentError::AgentNotFound(id) => anyhow!("unknown agent {id}: the hub does not know it"),
         AgentError::AgentOffline(id) => anyhow!("agent {id} is offline"),
         AgentError::Timeout { operation, after } => {
@@ -158,7 +179,8 @@ pub fn explain(error: AgentError) -> anyhow::Error {
         AgentError::Hub(error) => anyhow!("the hub refused the request: {error}"),
         AgentError::NotConnected => anyhow!("lost the connection to the hub"),
         other => anyhow!("{other}"),
-    }
+    };
+    exit::maybe(kind, sentence)
 }
 
 fn human(d: std::time::Duration) -> String {

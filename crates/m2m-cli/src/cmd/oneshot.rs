@@ -1,5 +1,11 @@
-//! The short commands: each registers for its duration (on a free port unless `--port`),
-//! does one thing, prints the result and disconnects. `ping` needs no hub at all.
+//! The short commands: each does one thing, prints the result and leaves. None registers
+//! at the hub — a query must not change what it queries — except `request` while it waits
+//! for a 2.0 agent, which answers on a new connection to the requester's registered
+//! address; it leaves the hub as soon as the answer is in. `ping` needs no hub at all.
+//!
+//! The original hub answers `discover`, `find`, `lookup` and `stats` on a WebSocket that
+//! never registered (its handlers read no connection state), and so does ours; sends need
+//! no hub at all once the address is known. So the same route works against both hubs.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -13,17 +19,21 @@ use tokio::net::TcpStream;
 
 use super::{explain, oneshot_identity, with_agent, Join};
 use crate::cli::{
-    BroadcastArgs, DiscoverArgs, FindArgs, OneShotArgs, PingArgs, RequestArgs, SendArgs, StatsArgs,
+    BroadcastArgs, DiscoverArgs, FindArgs, LookupArgs, OneShotArgs, PingArgs, RequestArgs,
+    SendArgs, StatsArgs,
 };
+use crate::exit::{self, Kind};
 use crate::output::{self, Output};
 use crate::payload;
 
+/// How `request` registers when the peer needs a return path.
 fn join(hub: &str, args: &OneShotArgs, identity: Option<&Path>) -> anyhow::Result<Join> {
     Ok(Join {
         hub: hub.to_owned(),
         port: args.port,
         address: args.public_address.clone(),
         identity: oneshot_identity(identity)?,
+        register: true,
         ..Join::default()
     })
 }
@@ -41,7 +51,7 @@ pub async fn discover(
         limit: args.limit,
         offset: args.offset,
     };
-    let peers = with_agent(&join(hub, &args.agent, identity)?, |agent| async move {
+    let peers = with_agent(&Join::unregistered(hub, identity)?, |agent| async move {
         agent.discover(options).await.map_err(explain)
     })
     .await?;
@@ -56,11 +66,26 @@ pub async fn find(
     out: Output,
 ) -> anyhow::Result<()> {
     let capability = args.capability;
-    let agents = with_agent(&join(hub, &args.agent, identity)?, |agent| async move {
+    let agents = with_agent(&Join::unregistered(hub, identity)?, |agent| async move {
         agent.find(&capability).await.map_err(explain)
     })
     .await?;
     out.either(&agents, || output::found_table(&agents))
+}
+
+/// `m2m lookup`.
+pub async fn lookup(
+    hub: &str,
+    identity: Option<&Path>,
+    args: LookupArgs,
+    out: Output,
+) -> anyhow::Result<()> {
+    let id = args.agent_id;
+    let record = with_agent(&Join::unregistered(hub, identity)?, |agent| async move {
+        agent.lookup(&id).await.map_err(explain)
+    })
+    .await?;
+    out.either(&record, || output::record_text(&record))
 }
 
 /// `m2m send`.
@@ -70,29 +95,36 @@ pub async fn send(
     args: SendArgs,
     out: Output,
 ) -> anyhow::Result<()> {
+    let positionals = args.args();
     let (target, rest) = match &args.to_address {
-        Some(address) => (Target::Address(address.clone()), &args.args[..]),
-        None => match args.args.split_first() {
+        Some(address) => (Target::Address(address.clone()), &positionals[..]),
+        None => match positionals.split_first() {
             Some((id, rest)) => (Target::Id(id.clone()), rest),
-            None => bail!("missing AGENT_ID and TYPE"),
+            None => return Err(exit::fail(Kind::Usage, "missing AGENT_ID and TYPE")),
         },
     };
     let (message_type, payload_arg) = match rest {
         [t] => (t.clone(), None),
         [t, p] => (t.clone(), Some(p.as_str())),
-        [] => bail!("missing the message TYPE"),
-        _ => bail!(
-            "too many arguments: expected {}TYPE [PAYLOAD]",
-            if args.to_address.is_some() {
-                ""
-            } else {
-                "AGENT_ID "
-            }
-        ),
+        [] => return Err(exit::fail(Kind::Usage, "missing the message TYPE")),
+        _ => {
+            return Err(exit::fail(
+                Kind::Usage,
+                format!(
+                    "too many arguments: expected {}TYPE [PAYLOAD]",
+                    if args.to_address.is_some() {
+                        ""
+                    } else {
+                        "AGENT_ID "
+                    }
+                ),
+            ))
+        }
     };
     let payload = payload::from_arg(payload_arg)?;
     let target_text = target.to_string();
-    let delivery: Delivery = with_agent(&join(hub, &args.agent, identity)?, |agent| async move {
+    // 2.1 peers learn who we are from the handshake; nobody needs to find us in the hub.
+    let delivery: Delivery = with_agent(&Join::unregistered(hub, identity)?, |agent| async move {
         match &target {
             Target::Id(id) => agent.send(id, &message_type, payload).await,
             Target::Address(a) => agent.send_direct(a, &message_type, payload).await,
@@ -131,15 +163,38 @@ pub async fn request(
 ) -> anyhow::Result<()> {
     let payload = payload::from_arg(args.payload.as_deref())?;
     let (id, message_type, timeout) = (args.agent_id, args.message_type, args.timeout);
-    let response = with_agent(&join(hub, &args.agent, identity)?, |agent| async move {
+    // Ask the hub first, unregistered: a 2.1 peer the hub vouches for answers on our own
+    // connection, so we need no address of our own; anyone else (a 2.0 agent, or any
+    // agent on a 2.0 hub, which vouches for nobody) answers by looking us up, so then we
+    // register until the answer is in.
+    let needs_return_path = {
+        let id = id.clone();
+        with_agent(&Join::unregistered(hub, identity)?, |agent| async move {
+            let record = agent.lookup(&id).await.map_err(explain)?;
+            if record.status == m2m_proto::hub::status::OFFLINE {
+                return Err(explain(m2m_agent::AgentError::AgentOffline(id)));
+            }
+            Ok(record.identity.is_none())
+        })
+        .await?
+    };
+    let join = if needs_return_path {
+        join(hub, &args.agent, identity)?
+    } else {
+        Join::unregistered(hub, identity)?
+    };
+    let response = with_agent(&join, |agent| async move {
         agent
             .request(&id, &message_type, payload, Some(timeout))
             .await
             .map_err(|e| match e {
                 m2m_agent::AgentError::Timeout { operation, after } if operation == "request" => {
-                    anyhow!(
-                        "no {message_type}:response from agent {id} within {}",
-                        humanize(after)
+                    exit::fail(
+                        Kind::Timeout,
+                        format!(
+                            "no {message_type}:response from agent {id} within {}",
+                            humanize(after)
+                        ),
                     )
                 }
                 other => explain(other),
@@ -168,7 +223,7 @@ pub async fn broadcast(
     let options = BroadcastOptions::new().capabilities(args.capabilities);
     let message_type = args.message_type;
     let report: BroadcastReport =
-        with_agent(&join(hub, &args.agent, identity)?, |agent| async move {
+        with_agent(&Join::unregistered(hub, identity)?, |agent| async move {
             agent
                 .broadcast(&message_type, payload, options)
                 .await
@@ -191,10 +246,10 @@ pub async fn broadcast(
 pub async fn stats(
     hub: &str,
     identity: Option<&Path>,
-    args: StatsArgs,
+    _args: StatsArgs,
     out: Output,
 ) -> anyhow::Result<()> {
-    let stats = with_agent(&join(hub, &args.agent, identity)?, |agent| async move {
+    let stats = with_agent(&Join::unregistered(hub, identity)?, |agent| async move {
         agent.stats().await.map_err(explain)
     })
     .await?;
@@ -209,7 +264,12 @@ pub async fn ping(args: PingArgs, out: Output) -> anyhow::Result<()> {
     let address = args.address;
     let rtt = tokio::time::timeout(args.timeout, ping_once(&address))
         .await
-        .map_err(|_| anyhow!("no pong from {address} within {}", humanize(args.timeout)))??;
+        .map_err(|_| {
+            exit::fail(
+                Kind::Timeout,
+                format!("no pong from {address} within {}", humanize(args.timeout)),
+            )
+        })??;
     let rtt_ms = rtt.as_secs_f64() * 1000.0;
     out.either(
         &json!({"address": address, "pong": true, "rttMs": (rtt_ms * 1000.0).round() / 1000.0}),
@@ -218,9 +278,12 @@ pub async fn ping(args: PingArgs, out: Output) -> anyhow::Result<()> {
 }
 
 async fn ping_once(address: &str) -> anyhow::Result<Duration> {
-    let mut stream = TcpStream::connect(address)
-        .await
-        .with_context(|| format!("could not reach the agent at {address}"))?;
+    let mut stream = TcpStream::connect(address).await.map_err(|e| {
+        exit::fail(
+            Kind::Unreachable,
+            format!("could not reach the agent at {address}: {e}"),
+        )
+    })?;
     let started = Instant::now();
     stream
         .write_all(&Frame::Ping.encode())
