@@ -19,7 +19,7 @@
 //! # std::env::set_var("M2M_HUB", hub.ws_url());
 //! use m2m_agent::{json, Agent};
 //!
-//! let agent = Agent::builder().hub_from_env().capabilities(["compute"]).connect().await?;
+//! let agent = Agent::builder().hub_from_env().connect().await?;
 //! agent.on_request("compute", |req| async move {
 //!     let numbers: Vec<i64> = req.payload_as()?;
 //!     Ok(json!({ "sum": numbers.iter().sum::<i64>() }))
