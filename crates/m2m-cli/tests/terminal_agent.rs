@@ -124,7 +124,8 @@ fn terminal_agent_end_to_end() {
         .take(32)
         .collect();
     assert!(own_id.chars().all(|c| c.is_ascii_hexdigit()), "{header}");
-    screen.wait_for(&format!("{} online", &peer_id[..8]));
+    // A 2.1 peer on our hub: the hub vouches for its key.
+    screen.wait_for(&format!("{} online ✓", &peer_id[..8]));
     screen.wait_for("hub: ");
 
     // Pick the peer (the only one) and send it text typed on the keyboard.
@@ -150,6 +151,8 @@ fn terminal_agent_end_to_end() {
     c.args(["request", &own_id, "ask", r#"{"q": 1}"#]);
     let mut requester = Running::spawn(c);
     screen.wait_for("Requests waiting (1)");
+    // The requester did not register, yet its identity is proven in the handshake.
+    screen.wait_for("✓ ask {");
     press("r");
     screen.wait_for("Answer ask from");
     press("{\"a\": 42}\r");

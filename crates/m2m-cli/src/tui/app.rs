@@ -510,8 +510,9 @@ impl App {
             AppEvent::Incoming(message) => {
                 let request = message.is_request();
                 let text = format!(
-                    "{} {}{} {}",
+                    "{} {} {}{} {}",
                     short(&message.from),
+                    proof(message.authenticated),
                     message.message_type,
                     if request { " (request: press r)" } else { "" },
                     compact(&message.payload)
@@ -643,6 +644,21 @@ fn edit(field: &mut String, key: KeyEvent) {
 pub fn short(id: &str) -> &str {
     id.get(..8).unwrap_or(id)
 }
+
+/// How a message's sender is shown: proven by a 2.1 session, or only declared (2.0: anyone
+/// could have used that id).
+pub fn proof(authenticated: bool) -> &'static str {
+    if authenticated {
+        AUTHENTICATED_MARK
+    } else {
+        UNVERIFIED_MARK
+    }
+}
+
+/// Beside a sender or a peer whose identity is proven (or vouched for by the hub).
+pub const AUTHENTICATED_MARK: &str = "✓";
+/// Beside a sender or a peer that proves nothing (2.0).
+pub const UNVERIFIED_MARK: &str = "?";
 
 /// A payload on one line.
 pub fn compact(value: &Value) -> String {

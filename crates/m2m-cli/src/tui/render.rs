@@ -18,7 +18,9 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, List, ListItem, ListState, Paragraph, Wrap};
 use ratatui::Frame;
 
-use super::app::{compact, short, App, Field, LogKind, Mode};
+use super::app::{
+    compact, proof, short, App, Field, LogKind, Mode, AUTHENTICATED_MARK, UNVERIFIED_MARK,
+};
 use crate::output::human_duration;
 
 /// Draws the whole screen.
@@ -109,10 +111,18 @@ fn draw_peers(frame: &mut Frame, app: &App, area: Rect) {
                 .and_then(serde_json::Value::as_str)
                 .map(|n| format!("{n} "))
                 .unwrap_or_default();
+            // The hub vouches for a 2.1 peer's identity key: a send to it is authenticated.
+            let proof = if p.identity.is_some() {
+                Span::raw(AUTHENTICATED_MARK).green()
+            } else {
+                Span::raw(UNVERIFIED_MARK).yellow()
+            };
             ListItem::new(Line::from(vec![
                 Span::raw(short(&p.id).to_owned()).cyan(),
                 Span::raw(" "),
                 Span::styled(p.status.clone(), Style::default().fg(status_colour)),
+                Span::raw(" "),
+                proof,
                 Span::raw(" "),
                 Span::raw(name).bold(),
                 Span::raw(format!("{}{caps}", p.address)),
@@ -187,8 +197,9 @@ fn draw_requests(frame: &mut Frame, app: &App, area: Rect) {
         .iter()
         .map(|r| {
             ListItem::new(format!(
-                "{} {} {}",
+                "{} {} {} {}",
                 short(&r.from),
+                proof(r.authenticated),
                 r.message_type,
                 compact(&r.payload)
             ))
@@ -318,11 +329,15 @@ q            disconnect and quit (Ctrl-C anywhere)
 
 While writing: Tab switches field, Enter sends, Esc cancels,
 Ctrl-R sends a request and shows its response, Ctrl-U clears
-the field, Ctrl-W deletes a word.";
+the field, Ctrl-W deletes a word.
+
+✓  the sender proved its identity, or the hub vouches for the
+   peer's key (2.1)
+?  a 2.0 agent: nothing proves its id, anyone could claim it";
 
 fn draw_help(frame: &mut Frame, area: Rect) {
     let width = area.width.min(66);
-    let height = area.height.min(16);
+    let height = area.height.min(20);
     let popup = Rect {
         x: area.x + (area.width - width) / 2,
         y: area.y + (area.height - height) / 2,
@@ -422,12 +437,12 @@ mod tests {
         assert!(text.contains("online"), "{text}");
         assert!(text.contains("Peers (2)"), "{text}");
         assert!(
-            text.contains("> aaaaaaaa online 127.0.0.1:4001 [chat]"),
+            text.contains("> aaaaaaaa online ? 127.0.0.1:4001 [chat]"),
             "{text}"
         );
-        assert!(text.contains("bbbbbbbb idle 127.0.0.1:4001"), "{text}");
+        assert!(text.contains("bbbbbbbb idle ? 127.0.0.1:4001"), "{text}");
         assert!(
-            text.contains(r#"12:34:56 ← aaaaaaaa chat {"text":"hello"}"#),
+            text.contains(r#"12:34:56 ← aaaaaaaa ? chat {"text":"hello"}"#),
             "{text}"
         );
         assert!(
@@ -457,7 +472,7 @@ mod tests {
         let text = screen(&app, 120, 24);
         assert!(text.contains("Requests waiting (1)"), "{text}");
         assert!(
-            text.contains(r#"> bbbbbbbb compute {"n":1,"correlationId":"c9"}"#),
+            text.contains(r#"> bbbbbbbb ? compute {"n":1,"correlationId":"c9"}"#),
             "{text}"
         );
         assert!(text.contains("Send to aaaaaaaa"), "{text}");
@@ -497,9 +512,38 @@ mod tests {
         app.apply(AppEvent::Peers(Ok(vec![named])));
         let text = screen(&app, 120, 20);
         assert!(
-            text.contains("cccccccc online bot 127.0.0.1:4001 [chat]"),
+            text.contains("cccccccc online ? bot 127.0.0.1:4001 [chat]"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn authenticated_peers_and_messages_are_marked() {
+        let mut app = sample();
+        let mut vouched = peer("dddddddd00000000", "online");
+        vouched.identity = Some("key".into());
+        app.apply(AppEvent::Peers(Ok(vec![
+            vouched,
+            peer("eeeeeeee00000000", "online"),
+        ])));
+        for (from, authenticated) in [("dddddddd00000000", true), ("eeeeeeee00000000", false)] {
+            app.apply(AppEvent::Incoming(Incoming {
+                from: from.into(),
+                message_type: "ask".into(),
+                payload: json!({"correlationId": "c1"}),
+                correlation_id: Some("c1".into()),
+                timestamp: 0,
+                authenticated,
+            }));
+        }
+        let text = screen(&app, 120, 24);
+        assert!(text.contains("dddddddd online ✓ 127.0.0.1:4001"), "{text}");
+        assert!(text.contains("eeeeeeee online ? 127.0.0.1:4001"), "{text}");
+        assert!(text.contains("← dddddddd ✓ ask (request"), "{text}");
+        assert!(text.contains("← eeeeeeee ? ask (request"), "{text}");
+        // The waiting requests say it too.
+        assert!(text.contains("dddddddd ✓ ask {"), "{text}");
+        assert!(text.contains("eeeeeeee ? ask {"), "{text}");
     }
 
     #[test]
