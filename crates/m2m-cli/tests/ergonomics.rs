@@ -207,3 +207,134 @@ fn completions_and_the_manual_come_from_the_command_line() {
     c.args(["man", "nope"]);
     assert_eq!(run(c, None).status.code(), Some(2));
 }
+
+/// A 2.0 agent, as the original SDK behaves: registered at the hub without an identity,
+/// it answers a request on a new connection to the address the hub gives for the sender.
+mod v20 {
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::{TcpListener, TcpStream};
+
+    use m2m_proto::{Initiator, InitiatorEvent, Responder, ResponderOutput};
+    use serde_json::{json, Value};
+    use tungstenite::{connect, Message};
+
+    type Ws = tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<TcpStream>>;
+
+    /// One hub request on `ws`; the reply with its correlationId.
+    pub fn ask(ws: &mut Ws, mut request: Value) -> Value {
+        request["correlationId"] = json!("c");
+        ws.send(Message::text(request.to_string())).unwrap();
+        loop {
+            let Message::Text(text) = ws.read().unwrap() else {
+                continue;
+            };
+            let reply: Value = serde_json::from_str(text.as_str()).unwrap();
+            // Our hub greets with a 2.1 challenge event, which a 2.0 agent ignores.
+            if reply.get("correlationId") == Some(&json!("c")) {
+                return reply;
+            }
+        }
+    }
+
+    pub struct Peer {
+        pub id: String,
+        pub ws: Ws,
+        pub listener: TcpListener,
+    }
+
+    pub fn register(hub_ws: &str) -> Peer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (mut ws, _) = connect(hub_ws).unwrap();
+        let reply = ask(
+            &mut ws,
+            json!({"action": "register", "address": format!("127.0.0.1:{port}"), "capabilities": []}),
+        );
+        assert_eq!(reply["status"], "ok", "{reply}");
+        assert!(reply.get("identity").is_none());
+        Peer {
+            id: reply["id"].as_str().unwrap().to_owned(),
+            ws,
+            listener,
+        }
+    }
+
+    fn line(reader: &mut impl BufRead) -> Vec<u8> {
+        let mut line = Vec::new();
+        reader.read_until(b'\n', &mut line).unwrap();
+        line
+    }
+
+    /// Takes one request, looks its sender up, and answers `answer` as the original
+    /// `respond` does; returns the sender's hub record as it was while the sender waited.
+    pub fn serve_one(peer: &mut Peer, answer: Value) -> Value {
+        let mut rng = rand::thread_rng();
+        let (stream, _) = peer.listener.accept().unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut writer = stream;
+        let mut responder = Responder::new();
+        let request = loop {
+            match responder.handle_line(&line(&mut reader), &mut rng) {
+                ResponderOutput::Send(frame) => writer.write_all(&frame.encode()).unwrap(),
+                ResponderOutput::Deliver { message, ack } => {
+                    writer.write_all(&ack.encode()).unwrap();
+                    break message;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        };
+        assert!(!request.authenticated, "a 2.0 responder proves nothing");
+        let record = ask(
+            &mut peer.ws,
+            json!({"action": "lookup", "id": request.from}),
+        );
+        let address = record["agent"]["address"].as_str().unwrap().to_owned();
+
+        let back = TcpStream::connect(&address).unwrap();
+        let mut back_reader = BufReader::new(back.try_clone().unwrap());
+        let mut back_writer = back;
+        let (mut initiator, hello) = Initiator::new(&peer.id, &mut rng);
+        back_writer.write_all(&hello.encode()).unwrap();
+        let established = initiator.handle_line(&line(&mut back_reader)).unwrap();
+        assert_eq!(established, InitiatorEvent::Established);
+        let response = initiator
+            .seal(
+                &format!("{}:response", request.message_type),
+                &answer,
+                request.correlation_id.clone(),
+                &mut rng,
+            )
+            .unwrap();
+        back_writer.write_all(&response.encode()).unwrap();
+        let acked = initiator.handle_line(&line(&mut back_reader)).unwrap();
+        assert!(matches!(acked, InitiatorEvent::Acked(_)), "{acked:?}");
+        record
+    }
+}
+
+#[test]
+fn a_request_to_a_2_0_agent_registers_only_while_it_waits() {
+    let hub = Hub::start();
+    let mut peer = v20::register(&hub.ws);
+    let before = registry(&hub);
+    let mut c = hub.m2m();
+    c.args(["request", &peer.id, "ask", "{\"q\": 1}", "--timeout", "30s"]);
+    let mut waiting = Running::spawn(c);
+    let sender = v20::serve_one(&mut peer, json!({"a": 1}));
+    // While it waited, the requester was a registered, online agent the peer could reach.
+    assert_eq!(sender["agent"]["status"], "online", "{sender}");
+    assert_eq!(waiting.next_json(), json!({"a": 1}));
+    let (status, stderr) = waiting.wait_exit();
+    assert!(status.success(), "{stderr}");
+    // Gone as soon as the answer was in: no one more online or connected, nothing new
+    // listed; its row stays, offline, as every departed agent's does.
+    let after = registry(&hub);
+    assert_eq!(after["listed"], before["listed"]);
+    assert_eq!(after["activeConnections"], before["activeConnections"]);
+    assert_eq!(after["agents"]["online"], before["agents"]["online"]);
+    assert_eq!(
+        after["agents"]["offline"].as_u64().unwrap(),
+        before["agents"]["offline"].as_u64().unwrap() + 1,
+        "{after}"
+    );
+}
