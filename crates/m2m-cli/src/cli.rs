@@ -29,8 +29,8 @@ pub struct Cli {
 
     /// 2.1 identity key file (64 hex characters, mode 0600; created if missing). `listen`
     /// and `agent` use $XDG_CONFIG_HOME/m2m/identity.key (or ~/.config/m2m/identity.key)
-    /// without it, so their id stays the same on a 2.1 hub; the one-shot commands use a
-    /// fresh identity unless given one (one identity is one live agent per hub).
+    /// without it, so their id stays the same on a 2.1 hub; the one-shot commands, which do
+    /// not register, use a fresh identity unless given one (peers then see its id).
     #[arg(long, global = true, env = "M2M_IDENTITY", value_name = "FILE")]
     pub identity: Option<PathBuf>,
 

@@ -167,41 +167,57 @@ pub async fn request(
     // connection, so we need no address of our own; anyone else (a 2.0 agent, or any
     // agent on a 2.0 hub, which vouches for nobody) answers by looking us up, so then we
     // register until the answer is in.
-    let needs_return_path = {
-        let id = id.clone();
+    let unregistered = {
+        let (id, message_type, payload) = (id.clone(), message_type.clone(), payload.clone());
         with_agent(&Join::unregistered(hub, identity)?, |agent| async move {
             let record = agent.lookup(&id).await.map_err(explain)?;
             if record.status == m2m_proto::hub::status::OFFLINE {
                 return Err(explain(m2m_agent::AgentError::AgentOffline(id)));
             }
-            Ok(record.identity.is_none())
+            if record.identity.is_none() {
+                return Ok(None);
+            }
+            ask(&agent, &id, &message_type, payload, timeout)
+                .await
+                .map(Some)
         })
         .await?
     };
-    let join = if needs_return_path {
-        join(hub, &args.agent, identity)?
-    } else {
-        Join::unregistered(hub, identity)?
-    };
-    let response = with_agent(&join, |agent| async move {
-        agent
-            .request(&id, &message_type, payload, Some(timeout))
-            .await
-            .map_err(|e| match e {
-                m2m_agent::AgentError::Timeout { operation, after } if operation == "request" => {
-                    exit::fail(
-                        Kind::Timeout,
-                        format!(
-                            "no {message_type}:response from agent {id} within {}",
-                            humanize(after)
-                        ),
-                    )
-                }
-                other => explain(other),
+    let response = match unregistered {
+        Some(response) => response,
+        None => {
+            with_agent(&join(hub, &args.agent, identity)?, |agent| async move {
+                ask(&agent, &id, &message_type, payload, timeout).await
             })
-    })
-    .await?;
+            .await?
+        }
+    };
     out.json_value(&response)
+}
+
+/// One request, its timeout said the way the user gave it.
+async fn ask(
+    agent: &m2m_agent::Agent,
+    id: &str,
+    message_type: &str,
+    payload: serde_json::Value,
+    timeout: Duration,
+) -> anyhow::Result<serde_json::Value> {
+    agent
+        .request(id, message_type, payload, Some(timeout))
+        .await
+        .map_err(|e| match e {
+            m2m_agent::AgentError::Timeout { operation, after } if operation == "request" => {
+                exit::fail(
+                    Kind::Timeout,
+                    format!(
+                        "no {message_type}:response from agent {id} within {}",
+                        humanize(after)
+                    ),
+                )
+            }
+            other => explain(other),
+        })
 }
 
 fn humanize(d: Duration) -> String {
