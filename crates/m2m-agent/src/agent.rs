@@ -200,8 +200,9 @@ impl AgentBuilder {
     /// sends and broadcasts work; [`Agent::request`] works with 2.1 peers the hub vouches
     /// for (they answer on our own connection), not with 2.0 peers, which answer on a new
     /// connection to an address they look up. No P2P port is opened
-    /// ([`Agent::local_port`] is 0), our id is our identity's derived id, and
-    /// [`Agent::update_status`] fails with [`AgentError::NotRegistered`].
+    /// ([`Agent::local_port`] is 0, [`Agent::address`] is empty), our id is our identity's
+    /// derived id, no [`AgentEvent::Connected`] is sent, no heartbeats or reconnects run,
+    /// and [`Agent::update_status`] fails with [`AgentError::NotRegistered`].
     pub fn register(mut self, on: bool) -> Self {
         self.config.register = on;
         self
@@ -379,7 +380,7 @@ impl Agent {
         self.inner.link.standing().id
     }
 
-    /// Our address as the hub stored it.
+    /// Our address as the hub stored it (empty when we did not register).
     pub fn address(&self) -> String {
         self.inner.link.standing().address
     }
