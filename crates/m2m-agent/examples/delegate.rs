@@ -22,20 +22,12 @@ async fn main() -> Result<(), AgentError> {
         .capabilities(["compute"])
         .connect()
         .await?;
-    let responder = worker.clone();
-    worker.on_message(move |msg| {
-        let worker = responder.clone();
-        async move {
-            if msg.message_type == "compute" {
-                let sum: i64 = msg.payload["numbers"]
-                    .as_array()
-                    .map(|ns| ns.iter().filter_map(Value::as_i64).sum())
-                    .unwrap_or(0);
-                if let Err(e) = worker.respond(&msg, json!({ "sum": sum })).await {
-                    eprintln!("worker could not answer: {e}");
-                }
-            }
-        }
+    worker.on_request("compute", |msg| async move {
+        let sum: i64 = msg.payload["numbers"]
+            .as_array()
+            .map(|ns| ns.iter().filter_map(Value::as_i64).sum())
+            .unwrap_or(0);
+        Ok(json!({ "sum": sum }))
     });
 
     // The client: finds a worker and delegates.
