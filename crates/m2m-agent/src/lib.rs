@@ -108,6 +108,9 @@
 //! Runnable examples against a local hub are in `examples/`: `echo`, `chat`, `delegate`
 //! (request/respond) and `broadcast`.
 
+// Every public item is documented (CI denies warnings, so a new undocumented one fails).
+#![warn(missing_docs)]
+
 mod agent;
 mod cache;
 pub mod config;
