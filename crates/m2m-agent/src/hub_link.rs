@@ -140,13 +140,7 @@ impl HubLink {
 
     /// Opens the WebSocket and registers; the new session replaces the old one.
     pub(crate) async fn register(&self) -> Result<Standing> {
-        let client = HubClient::connect(
-            &self.url,
-            self.timing.request_timeout,
-            &self.cancel,
-            &self.tracker,
-        )
-        .await?;
+        let client = self.open().await?;
         let reg = self.registration.lock().clone();
         let registered = match self.register_on(&client, &reg).await {
             Ok(r) => r,
@@ -172,17 +166,36 @@ impl HubLink {
             address: registered.address,
             hub_verified,
         };
-        let old = self.session.write().replace(Session {
-            client,
-            id: registered.id,
-            registered: true,
-        });
+        self.install(
+            Session {
+                client,
+                id: registered.id,
+                registered: true,
+            },
+            &standing,
+        );
+        self.local.set_hub_verified(hub_verified);
+        Ok(standing)
+    }
+
+    /// A new WebSocket to the hub.
+    async fn open(&self) -> Result<HubClient> {
+        HubClient::connect(
+            &self.url,
+            self.timing.request_timeout,
+            &self.cancel,
+            &self.tracker,
+        )
+        .await
+    }
+
+    /// Makes `session` the current one (closing the one it replaces).
+    fn install(&self, session: Session, standing: &Standing) {
+        let old = self.session.write().replace(session);
         if let Some(old) = old {
             old.client.close();
         }
-        self.local.set_hub_verified(hub_verified);
         *self.standing.write() = standing.clone();
-        Ok(standing)
     }
 
     /// Opens the WebSocket without registering: the hub's queries (`discover`, `find`,
@@ -190,27 +203,20 @@ impl HubLink {
     /// that only asks leaves the registry as it was. Our id is our identity's derived one
     /// (the id 2.1 peers see in our handshakes).
     pub(crate) async fn attach(&self) -> Result<Standing> {
-        let client = HubClient::connect(
-            &self.url,
-            self.timing.request_timeout,
-            &self.cancel,
-            &self.tracker,
-        )
-        .await?;
+        let client = self.open().await?;
         let standing = Standing {
             id: self.local.identity().agent_id().to_owned(),
             address: String::new(),
             hub_verified: false,
         };
-        let old = self.session.write().replace(Session {
-            client,
-            id: standing.id.clone(),
-            registered: false,
-        });
-        if let Some(old) = old {
-            old.client.close();
-        }
-        *self.standing.write() = standing.clone();
+        self.install(
+            Session {
+                client,
+                id: standing.id.clone(),
+                registered: false,
+            },
+            &standing,
+        );
         Ok(standing)
     }
 
