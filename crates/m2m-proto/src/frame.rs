@@ -27,6 +27,13 @@ pub mod errors {
     pub const AUTHENTICATION_REQUIRED: &str = "authentication_required";
     /// **Ours (2.1):** a counter nonce other than the next expected one.
     pub const REPLAY_DETECTED: &str = "replay_detected";
+    /// **Ours:** a frame the session's state does not allow (a second handshake on a
+    /// connection, an `auth` that no handshake asked for); the session stays as it was.
+    pub const UNEXPECTED_FRAME: &str = "unexpected_frame";
+    /// **Ours:** too many handshakes from the peer's address; the connection is closed.
+    pub const RATE_LIMITED: &str = "rate_limited";
+    /// **Ours:** the agent's budget for inbound buffers is spent; the connection is closed.
+    pub const OVERLOADED: &str = "overloaded";
 }
 
 /// One P2P frame.

@@ -174,22 +174,37 @@ pub const REGISTER_LABEL: &str = "m2m/2.1 register";
 /// (fresh per WebSocket, so a captured signature is useless elsewhere), the identity key and
 /// the claimed address and capabilities (so a relay cannot alter them). Metadata is not
 /// signed: it is mutable later through `status`, which only this connection may send.
+///
+/// Every field is length-prefixed, and so is every capability inside the capabilities
+/// field (after their count): a signature over `["a","b"]` cannot verify `["a\nb"]`, nor
+/// `[]` verify `[""]`, whatever the strings contain. Pinned by
+/// `tests/data/registration-v21.json`.
 pub fn registration_message(
     nonce: &str,
     identity: &IdentityKey,
     address: &str,
     capabilities: &[String],
 ) -> Vec<u8> {
-    let caps = capabilities.join("\n");
     domain_message(
         REGISTER_LABEL,
         &[
             nonce.as_bytes(),
             &identity.0,
             address.as_bytes(),
-            caps.as_bytes(),
+            &length_prefixed_list(capabilities),
         ],
     )
+}
+
+/// `count || (len || item)*`, each number a 4-byte big-endian integer.
+fn length_prefixed_list(items: &[String]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + items.iter().map(|i| i.len() + 4).sum::<usize>());
+    out.extend_from_slice(&(items.len() as u32).to_be_bytes());
+    for item in items {
+        out.extend_from_slice(&(item.len() as u32).to_be_bytes());
+        out.extend_from_slice(item.as_bytes());
+    }
+    out
 }
 
 /// Label of the responder's transcript signature.
@@ -292,6 +307,23 @@ mod tests {
         );
         let other_caps = registration_message("n1", &id.public(), "1.2.3.4:5", &[]);
         assert!(id.public().verify(&other_caps, &sig).is_err());
+    }
+
+    /// Failure 10 of issue 13: with capabilities joined by `\n`, `["a","b"]` and `["a\nb"]`
+    /// (and `[]` and `[""]`) were the same signed message.
+    #[test]
+    fn registration_message_tells_capability_lists_apart() {
+        let id = Identity::from_secret_bytes(&[7u8; 32]);
+        let msg = |caps: &[&str]| {
+            let caps: Vec<String> = caps.iter().map(|c| (*c).to_owned()).collect();
+            registration_message("n", &id.public(), "h:1", &caps)
+        };
+        assert_ne!(msg(&["a", "b"]), msg(&["a\nb"]));
+        assert_ne!(msg(&[]), msg(&[""]));
+        assert_ne!(msg(&["", ""]), msg(&[""]));
+        assert_ne!(msg(&["ab"]), msg(&["a", "b"]));
+        let sig = id.sign_b64(&msg(&["a", "b"]));
+        assert!(id.public().verify(&msg(&["a\nb"]), &sig).is_err());
     }
 
     #[test]

@@ -5,8 +5,12 @@
 //! hands delivered messages to the application. Timeouts (handshake, idle) belong to the IO
 //! layer; these types only decide what each frame means.
 //!
-//! Responder: `ExpectHandshake` → (handshake) → `Established`; a `ping` is answered in every
-//! state; a later handshake re-keys the session as the original allows.
+//! Responder: `ExpectHandshake` → (handshake) → [2.1: `ExpectAuth` → (auth) →] `Established`;
+//! a `ping` is answered in every state. **Ours:** one handshake per connection (the original
+//! re-keys on every handshake, which let one connection force a key exchange per line). Each
+//! step consumes the state and returns the next one, so a frame the state does not allow
+//! (a second handshake, a stray `auth`) is an `unexpected_frame` error that leaves the
+//! session exactly as it was.
 //! Initiator: `ExpectHandshakeAck` → (handshake_ack) → `Established`; then `seal` messages and
 //! match the acks that come back in order.
 
@@ -96,6 +100,10 @@ enum Keys {
     },
 }
 
+/// Scratch kept by a session between messages: a 64 KiB bulk message (88 KiB of base64)
+/// reuses it; anything larger is allocated for the message and freed after it.
+const KEPT_SCRATCH: usize = 128 * 1024;
+
 struct Established {
     keys: Keys,
     peer: String,
@@ -114,6 +122,14 @@ impl Established {
             keys,
             peer,
             buf: Vec::new(),
+        }
+    }
+
+    /// Gives back the scratch buffer after a large message, so an idle session does not keep
+    /// the size of the largest message it ever carried.
+    fn release_large_buffer(&mut self) {
+        if self.buf.capacity() > KEPT_SCRATCH {
+            self.buf = Vec::new();
         }
     }
 
@@ -146,6 +162,7 @@ impl Established {
             correlation_id: correlation_id.clone(),
             authenticated: self.authenticated(),
         };
+        self.release_large_buffer();
         Ok((message, Frame::Ack { correlation_id }))
     }
 
@@ -167,6 +184,7 @@ impl Established {
             }
             Keys::V21 { send, .. } => send.seal_append(plaintext, buf, out),
         });
+        self.release_large_buffer();
     }
 
     fn seal(&mut self, rng: &mut dyn CryptoRngCore, plaintext: &[u8]) -> String {
@@ -218,6 +236,12 @@ impl Responder {
             identity: Some(identity),
             policy,
         }
+    }
+
+    /// Whether no handshake has arrived yet: the next handshake line costs a key exchange
+    /// (and for 2.1 a signature), which the IO layer may want to rate-limit first.
+    pub fn awaits_handshake(&self) -> bool {
+        matches!(self.state, ResponderState::ExpectHandshake)
     }
 
     /// Whether a handshake has completed (for 2.1: including the initiator's `auth`).
@@ -291,8 +315,8 @@ impl Responder {
                 key,
                 from,
                 identity,
-            } => self.handshake(&key, from, identity.as_deref(), rng),
-            Frame::Auth { sig } => self.auth(&sig),
+            } => self.step(|me, state| me.handshake(state, &key, from, identity.as_deref(), rng)),
+            Frame::Auth { sig } => self.step(|me, state| me.auth(state, &sig)),
             Frame::Message {
                 message_type,
                 data,
@@ -310,40 +334,68 @@ impl Responder {
         }
     }
 
-    fn handshake(
+    /// Runs one state transition: `transition` consumes the current state and must hand
+    /// back the next one on every path, so no early return can leave the session wiped.
+    fn step(
         &mut self,
+        transition: impl FnOnce(&Self, ResponderState) -> (ResponderState, ResponderOutput),
+    ) -> ResponderOutput {
+        let state = std::mem::replace(&mut self.state, ResponderState::ExpectHandshake);
+        let (next, output) = transition(self, state);
+        self.state = next;
+        output
+    }
+
+    fn handshake(
+        &self,
+        state: ResponderState,
         key: &str,
         from: String,
         identity: Option<&str>,
         rng: &mut dyn CryptoRngCore,
-    ) -> ResponderOutput {
+    ) -> (ResponderState, ResponderOutput) {
+        let unexpected = || ResponderOutput::Send(Frame::error(errors::UNEXPECTED_FRAME));
+        if !matches!(state, ResponderState::ExpectHandshake) {
+            // One handshake per connection, checked before any crypto is spent on it.
+            return (state, unexpected());
+        }
+        let invalid = || ResponderOutput::Send(Frame::error(errors::INVALID_MESSAGE));
         let Ok(peer_key) = PublicKey::from_spki_b64(key) else {
-            return ResponderOutput::Send(Frame::error(errors::INVALID_MESSAGE));
+            return (state, invalid());
         };
         let ours = KeyPair::generate(rng);
         let Ok(secret) = ours.shared_secret(&peer_key) else {
-            return ResponderOutput::Send(Frame::error(errors::INVALID_MESSAGE));
+            return (state, invalid());
         };
         let (Some(me), Some(identity)) = (&self.identity, identity) else {
             if self.identity.is_some() && self.policy == PeerPolicy::AuthenticatedOnly {
-                return ResponderOutput::SendAndClose(Frame::error(
-                    errors::AUTHENTICATION_REQUIRED,
-                ));
+                return (
+                    state,
+                    ResponderOutput::SendAndClose(Frame::error(errors::AUTHENTICATION_REQUIRED)),
+                );
             }
-            self.state = ResponderState::Established(Box::new(Established::new(
+            let established = ResponderState::Established(Box::new(Established::new(
                 Keys::V20(EnvelopeKey::new(&secret)),
                 from,
             )));
-            return ResponderOutput::Send(Frame::HandshakeAck {
-                key: ours.public().to_spki_b64(),
-                identity: None,
-                id: None,
-                sig: None,
-            });
+            return (
+                established,
+                ResponderOutput::Send(Frame::HandshakeAck {
+                    key: ours.public().to_spki_b64(),
+                    identity: None,
+                    id: None,
+                    sig: None,
+                }),
+            );
         };
         let peer_identity = match IdentityKey::from_b64(identity) {
             Ok(k) if k.check_id(&from).is_ok() => k,
-            _ => return ResponderOutput::SendAndClose(Frame::error(errors::AUTHENTICATION_FAILED)),
+            _ => {
+                return (
+                    state,
+                    ResponderOutput::SendAndClose(Frame::error(errors::AUTHENTICATION_FAILED)),
+                )
+            }
         };
         let our_public = ours.public();
         let transcript_hash = Transcript {
@@ -366,7 +418,7 @@ impl Responder {
             id: Some(me.agent_id().to_owned()),
             sig: Some(sig),
         };
-        self.state = ResponderState::ExpectAuth(Box::new(PendingAuth {
+        let pending = ResponderState::ExpectAuth(Box::new(PendingAuth {
             keys: Keys::V21 {
                 send: CounterKey::new(&r2i),
                 recv: CounterKey::new(&i2r),
@@ -375,22 +427,32 @@ impl Responder {
             peer_identity,
             transcript_hash,
         }));
-        ResponderOutput::Send(ack)
+        (pending, ResponderOutput::Send(ack))
     }
 
-    fn auth(&mut self, sig: &str) -> ResponderOutput {
-        let ResponderState::ExpectAuth(pending) =
-            std::mem::replace(&mut self.state, ResponderState::ExpectHandshake)
-        else {
-            return ResponderOutput::Nothing;
+    fn auth(&self, state: ResponderState, sig: &str) -> (ResponderState, ResponderOutput) {
+        let pending = match state {
+            ResponderState::ExpectAuth(pending) => pending,
+            // No handshake asked for this signature: refuse it, keep the session.
+            other => {
+                return (
+                    other,
+                    ResponderOutput::Send(Frame::error(errors::UNEXPECTED_FRAME)),
+                )
+            }
         };
         let message = transcript_signature_message(INITIATOR_LABEL, &pending.transcript_hash);
         if pending.peer_identity.verify(&message, sig).is_err() {
-            return ResponderOutput::SendAndClose(Frame::error(errors::AUTHENTICATION_FAILED));
+            return (
+                ResponderState::ExpectAuth(pending),
+                ResponderOutput::SendAndClose(Frame::error(errors::AUTHENTICATION_FAILED)),
+            );
         }
         let PendingAuth { keys, peer, .. } = *pending;
-        self.state = ResponderState::Established(Box::new(Established::new(keys, peer)));
-        ResponderOutput::Nothing
+        (
+            ResponderState::Established(Box::new(Established::new(keys, peer))),
+            ResponderOutput::Nothing,
+        )
     }
 
     /// 2.1: seals a message to send back to the initiator on this session (responses
