@@ -174,6 +174,32 @@ impl AgentBuilder {
         self
     }
 
+    /// Simultaneous inbound P2P connections (default 1024); when all are taken, a new one
+    /// evicts the one that delivered nothing for longest.
+    pub fn max_inbound_connections(mut self, max: usize) -> Self {
+        self.config.max_inbound_connections = max;
+        self
+    }
+
+    /// Inbound connections one source address may hold (default 128).
+    pub fn max_inbound_per_ip(mut self, max: usize) -> Self {
+        self.config.max_inbound_per_ip = max;
+        self
+    }
+
+    /// Bytes all inbound read buffers may hold beyond one read each (default 128 MiB).
+    pub fn inbound_buffer_budget(mut self, bytes: usize) -> Self {
+        self.config.inbound_buffer_budget = bytes;
+        self
+    }
+
+    /// Handshakes one source address may start per second (default 64, burst 256; 0 lifts
+    /// the limit).
+    pub fn handshakes_per_ip_per_second(mut self, rate: u32) -> Self {
+        self.config.handshakes_per_ip_per_second = rate;
+        self
+    }
+
     /// Messages buffered for the application before peers are slowed down (default 1024).
     pub fn inbox_capacity(mut self, capacity: usize) -> Self {
         self.config.inbox_capacity = capacity;
@@ -302,6 +328,10 @@ impl Agent {
                     idle_timeout: config.idle_timeout,
                     write_timeout: config.send_timeout,
                     max_connections: config.max_inbound_connections,
+                    max_per_ip: config.max_inbound_per_ip,
+                    buffer_budget: config.inbound_buffer_budget,
+                    handshakes_per_second: config.handshakes_per_ip_per_second,
+                    handshake_burst: config.handshake_burst_per_ip,
                 },
                 cancel.clone(),
                 tracker.clone(),
@@ -739,31 +769,86 @@ impl Agent {
     /// A message that came on an authenticated (2.1) inbound session is answered on that
     /// same connection while it lives — the requester need not be reachable; otherwise,
     /// as in 2.0, on a connection to the sender's address from the hub.
+    ///
+    /// **Ours (issue 13 #7, #8):** the `from` of an unauthenticated message is only declared,
+    /// so its answer never travels on an authenticated route: it goes as plain 2.0 (which
+    /// a real 2.0 sender expects), within [`AgentConfig::unverified_respond_timeout`], and not
+    /// at all ([`AgentError::Authentication`]) when the hub vouches for an identity under
+    /// that id — whoever holds that key would have authenticated, so the claim is false and
+    /// answering would launder the sender's words into an authenticated message from us.
     pub async fn respond(&self, message: &Message, payload: Value) -> Result<Delivery> {
         let cid = message
             .correlation_id
             .clone()
             .unwrap_or_else(correlation_id);
         let response_type = format!("{}:response", message.message_type);
-        if message.authenticated {
-            let timeout = self.inner.config.send_timeout;
-            let back = self
-                .inner
-                .sessions
-                .send_back(&message.from, &response_type, &payload, &cid);
-            match tokio::time::timeout(timeout, back).await {
-                Ok(Ok(())) => {
-                    return Ok(Delivery {
-                        delivered: true,
-                        correlation_id: cid,
-                    })
-                }
-                Ok(Err(NotSentBack::Failed(e))) => return Err(e),
-                Ok(Err(NotSentBack::NoSession)) => {}
-                Err(_) => return Err(AgentError::timeout("respond", timeout)),
+        if !message.authenticated {
+            let config = &self.inner.config;
+            let timeout = config.unverified_respond_timeout.min(config.send_timeout);
+            let sent = tokio::time::timeout(
+                timeout,
+                self.respond_unverified(&message.from, &response_type, &payload, &cid),
+            )
+            .await
+            .unwrap_or_else(|_| Err(AgentError::timeout("respond", timeout)));
+            if let Err(AgentError::Unreachable { .. } | AgentError::Timeout { .. }) = &sent {
+                self.inner.cache.remove(&message.from);
             }
+            return sent.map(|()| Delivery {
+                delivered: true,
+                correlation_id: cid,
+            });
+        }
+        let timeout = self.inner.config.send_timeout;
+        let back = self
+            .inner
+            .sessions
+            .send_back(&message.from, &response_type, &payload, &cid);
+        match tokio::time::timeout(timeout, back).await {
+            Ok(Ok(())) => {
+                return Ok(Delivery {
+                    delivered: true,
+                    correlation_id: cid,
+                })
+            }
+            Ok(Err(NotSentBack::Failed(e))) => return Err(e),
+            Ok(Err(NotSentBack::NoSession)) => {}
+            Err(_) => return Err(AgentError::timeout("respond", timeout)),
         }
         self.send_with_id(&message.from, &response_type, &payload, cid)
+            .await
+    }
+
+    /// The answer to an unauthenticated message: plain 2.0 to the address the hub has for
+    /// `from`, refused if the hub vouches for an identity under that id.
+    async fn respond_unverified(
+        &self,
+        from: &str,
+        response_type: &str,
+        payload: &Value,
+        cid: &str,
+    ) -> Result<()> {
+        let (address, vouched) = self.resolve(from).await?;
+        if vouched.is_some() {
+            return Err(AgentError::Authentication {
+                address,
+                reason: format!(
+                    "an unauthenticated message claimed to come from {from}, whose identity                      the hub vouches for; not answered"
+                ),
+            });
+        }
+        if self.inner.cancel.is_cancelled() {
+            return Err(AgentError::Disconnected);
+        }
+        self.inner
+            .pool
+            .send(
+                &address,
+                &Credentials::plain(&self.id()),
+                response_type,
+                payload,
+                cid,
+            )
             .await
     }
 

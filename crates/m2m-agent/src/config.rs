@@ -1,10 +1,13 @@
-//! Agent configuration: what `Agent::builder()` fills in, with the protocol's defaults from
-//! [`m2m_proto::limits`], and the hub URL rules of PROTOCOL.md A5.
+//! Agent configuration: what `Agent::builder()` fills in, with the defaults of
+//! [`crate::defaults`] (the protocol's from [`m2m_proto::limits`]), and the hub URL rules of
+//! PROTOCOL.md A5.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use m2m_proto::{limits, Identity};
+
+use crate::defaults;
 use serde_json::{Map, Value};
 
 use crate::error::AgentError;
@@ -15,7 +18,7 @@ pub const DEFAULT_HUB: &str = "m2m.dev";
 /// [`AgentBuilder::hub_from_env`](crate::AgentBuilder::hub_from_env) (and by the `m2m` tool).
 pub const HUB_ENV: &str = "M2M_HUB";
 /// Messages the application has not read yet before peers are slowed down.
-pub const DEFAULT_INBOX_CAPACITY: usize = 1024;
+pub const DEFAULT_INBOX_CAPACITY: usize = defaults::INBOX_CAPACITY;
 /// Longest wait between two reconnect attempts.
 pub const DEFAULT_MAX_RECONNECT_DELAY: Duration = Duration::from_secs(60);
 /// Sends running at once in a broadcast.
@@ -62,8 +65,20 @@ pub struct AgentConfig {
     pub address_cache_ttl: Duration,
     /// Longest P2P line accepted and sent.
     pub max_frame_len: usize,
-    /// Simultaneous inbound P2P connections.
+    /// Simultaneous inbound P2P connections; when all are taken, a new one evicts the least
+    /// useful (see [`crate::defaults::MAX_INBOUND_CONNECTIONS`]).
     pub max_inbound_connections: usize,
+    /// Inbound connections one source address (IPv4, IPv6 /64) may hold.
+    pub max_inbound_per_ip: usize,
+    /// Bytes all inbound read buffers may hold beyond one read each.
+    pub inbound_buffer_budget: usize,
+    /// Handshakes one source address may start per second (0: no limit).
+    pub handshakes_per_ip_per_second: u32,
+    /// Handshakes one source address may start at once before the rate applies.
+    pub handshake_burst_per_ip: u32,
+    /// Time [`Agent::respond`](crate::Agent::respond) may take for an unauthenticated
+    /// (2.0) message, whose `from` is only declared.
+    pub unverified_respond_timeout: Duration,
     /// Messages buffered for the application before peers are slowed down.
     pub inbox_capacity: usize,
     /// 2.1: our long-term identity (PROTOCOL.md B). `None` generates a fresh one at
@@ -94,13 +109,18 @@ impl Default for AgentConfig {
             max_reconnect_delay: DEFAULT_MAX_RECONNECT_DELAY,
             hub_request_timeout: limits::HUB_REQUEST_TIMEOUT,
             request_timeout: limits::REQUEST_TIMEOUT,
-            send_timeout: limits::SEND_TIMEOUT,
-            handshake_timeout: limits::HANDSHAKE_TIMEOUT,
-            idle_timeout: limits::PEER_IDLE_TIMEOUT,
+            send_timeout: defaults::SEND_TIMEOUT,
+            handshake_timeout: defaults::HANDSHAKE_TIMEOUT,
+            idle_timeout: defaults::IDLE_TIMEOUT,
             pool_idle_close: limits::POOL_IDLE_CLOSE,
             address_cache_ttl: limits::ADDRESS_CACHE_TTL,
-            max_frame_len: limits::MAX_FRAME_LEN,
-            max_inbound_connections: limits::MAX_INBOUND_CONNECTIONS,
+            max_frame_len: defaults::MAX_FRAME_LEN,
+            max_inbound_connections: defaults::MAX_INBOUND_CONNECTIONS,
+            max_inbound_per_ip: defaults::MAX_INBOUND_PER_IP,
+            inbound_buffer_budget: defaults::INBOUND_BUFFER_BUDGET,
+            handshakes_per_ip_per_second: defaults::HANDSHAKES_PER_SECOND_PER_IP,
+            handshake_burst_per_ip: defaults::HANDSHAKE_BURST_PER_IP,
+            unverified_respond_timeout: defaults::UNVERIFIED_RESPOND_TIMEOUT,
             inbox_capacity: DEFAULT_INBOX_CAPACITY,
             identity: None,
             authenticated_peers_only: false,

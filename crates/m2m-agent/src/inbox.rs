@@ -4,7 +4,11 @@
 //! The responder hands every opened message to [`Inbox::try_deliver`] / [`Inbox::deliver`]
 //! and acks it only once one of them accepted it. A response whose correlationId matches a
 //! pending [`Agent::request`](crate::Agent::request) goes straight to that request, so
-//! requests complete even if the application never reads its messages. Everything else waits
+//! requests complete even if the application never reads its messages. **Ours:** a response
+//! that no pending request claims is dropped (after its ack), never handed to the application
+//! as an ordinary message: otherwise anyone able to make a third agent answer us (a 2.0
+//! message with our id as its `from`, issue 13 #8) could put words in that agent's mouth,
+//! authenticated as that agent. Everything else waits
 //! in one bounded queue; when it is full, delivery waits, the responder stops reading, and
 //! the sending peer stops getting acks: backpressure instead of loss.
 
@@ -149,14 +153,15 @@ impl Inbox {
             .map_err(|_| Refused::Closed)
     }
 
-    /// Returns the message unless a pending request took it.
+    /// Returns the message unless it is a response: a pending request takes it, or nobody.
     fn route_response(&self, msg: Message) -> Option<Message> {
-        let Some(cid) = msg.correlation_id.as_deref() else {
-            return Some(msg);
-        };
         if !msg.message_type.ends_with(":response") {
             return Some(msg);
         }
+        let Some(cid) = msg.correlation_id.as_deref() else {
+            tracing::debug!(from = %msg.from, "dropping a response without correlationId");
+            return None;
+        };
         let mut waiters = self.waiters.lock();
         match waiters.get(cid) {
             Some(w) if w.response_type == msg.message_type => {
@@ -167,7 +172,15 @@ impl Inbox {
                 }
                 None
             }
-            _ => Some(msg),
+            _ => {
+                // Late (the request timed out) or never asked for: not the application's.
+                tracing::debug!(
+                    from = %msg.from,
+                    message_type = %msg.message_type,
+                    "dropping a response no request waits for"
+                );
+                None
+            }
         }
     }
 
@@ -205,13 +218,17 @@ mod tests {
         let inbox = Inbox::new(1);
         let mut waiter = inbox.expect_response("c1", "task:response".into());
         inbox.try_deliver(msg("other", None)).unwrap();
-        // Queue full now, but the matching response still gets through.
+        // Queue full now, but the matching response still gets through; responses nobody
+        // waits for are dropped, not queued.
+        inbox
+            .try_deliver(msg("task:response", Some("c2")))
+            .unwrap();
+        inbox
+            .try_deliver(msg("wrong:response", Some("c1")))
+            .unwrap();
+        inbox.try_deliver(msg("task:response", None)).unwrap();
         assert!(matches!(
-            inbox.try_deliver(msg("task:response", Some("c2"))),
-            Err(Refused::Full(_))
-        ));
-        assert!(matches!(
-            inbox.try_deliver(msg("wrong:response", Some("c1"))),
+            inbox.try_deliver(msg("task", Some("c1"))),
             Err(Refused::Full(_))
         ));
         inbox.try_deliver(msg("task:response", Some("c1"))).unwrap();
@@ -252,7 +269,8 @@ mod tests {
         let inbox = Inbox::new(4);
         drop(inbox.expect_response("c1", "t:response".into()));
         assert!(inbox.waiters.lock().is_empty());
+        // The response no request waits for any more is not queued for the application.
         inbox.try_deliver(msg("t:response", Some("c1"))).unwrap();
-        assert_eq!(inbox.tx.capacity(), 3);
+        assert_eq!(inbox.tx.capacity(), 4);
     }
 }

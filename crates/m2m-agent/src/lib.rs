@@ -112,8 +112,10 @@
 #![warn(missing_docs)]
 
 mod agent;
+mod budget;
 mod cache;
 pub mod config;
+pub mod defaults;
 mod error;
 mod handler;
 mod hub_client;
@@ -123,6 +125,8 @@ mod inbox;
 mod listener;
 mod message;
 mod peer;
+mod rate;
+mod slots;
 mod wire;
 
 #[cfg(test)]

@@ -4,8 +4,12 @@
 //! decisions) → frames written back in order, coalesced into one write per read. A delivered
 //! message goes to the [`Inbox`] and is acked only once the inbox took it; while the
 //! application's queue is full this connection stops reading, so the sender stops getting
-//! acks. Bounds: a connection cap (a semaphore; over it, connections are closed at once), a
-//! handshake deadline, an idle deadline and a write timeout.
+//! acks. Bounds (issue 13; every number in [`crate::defaults`]): connection slots with a share
+//! per source address and eviction of the least useful holder when they run short
+//! ([`crate::slots`]), an agent-wide budget for read buffers beyond one read each
+//! ([`crate::budget`]; over it the connection closes with `overloaded`), one handshake per
+//! connection and a handshake rate per source address ([`crate::rate`]), a handshake
+//! deadline, an idle deadline and a write timeout.
 //!
 //! 2.1 (PROTOCOL.md B): while [`LocalIdentity::authenticates`], each connection gets a
 //! [`Responder::with_identity`], which authenticates 2.1 initiators and serves 2.0 ones
@@ -20,29 +24,38 @@
 //! the same write as the request's ack.
 
 use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use m2m_proto::frame::{errors, ParsedFrame};
 use m2m_proto::session::IncomingMessage;
-use m2m_proto::{LineDecoder, Responder, ResponderOutput, SessionError};
+use m2m_proto::{Frame, LineDecoder, Responder, ResponderOutput, SessionError};
 use parking_lot::Mutex;
 use serde_json::Value;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::budget::{BufferBudget, BufferCharge};
 use crate::error::AgentError;
 use crate::identity::LocalIdentity;
 use crate::inbox::{Inbox, Refused};
 use crate::message::Message;
+use crate::rate::HandshakeRate;
+use crate::slots::{InboundSlots, Slot, Stage};
 use crate::wire::{self, Flush, Out};
 
-/// Bytes read from a socket at once.
+/// Bytes read from a socket at once: a connection's free read buffer
+/// ([`crate::defaults::FREE_BUFFER_PER_CONNECTION`]).
 const READ_CHUNK: usize = 64 * 1024;
+/// Least room asked for a read while part of a line is buffered: the buffer then grows by
+/// what arrives, not by a whole read per byte trickled in.
+const MIN_READ: usize = 8 * 1024;
 /// Pending output is flushed once it reaches this size, even mid-read.
 const FLUSH_AT: usize = 256 * 1024;
 
@@ -200,6 +213,18 @@ pub(crate) struct InboundLimits {
     pub idle_timeout: Duration,
     pub write_timeout: Duration,
     pub max_connections: usize,
+    pub max_per_ip: usize,
+    pub buffer_budget: usize,
+    pub handshakes_per_second: u32,
+    pub handshake_burst: u32,
+}
+
+/// What the connections of one listener share to stay within the limits.
+#[derive(Debug)]
+struct Shared {
+    limits: InboundLimits,
+    budget: BufferBudget,
+    rate: HandshakeRate,
 }
 
 /// What every inbound connection shares.
@@ -218,8 +243,16 @@ pub(crate) async fn serve(
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let limits = Arc::new(limits);
+    let slots = InboundSlots::new(limits.max_connections, limits.max_per_ip);
+    let shared = Arc::new(Shared {
+        budget: BufferBudget::new(limits.buffer_budget, READ_CHUNK),
+        rate: HandshakeRate::new(
+            limits.handshakes_per_second,
+            limits.handshake_burst,
+            crate::defaults::RATE_TRACKED_ADDRESSES,
+        ),
+        limits,
+    });
     loop {
         let accepted = tokio::select! {
             biased;
@@ -227,18 +260,19 @@ pub(crate) async fn serve(
             accepted = listener.accept() => accepted,
         };
         match accepted {
-            Ok((stream, peer)) => match permits.clone().try_acquire_owned() {
-                Ok(permit) => {
+            Ok((stream, peer)) => match slots.admit(peer.ip(), Instant::now()) {
+                Ok(slot) => {
                     tracker.spawn(handle_connection(
                         stream,
+                        peer.ip(),
                         context.clone(),
-                        limits.clone(),
+                        shared.clone(),
                         cancel.clone(),
-                        permit,
+                        slot,
                     ));
                 }
-                Err(_) => {
-                    tracing::debug!(%peer, "inbound connection cap reached; closing");
+                Err(refused) => {
+                    tracing::debug!(%peer, ?refused, "no inbound slot for this source; closing");
                     drop(stream);
                 }
             },
@@ -277,13 +311,36 @@ pub(crate) fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Whether `line` is a handshake (which costs us a key exchange).
+fn is_handshake(line: &[u8]) -> bool {
+    matches!(
+        Frame::parse_borrowed(line),
+        Ok(ParsedFrame::Other(Frame::Handshake { .. }))
+    )
+}
+
+/// The stage of a connection for eviction.
+fn stage(responder: &Responder) -> Stage {
+    if responder.is_authenticated() {
+        Stage::Authenticated
+    } else if responder.is_established() {
+        Stage::Unauthenticated
+    } else {
+        Stage::Handshaking
+    }
+}
+
 async fn handle_connection(
     stream: TcpStream,
+    ip: IpAddr,
     context: InboundContext,
-    limits: Arc<InboundLimits>,
+    shared: Arc<Shared>,
     cancel: CancellationToken,
-    _permit: OwnedSemaphorePermit,
+    slot: Slot,
 ) {
+    let limits = &shared.limits;
+    let mut charge: BufferCharge = shared.budget.charge();
+    let mut stage_seen = Stage::Handshaking;
     let _ = stream.set_nodelay(true);
     let (mut reader, writer) = stream.into_split();
     let writer = Arc::new(writer);
@@ -315,9 +372,18 @@ async fn handle_connection(
         } else {
             idle_deadline.min(handshake_deadline)
         };
+        let room = READ_CHUNK.saturating_sub(decoder.buffered()).max(MIN_READ);
+        if charge.cover(decoder.grown_capacity(room)).is_err() {
+            tracing::debug!(%ip, "inbound buffer budget spent; closing");
+            Frame::error(errors::OVERLOADED).encode_into(&mut conn.out.lock().buf);
+            let _ = flush().await;
+            break;
+        }
         let read = tokio::select! {
             biased;
             _ = cancel.cancelled() => break,
+            // A newcomer took our slot (we were the least useful connection).
+            _ = slot.evicted.cancelled() => break,
             _ = tokio::time::sleep_until(deadline) => break,
             // A response writer found the socket full: wait for it on its behalf.
             _ = conn.wake.notified() => {
@@ -327,7 +393,7 @@ async fn handle_connection(
                 continue;
             }
             // Straight into the decoder's buffer: no copy of what was read.
-            read = reader.read(decoder.read_buf(READ_CHUNK)) => read,
+            read = reader.read(decoder.read_buf(room)) => read,
         };
         let n = match read {
             Ok(0) | Err(_) => break,
@@ -339,10 +405,18 @@ async fn handle_connection(
         let mut delivered_any = false;
         loop {
             let output = match decoder.next_line() {
-                Ok(Some(line)) => conn
-                    .responder
-                    .lock()
-                    .handle_line(line, &mut rand::thread_rng()),
+                Ok(Some(line)) => {
+                    let mut responder = conn.responder.lock();
+                    if responder.awaits_handshake()
+                        && is_handshake(line)
+                        && !shared.rate.allow(ip, Instant::now())
+                    {
+                        tracing::debug!(%ip, "handshake rate exceeded; closing");
+                        ResponderOutput::SendAndClose(Frame::error(errors::RATE_LIMITED))
+                    } else {
+                        responder.handle_line(line, &mut rand::thread_rng())
+                    }
+                }
                 Ok(None) => break,
                 Err(_) => conn.responder.lock().line_too_long(),
             };
@@ -403,6 +477,11 @@ async fn handle_connection(
         }
         if !flush().await || close {
             break;
+        }
+        let now_stage = stage(&conn.responder.lock());
+        if delivered_any || now_stage != stage_seen {
+            stage_seen = now_stage;
+            slot.useful(now_stage, Instant::now());
         }
         relist(&conn, &mut listed, &context.sessions);
     }

@@ -223,6 +223,38 @@ pub struct ListenArgs {
     /// --exec commands running at once; further messages wait.
     #[arg(long, default_value_t = 8)]
     pub exec_parallelism: usize,
+
+    #[command(flatten)]
+    pub limits: ListenLimitArgs,
+}
+
+/// The limits of `m2m listen` against hostile peers (docs/SECURITY.md, "Agent limits").
+#[derive(Debug, Clone, Args)]
+pub struct ListenLimitArgs {
+    /// Inbound P2P connections at once; when all are taken, a new one evicts the one that
+    /// delivered nothing for longest.
+    #[arg(long, value_name = "N", default_value_t = m2m_agent::defaults::MAX_INBOUND_CONNECTIONS)]
+    pub max_inbound: usize,
+
+    /// Inbound connections one source address (IPv4, IPv6 /64) may hold.
+    #[arg(long, value_name = "N", default_value_t = m2m_agent::defaults::MAX_INBOUND_PER_IP)]
+    pub max_inbound_per_ip: usize,
+
+    /// MiB all inbound read buffers may hold beyond 64 KiB each.
+    #[arg(long, value_name = "MIB", default_value_t = m2m_agent::defaults::INBOUND_BUFFER_BUDGET >> 20)]
+    pub inbound_buffer_budget: usize,
+
+    /// Handshakes one source address may start per second (0: no limit).
+    #[arg(long, value_name = "N", default_value_t = m2m_agent::defaults::HANDSHAKES_PER_SECOND_PER_IP)]
+    pub handshakes_per_ip: u32,
+
+    /// Answers to one sender running at once (--echo/--exec); more from it are not answered.
+    #[arg(long, value_name = "N", default_value_t = m2m_agent::defaults::MAX_ANSWERS_PER_PEER)]
+    pub max_answers_per_peer: usize,
+
+    /// Time an answer to an unauthenticated (2.0) sender may take to be delivered.
+    #[arg(long, value_name = "DURATION", value_parser = duration::parse, default_value = "3s")]
+    pub unverified_respond_timeout: Duration,
 }
 
 /// `m2m discover`.

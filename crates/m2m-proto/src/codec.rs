@@ -2,7 +2,11 @@
 //!
 //! Bytes go in with [`LineDecoder::push`]; whole lines come out of [`LineDecoder::next_line`].
 //! A line longer than the limit is an error as soon as the limit is passed, so a peer can
-//! never make us buffer more than `max_line + one read`.
+//! never make us buffer more than `max_line + one read`. The buffer grows only as data
+//! arrives (never past `max_line + one read`, however the allocator would round a doubling),
+//! and a large buffer is given back once it holds nothing, so an idle connection that once
+//! carried a large line keeps only a small one. [`LineDecoder::grown_capacity`] tells the
+//! IO layer what a read would allocate before it does, so it can charge a memory budget.
 
 /// A line over the limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -37,11 +41,15 @@ impl LineDecoder {
         }
     }
 
-    /// Drops consumed bytes from the front when that is cheap or worth it.
+    /// Drops consumed bytes from the front when that is cheap or worth it; gives back a
+    /// large buffer that holds nothing.
     fn compact(&mut self) {
         if self.start > 0 && self.start == self.filled {
             self.filled = 0;
             self.start = 0;
+        }
+        if self.filled == 0 && self.buf.capacity() > KEPT_IDLE {
+            self.buf = Vec::new();
         } else if self.start > 64 * 1024 && self.start * 2 > self.filled {
             self.buf.copy_within(self.start..self.filled, 0);
             self.filled -= self.start;
@@ -63,11 +71,38 @@ impl LineDecoder {
     /// [`commit`]: LineDecoder::commit
     pub fn read_buf(&mut self, min: usize) -> &mut [u8] {
         self.compact();
-        let need = self.filled + min;
-        if self.buf.len() < need {
-            self.buf.resize(need, 0);
+        let want = self.grown_capacity(min);
+        if self.buf.len() < want {
+            // Exactly `want`: `resize` alone may double the allocation.
+            self.buf.reserve_exact(want - self.buf.len());
+            self.buf.resize(want, 0);
         }
         &mut self.buf[self.filled..]
+    }
+
+    /// The buffer size [`LineDecoder::read_buf`]`(min)` would leave (at least the current
+    /// one): doubling while far below the line limit, so a growing line is copied a few
+    /// times only, but never past what the limit and one read can need.
+    pub fn grown_capacity(&self, min: usize) -> usize {
+        let (start, filled, len) = if self.start == self.filled {
+            // `compact` empties the buffer first, and frees it if it is large.
+            let len = if self.buf.capacity() > KEPT_IDLE { 0 } else { self.buf.len() };
+            (0, 0, len)
+        } else {
+            (self.start, self.filled, self.buf.len())
+        };
+        let need = filled + min;
+        if len >= need {
+            return len;
+        }
+        // Unread bytes past `max + 1` are an error, so nothing beyond is ever needed.
+        let ceiling = (start + self.max + 1 + min).max(need);
+        need.max(len * 2).min(ceiling)
+    }
+
+    /// Bytes allocated for the buffer.
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
     }
 
     /// Takes `n` bytes read into [`LineDecoder::read_buf`].
@@ -114,6 +149,10 @@ impl LineDecoder {
         }
     }
 }
+
+/// A buffer larger than this is freed once it holds nothing: four 64 KiB reads, enough to
+/// keep the buffer of a bulk transfer of 64 KiB messages (88 KiB lines) between lines.
+const KEPT_IDLE: usize = 256 * 1024;
 
 /// SIMD newline search: a byte-by-byte scan was 6.7 % of the CPU of 64 KiB transfers
 /// (docs/PERFORMANCE.md).
@@ -164,6 +203,37 @@ mod tests {
         let room = d.read_buf(4).len();
         d.commit(room + 10);
         assert_eq!(d.buffered(), room);
+    }
+
+    /// Issue 13 #6: a 1.04 MB unfinished line trickled in held ~2 MiB (the buffer doubled
+    /// past the limit); now it never holds more than the limit plus one read, and gives the
+    /// memory back once the line is done.
+    #[test]
+    fn buffer_grows_with_the_data_and_never_doubles_past_the_limit() {
+        const MAX: usize = 1024 * 1024;
+        const READ: usize = 64 * 1024;
+        let mut d = LineDecoder::new(MAX);
+        assert_eq!(d.capacity(), 0);
+        let mut sent = 0;
+        while sent < 1_040_000 {
+            let chunk = 1000.min(1_040_000 - sent);
+            let predicted = d.grown_capacity(READ);
+            let room = d.read_buf(READ);
+            room[..chunk].fill(b'x');
+            d.commit(chunk);
+            assert_eq!(d.capacity(), predicted);
+            sent += chunk;
+            assert_eq!(d.next_line(), Ok(None));
+            assert!(d.capacity() <= MAX + 1 + READ, "{}", d.capacity());
+            // Grows with the data: never more than twice what arrived and one read.
+            assert!(d.capacity() <= 2 * (sent + READ), "{} for {sent}", d.capacity());
+        }
+        d.push(b"\n");
+        assert_eq!(d.next_line().unwrap().map(<[u8]>::len), Some(1_040_000));
+        assert_eq!(d.next_line(), Ok(None));
+        // Nothing buffered: the next read starts from a small buffer again.
+        d.read_buf(READ);
+        assert!(d.capacity() <= READ * 2, "{}", d.capacity());
     }
 
     #[test]

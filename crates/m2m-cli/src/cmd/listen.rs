@@ -7,21 +7,30 @@
 //! The main loop owns stdout; handlers run as tasks of one `JoinSet`, at most
 //! `--exec-parallelism` at once (a full set makes the loop wait, which slows the senders
 //! down instead of queueing without bound).
+//!
+//! **Answer budget** (issue 13 #7: 48 messages whose `from` tarpits held all 8 slots and a
+//! legitimate request timed out): one sender has at most `--max-answers-per-peer` answers
+//! queued or running (more from it are not answered), and unauthenticated senders, whose
+//! `from` anyone can claim, get at most half the slots; they wait for them in their own
+//! tasks (at most four times the slots; beyond, they are not answered), never in the loop,
+//! so an authenticated request is never queued behind them. Their answers also give up after
+//! `--unverified-respond-timeout`.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::process::Stdio;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use m2m_agent::{Agent, AgentError, AgentEvent, Message};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{broadcast, Semaphore};
+use tokio::sync::{broadcast, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use super::{shutdown_signal, Join};
-use crate::cli::ListenArgs;
+use crate::cli::{ListenArgs, ListenLimitArgs};
 use crate::output::print_line;
 
 /// Largest handler output read: a response must fit in one P2P frame.
@@ -58,8 +67,12 @@ pub async fn run(hub: &str, identity: Option<&Path>, args: ListenArgs) -> anyhow
         (None, true) => Handler::Echo,
         (None, false) => Handler::None,
     };
-    let agent = join.connect().await?;
-    let result = serve(&agent, handler, args.exec_parallelism.max(1)).await;
+    let limits = args.limits.clone();
+    let agent = join
+        .connect_with(|b| configure_limits(b, &limits))
+        .await?;
+    let budget = AnswerBudget::new(args.exec_parallelism, limits.max_answers_per_peer);
+    let result = serve(&agent, handler, budget).await;
     if let Err(e) = agent.disconnect().await {
         tracing::warn!("disconnecting from the hub: {e}");
     }
@@ -69,7 +82,86 @@ pub async fn run(hub: &str, identity: Option<&Path>, args: ListenArgs) -> anyhow
     }
 }
 
-async fn serve(agent: &Agent, handler: Handler, parallelism: usize) -> anyhow::Result<()> {
+/// The agent's inbound limits from the flags.
+fn configure_limits(builder: m2m_agent::AgentBuilder, l: &ListenLimitArgs) -> m2m_agent::AgentBuilder {
+    let (budget, timeout) = (l.inbound_buffer_budget, l.unverified_respond_timeout);
+    builder
+        .max_inbound_connections(l.max_inbound)
+        .max_inbound_per_ip(l.max_inbound_per_ip)
+        .inbound_buffer_budget(budget.saturating_mul(1 << 20))
+        .handshakes_per_ip_per_second(l.handshakes_per_ip)
+        .configure(|c| c.unverified_respond_timeout = timeout)
+}
+
+/// Who may use the answer slots (see the module docs).
+#[derive(Debug, Clone)]
+struct AnswerBudget {
+    /// Every answer runs holding one of these.
+    slots: Arc<Semaphore>,
+    /// Answers to unauthenticated senders also hold one of these: half the slots.
+    unverified: Arc<Semaphore>,
+    /// Unauthenticated answers waiting or running.
+    unverified_queue: Arc<Semaphore>,
+    per_peer: Arc<Mutex<HashMap<String, usize>>>,
+    max_per_peer: usize,
+}
+
+/// One sender's claim on its share; dropping it gives the share back.
+struct PeerShare {
+    per_peer: Arc<Mutex<HashMap<String, usize>>>,
+    peer: String,
+}
+
+impl Drop for PeerShare {
+    fn drop(&mut self) {
+        let mut map = self.per_peer.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.peer);
+            }
+        }
+    }
+}
+
+impl AnswerBudget {
+    fn new(parallelism: usize, max_per_peer: usize) -> Self {
+        let parallelism = parallelism.max(1);
+        let unverified = parallelism.div_ceil(2);
+        AnswerBudget {
+            slots: Arc::new(Semaphore::new(parallelism)),
+            unverified: Arc::new(Semaphore::new(unverified)),
+            unverified_queue: Arc::new(Semaphore::new(unverified * 8)),
+            per_peer: Arc::new(Mutex::new(HashMap::new())),
+            max_per_peer: max_per_peer.max(1),
+        }
+    }
+
+    /// The sender's share for one more answer, if it has any left.
+    fn claim(&self, peer: &str) -> Option<PeerShare> {
+        let mut map = self.per_peer.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(peer.to_owned()).or_default();
+        if *n >= self.max_per_peer {
+            return None;
+        }
+        *n += 1;
+        Some(PeerShare {
+            per_peer: self.per_peer.clone(),
+            peer: peer.to_owned(),
+        })
+    }
+
+    /// The slots an unauthenticated answer runs with, waited for in its own task.
+    async fn unverified_slots(
+        &self,
+    ) -> Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)> {
+        let share = self.unverified.clone().acquire_owned().await.ok()?;
+        let slot = self.slots.clone().acquire_owned().await.ok()?;
+        Some((share, slot))
+    }
+}
+
+async fn serve(agent: &Agent, handler: Handler, budget: AnswerBudget) -> anyhow::Result<()> {
     let mut events = agent.events();
     print_line(
         &json!({
@@ -80,7 +172,6 @@ async fn serve(agent: &Agent, handler: Handler, parallelism: usize) -> anyhow::R
         })
         .to_string(),
     )?;
-    let permits = Arc::new(Semaphore::new(parallelism));
     let mut handlers = JoinSet::new();
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
@@ -116,15 +207,39 @@ async fn serve(agent: &Agent, handler: Handler, parallelism: usize) -> anyhow::R
                 if matches!(handler, Handler::None) || message.message_type.ends_with(":response") {
                     continue;
                 }
-                let permit = tokio::select! {
-                    p = permits.clone().acquire_owned() => p.context("handler pool closed")?,
-                    () = &mut shutdown => break,
+                let Some(share) = budget.claim(&message.from) else {
+                    tracing::info!(
+                        "not answering {} from {}: it has {} answers under way already",
+                        message.message_type, message.from, budget.max_per_peer
+                    );
+                    continue;
                 };
                 let agent = agent.clone();
                 let handler = handler.clone();
+                if !message.authenticated {
+                    let Ok(queued) = budget.unverified_queue.clone().try_acquire_owned() else {
+                        tracing::info!(
+                            "not answering {} from {}: too many unauthenticated answers waiting",
+                            message.message_type, message.from
+                        );
+                        continue;
+                    };
+                    let budget = budget.clone();
+                    handlers.spawn(async move {
+                        let _held = (share, queued);
+                        if let Some(_slots) = budget.unverified_slots().await {
+                            answer(&agent, &handler, message).await;
+                        }
+                    });
+                    continue;
+                }
+                let permit = tokio::select! {
+                    p = budget.slots.clone().acquire_owned() => p.context("handler pool closed")?,
+                    () = &mut shutdown => break,
+                };
                 handlers.spawn(async move {
                     answer(&agent, &handler, message).await;
-                    drop(permit);
+                    drop((permit, share));
                 });
             }
         }

@@ -93,6 +93,14 @@ impl Join {
 
     /// Starts the agent and registers; a failure says which hub could not be used.
     pub async fn connect(&self) -> anyhow::Result<Agent> {
+        self.connect_with(|b| b).await
+    }
+
+    /// Like [`Join::connect`], with more settings made by `configure`.
+    pub async fn connect_with(
+        &self,
+        configure: impl FnOnce(m2m_agent::AgentBuilder) -> m2m_agent::AgentBuilder,
+    ) -> anyhow::Result<Agent> {
         let url = m2m_agent::hub_url(&self.hub).map_err(|e| anyhow!("bad --hub value: {e}"))?;
         let mut builder = Agent::builder()
             .hub(&self.hub)
@@ -108,7 +116,7 @@ impl Join {
         if let Some(identity) = &self.identity {
             builder = builder.identity(identity.clone());
         }
-        builder.connect().await.map_err(|e| match e {
+        configure(builder).connect().await.map_err(|e| match e {
             AgentError::Unreachable { reason, .. } => exit::fail(
                 Kind::Unreachable,
                 format!("could not reach the hub at {url}: {reason}"),
