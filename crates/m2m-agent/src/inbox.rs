@@ -220,9 +220,7 @@ mod tests {
         inbox.try_deliver(msg("other", None)).unwrap();
         // Queue full now, but the matching response still gets through; responses nobody
         // waits for are dropped, not queued.
-        inbox
-            .try_deliver(msg("task:response", Some("c2")))
-            .unwrap();
+        inbox.try_deliver(msg("task:response", Some("c2"))).unwrap();
         inbox
             .try_deliver(msg("wrong:response", Some("c1")))
             .unwrap();

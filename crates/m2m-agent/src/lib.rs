@@ -75,8 +75,11 @@
 //!   bounded queue. A message is acked only once it is in the queue, so a slow application
 //!   slows its senders down instead of losing messages. Responses to pending requests skip
 //!   the queue.
-//! - **Hardened responder**: frame size limit, handshake and idle deadlines, a cap on inbound
-//!   connections, write timeouts ([`AgentConfig`]).
+//! - **Hardened responder**: frame size limit, handshake and idle deadlines, inbound slots
+//!   with a share per source address and eviction of the least useful connection, an
+//!   agent-wide budget for read buffers, one handshake per connection and a handshake rate per
+//!   source, write timeouts; every number with its reason in [`defaults`], each a field of
+//!   [`AgentConfig`].
 //!
 //! - **Authenticated identities (2.1)**: every agent has a long-term Ed25519 identity
 //!   ([`AgentBuilder::identity`], or a fresh one). On a 2.1 hub it registers with a signed

@@ -173,7 +173,10 @@ async fn unfinished_lines_share_one_budget() {
         }
     }
     // 4 MiB hold four lines of ~1 MiB (the last one partly): the rest were refused.
-    assert!((3..=5).contains(&holding), "{holding} connections hold a line");
+    assert!(
+        (3..=5).contains(&holding),
+        "{holding} connections hold a line"
+    );
     assert_eq!(overloaded + holding, 12);
 
     // Small messages need no budget: they still get through.
@@ -240,7 +243,10 @@ async fn handshakes_are_one_per_connection_and_rate_limited_per_source() {
             None => panic!("closed without a word"),
         }
     }
-    assert!((2..=4).contains(&answered), "{answered} handshakes answered");
+    assert!(
+        (2..=4).contains(&answered),
+        "{answered} handshakes answered"
+    );
     assert_eq!(answered + limited, 10);
     // Other sources are not limited by it.
     sender.send(&target.id(), "real", json!(1)).await.unwrap();
@@ -255,10 +261,18 @@ async fn claim(to: SocketAddr, from: &str) {
     let mut raw = Raw::connect([127, 0, 0, 2], to).await;
     let mut init = raw.handshake(from).await.expect("handshake");
     let msg = init
-        .seal("ask", &json!({"say": "I owe you"}), Some(json!("c1")), &mut rand::thread_rng())
+        .seal(
+            "ask",
+            &json!({"say": "I owe you"}),
+            Some(json!("c1")),
+            &mut rand::thread_rng(),
+        )
         .unwrap();
     raw.send(&msg.encode()).await;
-    assert_eq!(raw.line().await, Some(json!({"type":"ack","correlationId":"c1"})));
+    assert_eq!(
+        raw.line().await,
+        Some(json!({"type":"ack","correlationId":"c1"}))
+    );
 }
 
 /// Failure 8: a 2.0 sender declares `from = <victim>`; answering it over our authenticated
@@ -271,16 +285,25 @@ async fn an_unauthenticated_claim_to_a_verified_id_is_not_answered<H: TestHub>()
     let victim = agent(&hub).connect().await.unwrap();
     claim(local(&responder), &victim.id()).await;
     let m = next(&responder).await;
-    assert_eq!((m.from.as_str(), m.authenticated), (victim.id().as_str(), false));
+    assert_eq!(
+        (m.from.as_str(), m.authenticated),
+        (victim.id().as_str(), false)
+    );
     let answered = responder.respond(&m, m.payload.clone()).await;
     assert!(
         matches!(answered, Err(AgentError::Authentication { .. })),
         "{answered:?}"
     );
     // The victim's next message is the honest one after the attempt.
-    responder.send(&victim.id(), "marker", json!({})).await.unwrap();
+    responder
+        .send(&victim.id(), "marker", json!({}))
+        .await
+        .unwrap();
     let seen = next(&victim).await;
-    assert_eq!((seen.message_type.as_str(), seen.authenticated), ("marker", true));
+    assert_eq!(
+        (seen.message_type.as_str(), seen.authenticated),
+        ("marker", true)
+    );
     responder.disconnect().await.unwrap();
     victim.disconnect().await.unwrap();
     hub.shutdown().await;
@@ -363,7 +386,11 @@ async fn a_genuine_2_0_sender_is_still_answered<H: TestHub>() {
     responder.respond(&m, json!({"paid": true})).await.unwrap();
     let answer = received.await.unwrap();
     assert_eq!(
-        (answer.message_type.as_str(), answer.correlation_id, answer.payload),
+        (
+            answer.message_type.as_str(),
+            answer.correlation_id,
+            answer.payload
+        ),
         ("ask:response", Some(json!("c1")), json!({"paid": true}))
     );
     responder.disconnect().await.unwrap();
@@ -396,7 +423,10 @@ async fn an_answer_to_a_tarpit_gives_up_early() {
     let answered = responder.respond(&m, json!("ok")).await;
     match answered {
         Err(AgentError::Timeout { operation, after }) => {
-            assert_eq!((operation.as_str(), after), ("respond", Duration::from_millis(300)));
+            assert_eq!(
+                (operation.as_str(), after),
+                ("respond", Duration::from_millis(300))
+            );
         }
         other => panic!("{other:?}"),
     }

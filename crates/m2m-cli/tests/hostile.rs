@@ -110,7 +110,10 @@ fn a_connection_flood_does_not_lock_out_a_request() {
             let source = [127, 0, 0, 2 + (i % 9) as u8];
             tasks.spawn(async move {
                 let mut conn = handshaken(source, target).await?;
-                conn.get_mut().write_all(b"{\"type\":\"ping\"}\n").await.ok()?;
+                conn.get_mut()
+                    .write_all(b"{\"type\":\"ping\"}\n")
+                    .await
+                    .ok()?;
                 let mut line = String::new();
                 conn.read_line(&mut line).await.ok()?;
                 line.contains("pong").then_some(conn)
@@ -127,7 +130,12 @@ fn a_connection_flood_does_not_lock_out_a_request() {
     // The agent is full (the last comers evicted ones still in their handshake).
     assert!(held.len() >= 1000, "{} connections handshook", held.len());
     let response = hub
-        .run(&["request", s(&connected["id"]), "ask", r#"{"q": "still there?"}"#])
+        .run(&[
+            "request",
+            s(&connected["id"]),
+            "ask",
+            r#"{"q": "still there?"}"#,
+        ])
         .ok_json();
     assert_eq!(response["q"], "still there?");
     drop(held);
@@ -188,8 +196,13 @@ fn unfinished_lines_do_not_take_the_agent_s_memory() {
     });
     let peak = status_kib(pid, "VmHWM");
     let grown_mib = peak.saturating_sub(before) / 1024;
-    eprintln!("agent RSS {before} KiB before, peak {peak} KiB: {held} lines held, {overloaded} refused");
-    assert!(overloaded > 0 && held > 0, "{held} held, {overloaded} refused");
+    eprintln!(
+        "agent RSS {before} KiB before, peak {peak} KiB: {held} lines held, {overloaded} refused"
+    );
+    assert!(
+        overloaded > 0 && held > 0,
+        "{held} held, {overloaded} refused"
+    );
     // The budget (128 MiB) plus a 64 KiB read buffer per connection (32 MiB), with room
     // for the allocator; the lines themselves are 508 MiB.
     assert!(

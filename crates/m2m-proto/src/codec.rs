@@ -86,7 +86,11 @@ impl LineDecoder {
     pub fn grown_capacity(&self, min: usize) -> usize {
         let (start, filled, len) = if self.start == self.filled {
             // `compact` empties the buffer first, and frees it if it is large.
-            let len = if self.buf.capacity() > KEPT_IDLE { 0 } else { self.buf.len() };
+            let len = if self.buf.capacity() > KEPT_IDLE {
+                0
+            } else {
+                self.buf.len()
+            };
             (0, 0, len)
         } else {
             (self.start, self.filled, self.buf.len())
@@ -226,7 +230,11 @@ mod tests {
             assert_eq!(d.next_line(), Ok(None));
             assert!(d.capacity() <= MAX + 1 + READ, "{}", d.capacity());
             // Grows with the data: never more than twice what arrived and one read.
-            assert!(d.capacity() <= 2 * (sent + READ), "{} for {sent}", d.capacity());
+            assert!(
+                d.capacity() <= 2 * (sent + READ),
+                "{} for {sent}",
+                d.capacity()
+            );
         }
         d.push(b"\n");
         assert_eq!(d.next_line().unwrap().map(<[u8]>::len), Some(1_040_000));

@@ -44,7 +44,13 @@ fn registration_messages_and_signatures_match_the_vector() {
     // and address, and neither signature verifies the other list.
     for (a, b) in [(0, 1), (2, 3)] {
         assert_ne!(messages[a].0, messages[b].0);
-        assert!(messages[a].2.verify(&messages[b].0, &messages[a].1).is_err());
-        assert!(messages[b].2.verify(&messages[a].0, &messages[b].1).is_err());
+        assert!(messages[a]
+            .2
+            .verify(&messages[b].0, &messages[a].1)
+            .is_err());
+        assert!(messages[b]
+            .2
+            .verify(&messages[a].0, &messages[b].1)
+            .is_err());
     }
 }

@@ -9,12 +9,13 @@
 //! down instead of queueing without bound).
 //!
 //! **Answer budget** (issue 13 #7: 48 messages whose `from` tarpits held all 8 slots and a
-//! legitimate request timed out): one sender has at most `--max-answers-per-peer` answers
-//! queued or running (more from it are not answered), and unauthenticated senders, whose
-//! `from` anyone can claim, get at most half the slots; they wait for them in their own
-//! tasks (at most four times the slots; beyond, they are not answered), never in the loop,
-//! so an authenticated request is never queued behind them. Their answers also give up after
-//! `--unverified-respond-timeout`.
+//! legitimate request timed out): every answer waits for its slot in its own task, never in
+//! the loop; one sender has at most `--max-answers-per-peer` answers running (its others wait
+//! for its share without holding a slot), and unauthenticated senders, whose `from` anyone
+//! can claim, run in at most half the slots, so an authenticated request always finds one
+//! soon. At most eight times the slots wait or run: past that an authenticated message waits
+//! in the loop (backpressure), an unauthenticated one is not answered. Answers to
+//! unauthenticated senders also give up after `--unverified-respond-timeout`.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -68,9 +69,7 @@ pub async fn run(hub: &str, identity: Option<&Path>, args: ListenArgs) -> anyhow
         (None, false) => Handler::None,
     };
     let limits = args.limits.clone();
-    let agent = join
-        .connect_with(|b| configure_limits(b, &limits))
-        .await?;
+    let agent = join.connect_with(|b| configure_limits(b, &limits)).await?;
     let budget = AnswerBudget::new(args.exec_parallelism, limits.max_answers_per_peer);
     let result = serve(&agent, handler, budget).await;
     if let Err(e) = agent.disconnect().await {
@@ -83,7 +82,10 @@ pub async fn run(hub: &str, identity: Option<&Path>, args: ListenArgs) -> anyhow
 }
 
 /// The agent's inbound limits from the flags.
-fn configure_limits(builder: m2m_agent::AgentBuilder, l: &ListenLimitArgs) -> m2m_agent::AgentBuilder {
+fn configure_limits(
+    builder: m2m_agent::AgentBuilder,
+    l: &ListenLimitArgs,
+) -> m2m_agent::AgentBuilder {
     let (budget, timeout) = (l.inbound_buffer_budget, l.unverified_respond_timeout);
     builder
         .max_inbound_connections(l.max_inbound)
@@ -100,26 +102,39 @@ struct AnswerBudget {
     slots: Arc<Semaphore>,
     /// Answers to unauthenticated senders also hold one of these: half the slots.
     unverified: Arc<Semaphore>,
-    /// Unauthenticated answers waiting or running.
-    unverified_queue: Arc<Semaphore>,
-    per_peer: Arc<Mutex<HashMap<String, usize>>>,
+    /// Answers waiting or running: bounds the tasks (and messages) held.
+    waiting: Arc<Semaphore>,
+    /// Each sender's share of running answers.
+    per_peer: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
     max_per_peer: usize,
 }
 
-/// One sender's claim on its share; dropping it gives the share back.
+/// What one answer holds while it runs; dropping it gives everything back.
+struct Running {
+    _slots: Vec<OwnedSemaphorePermit>,
+    _share: PeerShare,
+}
+
+/// An answer's claim on its sender's share (waiting for it, then holding it).
 struct PeerShare {
-    per_peer: Arc<Mutex<HashMap<String, usize>>>,
+    per_peer: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
     peer: String,
+    semaphore: Option<Arc<Semaphore>>,
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Drop for PeerShare {
     fn drop(&mut self) {
+        drop(self.permit.take());
+        drop(self.semaphore.take());
         let mut map = self.per_peer.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = map.get_mut(&self.peer) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.peer);
-            }
+        // Forget the sender once no answer waits on its share or holds it: handles are
+        // cloned only under this lock, so the map's own is then the last one.
+        if map
+            .get(&self.peer)
+            .is_some_and(|share| Arc::strong_count(share) == 1)
+        {
+            map.remove(&self.peer);
         }
     }
 }
@@ -127,37 +142,40 @@ impl Drop for PeerShare {
 impl AnswerBudget {
     fn new(parallelism: usize, max_per_peer: usize) -> Self {
         let parallelism = parallelism.max(1);
-        let unverified = parallelism.div_ceil(2);
         AnswerBudget {
             slots: Arc::new(Semaphore::new(parallelism)),
-            unverified: Arc::new(Semaphore::new(unverified)),
-            unverified_queue: Arc::new(Semaphore::new(unverified * 8)),
+            unverified: Arc::new(Semaphore::new(parallelism.div_ceil(2))),
+            waiting: Arc::new(Semaphore::new(parallelism * 8)),
             per_peer: Arc::new(Mutex::new(HashMap::new())),
             max_per_peer: max_per_peer.max(1),
         }
     }
 
-    /// The sender's share for one more answer, if it has any left.
-    fn claim(&self, peer: &str) -> Option<PeerShare> {
-        let mut map = self.per_peer.lock().unwrap_or_else(|p| p.into_inner());
-        let n = map.entry(peer.to_owned()).or_default();
-        if *n >= self.max_per_peer {
-            return None;
-        }
-        *n += 1;
-        Some(PeerShare {
+    /// Waits for the sender's share, then (unauthenticated: for the unverified half, then)
+    /// for a slot. Run in the answer's own task, never in the main loop.
+    async fn run(&self, peer: &str, authenticated: bool) -> Option<Running> {
+        let semaphore = {
+            let mut map = self.per_peer.lock().unwrap_or_else(|p| p.into_inner());
+            map.entry(peer.to_owned())
+                .or_insert_with(|| Arc::new(Semaphore::new(self.max_per_peer)))
+                .clone()
+        };
+        let mut share = PeerShare {
             per_peer: self.per_peer.clone(),
             peer: peer.to_owned(),
+            semaphore: Some(semaphore.clone()),
+            permit: None,
+        };
+        share.permit = Some(semaphore.acquire_owned().await.ok()?);
+        let mut slots = Vec::with_capacity(2);
+        if !authenticated {
+            slots.push(self.unverified.clone().acquire_owned().await.ok()?);
+        }
+        slots.push(self.slots.clone().acquire_owned().await.ok()?);
+        Some(Running {
+            _slots: slots,
+            _share: share,
         })
-    }
-
-    /// The slots an unauthenticated answer runs with, waited for in its own task.
-    async fn unverified_slots(
-        &self,
-    ) -> Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)> {
-        let share = self.unverified.clone().acquire_owned().await.ok()?;
-        let slot = self.slots.clone().acquire_owned().await.ok()?;
-        Some((share, slot))
     }
 }
 
@@ -207,39 +225,31 @@ async fn serve(agent: &Agent, handler: Handler, budget: AnswerBudget) -> anyhow:
                 if matches!(handler, Handler::None) || message.message_type.ends_with(":response") {
                     continue;
                 }
-                let Some(share) = budget.claim(&message.from) else {
-                    tracing::info!(
-                        "not answering {} from {}: it has {} answers under way already",
-                        message.message_type, message.from, budget.max_per_peer
-                    );
-                    continue;
-                };
-                let agent = agent.clone();
-                let handler = handler.clone();
-                if !message.authenticated {
-                    let Ok(queued) = budget.unverified_queue.clone().try_acquire_owned() else {
+                // Bounded: at most this many answers wait or run. Past it, an authenticated
+                // sender's message waits here (backpressure, as before), an unauthenticated
+                // one is not answered (its sender can claim any `from`).
+                let queued = match budget.waiting.clone().try_acquire_owned() {
+                    Ok(q) => q,
+                    Err(_) if !message.authenticated => {
                         tracing::info!(
-                            "not answering {} from {}: too many unauthenticated answers waiting",
+                            "not answering {} from {}: too many answers waiting",
                             message.message_type, message.from
                         );
                         continue;
-                    };
-                    let budget = budget.clone();
-                    handlers.spawn(async move {
-                        let _held = (share, queued);
-                        if let Some(_slots) = budget.unverified_slots().await {
-                            answer(&agent, &handler, message).await;
-                        }
-                    });
-                    continue;
-                }
-                let permit = tokio::select! {
-                    p = budget.slots.clone().acquire_owned() => p.context("handler pool closed")?,
-                    () = &mut shutdown => break,
+                    }
+                    Err(_) => tokio::select! {
+                        q = budget.waiting.clone().acquire_owned() => q.context("handler pool closed")?,
+                        () = &mut shutdown => break,
+                    },
                 };
+                let agent = agent.clone();
+                let handler = handler.clone();
+                let budget = budget.clone();
                 handlers.spawn(async move {
-                    answer(&agent, &handler, message).await;
-                    drop((permit, share));
+                    let _queued = queued;
+                    if let Some(_running) = budget.run(&message.from, message.authenticated).await {
+                        answer(&agent, &handler, message).await;
+                    }
                 });
             }
         }
@@ -442,6 +452,52 @@ mod tests {
         assert!(v["error"].as_str().unwrap().contains("printed nothing"));
         let v = exec("sleep 30", &m, Duration::from_millis(200)).await;
         assert!(v["error"].as_str().unwrap().contains("timed out"));
+    }
+
+    /// Polls `f` once: its output if it is ready at once.
+    async fn ready<T>(f: impl std::future::Future<Output = T>) -> Option<T> {
+        tokio::time::timeout(Duration::ZERO, f).await.ok()
+    }
+
+    /// Issue 13 #7: 48 messages from a sender whose answers tarpit held all 8 answer slots.
+    /// Now one sender runs its share only, unauthenticated senders together half the
+    /// slots, and the rest stays for authenticated requests.
+    #[tokio::test]
+    async fn one_sender_cannot_take_the_answer_slots() {
+        let budget = AnswerBudget::new(8, 2);
+        let mut running = Vec::new();
+        let mut waiting = Vec::new();
+        for _ in 0..48 {
+            let b = budget.clone();
+            let mut task = Box::pin(async move { b.run("tarpit", true).await });
+            match ready(&mut task).await {
+                Some(r) => running.push(r.unwrap()),
+                None => waiting.push(task),
+            }
+        }
+        assert_eq!((running.len(), waiting.len()), (2, 46));
+        // Many unauthenticated senders: 4 of the 8 slots at most.
+        let mut strangers = 0;
+        for i in 0..10 {
+            if let Some(Some(r)) = ready(budget.run(&format!("stranger{i}"), false)).await {
+                running.push(r);
+                strangers += 1;
+            }
+        }
+        assert_eq!(strangers, 4);
+        // An authenticated request still finds a slot at once.
+        let request = ready(budget.run("requester", true)).await.flatten();
+        assert!(request.is_some());
+        // When a tarpitted answer ends, the next one of that sender runs.
+        drop(running.remove(0));
+        assert!(ready(&mut waiting[0]).await.is_some());
+        drop(waiting);
+        drop(running);
+        drop(request);
+        assert!(
+            budget.per_peer.lock().unwrap().is_empty(),
+            "senders are forgotten"
+        );
     }
 
     #[test]
