@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::{agent, FakeHub, RealHub, TestHub};
-use m2m_agent::{json, Agent, AgentError, Message, Value};
+use m2m_agent::{json, Agent, AgentBuilder, AgentError, Message, Value};
 use m2m_proto::frame::errors;
 use m2m_proto::{Frame, Initiator, InitiatorEvent};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -68,6 +68,45 @@ impl Raw {
     }
 }
 
+/// A target agent under attack and a legitimate sender, on one real hub.
+struct Scene {
+    hub: RealHub,
+    target: Agent,
+    sender: Agent,
+}
+
+impl Scene {
+    async fn start(limits: impl FnOnce(AgentBuilder) -> AgentBuilder) -> Scene {
+        let hub = RealHub::start(0).await;
+        let target = limits(agent(&hub)).connect().await.unwrap();
+        let sender = agent(&hub).connect().await.unwrap();
+        Scene {
+            hub,
+            target,
+            sender,
+        }
+    }
+
+    /// The legitimate sender delivers a message to the target.
+    async fn delivers(&self, message_type: &str, payload: Value) {
+        self.sender
+            .send(&self.target.id(), message_type, payload.clone())
+            .await
+            .unwrap();
+        let m = next(&self.target).await;
+        assert_eq!(
+            (m.message_type.as_str(), m.payload),
+            (message_type, payload)
+        );
+    }
+
+    async fn stop(self) {
+        self.target.disconnect().await.unwrap();
+        self.sender.disconnect().await.unwrap();
+        self.hub.shutdown().await;
+    }
+}
+
 async fn next(agent: &Agent) -> Message {
     tokio::time::timeout(Duration::from_secs(10), agent.next_message())
         .await
@@ -80,20 +119,14 @@ async fn next(agent: &Agent) -> Message {
 /// short a newcomer evicts the connection that delivered nothing for longest.
 #[tokio::test]
 async fn cheap_connections_cannot_lock_senders_out() {
-    let hub = RealHub::start(0).await;
-    let target = agent(&hub)
-        .max_inbound_connections(32)
-        .max_inbound_per_ip(8)
-        .connect()
-        .await
-        .unwrap();
-    let sender = agent(&hub).connect().await.unwrap();
+    let scene = Scene::start(|b| b.max_inbound_connections(32).max_inbound_per_ip(8)).await;
+    let target = &scene.target;
 
     // One source: 8 handshakes answered, the rest closed at once.
     let mut held = Vec::new();
     let mut refused = 0;
     for _ in 0..12 {
-        let mut raw = Raw::connect([127, 0, 0, 2], local(&target)).await;
+        let mut raw = Raw::connect([127, 0, 0, 2], local(target)).await;
         match raw.handshake("flooder").await {
             Some(_) => held.push(raw),
             None => refused += 1,
@@ -105,7 +138,7 @@ async fn cheap_connections_cannot_lock_senders_out() {
     // all taken, and the oldest holders have been evicted to make room.
     for source in 3..=7u8 {
         for _ in 0..8 {
-            let mut raw = Raw::connect([127, 0, 0, source], local(&target)).await;
+            let mut raw = Raw::connect([127, 0, 0, source], local(target)).await;
             if raw.handshake("flooder").await.is_some() {
                 raw.send(&Frame::Ping.encode()).await;
                 assert_eq!(raw.line().await, Some(json!({"type": "pong"})));
@@ -123,12 +156,9 @@ async fn cheap_connections_cannot_lock_senders_out() {
 
     // A legitimate sender still gets in (evicting a flooder), several times over.
     for n in 0..3 {
-        sender.send(&target.id(), "real", json!(n)).await.unwrap();
-        assert_eq!(next(&target).await.payload, json!(n));
+        scene.delivers("real", json!(n)).await;
     }
-    target.disconnect().await.unwrap();
-    sender.disconnect().await.unwrap();
-    hub.shutdown().await;
+    scene.stop().await;
 }
 
 /// Failure 6: every connection could hold ~2 MiB of an unfinished line. Now the read
@@ -136,18 +166,13 @@ async fn cheap_connections_cannot_lock_senders_out() {
 /// more than is left is closed with `overloaded`, and the budget comes back when it closes.
 #[tokio::test]
 async fn unfinished_lines_share_one_budget() {
-    let hub = RealHub::start(0).await;
-    let target = agent(&hub)
-        .inbound_buffer_budget(4 << 20)
-        .connect()
-        .await
-        .unwrap();
-    let sender = agent(&hub).connect().await.unwrap();
+    let scene = Scene::start(|b| b.inbound_buffer_budget(4 << 20)).await;
+    let (target, sender) = (&scene.target, &scene.sender);
 
     let chunk = vec![b'x'; 64 * 1024];
     let mut conns = Vec::new();
     for i in 0..12u8 {
-        let mut raw = Raw::connect([127, 0, 0, 2 + i], local(&target)).await;
+        let mut raw = Raw::connect([127, 0, 0, 2 + i], local(target)).await;
         raw.handshake("hoarder").await.expect("handshake");
         // 900 KB of a line that never ends.
         for _ in 0..14 {
@@ -180,8 +205,7 @@ async fn unfinished_lines_share_one_budget() {
     assert_eq!(overloaded + holding, 12);
 
     // Small messages need no budget: they still get through.
-    sender.send(&target.id(), "small", json!(1)).await.unwrap();
-    assert_eq!(next(&target).await.message_type, "small");
+    scene.delivers("small", json!(1)).await;
     // Once the hoarders are gone the budget is back, and a large message fits again.
     drop(conns);
     let big = json!("y".repeat(600_000));
@@ -195,10 +219,8 @@ async fn unfinished_lines_share_one_budget() {
         tokio::task::yield_now().await;
     }
     assert!(delivered);
-    assert_eq!(next(&target).await.message_type, "big");
-    target.disconnect().await.unwrap();
-    sender.disconnect().await.unwrap();
-    hub.shutdown().await;
+    assert_eq!(next(target).await.message_type, "big");
+    scene.stop().await;
 }
 
 /// Failure 9: one connection could replay its handshake line without end (a key exchange
@@ -206,16 +228,14 @@ async fn unfinished_lines_share_one_budget() {
 /// are rate-limited.
 #[tokio::test]
 async fn handshakes_are_one_per_connection_and_rate_limited_per_source() {
-    let hub = RealHub::start(0).await;
-    let target = agent(&hub)
-        .handshakes_per_ip_per_second(1)
-        .configure(|c| c.handshake_burst_per_ip = 3)
-        .connect()
-        .await
-        .unwrap();
-    let sender = agent(&hub).connect().await.unwrap();
+    let scene = Scene::start(|b| {
+        b.handshakes_per_ip_per_second(1)
+            .configure(|c| c.handshake_burst_per_ip = 3)
+    })
+    .await;
+    let target = &scene.target;
 
-    let mut raw = Raw::connect([127, 0, 0, 2], local(&target)).await;
+    let mut raw = Raw::connect([127, 0, 0, 2], local(target)).await;
     let (_, hello) = Initiator::new("replayer", &mut rand::thread_rng());
     raw.send(&hello.encode()).await;
     assert_eq!(raw.line().await.unwrap()["type"], "handshake_ack");
@@ -231,7 +251,7 @@ async fn handshakes_are_one_per_connection_and_rate_limited_per_source() {
     // second after the burst), the rest refused and closed.
     let (mut answered, mut limited) = (0, 0);
     for _ in 0..10 {
-        let mut raw = Raw::connect([127, 0, 0, 2], local(&target)).await;
+        let mut raw = Raw::connect([127, 0, 0, 2], local(target)).await;
         raw.send(&hello.encode()).await;
         match raw.line().await {
             Some(v) if v["type"] == "handshake_ack" => answered += 1,
@@ -249,11 +269,8 @@ async fn handshakes_are_one_per_connection_and_rate_limited_per_source() {
     );
     assert_eq!(answered + limited, 10);
     // Other sources are not limited by it.
-    sender.send(&target.id(), "real", json!(1)).await.unwrap();
-    assert_eq!(next(&target).await.message_type, "real");
-    target.disconnect().await.unwrap();
-    sender.disconnect().await.unwrap();
-    hub.shutdown().await;
+    scene.delivers("real", json!(1)).await;
+    scene.stop().await;
 }
 
 /// A raw 2.0 sender at `to` declaring `from`: one `ask` message with correlationId `c1`.

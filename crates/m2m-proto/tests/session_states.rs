@@ -32,17 +32,23 @@ fn still_delivers(init: &mut Initiator, resp: &mut Responder, n: i64, rng: &mut 
     }
 }
 
+/// A 2.1 handshake up to the initiator's `auth` (not yet given to the responder); the
+/// initiator's identity and its `handshake` frame are returned too.
+fn until_auth(rng: &mut StdRng) -> (Initiator, Responder, Identity, Frame, Frame) {
+    let alice = Identity::generate(rng);
+    let bob = Identity::generate(rng);
+    let (mut init, hello) = Initiator::new_authenticated(&alice, PeerExpectation::default(), rng);
+    let mut resp = Responder::with_identity(bob, PeerPolicy::AcceptAll);
+    let ack = send(resp.handle_frame(hello.clone(), rng));
+    init.handle_frame(ack).unwrap();
+    let auth = init.take_auth_frame().unwrap();
+    (init, resp, alice, hello, auth)
+}
+
 #[test]
 fn stray_auth_on_an_established_session_keeps_its_keys() {
     let mut rng = StdRng::seed_from_u64(11);
-    let alice = Identity::generate(&mut rng);
-    let bob = Identity::generate(&mut rng);
-    let (mut init, hello) =
-        Initiator::new_authenticated(&alice, PeerExpectation::default(), &mut rng);
-    let mut resp = Responder::with_identity(bob, PeerPolicy::AcceptAll);
-    let ack = send(resp.handle_frame(hello, &mut rng));
-    init.handle_frame(ack).unwrap();
-    let auth = init.take_auth_frame().unwrap();
+    let (mut init, mut resp, alice, _, auth) = until_auth(&mut rng);
     assert_eq!(
         resp.handle_frame(auth.clone(), &mut rng),
         ResponderOutput::Nothing
@@ -95,15 +101,8 @@ fn one_handshake_per_connection() {
     still_delivers(&mut init, &mut resp, 1, &mut rng);
 
     // 2.1, in both later states: waiting for `auth`, and established.
-    let alice = Identity::generate(&mut rng);
-    let bob = Identity::generate(&mut rng);
-    let (mut init, hello) =
-        Initiator::new_authenticated(&alice, PeerExpectation::default(), &mut rng);
-    let mut resp = Responder::with_identity(bob, PeerPolicy::AcceptAll);
-    let ack = send(resp.handle_frame(hello.clone(), &mut rng));
+    let (mut init, mut resp, _, hello, auth) = until_auth(&mut rng);
     assert_eq!(resp.handle_frame(hello.clone(), &mut rng), unexpected());
-    init.handle_frame(ack).unwrap();
-    let auth = init.take_auth_frame().unwrap();
     // The pending auth survived the replay: the first transcript's signature completes it.
     assert_eq!(resp.handle_frame(auth, &mut rng), ResponderOutput::Nothing);
     assert_eq!(resp.handle_frame(hello, &mut rng), unexpected());
