@@ -193,7 +193,7 @@ impl AgentBuilder {
         self
     }
 
-    /// Handshakes one source address may start per second (default 64, burst 256; 0 lifts
+    /// Handshakes one source address may start per second (default 500, burst 1000; 0 lifts
     /// the limit).
     pub fn handshakes_per_ip_per_second(mut self, rate: u32) -> Self {
         self.config.handshakes_per_ip_per_second = rate;

@@ -37,15 +37,17 @@ pub const INBOUND_BUFFER_BUDGET: usize = 128 * 1024 * 1024;
 pub const FREE_BUFFER_PER_CONNECTION: usize = 64 * 1024;
 
 /// Handshakes one source address may start per second, after a burst of
-/// [`HANDSHAKE_BURST_PER_IP`]. A sender reuses its pooled connection, so it handshakes once
-/// per peer and per 25 s of idleness; 64 a second is far above that, and caps what one host
-/// can make us spend on X25519 + Ed25519 (replaying one 2.1 handshake took 1.7 of 2 cores,
-/// issue 13 #9).
-pub const HANDSHAKES_PER_SECOND_PER_IP: u32 = 64;
+/// [`HANDSHAKE_BURST_PER_IP`]. Our SDK reuses its pooled connection (one handshake per peer
+/// and per 25 s of idleness), but the original opens a connection for every message, so a
+/// busy original sender handshakes once per message: 500 a second leaves it room. It caps
+/// what one host can make us spend on key exchanges at 500 × (X25519 + Ed25519 sign and
+/// verify, ~0.12 ms for 2.1) ≈ 6 % of a core, where replaying one 2.1 handshake on one
+/// connection took 1.7 of 2 cores (issue 13 #9).
+pub const HANDSHAKES_PER_SECOND_PER_IP: u32 = 500;
 
 /// Handshakes one source address may start at once before the rate applies: a `broadcast`
 /// or a restart reconnecting everything at the same moment.
-pub const HANDSHAKE_BURST_PER_IP: u32 = 256;
+pub const HANDSHAKE_BURST_PER_IP: u32 = 1000;
 
 /// Source addresses whose handshake rate is remembered; beyond it, addresses whose bucket
 /// is full again are forgotten (they would start full anyway), then all of them. Bounds the

@@ -546,6 +546,8 @@ pub async fn run_peer(opts: PeerOptions) -> anyhow::Result<()> {
         .hub(&opts.hub)
         .port(0)
         .inbox_capacity(4096)
+        // `fresh` makes thousands of handshakes a second from one address on purpose.
+        .handshakes_per_ip_per_second(0)
         .configure(|c| c.bind_ip = Ipv4Addr::LOCALHOST.into())
         .connect()
         .await
