@@ -248,7 +248,8 @@ pub struct ListenLimitArgs {
     #[arg(long, value_name = "N", default_value_t = m2m_agent::defaults::HANDSHAKES_PER_SECOND_PER_IP)]
     pub handshakes_per_ip: u32,
 
-    /// Answers to one sender running at once (--echo/--exec); more from it are not answered.
+    /// Answers to one sender running at once (--echo/--exec); its further messages wait
+    /// their turn without taking an answer slot.
     #[arg(long, value_name = "N", default_value_t = m2m_agent::defaults::MAX_ANSWERS_PER_PEER)]
     pub max_answers_per_peer: usize,
 
