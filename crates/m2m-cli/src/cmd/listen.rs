@@ -181,6 +181,8 @@ impl AnswerBudget {
 
 async fn serve(agent: &Agent, handler: Handler, budget: AnswerBudget) -> anyhow::Result<()> {
     let mut events = agent.events();
+    // Installed before `connected` is printed: whoever reacts to that line may signal at once.
+    let shutdown = shutdown_signal();
     print_line(
         &json!({
             "event": "connected",
@@ -191,7 +193,6 @@ async fn serve(agent: &Agent, handler: Handler, budget: AnswerBudget) -> anyhow:
         .to_string(),
     )?;
     let mut handlers = JoinSet::new();
-    let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
