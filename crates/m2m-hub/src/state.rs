@@ -37,7 +37,10 @@ use crate::directory::{
     parse_id, push_u64, AgentEntry, Directory, Filter, Holder, JsonPage, Status,
 };
 use crate::error::HubError;
-use crate::metrics::{action_index, Gauges, Metrics};
+use crate::health::RegistryHealth;
+use crate::metrics::{action_index, Gauges, Metrics, Refusal};
+use crate::per_ip::IpRegistrations;
+use crate::server::Admission;
 use crate::store::{self, AgentRow, Registry, Write};
 use crate::writer::{Unavailable, Writer};
 
@@ -63,6 +66,12 @@ pub struct HubState {
     pub(crate) pending_offline: Mutex<Vec<Arc<AgentEntry>>>,
     /// PostgreSQL: the change feed has been applied up to here.
     pub(crate) feed_watermark: AtomicI64,
+    /// Connection admission and the memory budget.
+    pub(crate) admission: Admission,
+    /// Registrations per source IP.
+    pub(crate) registrations: IpRegistrations,
+    /// The registry's health as `/health` reports it.
+    pub(crate) health: RegistryHealth,
 }
 
 /// Serial numbers of sessions (unique within this process).
@@ -196,6 +205,10 @@ impl HubState {
         if !registry.shared() {
             registry.release(None).await?;
         }
+        // Rows past retention are deleted before loading, not after: a registry grown
+        // while this hub was down is not read into memory only to be dropped.
+        let cut = crate::maintenance::cutoffs(&config.sweep, config.clock.now_ms());
+        registry.sweep(cut).await?;
         let loaded = registry.load().await?;
         let directory = Directory::default();
         for row in &loaded.rows {
@@ -212,6 +225,7 @@ impl HubState {
             "registry ready"
         );
         let slots = Arc::new(Semaphore::new(config.limits.max_connections));
+        let admission = Admission::new(&config.limits, config.trust_proxy);
         Ok(Arc::new(HubState {
             hub_id,
             registry,
@@ -229,6 +243,9 @@ impl HubState {
             pending_offline: Mutex::new(Vec::new()),
             config,
             feed_watermark: AtomicI64::new(loaded.watermark),
+            admission,
+            registrations: IpRegistrations::default(),
+            health: RegistryHealth::default(),
         }))
     }
 
@@ -273,6 +290,9 @@ impl HubState {
             accepted_connections: self.accepted.load(Ordering::Relaxed),
             agents: self.directory.counts(),
             uptime: self.uptime(),
+            http_connections: self.admission.open() as u64,
+            memory_used: self.admission.budget.used_bytes() as u64,
+            memory_budget: self.admission.budget.total_bytes() as u64,
         }
     }
 
@@ -436,6 +456,16 @@ impl HubState {
                 (id, Some(key))
             }
         };
+        // Counted last: a refused or invalid register does not spend the IP's share.
+        if !self.registrations.try_take(
+            session.ip,
+            limits.registrations_per_hour,
+            limits.registration_burst,
+            tokio::time::Instant::now().into_std(),
+        ) {
+            self.metrics.refused(Refusal::RegistrationsPerIp);
+            return Err(codes::TOO_MANY_REGISTRATIONS.into());
+        }
         let now = self.now_ms();
         let mut row = AgentRow {
             id,
