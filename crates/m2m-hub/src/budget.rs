@@ -1,11 +1,17 @@
-//! The hub-wide memory budget (`crate::limits::MEMORY_BUDGET`): a semaphore with one
+//! The hub-wide memory budget (`crate::limits::MEMORY_BUDGET`): semaphores with one
 //! permit per KiB. A [`Charge`] holds the permits for the bytes a connection makes the hub
 //! keep (its buffers, an unfinished frame, queued replies) and gives them back when it
 //! shrinks or is dropped, so nothing can forget to release.
+//!
+//! The budget is split in three ([`Memory`]): connections, unfinished frames and queued
+//! replies each have their own share, so a client that spends one (many half-sent frames,
+//! replies it never reads) cannot stop others from connecting and being answered.
 
 use std::sync::Arc;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::limits;
 
 /// One permit is this many bytes.
 const UNIT: usize = 1024;
@@ -55,6 +61,41 @@ impl Budget {
     /// The whole budget in bytes.
     pub(crate) fn total_bytes(&self) -> usize {
         self.total * UNIT
+    }
+}
+
+/// The three shares of the memory budget.
+#[derive(Debug, Clone)]
+pub(crate) struct Memory {
+    /// Connection buffers: HTTP heads, WebSocket read buffers and allowances.
+    pub(crate) connections: Budget,
+    /// Unfinished WebSocket messages beyond the allowance.
+    pub(crate) frames: Budget,
+    /// Replies waiting to be written beyond the allowance.
+    pub(crate) replies: Budget,
+}
+
+impl Memory {
+    /// Splits `bytes` by [`limits::CONNECTION_SHARE`] (the rest halved between frames and
+    /// replies).
+    pub(crate) fn new(bytes: usize) -> Memory {
+        let connections = bytes / limits::CONNECTION_SHARE_DIVISOR * limits::CONNECTION_SHARE;
+        let rest = bytes.saturating_sub(connections);
+        Memory {
+            connections: Budget::new(connections),
+            frames: Budget::new(rest / 2),
+            replies: Budget::new(rest - rest / 2),
+        }
+    }
+
+    /// Bytes charged now, all shares.
+    pub(crate) fn used_bytes(&self) -> usize {
+        self.connections.used_bytes() + self.frames.used_bytes() + self.replies.used_bytes()
+    }
+
+    /// The whole budget.
+    pub(crate) fn total_bytes(&self) -> usize {
+        self.connections.total_bytes() + self.frames.total_bytes() + self.replies.total_bytes()
     }
 }
 
@@ -128,5 +169,19 @@ mod tests {
         assert!(c.resize(0) && c.resize(UNIT) && c.resize(0));
         assert_eq!(budget.used_bytes(), 0);
         assert_eq!(budget.total_bytes(), 10 * UNIT);
+    }
+
+    #[test]
+    fn the_shares_add_up_to_the_budget() {
+        let memory = Memory::new(64 * 1024 * 1024);
+        assert_eq!(memory.total_bytes(), 64 * 1024 * 1024);
+        assert_eq!(memory.connections.total_bytes(), 48 * 1024 * 1024);
+        assert_eq!(memory.frames.total_bytes(), 8 * 1024 * 1024);
+        let _held = memory.frames.charge(8 * 1024 * 1024).unwrap();
+        assert!(memory.frames.charge(UNIT).is_none());
+        assert!(
+            memory.connections.charge(UNIT).is_some() && memory.replies.charge(UNIT).is_some(),
+            "a spent frame share leaves the others alone"
+        );
     }
 }

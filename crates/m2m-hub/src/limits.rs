@@ -16,6 +16,16 @@ use std::time::Duration;
 /// metadata are ~200 MiB) and the database next to it.
 pub const MEMORY_BUDGET: usize = 1024 * 1024 * 1024;
 
+/// Of the memory budget, `CONNECTION_SHARE / CONNECTION_SHARE_DIVISOR` is for connections
+/// (heads, read buffers, allowances); the rest is halved between unfinished frames and
+/// queued replies. Separate shares mean that a client spending one of them (half-sent
+/// frames, replies it never reads) does not stop anyone from connecting or from getting
+/// the small replies the allowances cover. 150,000 WebSockets take ~590 MiB of the 768 MiB
+/// connection share of the default budget.
+pub const CONNECTION_SHARE: usize = 3;
+/// See [`CONNECTION_SHARE`].
+pub const CONNECTION_SHARE_DIVISOR: usize = 4;
+
 /// Charged for every TCP connection until its HTTP request head is read (hyper's read
 /// buffer grows up to [`MAX_HEADER_BYTES`]) plus hyper's connection state (~4 KiB).
 pub const HTTP_CONNECTION_COST: usize = MAX_HEADER_BYTES + 4 * 1024;
@@ -28,19 +38,18 @@ pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 
 /// Charged for every open WebSocket: its read buffer (1 KiB), the session and task
 /// (~1 KiB), plus what it may use without touching the shared budget: [`FREE_FRAME_BYTES`]
-/// of an unfinished message and [`FREE_REPLY_BYTES`] of queued replies. 150,000
-/// WebSockets fit in ~880 MiB; an agent's heartbeats and lookups never touch the budget's
-/// semaphore.
+/// of an unfinished message and [`FREE_REPLY_BYTES`] of queued replies. An agent's
+/// registration, heartbeats and lookups never touch the frame or reply shares.
 pub const WEBSOCKET_COST: usize = 2 * 1024 + FREE_FRAME_BYTES + FREE_REPLY_BYTES;
 
 /// Bytes of an unfinished WebSocket message covered by [`WEBSOCKET_COST`]; beyond them
 /// every KiB received is charged until the message is complete.
-pub const FREE_FRAME_BYTES: usize = 2 * 1024;
+pub const FREE_FRAME_BYTES: usize = 1024;
 
 /// Reply bytes waiting to be written that [`WEBSOCKET_COST`] covers; beyond them every
 /// KiB is charged until the write completes. A 500-agent `discover` with large metadata is
 /// megabytes: 300 clients that never read held 3.8 GB before this bound.
-pub const FREE_REPLY_BYTES: usize = 2 * 1024;
+pub const FREE_REPLY_BYTES: usize = 1024;
 
 /// Simultaneous TCP connections (HTTP or WebSocket). The 100k-agent design target plus
 /// headroom for reconnect storms and HTTP clients. Also bounded by the descriptor limit

@@ -119,10 +119,10 @@ mod tests {
         while got < 6 * 1024 {
             got += metered.read(&mut buf).await.unwrap();
         }
-        assert_eq!(budget.used_bytes(), 4 * 1024, "6 KiB read, 2 KiB free");
+        assert_eq!(budget.used_bytes(), 5 * 1024, "6 KiB read, 1 KiB free");
         metered.message_done();
         assert_eq!(budget.used_bytes(), 0);
-        tx.write_all(&[0u8; 11 * 1024]).await.unwrap();
+        tx.write_all(&[0u8; 10 * 1024]).await.unwrap();
         let mut failed = false;
         for _ in 0..32 {
             if metered.read(&mut buf).await.is_err() {
@@ -132,7 +132,7 @@ mod tests {
         }
         assert!(
             failed && metered.starved(),
-            "11 KiB needs 9 KiB of an 8 KiB budget"
+            "10 KiB needs 9 KiB of an 8 KiB budget"
         );
         drop(metered);
         assert_eq!(

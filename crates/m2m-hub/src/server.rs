@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
-use crate::budget::{Budget, Charge};
+use crate::budget::{Charge, Memory};
 use crate::config::HubLimits;
 use crate::http::ClientAddr;
 use crate::limits;
@@ -50,7 +50,7 @@ pub(crate) struct LocalAddr(pub SocketAddr);
 #[derive(Debug)]
 pub(crate) struct Admission {
     /// The hub-wide memory budget.
-    pub(crate) budget: Budget,
+    pub(crate) memory: Memory,
     per_ip: Arc<IpConnections>,
     open: Arc<AtomicUsize>,
     max_open: usize,
@@ -80,7 +80,7 @@ impl Admission {
             None => limits.max_http_connections,
         };
         Admission {
-            budget: Budget::new(limits.memory_budget),
+            memory: Memory::new(limits.memory_budget),
             per_ip: Arc::new(IpConnections::default()),
             open: Arc::new(AtomicUsize::new(0)),
             max_open,
@@ -133,7 +133,8 @@ impl Admission {
             Some(self.share_of(peer).ok_or(Refusal::ConnectionsPerIp)?)
         };
         let charge = self
-            .budget
+            .memory
+            .connections
             .charge(limits::HTTP_CONNECTION_COST)
             .ok_or(Refusal::MemoryConnection)?;
         Ok(Ticket {
@@ -307,8 +308,10 @@ async fn drain(connections: TaskTracker) {
 /// Waits for the first byte of a plain connection; `false` (counted) when none came in time.
 async fn first_byte(stream: &TcpStream, state: &HubState) -> bool {
     let limit = state.config.limits.first_byte_timeout;
-    match tokio::time::timeout(limit, stream.readable()).await {
-        Ok(Ok(())) => true,
+    // `peek` waits for data (readiness alone can be reported before any byte arrived).
+    let mut byte = [0u8; 1];
+    match tokio::time::timeout(limit, stream.peek(&mut byte)).await {
+        Ok(Ok(n)) => n > 0,
         Ok(Err(_)) => false,
         Err(_) => {
             state.metrics.refused(Refusal::FirstByteTimeout);

@@ -291,8 +291,8 @@ impl HubState {
             agents: self.directory.counts(),
             uptime: self.uptime(),
             http_connections: self.admission.open() as u64,
-            memory_used: self.admission.budget.used_bytes() as u64,
-            memory_budget: self.admission.budget.total_bytes() as u64,
+            memory_used: self.admission.memory.used_bytes() as u64,
+            memory_budget: self.admission.memory.total_bytes() as u64,
         }
     }
 

@@ -116,7 +116,10 @@ pub(crate) async fn upgrade(
                     return;
                 }
             };
-        let io = Metered::new(TokioIo::new(upgraded), state.admission.budget.empty());
+        let io = Metered::new(
+            TokioIo::new(upgraded),
+            state.admission.memory.frames.empty(),
+        );
         let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
         let tracker = state.sessions.clone();
         tracker
@@ -199,7 +202,7 @@ pub(crate) async fn run_session<S>(
     let mut session = Session::new(ip, limits.request_burst);
     let challenge = serde_json::to_string(&Challenge::new(session.nonce()))
         .unwrap_or_else(|_| String::from("{}"));
-    let mut out = Outbox::charged(state.admission.budget.empty());
+    let mut out = Outbox::charged(state.admission.memory.replies.empty());
     out.push(challenge);
     if out.write(&mut socket, timeout, true).await.is_err() {
         state.open.fetch_sub(1, Ordering::Relaxed);
@@ -305,7 +308,10 @@ pub(crate) async fn run_session<S>(
         };
         match end {
             End::Open => {
-                if out.write(&mut socket, timeout, true).await.is_err() {
+                if let Err(failed) = out.write(&mut socket, timeout, true).await {
+                    if failed == WriteFailed::TimedOut {
+                        state.metrics.refused(Refusal::WriteTimeout);
+                    }
                     break;
                 }
             }
@@ -409,7 +415,7 @@ impl Outbox {
         socket: &mut WebSocketStream<S>,
         timeout: Duration,
         after_tungstenite: bool,
-    ) -> Result<(), ()>
+    ) -> Result<(), WriteFailed>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
@@ -439,17 +445,27 @@ impl Outbox {
 
 /// Runs `write`, bounded by `timeout`; a write that completes on its first poll (the
 /// usual case: the socket has room) does not touch the timer.
-async fn within<F>(timeout: Duration, write: F) -> Result<(), ()>
+async fn within<F>(timeout: Duration, write: F) -> Result<(), WriteFailed>
 where
     F: Future<Output = Result<(), ()>>,
 {
     let mut write = pin!(write);
     match write.as_mut().now_or_never() {
-        Some(result) => result,
-        None => tokio::time::timeout(timeout, write)
-            .await
-            .unwrap_or(Err(())),
+        Some(result) => result.map_err(|()| WriteFailed::Error),
+        None => match tokio::time::timeout(timeout, write).await {
+            Ok(result) => result.map_err(|()| WriteFailed::Error),
+            Err(_) => Err(WriteFailed::TimedOut),
+        },
     }
+}
+
+/// Why a write failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WriteFailed {
+    /// The connection failed.
+    Error,
+    /// The client did not read fast enough (`write_timeout`).
+    TimedOut,
 }
 
 /// The header of an unfragmented, unmasked text frame.
