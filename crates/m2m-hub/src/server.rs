@@ -375,3 +375,55 @@ pub(crate) async fn serve_connection<I>(
     // The ticket goes with the connection unless `/ws` took it.
     drop(slot);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_descriptor_reserve_caps_connections_below_the_limit() {
+        let Some(nofile) = descriptor_limit() else {
+            return;
+        };
+        let metrics = Metrics::default();
+        let limits = HubLimits {
+            // Leaves room for exactly two connections.
+            descriptor_reserve: nofile - 2,
+            ..HubLimits::default()
+        };
+        let admission = Admission::new(&limits, false);
+        let ip = IpAddr::from([192, 0, 2, 1]);
+        let first = admission.admit(ip, &metrics).unwrap();
+        let _second = admission.admit(ip, &metrics).unwrap();
+        assert_eq!(
+            admission.admit(ip, &metrics).unwrap_err(),
+            Refusal::HttpConnections
+        );
+        drop(first);
+        assert!(
+            admission.admit(ip, &metrics).is_ok(),
+            "a place is free again"
+        );
+    }
+
+    #[test]
+    fn a_spent_connection_share_refuses_new_connections() {
+        let metrics = Metrics::default();
+        let limits = HubLimits {
+            // Connection share 3/4 of 64 KiB: two 20 KiB heads fit, a third does not.
+            memory_budget: 64 * 1024,
+            ..HubLimits::default()
+        };
+        let admission = Admission::new(&limits, false);
+        let ip = IpAddr::from([192, 0, 2, 1]);
+        let _a = admission.admit(ip, &metrics).unwrap();
+        let mut b = admission.admit(ip, &metrics).unwrap();
+        assert_eq!(
+            admission.admit(ip, &metrics).unwrap_err(),
+            Refusal::MemoryConnection
+        );
+        // An upgraded connection costs less, which makes room.
+        assert!(b.resize(limits::WEBSOCKET_COST));
+        assert!(admission.admit(ip, &metrics).is_ok());
+    }
+}

@@ -189,6 +189,48 @@ fn push_page(out: &mut String, page: &JsonPage, head: impl FnOnce(&mut String)) 
     out.push_str(&page.json);
 }
 
+const CID_KEY: &str = r#","correlationId":"#;
+
+/// Whether `reply` ends with a correlationId that is a non-integer or huge number (what
+/// serde_json holds as `f64`).
+fn ends_with_float_cid(reply: &str) -> bool {
+    reply
+        .strip_suffix('}')
+        .and_then(|r| r.rfind(CID_KEY).map(|at| &r[at + CID_KEY.len()..]))
+        .is_some_and(|n| {
+            n.bytes()
+                .all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b))
+                && n.bytes().any(|b| b".eE".contains(&b))
+        })
+}
+
+/// `reply` with its correlationId replaced by the number exactly as the request wrote it.
+/// serde_json (without `arbitrary_precision`, which would slow every number the hub parses)
+/// holds a number that does not fit `u64`/`i64` as `f64`: `12345678901234567890123` would
+/// come back as `1.2345678901234568e22`. Only replies to such requests come here; every
+/// reply ends with its correlationId.
+fn exact_correlation_id(request: &str, reply: String) -> String {
+    #[derive(serde::Deserialize)]
+    struct Cid<'a> {
+        #[serde(rename = "correlationId", borrow, default)]
+        correlation_id: Option<&'a serde_json::value::RawValue>,
+    }
+    let Ok(Cid {
+        correlation_id: Some(raw),
+    }) = serde_json::from_str::<Cid<'_>>(request)
+    else {
+        return reply;
+    };
+    let Some(at) = reply.rfind(CID_KEY) else {
+        return reply;
+    };
+    let mut out = String::with_capacity(reply.len() + raw.get().len());
+    out.push_str(&reply[..at + CID_KEY.len()]);
+    out.push_str(raw.get().trim());
+    out.push('}');
+    out
+}
+
 /// `{"status":"error","error":code,"correlationId":…}` as text.
 pub(crate) fn error_text(code: &str, cid: Option<Value>) -> String {
     serde_json::to_string(&ErrorReply::new(code, cid))
@@ -302,12 +344,22 @@ impl HubState {
         // WebSocket's task holds room for what its futures keep across an await.
         let (started, action, cid, act) = match self.prepare(session, text) {
             Ok(prepared) => prepared,
+            // Early replies are short: looking at their end costs nothing.
+            Err(reply) if reply.len() < 512 && ends_with_float_cid(&reply) => {
+                return exact_correlation_id(text, reply)
+            }
             Err(reply) => return reply,
         };
+        let float_cid = matches!(&cid, Some(Value::Number(n)) if n.is_f64());
         let result = self.dispatch(session, act, cid.clone()).await;
         self.metrics
             .request(action, result.is_ok(), started.elapsed());
-        result.unwrap_or_else(|Refused(code)| error_text(&code, cid))
+        let reply = result.unwrap_or_else(|Refused(code)| error_text(&code, cid));
+        if float_cid {
+            exact_correlation_id(text, reply)
+        } else {
+            reply
+        }
     }
 
     /// Parses and admits a message: the action to run (with the metrics index and the
@@ -789,6 +841,35 @@ mod tests {
         assert!(limited.take_token(1, 3) && limited.take_token(1, 3));
         let mut unlimited = Session::new(ip, 0);
         assert!((0..100_000).all(|_| unlimited.take_token(0, 0)));
+    }
+
+    #[test]
+    fn big_and_fractional_correlation_ids_are_echoed_as_written() {
+        for cid in [
+            "123456789012345678901234567890",
+            "-98765432109876543210987",
+            "1.50",
+            "2E+3",
+            "0.1000000000000000055511151231257827",
+        ] {
+            let request = format!(r#"{{"action":"nope","correlationId": {cid} }}"#);
+            let parsed = HubRequest::parse(&request).unwrap().correlation_id;
+            let reply = error_text(codes::UNKNOWN_ACTION, parsed);
+            assert!(ends_with_float_cid(&reply), "{reply}");
+            let exact = exact_correlation_id(&request, reply);
+            assert!(
+                exact.ends_with(&format!(r#","correlationId":{cid}}}"#)),
+                "{exact}"
+            );
+            let _: Value = serde_json::from_str(&exact).unwrap();
+        }
+        for reply in [
+            error_text("x", Some(json!(17))),
+            error_text("x", Some(json!("1.5"))),
+            error_text("x", None),
+        ] {
+            assert!(!ends_with_float_cid(&reply), "{reply}");
+        }
     }
 
     #[test]

@@ -490,3 +490,36 @@ async fn health_is_degraded_while_the_registry_cannot_write() {
     hub.shutdown().await.unwrap();
     db.drop_db().await;
 }
+
+/// Failure 12: a correlationId too big for 64 bits comes back as written, not as a float.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_integer_correlation_ids_are_echoed_exactly() {
+    let (hub, _db) = sqlite_hub(|_| {}).await;
+    let mut c = Client::connect(&hub.ws_url()).await;
+    for (request, cid) in [
+        (
+            r#"{"action":"stats","correlationId":123456789012345678901234567890}"#,
+            "123456789012345678901234567890",
+        ),
+        (
+            r#"{"action":"lookup","id":"00","correlationId":-1.50}"#,
+            "-1.50",
+        ),
+        (
+            r#"{"action":"nope","correlationId":18446744073709551616}"#,
+            "18446744073709551616",
+        ),
+    ] {
+        c.send_text(request).await;
+        let reply = match within("the reply", c.ws.next()).await {
+            Some(Ok(Message::Text(t))) => t.as_str().to_owned(),
+            other => panic!("{other:?}"),
+        };
+        assert!(
+            reply.ends_with(&format!(r#","correlationId":{cid}}}"#)),
+            "{reply}"
+        );
+    }
+    c.close().await;
+    hub.shutdown().await.unwrap();
+}
