@@ -523,3 +523,36 @@ async fn big_integer_correlation_ids_are_echoed_exactly() {
     c.close().await;
     hub.shutdown().await.unwrap();
 }
+
+/// Behind a trusted proxy every connection comes from the proxy: the per-IP share is the
+/// forwarded client's, taken at the WebSocket upgrade.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_the_forwarded_address_has_the_share() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let (hub, _db) = sqlite_hub(|cfg| {
+        cfg.trust_proxy = true;
+        cfg.limits.max_connections_per_ip = 2;
+    })
+    .await;
+    let open = |forwarded: &'static str| {
+        let url = hub.ws_url();
+        async move {
+            let mut request = url.into_client_request().unwrap();
+            request
+                .headers_mut()
+                .insert("x-forwarded-for", forwarded.parse().unwrap());
+            tokio_tungstenite::connect_async(request).await
+        }
+    };
+    let _a = open("203.0.113.9").await.unwrap();
+    let _b = open("203.0.113.9").await.unwrap();
+    match open("203.0.113.9").await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 503)
+        }
+        other => panic!("a third WebSocket of one forwarded address: {other:?}"),
+    }
+    let _c = open("203.0.113.10").await.unwrap();
+    assert_eq!(refused(&hub, "connections_per_ip").await, 1);
+    hub.shutdown().await.unwrap();
+}
