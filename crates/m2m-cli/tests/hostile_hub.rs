@@ -173,15 +173,7 @@ impl Legit {
 }
 
 fn start_hub() -> Hub {
-    let mut cmd = common::m2m();
-    cmd.args([
-        "hub",
-        "--port",
-        "0",
-        "--bind",
-        "127.0.0.1",
-        "--database",
-        "sqlite::memory:",
+    Hub::start_with(&[
         "--memory-budget",
         "64MiB",
         // The budget is what these attacks meet, not the per-IP share.
@@ -189,8 +181,7 @@ fn start_hub() -> Hub {
         "0",
         "--registrations-per-hour",
         "0",
-    ]);
-    Hub::from(Running::spawn(cmd))
+    ])
 }
 
 #[test]

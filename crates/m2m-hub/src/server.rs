@@ -245,16 +245,32 @@ pub(crate) async fn serve_plain(
     let app = crate::http::router(state.clone());
     let connections = TaskTracker::new();
     loop {
-        let accepted = tokio::select! {
+        let (stream, peer, local, ticket) = tokio::select! {
             biased;
             _ = stop.cancelled() => break,
-            accepted = listener.accept() => accepted,
+            accepted = accept(&listener, &state) => accepted,
         };
-        let (stream, peer) = match accepted {
+        let (state, app, stop) = (state.clone(), app.clone(), stop.clone());
+        connections.spawn(async move {
+            if first_byte(&stream, &state).await {
+                serve_connection(state, app, stream, peer, local, ticket, stop).await;
+            }
+        });
+    }
+    drain(connections).await;
+}
+
+/// The next admitted connection on `listener`: the stream, the peer, the local address and
+/// its ticket. Refused connections are closed here; a failed `accept` (out of descriptors
+/// despite the reserve: another part of the process used them) backs off rather than spins.
+pub(crate) async fn accept(
+    listener: &TcpListener,
+    state: &HubState,
+) -> (TcpStream, SocketAddr, SocketAddr, Ticket) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
-                // Out of descriptors despite the reserve (another part of the process
-                // used them): back off rather than spin.
                 tracing::warn!(error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
@@ -265,14 +281,8 @@ pub(crate) async fn serve_plain(
         };
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr().unwrap_or(state.config.bind);
-        let (state, app, stop) = (state.clone(), app.clone(), stop.clone());
-        connections.spawn(async move {
-            if first_byte(&stream, &state).await {
-                serve_connection(state, app, stream, peer, local, ticket, stop).await;
-            }
-        });
+        return (stream, peer, local, ticket);
     }
-    drain(connections).await;
 }
 
 /// Serves TLS connections (handshaken by `tls::TlsListener`) until `stop` is cancelled.

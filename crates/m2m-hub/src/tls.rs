@@ -7,7 +7,6 @@ use std::io::BufReader;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -85,20 +84,7 @@ impl TlsListener {
         let (tx, ready) = mpsc::channel(READY_QUEUE);
         let accept_task = tokio::spawn(async move {
             loop {
-                let (stream, peer) = match tcp.accept().await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off, do not spin.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let Ok(ticket) = state.admission.admit(peer.ip(), &state.metrics) else {
-                    continue;
-                };
-                let _ = stream.set_nodelay(true);
-                let local = stream.local_addr().unwrap_or(state.config.bind);
+                let (stream, peer, local, ticket) = crate::server::accept(&tcp, &state).await;
                 let acceptor = acceptor.clone();
                 let tx = tx.clone();
                 // Bounded by the timeout; ends on its own.

@@ -463,15 +463,7 @@ async fn health_is_degraded_while_the_registry_cannot_write() {
         (200, json!("healthy"))
     );
 
-    let name = db.name().to_owned();
-    db.admin_exec(&format!(
-        "ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS false"
-    ))
-    .await;
-    db.admin_exec(&format!(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
-    ))
-    .await;
+    db.cut_off().await;
     eventually("/health says degraded", || async {
         let h = http(addr, "GET", "/health").await;
         h.status == 503 && h.json()["status"] == "degraded"
@@ -480,8 +472,7 @@ async fn health_is_degraded_while_the_registry_cannot_write() {
     let stats = http(addr, "GET", "/stats").await;
     assert_eq!(stats.status, 200, "reads are still served");
 
-    db.admin_exec(&format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS true"))
-        .await;
+    db.reconnect().await;
     eventually("/health says healthy again", || async {
         let h = http(addr, "GET", "/health").await;
         h.status == 200 && h.json()["status"] == "healthy"
