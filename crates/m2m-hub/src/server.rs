@@ -32,6 +32,7 @@ use crate::budget::{Charge, Memory};
 use crate::config::HubLimits;
 use crate::http::ClientAddr;
 use crate::limits;
+use crate::metered::WriteDeadline;
 use crate::metrics::{Metrics, Refusal};
 use crate::per_ip::{IpConnections, IpSlot};
 use crate::state::HubState;
@@ -363,6 +364,7 @@ pub(crate) async fn serve_connection<I>(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .max_buf_size(limits.max_header_bytes.max(HYPER_MIN_BUF));
+    let io = WriteDeadline::new(io, limits.write_timeout);
     let connection = builder
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
