@@ -122,6 +122,11 @@ impl HubCommand {
                 "{port}",
                 "--database",
                 "{database}",
+                // Every bench client is 127.0.0.1: lift the per-IP shares.
+                "--max-connections-per-ip",
+                "0",
+                "--registrations-per-hour",
+                "0",
             ]
             .map(str::to_owned)
             .to_vec(),
@@ -399,13 +404,16 @@ impl HubUnderTest {
 
 /// The hub configuration of `hub-serve` and the in-process hub: the defaults, except that
 /// the per-connection request rate limit is lifted (the bench measures capacity, and a few
-/// connections may carry the whole load when `--agents` is small).
+/// connections may carry the whole load when `--agents` is small), and so are the
+/// per-source-IP shares (every bench client is 127.0.0.1).
 pub(crate) fn bench_hub_config(bind: SocketAddr, database: String) -> HubConfig {
     HubConfig {
         bind,
         database,
         limits: HubLimits {
             requests_per_second: 0,
+            max_connections_per_ip: 0,
+            registrations_per_hour: 0,
             ..HubLimits::default()
         },
         ..HubConfig::default()
@@ -1115,7 +1123,8 @@ mod tests {
         let c = HubCommand::m2m_cli(PathBuf::from("/x/m2m")).resolve(7, "sqlite://a.db");
         assert_eq!(
             c.display(),
-            "/x/m2m hub --bind 127.0.0.1 --port 7 --database sqlite://a.db"
+            "/x/m2m hub --bind 127.0.0.1 --port 7 --database sqlite://a.db \
+             --max-connections-per-ip 0 --registrations-per-hour 0"
         );
         assert_eq!(
             redact("postgres://m2m:secret@127.0.0.1:5432/db"),

@@ -141,6 +141,10 @@ pub struct HubArgs {
     /// `rate_limited`. 0: no limit, like the original hub.
     #[arg(long, env = "M2M_RATE_LIMIT", default_value_t = m2m_hub::HubLimits::default().requests_per_second)]
     pub rate_limit: u32,
+
+    /// Resource bounds (docs/SECURITY.md "Hub limits").
+    #[command(flatten)]
+    pub limits: crate::hub_limits::HubLimitArgs,
 }
 
 /// How an agent of this tool joins a hub.

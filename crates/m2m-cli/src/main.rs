@@ -14,6 +14,7 @@ mod cli;
 mod cmd;
 mod duration;
 mod exit;
+mod hub_limits;
 mod identity;
 mod output;
 mod payload;

@@ -9,3 +9,8 @@ pub use m2m_proto::hub::errors::{
     TOO_MANY_AGENTS, TOO_MANY_CAPABILITIES, TOO_MANY_CONNECTIONS, UNAVAILABLE, UNKNOWN_ACTION,
     UPGRADE_REQUIRED,
 };
+
+/// The hub's memory budget cannot hold this reply now; try again later (or ask for less).
+pub const OVERLOADED: &str = "overloaded";
+/// This source IP registered `registrations_per_hour` times already; wait.
+pub const TOO_MANY_REGISTRATIONS: &str = "too_many_registrations";

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use m2m_proto::limits;
 
+use crate::limits as hub;
+
 /// Everything [`crate::Hub::start`] needs.
 #[derive(Debug, Clone)]
 pub struct HubConfig {
@@ -22,7 +24,8 @@ pub struct HubConfig {
     /// Serve `https`/`wss` directly with this certificate.
     pub tls: Option<TlsConfig>,
     /// The public WebSocket URL shown by `/info` and the 404 page (e.g.
-    /// `wss://hub.example.org/ws`). Default: derived from the request's `Host`.
+    /// `wss://hub.example.org/ws`). Default: the address the client connected to (never
+    /// the request's `Host`, which the client chooses).
     pub public_url: Option<String>,
     /// Bounds on what clients may send.
     pub limits: HubLimits,
@@ -70,9 +73,39 @@ pub struct TlsConfig {
     pub key_path: PathBuf,
 }
 
-/// Bounds on client input. Defaults come from `m2m_proto::limits`.
+/// Bounds on client input and on the resources clients may hold. Defaults come from
+/// `m2m_proto::limits` and [`crate::limits`] (where each value is explained).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HubLimits {
+    /// Hub-wide budget, in bytes, for connection buffers: read buffers, unfinished
+    /// requests and frames, queued replies ([`hub::MEMORY_BUDGET`]). When spent, new
+    /// connections are closed at once, a frame that needs more closes its WebSocket (1013)
+    /// and a reply that needs more is replaced by an `overloaded` error.
+    pub memory_budget: usize,
+    /// Largest HTTP request head ([`hub::MAX_HEADER_BYTES`]); larger get HTTP 431.
+    pub max_header_bytes: usize,
+    /// Simultaneous TCP connections, HTTP and WebSocket ([`hub::MAX_HTTP_CONNECTIONS`]).
+    pub max_http_connections: usize,
+    /// Descriptors kept free below `RLIMIT_NOFILE` ([`hub::DESCRIPTOR_RESERVE`]).
+    pub descriptor_reserve: usize,
+    /// Simultaneous connections per source IP, an IPv6 /64 counting as one
+    /// ([`hub::MAX_CONNECTIONS_PER_IP`]); 0: no limit. With `trust_proxy` the IP is the
+    /// forwarded one and the bound applies to WebSockets.
+    pub max_connections_per_ip: usize,
+    /// Registrations per source IP per hour ([`hub::REGISTRATIONS_PER_HOUR`]); 0: no limit.
+    pub registrations_per_hour: u32,
+    /// Registrations per source IP at once before the hourly rate applies.
+    pub registration_burst: u32,
+    /// A plain TCP connection must send its first byte this fast.
+    pub first_byte_timeout: Duration,
+    /// An HTTP request head must be complete this fast (also the keep-alive idle time).
+    pub header_timeout: Duration,
+    /// The upgraded stream must be ready this fast after the 101.
+    pub upgrade_timeout: Duration,
+    /// A WebSocket must send its first message this fast after the challenge.
+    pub first_frame_timeout: Duration,
+    /// A WebSocket holding a registered agent that sends nothing this long is closed.
+    pub registered_idle_timeout: Duration,
     /// Largest WebSocket message answered normally; larger ones get `message_too_large`.
     pub max_message_bytes: usize,
     /// Messages above this are not even buffered: the socket is closed (1009). Keeps a
@@ -107,6 +140,18 @@ pub struct HubLimits {
 impl Default for HubLimits {
     fn default() -> Self {
         HubLimits {
+            memory_budget: hub::MEMORY_BUDGET,
+            max_header_bytes: hub::MAX_HEADER_BYTES,
+            max_http_connections: hub::MAX_HTTP_CONNECTIONS,
+            descriptor_reserve: hub::DESCRIPTOR_RESERVE,
+            max_connections_per_ip: hub::MAX_CONNECTIONS_PER_IP,
+            registrations_per_hour: hub::REGISTRATIONS_PER_HOUR,
+            registration_burst: hub::REGISTRATION_BURST,
+            first_byte_timeout: hub::FIRST_BYTE_TIMEOUT,
+            header_timeout: hub::HEADER_TIMEOUT,
+            upgrade_timeout: hub::UPGRADE_TIMEOUT,
+            first_frame_timeout: hub::FIRST_FRAME_TIMEOUT,
+            registered_idle_timeout: hub::REGISTERED_IDLE_TIMEOUT,
             max_message_bytes: limits::MAX_HUB_MESSAGE,
             hard_max_message_bytes: 4 * limits::MAX_HUB_MESSAGE,
             max_capabilities: limits::MAX_CAPABILITIES,
@@ -114,8 +159,7 @@ impl Default for HubLimits {
             max_metadata_bytes: limits::MAX_METADATA_BYTES,
             max_address_len: limits::MAX_ADDRESS_LEN,
             max_status_len: limits::MAX_STATUS_LEN,
-            // 100k agents is the design target; leave headroom for tools and reconnects.
-            max_connections: 150_000,
+            max_connections: hub::MAX_WEBSOCKETS,
             max_agents_per_connection: 16,
             // An agent sends one heartbeat per 30 s, but scripts and load tools legitimately
             // drive one connection hard, and the original hub has no limit at all: a tool
@@ -127,9 +171,9 @@ impl Default for HubLimits {
             // on two connections).
             requests_per_second: 50_000,
             request_burst: 100_000,
-            idle_timeout: Duration::from_secs(300),
-            write_timeout: Duration::from_secs(10),
-            tls_handshake_timeout: Duration::from_secs(10),
+            idle_timeout: hub::IDLE_TIMEOUT,
+            write_timeout: hub::WRITE_TIMEOUT,
+            tls_handshake_timeout: hub::TLS_HANDSHAKE_TIMEOUT,
         }
     }
 }
@@ -146,6 +190,9 @@ pub struct SweepConfig {
     pub offline_after: Duration,
     /// `offline` rows unseen this long are deleted.
     pub retention: Duration,
+    /// `offline` 2.0 rows (no identity) unseen this long are deleted
+    /// ([`hub::ANONYMOUS_RETENTION`]); the shorter of this and `retention` applies.
+    pub anonymous_retention: Duration,
 }
 
 impl Default for SweepConfig {
@@ -155,6 +202,7 @@ impl Default for SweepConfig {
             idle_after: limits::IDLE_AFTER,
             offline_after: limits::OFFLINE_AFTER,
             retention: limits::OFFLINE_RETENTION,
+            anonymous_retention: hub::ANONYMOUS_RETENTION,
         }
     }
 }

@@ -705,14 +705,22 @@ impl Directory {
         }
     }
 
-    /// Forgets `offline` agents last seen before `before` (every hub applies the same
-    /// retention rule, so all mirrors drop what the registry's purge deleted).
-    pub fn purge_offline(&self, before: i64) -> usize {
+    /// Forgets `offline` agents last seen before `before`, 2.0 ones (no identity) before
+    /// `anonymous_before` already (every hub applies the same retention rule, so all
+    /// mirrors drop what the registry's purge deleted).
+    pub fn purge_offline(&self, before: i64, anonymous_before: i64) -> usize {
         let victims: Vec<AgentKey> = self
             .agents
             .read()
             .values()
-            .filter(|e| e.last_seen() < before && e.state.lock().status == Status::Offline)
+            .filter(|e| {
+                let cutoff = if e.identity.is_none() {
+                    anonymous_before.max(before)
+                } else {
+                    before
+                };
+                e.last_seen() < cutoff && e.state.lock().status == Status::Offline
+            })
             .map(|e| e.key)
             .collect();
         for key in &victims {
@@ -1143,7 +1151,7 @@ mod tests {
         let c = d.counts();
         assert_eq!((c.total, c.online, c.idle), (1, 0, 1));
         d.set_status(&e.id, "offline", 6);
-        assert_eq!(d.purge_offline(11), 1);
+        assert_eq!(d.purge_offline(11, 11), 1);
         assert_eq!(d.counts().total, 0);
     }
 

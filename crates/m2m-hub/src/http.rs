@@ -10,10 +10,10 @@ use axum::extract::connect_info::Connected;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::header::{self, HeaderValue};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use m2m_proto::hub::{self as proto, ErrorReply, Reply};
 use m2m_proto::limits::{self, PROTOCOL_VERSION};
 use serde_json::{json, Value};
@@ -21,6 +21,7 @@ use tower_http::cors::CorsLayer;
 
 use crate::codes;
 use crate::directory::{AgentsPageView, Filter};
+use crate::server::LocalAddr;
 use crate::state::HubState;
 
 /// The remote address of a connection, for plain TCP and TLS listeners alike.
@@ -29,12 +30,6 @@ pub struct ClientAddr(pub SocketAddr);
 
 impl Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>> for ClientAddr {
     fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
-        ClientAddr(*stream.remote_addr())
-    }
-}
-
-impl Connected<axum::serve::IncomingStream<'_, crate::tls::TlsListener>> for ClientAddr {
-    fn connect_info(stream: axum::serve::IncomingStream<'_, crate::tls::TlsListener>) -> Self {
         ClientAddr(*stream.remote_addr())
     }
 }
@@ -91,8 +86,10 @@ pub(crate) fn json_error(status: StatusCode, code: &str) -> Response {
     (status, Json(ErrorReply::new(code, None))).into_response()
 }
 
-/// This hub's WebSocket URL: configured, or built from the request's `Host`.
-fn websocket_url(state: &HubState, headers: &HeaderMap) -> String {
+/// This hub's WebSocket URL: configured (`--public-url`), or the address the client
+/// connected to. Never the request's `Host`: the client chooses that, and a page or cache
+/// that shows `/info` would then point other agents wherever the client liked.
+fn websocket_url(state: &HubState, local: Option<LocalAddr>) -> String {
     if let Some(url) = &state.config.public_url {
         return url.clone();
     }
@@ -101,24 +98,17 @@ fn websocket_url(state: &HubState, headers: &HeaderMap) -> String {
     } else {
         "ws"
     };
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .filter(|h| {
-            !h.is_empty()
-                && h.len() <= 255
-                && h.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
-        })
-        .map(str::to_owned)
-        .unwrap_or_else(|| state.config.bind.to_string());
+    let host = local.map_or(state.config.bind, |LocalAddr(addr)| addr);
     format!("{scheme}://{host}/ws")
 }
 
 /// `/` and `/info`: the original's document, key for key (clients may read it); the
 /// URLs are this hub's and the quickstart speaks of this project.
-async fn info(State(state): State<Arc<HubState>>, headers: HeaderMap) -> Pretty<Value> {
-    let ws = websocket_url(&state, &headers);
+async fn info(
+    State(state): State<Arc<HubState>>,
+    local: Option<Extension<LocalAddr>>,
+) -> Pretty<Value> {
+    let ws = websocket_url(&state, local.map(|Extension(l)| l));
     let counts = state.directory.counts();
     let s = state.stats();
     Pretty(json!({
@@ -176,13 +166,22 @@ async fn info(State(state): State<Arc<HubState>>, headers: HeaderMap) -> Pretty<
     }))
 }
 
-async fn health(State(state): State<Arc<HubState>>) -> Json<proto::Health> {
+/// `/health`: 200 `healthy` while the registry takes writes; 503 `degraded` while it does
+/// not (reads are still served from memory, writes fail `unavailable`).
+async fn health(State(state): State<Arc<HubState>>) -> Response {
+    let writable = state.health.writable(&*state.registry).await;
     let now = chrono::DateTime::from_timestamp_millis(state.now_ms()).unwrap_or_default();
-    Json(proto::Health {
-        status: "healthy".to_owned(),
+    let (code, status) = if writable {
+        (StatusCode::OK, "healthy")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "degraded")
+    };
+    let body = proto::Health {
+        status: status.to_owned(),
         timestamp: now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         version: PROTOCOL_VERSION.to_owned(),
-    })
+    };
+    (code, Json(body)).into_response()
 }
 
 async fn agents(
@@ -244,11 +243,14 @@ async fn metrics(State(state): State<Arc<HubState>>) -> Response {
         .into_response()
 }
 
-async fn not_found(State(state): State<Arc<HubState>>, headers: HeaderMap) -> Response {
+async fn not_found(
+    State(state): State<Arc<HubState>>,
+    local: Option<Extension<LocalAddr>>,
+) -> Response {
     let body = json!({
         "error": "Not found",
         "endpoints": ["/", "/health", "/agents", "/stats"],
-        "websocket": websocket_url(&state, &headers),
+        "websocket": websocket_url(&state, local.map(|Extension(l)| l)),
     });
     (StatusCode::NOT_FOUND, Json(body)).into_response()
 }

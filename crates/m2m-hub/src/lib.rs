@@ -83,13 +83,19 @@
 #![warn(missing_docs)]
 
 mod address;
+mod budget;
 pub mod codes;
 mod config;
 mod directory;
 mod error;
+mod health;
 mod http;
+pub mod limits;
 mod maintenance;
+mod metered;
 mod metrics;
+mod per_ip;
+mod server;
 mod state;
 pub mod store;
 mod tls;
@@ -109,6 +115,7 @@ pub use config::{Clock, HubConfig, HubLimits, ManualClock, StorageTuning, SweepC
 pub use error::{HubError, StoreError};
 pub use http::{router, ClientAddr};
 pub use maintenance::SweepReport;
+pub use server::raise_descriptor_limit;
 pub use state::HubState;
 
 use maintenance::FeedMarks;
@@ -313,7 +320,13 @@ pub async fn serve(
     state: Arc<HubState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), HubError> {
-    serve_on(listener, state, shutdown).await
+    let stop = CancellationToken::new();
+    tokio::join!(
+        server::serve_plain(listener, state.clone(), stop.clone()),
+        stop_on(shutdown, &state, &stop)
+    );
+    finish(&state).await;
+    Ok(())
 }
 
 /// As [`serve`], over TLS.
@@ -323,36 +336,21 @@ pub async fn serve_tls(
     state: Arc<HubState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), HubError> {
-    let listener = tls::TlsListener::new(
-        listener,
-        acceptor,
-        state.config.limits.tls_handshake_timeout,
-    )?;
-    serve_on(listener, state, shutdown).await
+    let listener = tls::TlsListener::new(listener, acceptor, state.clone());
+    let stop = CancellationToken::new();
+    tokio::join!(
+        server::serve_tls(listener, state.clone(), stop.clone()),
+        stop_on(shutdown, &state, &stop)
+    );
+    finish(&state).await;
+    Ok(())
 }
 
-/// The one serve loop behind [`serve`] and [`serve_tls`]: any listener whose connections
-/// yield a [`ClientAddr`].
-async fn serve_on<L>(
-    listener: L,
-    state: Arc<HubState>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), HubError>
-where
-    L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
-    ClientAddr: for<'a> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
-{
-    let app = router(state.clone()).into_make_service_with_connect_info::<ClientAddr>();
-    let token = state.shutdown.clone();
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            token.cancel();
-        })
-        .await;
-    finish(&state).await;
-    Ok(served?)
+/// When `shutdown` resolves: sessions are told to close and the accept loop stops.
+async fn stop_on(shutdown: impl Future<Output = ()>, state: &HubState, stop: &CancellationToken) {
+    shutdown.await;
+    state.shutdown.cancel();
+    stop.cancel();
 }
 
 /// After the server stopped: let sessions close (they mark their agents offline), write

@@ -10,6 +10,7 @@ use parking_lot::Mutex;
 use tokio::time::{interval_at, Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
+use crate::config::SweepConfig;
 use crate::directory::parse_id;
 use crate::error::StoreError;
 use crate::state::HubState;
@@ -129,14 +130,7 @@ pub(crate) async fn flush_liveness(state: &HubState) -> Result<usize, StoreError
 /// One status sweep: liveness is flushed first so the database judges by fresh times.
 pub(crate) async fn sweep_once(state: &HubState) -> Result<SweepReport, StoreError> {
     flush_liveness(state).await?;
-    let now = state.now_ms();
-    let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
-    let cfg = &state.config.sweep;
-    let cut = SweepCutoffs {
-        idle_before: now.saturating_sub(ms(cfg.idle_after)),
-        offline_before: now.saturating_sub(ms(cfg.offline_after)),
-        purge_before: now.saturating_sub(ms(cfg.retention)),
-    };
+    let cut = cutoffs(&state.config.sweep, state.now_ms());
     let outcome = state.registry.sweep(cut).await.inspect_err(|_| {
         state.metrics.db_errors.fetch_add(1, Ordering::Relaxed);
     })?;
@@ -163,8 +157,24 @@ pub(crate) async fn sweep_once(state: &HubState) -> Result<SweepReport, StoreErr
         None => report.skipped = true,
     }
     // Every hub forgets what the retention rule deletes, whoever ran the DELETE.
-    state.directory.purge_offline(cut.purge_before);
+    state
+        .directory
+        .purge_offline(cut.purge_before, cut.purge_anonymous_before);
     Ok(report)
+}
+
+/// The sweep's thresholds at `now`.
+pub(crate) fn cutoffs(cfg: &SweepConfig, now: i64) -> SweepCutoffs {
+    let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    let purge_before = now.saturating_sub(ms(cfg.retention));
+    SweepCutoffs {
+        idle_before: now.saturating_sub(ms(cfg.idle_after)),
+        offline_before: now.saturating_sub(ms(cfg.offline_after)),
+        purge_before,
+        purge_anonymous_before: now
+            .saturating_sub(ms(cfg.anonymous_retention))
+            .max(purge_before),
+    }
 }
 
 /// Applies what other hubs wrote since the last reads.

@@ -27,6 +27,79 @@ pub fn action_index(name: Option<&str>) -> usize {
         .unwrap_or(ACTIONS.len() - 1)
 }
 
+/// A limit that refused something: a connection, a frame, a reply, a registration, or a
+/// client too slow at some stage. Each has a counter, `m2m_hub_refused_total{limit=…}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The connection cap (`max_http_connections`, or the descriptor limit minus reserve).
+    HttpConnections,
+    /// `max_connections_per_ip`.
+    ConnectionsPerIp,
+    /// The memory budget could not cover a new connection.
+    MemoryConnection,
+    /// The memory budget could not cover an unfinished WebSocket message (closed 1013).
+    MemoryFrame,
+    /// The memory budget could not cover a reply (sent `overloaded` instead).
+    MemoryReply,
+    /// `registrations_per_hour` of one IP.
+    RegistrationsPerIp,
+    /// No first byte within `first_byte_timeout`.
+    FirstByteTimeout,
+    /// No complete request head within `header_timeout`.
+    HeaderTimeout,
+    /// A request head over `max_header_bytes`.
+    HeaderTooLarge,
+    /// The upgraded stream was not ready within `upgrade_timeout`.
+    UpgradeTimeout,
+    /// No first WebSocket message within `first_frame_timeout`.
+    FirstFrameTimeout,
+    /// A WebSocket closed for idling (`idle_timeout`, `registered_idle_timeout`).
+    IdleTimeout,
+    /// A write that did not finish within `write_timeout`.
+    WriteTimeout,
+    /// A text frame that is not UTF-8 (closed 1007).
+    InvalidUtf8,
+}
+
+impl Refusal {
+    const ALL: [Refusal; 14] = [
+        Refusal::HttpConnections,
+        Refusal::ConnectionsPerIp,
+        Refusal::MemoryConnection,
+        Refusal::MemoryFrame,
+        Refusal::MemoryReply,
+        Refusal::RegistrationsPerIp,
+        Refusal::FirstByteTimeout,
+        Refusal::HeaderTimeout,
+        Refusal::HeaderTooLarge,
+        Refusal::UpgradeTimeout,
+        Refusal::FirstFrameTimeout,
+        Refusal::IdleTimeout,
+        Refusal::WriteTimeout,
+        Refusal::InvalidUtf8,
+    ];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::HttpConnections => "http_connections",
+            Refusal::ConnectionsPerIp => "connections_per_ip",
+            Refusal::MemoryConnection => "memory_connection",
+            Refusal::MemoryFrame => "memory_frame",
+            Refusal::MemoryReply => "memory_reply",
+            Refusal::RegistrationsPerIp => "registrations_per_ip",
+            Refusal::FirstByteTimeout => "first_byte_timeout",
+            Refusal::HeaderTimeout => "header_timeout",
+            Refusal::HeaderTooLarge => "header_too_large",
+            Refusal::UpgradeTimeout => "upgrade_timeout",
+            Refusal::FirstFrameTimeout => "first_frame_timeout",
+            Refusal::IdleTimeout => "idle_timeout",
+            Refusal::WriteTimeout => "write_timeout",
+            Refusal::InvalidUtf8 => "invalid_utf8",
+        }
+    }
+}
+
 /// Latency bucket bounds, seconds.
 const BUCKETS: [f64; 12] = [
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.1, 0.5, 2.5,
@@ -69,6 +142,8 @@ pub struct Metrics {
     pub liveness_flushed: AtomicU64,
     /// Rows read from the change feed of other hubs.
     pub feed_rows: AtomicU64,
+    /// Refusals by limit, in the order of `Refusal::ALL`.
+    refusals: [AtomicU64; Refusal::ALL.len()],
 }
 
 /// Gauges read at scrape time.
@@ -84,9 +159,22 @@ pub struct Gauges {
     pub agents: AgentCounts,
     /// Seconds since start.
     pub uptime: u64,
+    /// TCP connections open (HTTP and WebSocket).
+    pub http_connections: u64,
+    /// Bytes charged to the memory budget now.
+    pub memory_used: u64,
+    /// The memory budget.
+    pub memory_budget: u64,
 }
 
 impl Metrics {
+    /// Counts one refusal.
+    pub fn refused(&self, why: Refusal) {
+        if let Some(i) = Refusal::ALL.iter().position(|r| *r == why) {
+            self.refusals[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Counts one request and its duration.
     pub fn request(&self, action: usize, ok: bool, took: Duration) {
         let counter = if ok { &self.ok } else { &self.errors };
@@ -220,6 +308,40 @@ impl Metrics {
         ] {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} counter");
+            let _ = writeln!(out, "{name} {value}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP m2m_hub_refused_total Connections, frames, replies and registrations refused, by the limit that refused them."
+        );
+        let _ = writeln!(out, "# TYPE m2m_hub_refused_total counter");
+        for (i, why) in Refusal::ALL.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "m2m_hub_refused_total{{limit=\"{}\"}} {}",
+                why.label(),
+                load(&self.refusals[i])
+            );
+        }
+        for (name, help, value) in [
+            (
+                "m2m_hub_http_connections_open",
+                "TCP connections open (HTTP and WebSocket).",
+                g.http_connections,
+            ),
+            (
+                "m2m_hub_memory_used_bytes",
+                "Bytes of connection buffers charged to the memory budget.",
+                g.memory_used,
+            ),
+            (
+                "m2m_hub_memory_budget_bytes",
+                "The memory budget for connection buffers.",
+                g.memory_budget,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} gauge");
             let _ = writeln!(out, "{name} {value}");
         }
         let _ = writeln!(

@@ -37,7 +37,10 @@ use crate::directory::{
     parse_id, push_u64, AgentEntry, Directory, Filter, Holder, JsonPage, Status,
 };
 use crate::error::HubError;
-use crate::metrics::{action_index, Gauges, Metrics};
+use crate::health::RegistryHealth;
+use crate::metrics::{action_index, Gauges, Metrics, Refusal};
+use crate::per_ip::IpRegistrations;
+use crate::server::Admission;
 use crate::store::{self, AgentRow, Registry, Write};
 use crate::writer::{Unavailable, Writer};
 
@@ -63,6 +66,12 @@ pub struct HubState {
     pub(crate) pending_offline: Mutex<Vec<Arc<AgentEntry>>>,
     /// PostgreSQL: the change feed has been applied up to here.
     pub(crate) feed_watermark: AtomicI64,
+    /// Connection admission and the memory budget.
+    pub(crate) admission: Admission,
+    /// Registrations per source IP.
+    pub(crate) registrations: IpRegistrations,
+    /// The registry's health as `/health` reports it.
+    pub(crate) health: RegistryHealth,
 }
 
 /// Serial numbers of sessions (unique within this process).
@@ -180,6 +189,48 @@ fn push_page(out: &mut String, page: &JsonPage, head: impl FnOnce(&mut String)) 
     out.push_str(&page.json);
 }
 
+const CID_KEY: &str = r#","correlationId":"#;
+
+/// Whether `reply` ends with a correlationId that is a non-integer or huge number (what
+/// serde_json holds as `f64`).
+fn ends_with_float_cid(reply: &str) -> bool {
+    reply
+        .strip_suffix('}')
+        .and_then(|r| r.rfind(CID_KEY).map(|at| &r[at + CID_KEY.len()..]))
+        .is_some_and(|n| {
+            n.bytes()
+                .all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b))
+                && n.bytes().any(|b| b".eE".contains(&b))
+        })
+}
+
+/// `reply` with its correlationId replaced by the number exactly as the request wrote it.
+/// serde_json (without `arbitrary_precision`, which would slow every number the hub parses)
+/// holds a number that does not fit `u64`/`i64` as `f64`: `12345678901234567890123` would
+/// come back as `1.2345678901234568e22`. Only replies to such requests come here; every
+/// reply ends with its correlationId.
+fn exact_correlation_id(request: &str, reply: String) -> String {
+    #[derive(serde::Deserialize)]
+    struct Cid<'a> {
+        #[serde(rename = "correlationId", borrow, default)]
+        correlation_id: Option<&'a serde_json::value::RawValue>,
+    }
+    let Ok(Cid {
+        correlation_id: Some(raw),
+    }) = serde_json::from_str::<Cid<'_>>(request)
+    else {
+        return reply;
+    };
+    let Some(at) = reply.rfind(CID_KEY) else {
+        return reply;
+    };
+    let mut out = String::with_capacity(reply.len() + raw.get().len());
+    out.push_str(&reply[..at + CID_KEY.len()]);
+    out.push_str(raw.get().trim());
+    out.push('}');
+    out
+}
+
 /// `{"status":"error","error":code,"correlationId":…}` as text.
 pub(crate) fn error_text(code: &str, cid: Option<Value>) -> String {
     serde_json::to_string(&ErrorReply::new(code, cid))
@@ -196,6 +247,10 @@ impl HubState {
         if !registry.shared() {
             registry.release(None).await?;
         }
+        // Rows past retention are deleted before loading, not after: a registry grown
+        // while this hub was down is not read into memory only to be dropped.
+        let cut = crate::maintenance::cutoffs(&config.sweep, config.clock.now_ms());
+        registry.sweep(cut).await?;
         let loaded = registry.load().await?;
         let directory = Directory::default();
         for row in &loaded.rows {
@@ -212,6 +267,7 @@ impl HubState {
             "registry ready"
         );
         let slots = Arc::new(Semaphore::new(config.limits.max_connections));
+        let admission = Admission::new(&config.limits, config.trust_proxy);
         Ok(Arc::new(HubState {
             hub_id,
             registry,
@@ -229,6 +285,9 @@ impl HubState {
             pending_offline: Mutex::new(Vec::new()),
             config,
             feed_watermark: AtomicI64::new(loaded.watermark),
+            admission,
+            registrations: IpRegistrations::default(),
+            health: RegistryHealth::default(),
         }))
     }
 
@@ -273,6 +332,9 @@ impl HubState {
             accepted_connections: self.accepted.load(Ordering::Relaxed),
             agents: self.directory.counts(),
             uptime: self.uptime(),
+            http_connections: self.admission.open() as u64,
+            memory_used: self.admission.memory.used_bytes() as u64,
+            memory_budget: self.admission.memory.total_bytes() as u64,
         }
     }
 
@@ -282,12 +344,22 @@ impl HubState {
         // WebSocket's task holds room for what its futures keep across an await.
         let (started, action, cid, act) = match self.prepare(session, text) {
             Ok(prepared) => prepared,
+            // Early replies are short: looking at their end costs nothing.
+            Err(reply) if reply.len() < 512 && ends_with_float_cid(&reply) => {
+                return exact_correlation_id(text, reply)
+            }
             Err(reply) => return reply,
         };
+        let float_cid = matches!(&cid, Some(Value::Number(n)) if n.is_f64());
         let result = self.dispatch(session, act, cid.clone()).await;
         self.metrics
             .request(action, result.is_ok(), started.elapsed());
-        result.unwrap_or_else(|Refused(code)| error_text(&code, cid))
+        let reply = result.unwrap_or_else(|Refused(code)| error_text(&code, cid));
+        if float_cid {
+            exact_correlation_id(text, reply)
+        } else {
+            reply
+        }
     }
 
     /// Parses and admits a message: the action to run (with the metrics index and the
@@ -436,6 +508,16 @@ impl HubState {
                 (id, Some(key))
             }
         };
+        // Counted last: a refused or invalid register does not spend the IP's share.
+        if !self.registrations.try_take(
+            session.ip,
+            limits.registrations_per_hour,
+            limits.registration_burst,
+            tokio::time::Instant::now().into_std(),
+        ) {
+            self.metrics.refused(Refusal::RegistrationsPerIp);
+            return Err(codes::TOO_MANY_REGISTRATIONS.into());
+        }
         let now = self.now_ms();
         let mut row = AgentRow {
             id,
@@ -759,6 +841,35 @@ mod tests {
         assert!(limited.take_token(1, 3) && limited.take_token(1, 3));
         let mut unlimited = Session::new(ip, 0);
         assert!((0..100_000).all(|_| unlimited.take_token(0, 0)));
+    }
+
+    #[test]
+    fn big_and_fractional_correlation_ids_are_echoed_as_written() {
+        for cid in [
+            "123456789012345678901234567890",
+            "-98765432109876543210987",
+            "1.50",
+            "2E+3",
+            "0.1000000000000000055511151231257827",
+        ] {
+            let request = format!(r#"{{"action":"nope","correlationId": {cid} }}"#);
+            let parsed = HubRequest::parse(&request).unwrap().correlation_id;
+            let reply = error_text(codes::UNKNOWN_ACTION, parsed);
+            assert!(ends_with_float_cid(&reply), "{reply}");
+            let exact = exact_correlation_id(&request, reply);
+            assert!(
+                exact.ends_with(&format!(r#","correlationId":{cid}}}"#)),
+                "{exact}"
+            );
+            let _: Value = serde_json::from_str(&exact).unwrap();
+        }
+        for reply in [
+            error_text("x", Some(json!(17))),
+            error_text("x", Some(json!("1.5"))),
+            error_text("x", None),
+        ] {
+            assert!(!ends_with_float_cid(&reply), "{reply}");
+        }
     }
 
     #[test]

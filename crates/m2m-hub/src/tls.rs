@@ -7,7 +7,6 @@ use std::io::BufReader;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -19,6 +18,8 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::TlsConfig;
 use crate::error::HubError;
+use crate::server::Ticket;
+use crate::state::HubState;
 
 /// Handshaken connections waiting for the server.
 const READY_QUEUE: usize = 1024;
@@ -64,42 +65,33 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, HubError> {
         .ok_or_else(|| tls_error(path, "no private key found"))
 }
 
-/// A listener yielding TLS streams.
+/// A handshaken connection: the stream, the peer, the local address, its admission.
+type Ready = (TlsStream<TcpStream>, SocketAddr, SocketAddr, Ticket);
+
+/// A listener yielding TLS streams. Connections are admitted (counts, per-IP share, memory
+/// charge) before their handshake, so a flood of handshakes is bounded like plain ones.
 #[derive(Debug)]
 pub struct TlsListener {
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    local: SocketAddr,
+    ready: mpsc::Receiver<Ready>,
     accept_task: JoinHandle<()>,
 }
 
 impl TlsListener {
-    /// Accepts on `tcp`, handshaking each connection within `handshake_timeout`.
-    pub fn new(
-        tcp: TcpListener,
-        acceptor: TlsAcceptor,
-        handshake_timeout: Duration,
-    ) -> std::io::Result<Self> {
-        let local = tcp.local_addr()?;
+    /// Accepts on `tcp`, handshaking each admitted connection within the hub's
+    /// `tls_handshake_timeout`.
+    pub(crate) fn new(tcp: TcpListener, acceptor: TlsAcceptor, state: Arc<HubState>) -> Self {
+        let handshake_timeout = state.config.limits.tls_handshake_timeout;
         let (tx, ready) = mpsc::channel(READY_QUEUE);
         let accept_task = tokio::spawn(async move {
             loop {
-                let (stream, peer) = match tcp.accept().await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off, do not spin.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
+                let (stream, peer, local, ticket) = crate::server::accept(&tcp, &state).await;
                 let acceptor = acceptor.clone();
                 let tx = tx.clone();
                 // Bounded by the timeout; ends on its own.
                 tokio::spawn(async move {
                     match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => {
-                            let _ = tx.send((tls, peer)).await;
+                            let _ = tx.send((tls, peer, local, ticket)).await;
                         }
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -107,33 +99,17 @@ impl TlsListener {
                 });
             }
         });
-        Ok(TlsListener {
-            ready,
-            local,
-            accept_task,
-        })
+        TlsListener { ready, accept_task }
+    }
+
+    /// The next handshaken connection (`None` only once the accept task is gone).
+    pub(crate) async fn next(&mut self) -> Option<Ready> {
+        self.ready.recv().await
     }
 }
 
 impl Drop for TlsListener {
     fn drop(&mut self) {
         self.accept_task.abort();
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(c) => c,
-            // The accept task is gone (only at drop): never yield again.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
     }
 }

@@ -32,8 +32,13 @@ use tungstenite::Message;
 use ws::WebSocketStream;
 
 use crate::address;
+use crate::budget::Charge;
 use crate::codes;
 use crate::http::{json_error, ClientAddr};
+use crate::limits;
+use crate::metered::Metered;
+use crate::metrics::Refusal;
+use crate::server::{Ticket, TicketSlot};
 use crate::state::{error_text, HubState, Session};
 
 /// Close code: going away (hub shutting down).
@@ -42,6 +47,10 @@ const CLOSE_GOING_AWAY: u16 = 1001;
 const CLOSE_TOO_BIG: u16 = 1009;
 /// Close code: normal (idle client).
 const CLOSE_NORMAL: u16 = 1000;
+/// Close code: a text frame that is not UTF-8 (RFC 6455 7.4.1).
+const CLOSE_INVALID_PAYLOAD: u16 = 1007;
+/// Close code: try again later (the memory budget is spent).
+const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
 /// Read buffer per connection. Hub requests are a few hundred bytes (eight pipelined
 /// lookups fit); a larger message grows the buffer for its read, up to the configured
 /// maximum. Every read also zero-fills the free part of the buffer first (tungstenite),
@@ -77,18 +86,44 @@ pub(crate) async fn upgrade(
         return json_error(StatusCode::SERVICE_UNAVAILABLE, codes::TOO_MANY_CONNECTIONS);
     };
     let ip = address::client_ip(peer, &parts.headers, state.config.trust_proxy);
+    // The connection's admission ticket moves into the session: from now on it costs
+    // what a WebSocket costs (less than an HTTP head: the charge only shrinks).
+    let mut ticket = parts
+        .extensions
+        .get::<TicketSlot>()
+        .and_then(|slot| slot.0.lock().take());
+    if let Some(ticket) = &mut ticket {
+        ticket.resize(limits::WEBSOCKET_COST);
+        if state.config.trust_proxy {
+            // Behind a proxy the accept loop saw only the proxy: the share is the
+            // forwarded client's.
+            let Some(share) = state.admission.share_of(ip) else {
+                state.metrics.refused(Refusal::ConnectionsPerIp);
+                return json_error(StatusCode::SERVICE_UNAVAILABLE, codes::TOO_MANY_CONNECTIONS);
+            };
+            ticket.set_share(share);
+        }
+    }
     let config = socket_config(&state);
     tokio::spawn(async move {
-        // A failed upgrade (the client went away) just drops the permit.
-        let Ok(upgraded) = on_upgrade.await else {
-            return;
-        };
-        let socket =
-            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
-                .await;
+        // A failed or slow upgrade (the client went away) just drops the permit.
+        let upgraded =
+            match tokio::time::timeout(state.config.limits.upgrade_timeout, on_upgrade).await {
+                Ok(Ok(upgraded)) => upgraded,
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    state.metrics.refused(Refusal::UpgradeTimeout);
+                    return;
+                }
+            };
+        let io = Metered::new(
+            TokioIo::new(upgraded),
+            state.admission.memory.frames.empty(),
+        );
+        let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
         let tracker = state.sessions.clone();
         tracker
-            .track_future(run_session(state, socket, ip, permit))
+            .track_future(run_session(state, socket, ip, (permit, ticket)))
             .await;
     });
     let mut response = Response::new(Body::empty());
@@ -122,11 +157,14 @@ fn header_eq(headers: &HeaderMap, key: HeaderName, value: &str) -> bool {
         .is_some_and(|h| h.as_bytes().eq_ignore_ascii_case(value.as_bytes()))
 }
 
+/// Whether the comma-separated header `key` lists the token `value` (RFC 9110 5.6.1):
+/// `Connection: keep-alive, Upgrade` does, `Connection: notupgradeX` does not.
 fn header_contains(headers: &HeaderMap, key: HeaderName, value: &str) -> bool {
-    headers
-        .get(&key)
-        .and_then(|h| std::str::from_utf8(h.as_bytes()).ok())
-        .is_some_and(|h| h.to_ascii_lowercase().contains(value))
+    headers.get_all(&key).iter().any(|h| {
+        h.as_bytes()
+            .split(|b| *b == b',')
+            .any(|token| token.trim_ascii().eq_ignore_ascii_case(value.as_bytes()))
+    })
 }
 
 /// The tungstenite configuration of a hub WebSocket.
@@ -151,9 +189,9 @@ fn socket_config(state: &HubState) -> WebSocketConfig {
 /// everything a client pipelined go out in one write ([`BATCH_REPLIES`], [`BATCH_BYTES`]).
 pub(crate) async fn run_session<S>(
     state: Arc<HubState>,
-    mut socket: WebSocketStream<S>,
+    mut socket: WebSocketStream<Metered<S>>,
     ip: IpAddr,
-    _permit: OwnedSemaphorePermit,
+    _held: (OwnedSemaphorePermit, Option<Ticket>),
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -164,7 +202,7 @@ pub(crate) async fn run_session<S>(
     let mut session = Session::new(ip, limits.request_burst);
     let challenge = serde_json::to_string(&Challenge::new(session.nonce()))
         .unwrap_or_else(|_| String::from("{}"));
-    let mut out = Outbox::default();
+    let mut out = Outbox::charged(state.admission.memory.replies.empty());
     out.push(challenge);
     if out.write(&mut socket, timeout, true).await.is_err() {
         state.open.fetch_sub(1, Ordering::Relaxed);
@@ -175,17 +213,22 @@ pub(crate) async fn run_session<S>(
     let evicted = session.evicted();
     let mut shutting_down = pin!(shutdown.cancelled());
     let mut superseded = pin!(evicted.cancelled());
+    // One timer, re-armed lazily: messages only move `heard`; when the timer fires early
+    // (the client was heard meanwhile) it is set to the real deadline.
+    let mut heard = tokio::time::Instant::now();
+    let mut first = true;
+    let quiet_limit = |first: bool, registered: bool| {
+        if first {
+            limits.first_frame_timeout.min(limits.idle_timeout)
+        } else if registered {
+            limits.registered_idle_timeout
+        } else {
+            limits.idle_timeout
+        }
+    };
+    let idle = tokio::time::sleep(quiet_limit(true, false));
+    let mut idle = pin!(idle);
     loop {
-        // A registered agent may stay quiet (the sweep judges it); an anonymous client
-        // that says nothing only holds a slot.
-        let registered = session.is_registered();
-        let idle = async {
-            if registered {
-                std::future::pending::<()>().await
-            } else {
-                tokio::time::sleep(limits.idle_timeout).await
-            }
-        };
         let mut next = tokio::select! {
             biased;
             _ = &mut shutting_down => {
@@ -196,12 +239,24 @@ pub(crate) async fn run_session<S>(
                 close(&mut socket, CLOSE_SUPERSEDED, "superseded", timeout).await;
                 break;
             }
-            _ = idle => {
+            _ = &mut idle => {
+                let deadline = heard + quiet_limit(first, session.is_registered());
+                if deadline > tokio::time::Instant::now() {
+                    idle.as_mut().reset(deadline);
+                    continue;
+                }
+                state.metrics.refused(if first {
+                    Refusal::FirstFrameTimeout
+                } else {
+                    Refusal::IdleTimeout
+                });
                 close(&mut socket, CLOSE_NORMAL, "idle", timeout).await;
                 break;
             }
             next = socket.next() => next,
         };
+        heard = tokio::time::Instant::now();
+        first = false;
         // Answer what has arrived, then write the replies together.
         let end = loop {
             match next {
@@ -212,17 +267,35 @@ pub(crate) async fn run_session<S>(
                         out.push(error_text(codes::MESSAGE_TOO_LARGE, None));
                         break End::TooBig;
                     }
+                    if socket.get_ref().starved() {
+                        state.metrics.refused(Refusal::MemoryFrame);
+                        break End::Refused(CLOSE_TRY_AGAIN_LATER, codes::OVERLOADED);
+                    }
+                    if matches!(e, tungstenite::Error::Utf8(_)) {
+                        state.metrics.refused(Refusal::InvalidUtf8);
+                        break End::Refused(CLOSE_INVALID_PAYLOAD, "invalid UTF-8");
+                    }
                     break End::Closed;
                 }
                 Some(Ok(Message::Text(t))) => {
-                    out.push(state.handle_text(&mut session, t.as_str()).await)
+                    socket.get_mut().message_done();
+                    let reply = state.handle_text(&mut session, t.as_str()).await;
+                    out.offer(reply, t.as_str(), &state);
                 }
                 // The original reads binary frames as text too.
-                Some(Ok(Message::Binary(b))) => out.push(match std::str::from_utf8(&b) {
-                    Ok(t) => state.handle_text(&mut session, t).await,
-                    Err(_) => error_text(codes::INVALID_JSON, None),
-                }),
-                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                Some(Ok(Message::Binary(b))) => {
+                    socket.get_mut().message_done();
+                    match std::str::from_utf8(&b) {
+                        Ok(t) => {
+                            let reply = state.handle_text(&mut session, t).await;
+                            out.offer(reply, t, &state);
+                        }
+                        Err(_) => out.push(error_text(codes::INVALID_JSON, None)),
+                    }
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {
+                    socket.get_mut().message_done();
+                }
             }
             if out.is_full() {
                 break End::Open;
@@ -235,9 +308,17 @@ pub(crate) async fn run_session<S>(
         };
         match end {
             End::Open => {
-                if out.write(&mut socket, timeout, true).await.is_err() {
+                if let Err(failed) = out.write(&mut socket, timeout, true).await {
+                    if failed == WriteFailed::TimedOut {
+                        state.metrics.refused(Refusal::WriteTimeout);
+                    }
                     break;
                 }
+            }
+            End::Refused(code, reason) => {
+                let _ = out.write(&mut socket, timeout, false).await;
+                close(&mut socket, code, reason, timeout).await;
+                break;
             }
             End::Closed => {
                 // Replies to what came before the close still go out. Not through
@@ -271,18 +352,51 @@ enum End {
     Closed,
     /// The client sent a message over the limit.
     TooBig,
+    /// A limit refused the message being received: close with this code and reason.
+    Refused(u16, &'static str),
 }
 
 /// Replies waiting to be written, as unmasked text frames (RFC 6455 5.2): a 2–10 byte
 /// header each and the reply itself, written with one vectored write. Nothing is copied,
 /// and nothing outlives the write but a one-slot list.
+///
+/// Reply bytes beyond [`limits::FREE_REPLY_BYTES`] are charged to the memory budget until
+/// written; a reply the budget cannot hold is replaced by an `overloaded` error.
 #[derive(Debug, Default)]
 struct Outbox {
     frames: Vec<(FrameHeader, String)>,
     bytes: usize,
+    charge: Option<Charge>,
 }
 
 impl Outbox {
+    /// An outbox whose replies are charged to `charge`'s budget.
+    fn charged(charge: Charge) -> Outbox {
+        Outbox {
+            charge: Some(charge),
+            ..Outbox::default()
+        }
+    }
+
+    /// Queues the reply to `request`, or, when the budget cannot hold it, an `overloaded`
+    /// error with the request's correlationId.
+    fn offer(&mut self, reply: String, request: &str, state: &HubState) {
+        let total = self.bytes + reply.len();
+        let fits = match &mut self.charge {
+            Some(charge) if total > limits::FREE_REPLY_BYTES => {
+                charge.resize(total - limits::FREE_REPLY_BYTES)
+            }
+            _ => true,
+        };
+        if fits {
+            self.push(reply);
+        } else {
+            drop(reply);
+            state.metrics.refused(Refusal::MemoryReply);
+            self.push(error_text(codes::OVERLOADED, correlation_id(request)));
+        }
+    }
+
     fn push(&mut self, text: String) {
         self.bytes += text.len();
         self.frames.push((FrameHeader::text(text.len()), text));
@@ -301,7 +415,7 @@ impl Outbox {
         socket: &mut WebSocketStream<S>,
         timeout: Duration,
         after_tungstenite: bool,
-    ) -> Result<(), ()>
+    ) -> Result<(), WriteFailed>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
@@ -322,23 +436,36 @@ impl Outbox {
             self.frames.clear();
         }
         self.bytes = 0;
+        if let Some(charge) = &mut self.charge {
+            charge.resize(0);
+        }
         result
     }
 }
 
 /// Runs `write`, bounded by `timeout`; a write that completes on its first poll (the
 /// usual case: the socket has room) does not touch the timer.
-async fn within<F>(timeout: Duration, write: F) -> Result<(), ()>
+async fn within<F>(timeout: Duration, write: F) -> Result<(), WriteFailed>
 where
     F: Future<Output = Result<(), ()>>,
 {
     let mut write = pin!(write);
     match write.as_mut().now_or_never() {
-        Some(result) => result,
-        None => tokio::time::timeout(timeout, write)
-            .await
-            .unwrap_or(Err(())),
+        Some(result) => result.map_err(|()| WriteFailed::Error),
+        None => match tokio::time::timeout(timeout, write).await {
+            Ok(result) => result.map_err(|()| WriteFailed::Error),
+            Err(_) => Err(WriteFailed::TimedOut),
+        },
     }
+}
+
+/// Why a write failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WriteFailed {
+    /// The connection failed.
+    Error,
+    /// The client did not read fast enough (`write_timeout`).
+    TimedOut,
 }
 
 /// The header of an unfragmented, unmasked text frame.
@@ -412,6 +539,14 @@ async fn close<S>(
         reason: reason.into(),
     };
     let _ = tokio::time::timeout(timeout, socket.send(Message::Close(Some(frame)))).await;
+}
+
+/// The correlationId of a request, for an error that replaces its reply (rare path: the
+/// request is parsed again).
+fn correlation_id(request: &str) -> Option<serde_json::Value> {
+    m2m_proto::hub::HubRequest::parse(request)
+        .ok()
+        .and_then(|r| r.correlation_id)
 }
 
 fn is_too_big(e: &tungstenite::Error) -> bool {

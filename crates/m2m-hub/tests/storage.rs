@@ -186,15 +186,7 @@ async fn postgres_outage_gives_unavailable_and_the_hub_recovers() {
     let a_id = a.register(4001, &["chat"]).await;
 
     // The database goes away: no new connections, existing ones killed.
-    let name = db.name().to_owned();
-    db.admin_exec(&format!(
-        "ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS false"
-    ))
-    .await;
-    db.admin_exec(&format!(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
-    ))
-    .await;
+    db.cut_off().await;
 
     let reply = a
         .req(json!({"action":"register","address":"h:4002","correlationId":"r"}))
@@ -225,8 +217,7 @@ async fn postgres_outage_gives_unavailable_and_the_hub_recovers() {
     assert!(hub.sweep_now().await.is_err());
 
     // The database returns: the hub recovers without a restart.
-    db.admin_exec(&format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS true"))
-        .await;
+    db.reconnect().await;
     eventually("writes succeed again", || {
         let hub = &hub;
         async move {

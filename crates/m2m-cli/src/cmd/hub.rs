@@ -32,6 +32,12 @@ pub async fn run(args: HubArgs, out: Output) -> anyhow::Result<()> {
     };
     config.limits.requests_per_second = args.rate_limit;
     config.limits.request_burst = args.rate_limit.saturating_mul(2);
+    args.limits.apply(&mut config);
+    // One descriptor per connection: the soft default (often 1,024) would cap the hub far
+    // below its connection limits.
+    if let Some(nofile) = m2m_hub::raise_descriptor_limit() {
+        tracing::debug!(nofile, "descriptor limit");
+    }
     let hub = Hub::start(config)
         .await
         .context("could not start the hub")?;

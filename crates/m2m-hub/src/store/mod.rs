@@ -106,6 +106,8 @@ pub struct SweepCutoffs {
     pub offline_before: i64,
     /// `offline` agents last seen before this are deleted.
     pub purge_before: i64,
+    /// `offline` 2.0 agents (no identity) last seen before this are deleted too.
+    pub purge_anonymous_before: i64,
 }
 
 /// What one sweep changed.

@@ -290,9 +290,11 @@ impl Registry for SqliteRegistry {
                 .await?,
             );
             let purged = sqlx::query(
-                "DELETE FROM m2m_agents WHERE status = 'offline' AND last_seen < ?1 RETURNING id",
+                "DELETE FROM m2m_agents WHERE status = 'offline' \
+                 AND (last_seen < ?1 OR (identity IS NULL AND last_seen < ?2)) RETURNING id",
             )
             .bind(cut.purge_before)
+            .bind(cut.purge_anonymous_before)
             .fetch_all(&mut *tx)
             .await?
             .iter()

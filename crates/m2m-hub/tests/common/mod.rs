@@ -65,6 +65,27 @@ impl TestDb {
         }
     }
 
+    /// PostgreSQL: the database refuses new connections and its open ones are ended (an
+    /// outage as the hub sees it).
+    pub async fn cut_off(&self) {
+        let name = self.name().to_owned();
+        self.admin_exec(&format!(
+            "ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS false"
+        ))
+        .await;
+        self.admin_exec(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+        ))
+        .await;
+    }
+
+    /// PostgreSQL: the database takes connections again after [`TestDb::cut_off`].
+    pub async fn reconnect(&self) {
+        let name = self.name().to_owned();
+        self.admin_exec(&format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS true"))
+            .await;
+    }
+
     /// The database name (PostgreSQL).
     pub fn name(&self) -> &str {
         &self.admin.as_ref().unwrap().1
