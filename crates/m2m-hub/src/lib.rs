@@ -85,6 +85,7 @@
 mod address;
 pub mod codes;
 mod config;
+mod dashboard;
 mod directory;
 mod error;
 mod http;
@@ -344,6 +345,8 @@ where
     ClientAddr: for<'a> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
 {
     let app = router(state.clone()).into_make_service_with_connect_info::<ClientAddr>();
+    // Records the dashboard's history and feeds its streams while the server runs.
+    let _sampler = dashboard::spawn_sampler(state.clone());
     let token = state.shutdown.clone();
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move {

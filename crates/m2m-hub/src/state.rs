@@ -63,6 +63,8 @@ pub struct HubState {
     pub(crate) pending_offline: Mutex<Vec<Arc<AgentEntry>>>,
     /// PostgreSQL: the change feed has been applied up to here.
     pub(crate) feed_watermark: AtomicI64,
+    /// The web dashboard's history, streams and query view.
+    pub(crate) dashboard: crate::dashboard::Dashboard,
 }
 
 /// Serial numbers of sessions (unique within this process).
@@ -229,6 +231,7 @@ impl HubState {
             pending_offline: Mutex::new(Vec::new()),
             config,
             feed_watermark: AtomicI64::new(loaded.watermark),
+            dashboard: crate::dashboard::Dashboard::default(),
         }))
     }
 
