@@ -141,6 +141,11 @@ pub struct HubArgs {
     /// `rate_limited`. 0: no limit, like the original hub.
     #[arg(long, env = "M2M_RATE_LIMIT", default_value_t = m2m_hub::HubLimits::default().requests_per_second)]
     pub rate_limit: u32,
+
+    /// The web dashboard at /dashboard (its event stream and query API): on or off.
+    #[arg(long, env = "M2M_DASHBOARD", value_name = "on|off", default_value = "on",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub dashboard: bool,
 }
 
 /// How an agent of this tool joins a hub.
@@ -422,6 +427,14 @@ mod tests {
             Command::Hub(h) => h,
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn hub_dashboard_switch() {
+        assert!(hub(&[]).dashboard, "on by default");
+        assert!(!hub(&["--dashboard", "off"]).dashboard);
+        assert!(hub(&["--dashboard", "on"]).dashboard);
+        assert!(Cli::try_parse_from(["m2m", "hub", "--dashboard", "maybe"]).is_err());
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub async fn run(args: HubArgs, out: Output) -> anyhow::Result<()> {
         trust_proxy: args.trust_proxy,
         tls,
         public_url: args.public_url,
+        dashboard: args.dashboard,
         ..HubConfig::default()
     };
     config.limits.requests_per_second = args.rate_limit;

@@ -79,7 +79,11 @@ mod tests {
         let mut h = History::new(3);
         assert_eq!(h.record(1_000, 5, 100).rps, 0.0, "no baseline yet");
         assert_eq!(h.record(2_000, 6, 300).rps, 200.0);
-        assert_eq!(h.record(2_500, 6, 400).rps, 200.0, "per second, not per tick");
+        assert_eq!(
+            h.record(2_500, 6, 400).rps,
+            200.0,
+            "per second, not per tick"
+        );
         let p = h.record(3_500, 7, 400);
         assert_eq!((p.online, p.rps), (7, 0.0));
         let ts: Vec<i64> = h.points().iter().map(|p| p.t).collect();

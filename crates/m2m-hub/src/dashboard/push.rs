@@ -110,7 +110,8 @@ impl Push {
 
     /// Bytes of the budget queued now.
     pub fn queued_bytes(&self) -> usize {
-        self.budget_bytes.saturating_sub(self.budget.available_permits())
+        self.budget_bytes
+            .saturating_sub(self.budget.available_permits())
     }
 
     /// Queues `event` to every client (`event: name`, `data: data`); drops the clients that
@@ -210,7 +211,11 @@ mod tests {
         let per_event = sse_event("stats", &data).len();
         assert_eq!(push.queued_bytes(), CLIENT_QUEUE_EVENTS * per_event);
         drop(stuck);
-        assert_eq!(push.queued_bytes(), 0, "the budget comes back with the queue");
+        assert_eq!(
+            push.queued_bytes(),
+            0,
+            "the budget comes back with the queue"
+        );
         assert_eq!(push.open(), 1);
     }
 

@@ -148,9 +148,7 @@ impl Views {
         let generation = directory.generation();
         let current = self.current.lock().clone();
         if let Some(v) = &current {
-            if v.generation == generation
-                || (!force && v.built.elapsed() < VIEW_REBUILD_AFTER)
-            {
+            if v.generation == generation || (!force && v.built.elapsed() < VIEW_REBUILD_AFTER) {
                 return v.clone();
             }
         }
@@ -166,11 +164,7 @@ impl Views {
     }
 
     /// Answers a page query.
-    pub fn query(
-        &self,
-        directory: &Directory,
-        q: &AgentQuery,
-    ) -> Result<AgentPage, QueryError> {
+    pub fn query(&self, directory: &Directory, q: &AgentQuery) -> Result<AgentPage, QueryError> {
         if q.q.len() > MAX_SEARCH_LEN
             || q.capability.len() > MAX_SEARCH_LEN
             || q.status.len() > MAX_SEARCH_LEN
@@ -222,7 +216,9 @@ fn build(directory: &Directory, previous: Option<&View>) -> View {
         .map(|entry| {
             let st = entry.state();
             let hay = match old.get(&entry.key) {
-                Some(r) if Arc::ptr_eq(&r.entry, &entry) && Arc::ptr_eq(&r.metadata, &st.metadata) => {
+                Some(r)
+                    if Arc::ptr_eq(&r.entry, &entry) && Arc::ptr_eq(&r.metadata, &st.metadata) =>
+                {
                     r.hay.clone()
                 }
                 _ => haystack(&entry, &st.metadata),
@@ -307,10 +303,7 @@ fn verified(e: &AgentEntry) -> bool {
 pub fn fingerprint(identity_b64: &str) -> Option<String> {
     let key = m2m_proto::identity::IdentityKey::from_b64(identity_b64).ok()?;
     let hex = hex::encode(Sha256::digest(key.0));
-    let groups: Vec<&str> = (0..hex.len())
-        .step_by(4)
-        .map(|i| &hex[i..i + 4])
-        .collect();
+    let groups: Vec<&str> = (0..hex.len()).step_by(4).map(|i| &hex[i..i + 4]).collect();
     Some(groups.join(" "))
 }
 
@@ -383,12 +376,28 @@ mod tests {
         // Online, agent-chosen, idle, offline.
         assert_eq!(ids(&all), ["0001", "0004", "0002", "0003"]);
         assert_eq!(all.total, 4);
-        assert_eq!(ids(&views.query(&d, &q("", "chat", "")).unwrap()), ["0001", "0004", "0002"]);
-        assert_eq!(ids(&views.query(&d, &q("alpha BOT", "", "")).unwrap()), ["0001"]);
-        assert_eq!(ids(&views.query(&d, &q("<SCRIPT>", "", "")).unwrap()), ["0003"]);
-        assert_eq!(ids(&views.query(&d, &q("transl", "", "")).unwrap()), ["0001"]);
+        assert_eq!(
+            ids(&views.query(&d, &q("", "chat", "")).unwrap()),
+            ["0001", "0004", "0002"]
+        );
+        assert_eq!(
+            ids(&views.query(&d, &q("alpha BOT", "", "")).unwrap()),
+            ["0001"]
+        );
+        assert_eq!(
+            ids(&views.query(&d, &q("<SCRIPT>", "", "")).unwrap()),
+            ["0003"]
+        );
+        assert_eq!(
+            ids(&views.query(&d, &q("transl", "", "")).unwrap()),
+            ["0001"]
+        );
         assert_eq!(ids(&views.query(&d, &q("", "", "busy")).unwrap()), ["0004"]);
-        assert!(views.query(&d, &q("alpha", "code", "")).unwrap().agents.is_empty());
+        assert!(views
+            .query(&d, &q("alpha", "code", ""))
+            .unwrap()
+            .agents
+            .is_empty());
         let page = views
             .query(
                 &d,
@@ -399,9 +408,14 @@ mod tests {
                 },
             )
             .unwrap();
-        assert_eq!((page.total, ids(&page)), (4, vec!["0004".into(), "0002".into()]));
         assert_eq!(
-            views.query(&d, &q(&"x".repeat(MAX_SEARCH_LEN + 1), "", "")).unwrap_err(),
+            (page.total, ids(&page)),
+            (4, vec!["0004".into(), "0002".into()])
+        );
+        assert_eq!(
+            views
+                .query(&d, &q(&"x".repeat(MAX_SEARCH_LEN + 1), "", ""))
+                .unwrap_err(),
             QueryError::TooLong
         );
     }

@@ -177,23 +177,20 @@ async fn events(State(state): State<Arc<HubState>>) -> Response {
     ));
     let shutdown = state.shutdown.clone();
     let deadline = tokio::time::Instant::now() + MAX_STREAM_LIFETIME;
-    let stream = futures_util::stream::unfold(
-        (sub, Some(first)),
-        move |(mut sub, first)| {
-            let shutdown = shutdown.clone();
-            async move {
-                if let Some(bytes) = first {
-                    return Some((Ok::<_, Infallible>(bytes), (sub, None)));
-                }
-                tokio::select! {
-                    biased;
-                    () = shutdown.cancelled() => None,
-                    () = tokio::time::sleep_until(deadline) => None,
-                    next = sub.next() => next.map(|bytes| (Ok(bytes), (sub, None))),
-                }
+    let stream = futures_util::stream::unfold((sub, Some(first)), move |(mut sub, first)| {
+        let shutdown = shutdown.clone();
+        async move {
+            if let Some(bytes) = first {
+                return Some((Ok::<_, Infallible>(bytes), (sub, None)));
             }
-        },
-    );
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => None,
+                () = tokio::time::sleep_until(deadline) => None,
+                next = sub.next() => next.map(|bytes| (Ok(bytes), (sub, None))),
+            }
+        }
+    });
     (
         [
             (
