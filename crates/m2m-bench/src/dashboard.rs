@@ -35,7 +35,8 @@ pub async fn open(addr: SocketAddr, n: usize) -> anyhow::Result<Dashboards> {
     let mut tasks = JoinSet::new();
     for i in 0..n {
         let mut tcp = TcpStream::connect(addr).await?;
-        let req = "GET /dashboard/events HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n";
+        let req =
+            "GET /dashboard/events HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n";
         tcp.write_all(req.as_bytes()).await?;
         let mut first = vec![0u8; 4096];
         let got = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut first))

@@ -45,9 +45,17 @@ async fn hub_bench_runs_each_action_again_with_dashboards_open() {
     let run = &v["runs"][0];
     assert!(number(run, "/actions/lookup/ok") > 0.0);
     assert!(number(run, "/actions/lookup_with_dashboards/ok") > 0.0);
-    assert_eq!(number(run, "/actions/lookup_with_dashboards/dashboards/open"), 3.0);
+    assert_eq!(
+        number(run, "/actions/lookup_with_dashboards/dashboards/open"),
+        3.0
+    );
     // Each stream sends its first event at once and one `stats` a second.
-    assert!(number(run, "/actions/lookup_with_dashboards/dashboards/events_read") >= 3.0);
+    assert!(
+        number(
+            run,
+            "/actions/lookup_with_dashboards/dashboards/events_read"
+        ) >= 3.0
+    );
     assert!(run.pointer("/figures/lookup_dashboard_cost_pct").is_some());
     assert!(run.pointer("/actions/lookup/dashboards").is_none());
 }

@@ -177,7 +177,7 @@ impl Views {
         let (mut total, mut agents) = (0, Vec::new());
         for row in &view.rows {
             let e = &row.entry;
-            if !q.capability.is_empty() && !e.capabilities.iter().any(|c| *c == q.capability) {
+            if !q.capability.is_empty() && !e.capabilities.contains(&q.capability) {
                 continue;
             }
             if !words.iter().all(|w| row.hay.contains(w.as_str())) {
