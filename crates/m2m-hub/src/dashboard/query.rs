@@ -457,6 +457,40 @@ mod tests {
     }
 
     #[test]
+    fn pages_reach_the_end_of_a_hundred_thousand_agents() {
+        let d = Directory::default();
+        let n = 100_000u128;
+        for i in 0..n {
+            let caps: &[&str] = if i % 10 == 0 { &["rare"] } else { &["common"] };
+            let status = if i % 4 == 0 { "idle" } else { "online" };
+            d.upsert(&stored(i + 1, caps, status, &format!("agent-{i}")));
+        }
+        let views = Views::default();
+        let page = |q: AgentQuery| views.query(&d, &q).unwrap();
+        let last = page(AgentQuery {
+            offset: 99_990,
+            limit: Some(50),
+            ..AgentQuery::default()
+        });
+        assert_eq!((last.total, last.agents.len()), (100_000, 10));
+        assert!(last.agents.iter().all(|a| a.status == "idle"), "idle sort last");
+        let rare_idle = page(AgentQuery {
+            capability: "rare".into(),
+            status: "idle".into(),
+            limit: Some(MAX_PAGE + 1),
+            ..AgentQuery::default()
+        });
+        // i % 10 == 0 and i % 4 == 0: every 20th.
+        assert_eq!(rare_idle.total, 5_000);
+        assert_eq!(rare_idle.agents.len(), MAX_PAGE, "the page size is bounded");
+        let one = page(AgentQuery {
+            q: "agent-99999\"".into(),
+            ..AgentQuery::default()
+        });
+        assert_eq!(one.total, 1, "free text over the metadata");
+    }
+
+    #[test]
     fn reachability_and_fingerprint() {
         assert_eq!(reachability("127.0.0.1:4000"), "loopback");
         assert_eq!(reachability("[::1]:4000"), "loopback");
