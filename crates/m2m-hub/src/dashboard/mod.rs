@@ -87,37 +87,31 @@ impl Dashboard {
     /// Takes one reading: a history point and the figures.
     fn sample(&self, state: &HubState) -> Figures {
         let now = state.now_ms();
-        let counts = state.directory.counts();
-        let point: Point =
-            self.history
-                .lock()
-                .record(now, counts.online, state.metrics.requests_total());
-        Figures {
-            t: now,
-            online: counts.online,
-            idle: counts.idle,
-            offline: counts.offline,
-            other: counts.total - counts.online - counts.idle - counts.offline,
-            total: counts.total,
-            connections: state.open.load(Ordering::Relaxed),
-            rps: point.rps,
-            generation: state.directory.generation(),
-            dashboards: self.push.open(),
-        }
+        let online = state.directory.counts().online;
+        let point: Point = self
+            .history
+            .lock()
+            .record(now, online, state.metrics.requests_total());
+        self.figures_at(state, now, point.rps)
     }
 
-    /// The figures now, without recording a point.
+    /// The figures now, with the requests/s of the last reading.
     fn figures(&self, state: &HubState) -> Figures {
+        let rps = self.history.lock().latest().map_or(0.0, |p| p.rps);
+        self.figures_at(state, state.now_ms(), rps)
+    }
+
+    fn figures_at(&self, state: &HubState, t: i64, rps: f64) -> Figures {
         let counts = state.directory.counts();
         Figures {
-            t: state.now_ms(),
+            t,
             online: counts.online,
             idle: counts.idle,
             offline: counts.offline,
             other: counts.total - counts.online - counts.idle - counts.offline,
             total: counts.total,
             connections: state.open.load(Ordering::Relaxed),
-            rps: self.history.lock().latest().map_or(0.0, |p| p.rps),
+            rps,
             generation: state.directory.generation(),
             dashboards: self.push.open(),
         }

@@ -473,7 +473,10 @@ mod tests {
             ..AgentQuery::default()
         });
         assert_eq!((last.total, last.agents.len()), (100_000, 10));
-        assert!(last.agents.iter().all(|a| a.status == "idle"), "idle sort last");
+        assert!(
+            last.agents.iter().all(|a| a.status == "idle"),
+            "idle sort last"
+        );
         let rare_idle = page(AgentQuery {
             capability: "rare".into(),
             status: "idle".into(),
