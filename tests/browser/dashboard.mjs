@@ -44,6 +44,18 @@ function check(cond, msg) {
   if (!cond) throw new Error(msg);
 }
 
+/** Waits until the table has the row of `id`, with `status` if given. */
+function rowShows(page, id, status) {
+  return page.waitForFunction(
+    ([id, status]) => {
+      const tr = document.querySelector(`#rows tr[data-id="${id}"]`);
+      return !!tr && (!status || tr.dataset.status === status);
+    },
+    [id, status],
+    WAIT,
+  );
+}
+
 const profile = mkdtempSync(join(tmpdir(), 'm2m-dashboard-chromium-'));
 let browser;
 const figures = {};
@@ -120,20 +132,13 @@ try {
   let done = await ask('join');
   let asked = Date.now();
   const joiner = done.id;
-  await page.waitForFunction((id) => !!document.querySelector(`#rows tr[data-id="${id}"]`), joiner, WAIT);
+  await rowShows(page, joiner);
   figures.joinSeenMs = Date.now() - asked;
 
   // … changes status …
   done = await ask('status');
   asked = Date.now();
-  await page.waitForFunction(
-    (id) => {
-      const tr = document.querySelector(`#rows tr[data-id="${id}"]`);
-      return tr && tr.dataset.status === 'busy';
-    },
-    joiner,
-    WAIT,
-  );
+  await rowShows(page, joiner, 'busy');
   figures.statusSeenMs = Date.now() - asked;
 
   // Status filter.
@@ -153,14 +158,7 @@ try {
   await page.fill('#capability', 'joiner');
   done = await ask('leave');
   asked = Date.now();
-  await page.waitForFunction(
-    (id) => {
-      const tr = document.querySelector(`#rows tr[data-id="${id}"]`);
-      return tr && tr.dataset.status === 'offline';
-    },
-    joiner,
-    WAIT,
-  );
+  await rowShows(page, joiner, 'offline');
   figures.leaveSeenMs = Date.now() - asked;
   await page.selectOption('#status', 'online');
   await page.waitForFunction(() => document.querySelector('#count').textContent === '0 agents', null, WAIT);
@@ -184,11 +182,7 @@ try {
   // The XSS agent: its payloads show as text, run nowhere, and create no elements.
   await page.fill('#q', '');
   await page.fill('#q', EXPECT.xssId);
-  await page.waitForFunction(
-    (id) => !!document.querySelector(`#rows tr[data-id="${id}"]`),
-    EXPECT.xssId,
-    WAIT,
-  );
+  await rowShows(page, EXPECT.xssId);
   const rowText = await page.locator(`#rows tr[data-id="${EXPECT.xssId}"]`).innerText();
   check(rowText.includes('<img src=x onerror='), 'the payload is not shown as text: ' + rowText);
   check(rowText.includes('<script>'), 'the script payload is not shown as text');
