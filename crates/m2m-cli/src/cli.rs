@@ -144,7 +144,7 @@ pub struct HubArgs {
 
     /// The web dashboard at /dashboard (its event stream and query API): on or off.
     #[arg(long, env = "M2M_DASHBOARD", value_name = "on|off", default_value = "on",
-          value_parser = clap::builder::BoolishValueParser::new())]
+          action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
     pub dashboard: bool,
 }
 

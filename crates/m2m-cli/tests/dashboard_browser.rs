@@ -7,7 +7,9 @@
 //! Timeouts here only keep a broken build from hanging the suite; the figures the script
 //! prints (time to interactive, time for a change to show) are printed, not asserted.
 
-use std::io::{BufRead, BufReader, Write};
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -212,4 +214,39 @@ async fn the_dashboard_works_with_ten_thousand_agents_in_chromium() {
         "dashboard with 10004 agents: interactive {} ms (first table {} ms; reloaded {} ms); join shown {} ms, status {} ms, leave {} ms",
         r["interactiveMs"], r["firstRenderMs"], r["reloadInteractiveMs"], r["joinSeenMs"], r["statusSeenMs"], r["leaveSeenMs"]
     );
+}
+
+/// `GET path` on a hub started by `m2m hub`, over a plain socket: the status code.
+fn status_of(address: &str, path: &str) -> u16 {
+    let mut tcp = std::net::TcpStream::connect(address).unwrap();
+    write!(
+        tcp,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut reply = String::new();
+    tcp.read_to_string(&mut reply).unwrap();
+    reply.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn m2m_hub_serves_the_dashboard_unless_switched_off() {
+    let hub = common::Hub::start();
+    assert_eq!(status_of(&hub.address, "/dashboard"), 200);
+    let mut cmd = common::m2m();
+    cmd.args([
+        "hub",
+        "--port",
+        "0",
+        "--bind",
+        "127.0.0.1",
+        "--database",
+        "sqlite::memory:",
+        "--dashboard",
+        "off",
+    ]);
+    let off = common::Hub::from(common::Running::spawn(cmd));
+    assert_eq!(status_of(&off.address, "/dashboard"), 404);
+    assert_eq!(status_of(&off.address, "/dashboard/events"), 404);
+    assert_eq!(status_of(&off.address, "/agents"), 200);
 }

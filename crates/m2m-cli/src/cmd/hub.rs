@@ -37,6 +37,11 @@ pub async fn run(args: HubArgs, out: Output) -> anyhow::Result<()> {
         .await
         .context("could not start the hub")?;
     let address = hub.local_addr();
+    let dashboard_line = if args.dashboard {
+        format!("  dashboard at {}/dashboard\n", hub.http_url())
+    } else {
+        String::new()
+    };
     out.either(
         &json!({
             "event": "listening",
@@ -47,9 +52,10 @@ pub async fn run(args: HubArgs, out: Output) -> anyhow::Result<()> {
         }),
         || {
             format!(
-                "m2m hub listening on {address}\n  agents connect to {}\n  HTTP API at {}\n  registry {}\nCtrl-C stops it.",
+                "m2m hub listening on {address}\n  agents connect to {}\n  HTTP API at {}\n{}  registry {}\nCtrl-C stops it.",
                 hub.ws_url(),
                 hub.http_url(),
+                dashboard_line,
                 redact(&args.database)
             )
         },
