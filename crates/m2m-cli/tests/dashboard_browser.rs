@@ -233,19 +233,7 @@ fn status_of(address: &str, path: &str) -> u16 {
 fn m2m_hub_serves_the_dashboard_unless_switched_off() {
     let hub = common::Hub::start();
     assert_eq!(status_of(&hub.address, "/dashboard"), 200);
-    let mut cmd = common::m2m();
-    cmd.args([
-        "hub",
-        "--port",
-        "0",
-        "--bind",
-        "127.0.0.1",
-        "--database",
-        "sqlite::memory:",
-        "--dashboard",
-        "off",
-    ]);
-    let off = common::Hub::from(common::Running::spawn(cmd));
+    let off = common::Hub::start_with(&["--dashboard", "off"]);
     assert_eq!(status_of(&off.address, "/dashboard"), 404);
     assert_eq!(status_of(&off.address, "/dashboard/events"), 404);
     assert_eq!(status_of(&off.address, "/agents"), 200);

@@ -221,6 +221,11 @@ pub struct Hub {
 
 impl Hub {
     pub fn start() -> Hub {
+        Hub::start_with(&[])
+    }
+
+    /// As [`Hub::start`], with more `m2m hub` options.
+    pub fn start_with(options: &[&str]) -> Hub {
         let mut cmd = m2m();
         cmd.args([
             "hub",
@@ -231,6 +236,7 @@ impl Hub {
             "--database",
             "sqlite::memory:",
         ]);
+        cmd.args(options);
         Hub::from(Running::spawn(cmd))
     }
 
