@@ -175,6 +175,10 @@ pub struct HubArgs {
     /// Runs (a fresh hub each).
     #[arg(long, default_value_t = 1)]
     repeat: usize,
+    /// Also run every action with this many hub dashboards open (`<action>_with_dashboards`,
+    /// and `<action>_dashboard_cost_pct` in the figures).
+    #[arg(long, default_value_t = 0)]
+    dashboards: usize,
 }
 
 /// `p2p` options.
@@ -345,6 +349,7 @@ impl HubArgs {
             hold_heartbeat_interval: self.hold_interval,
             source_ips: self.source_ips,
             repeat: self.repeat,
+            dashboards: self.dashboards,
         })
     }
 }

@@ -208,6 +208,9 @@ pub struct HubBenchOptions {
     pub source_ips: Option<usize>,
     /// Runs (each with a fresh hub when spawned).
     pub repeat: usize,
+    /// D > 0: every action phase runs twice, without and then with D dashboards open on
+    /// the hub (`<action>_with_dashboards`), to measure what they cost.
+    pub dashboards: usize,
 }
 
 impl Default for HubBenchOptions {
@@ -229,6 +232,7 @@ impl Default for HubBenchOptions {
             hold_heartbeat_interval: Duration::from_secs(30),
             source_ips: None,
             repeat: 1,
+            dashboards: 0,
         }
     }
 }
@@ -301,6 +305,7 @@ fn options_json(o: &HubBenchOptions) -> Value {
         "capability_groups": o.capability_groups,
         "hold_s": o.hold.map(|h| h.as_secs_f64()),
         "hold_heartbeat_interval_s": o.hold_heartbeat_interval.as_secs_f64(),
+        "dashboards": o.dashboards,
     })
 }
 
@@ -697,7 +702,28 @@ async fn measure(opts: &HubBenchOptions, hub: &HubUnderTest) -> anyhow::Result<V
 
     // ---- closed-loop phases ----
     let mut phases = Map::new();
-    for (p, action) in opts.actions.iter().enumerate() {
+    let variants: &[bool] = if opts.dashboards > 0 {
+        &[false, true]
+    } else {
+        &[false]
+    };
+    let phase_list: Vec<(HubAction, bool)> = opts
+        .actions
+        .iter()
+        .flat_map(|a| variants.iter().map(move |d| (*a, *d)))
+        .collect();
+    for (p, (action, with_dashboards)) in phase_list.into_iter().enumerate() {
+        let action = &action;
+        let name = if with_dashboards {
+            format!("{}_with_dashboards", action.name())
+        } else {
+            action.name().to_owned()
+        };
+        let dashboards = if with_dashboards {
+            Some(crate::dashboard::open(hub.addr, opts.dashboards).await?)
+        } else {
+            None
+        };
         let warm_end = Instant::now() + opts.warmup;
         let deadline = warm_end + opts.duration;
         let mut tasks = Vec::new();
@@ -736,8 +762,25 @@ async fn measure(opts: &HubBenchOptions, hub: &HubUnderTest) -> anyhow::Result<V
             j["agents_per_reply"] = json!(tally.discover_returned);
             j["reply_bytes"] = json!(tally.discover_reply_bytes);
         }
-        phase_figures(&mut figures, action.name(), &tally, opts.duration);
-        phases.insert(action.name().into(), j);
+        if let Some(d) = dashboards {
+            j["dashboards"] = json!({
+                "open": opts.dashboards,
+                "events_read": d.events.load(std::sync::atomic::Ordering::Relaxed),
+                "page_queries": d.queries.load(std::sync::atomic::Ordering::Relaxed),
+            });
+            let without = figures
+                .get(&format!("{}_ops_per_s", action.name()))
+                .and_then(Value::as_f64);
+            let with = rate(tally.ok, opts.duration);
+            if let Some(without) = without.filter(|w| *w > 0.0) {
+                figures.insert(
+                    format!("{}_dashboard_cost_pct", action.name()),
+                    json!(round1((1.0 - with / without) * 100.0)),
+                );
+            }
+        }
+        phase_figures(&mut figures, &name, &tally, opts.duration);
+        phases.insert(name, j);
     }
     report.insert("actions".into(), Value::Object(phases));
 

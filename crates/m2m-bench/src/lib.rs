@@ -44,6 +44,7 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod dashboard;
 pub mod hub;
 pub mod machine;
 pub mod p2p;

@@ -31,6 +31,36 @@ fn number(v: &Value, pointer: &str) -> f64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hub_bench_runs_each_action_again_with_dashboards_open() {
+    let opts = HubBenchOptions {
+        agents: 6,
+        concurrency: 2,
+        duration: Duration::from_millis(1200),
+        warmup: Duration::from_millis(50),
+        actions: vec![HubAction::Lookup],
+        dashboards: 3,
+        ..HubBenchOptions::default()
+    };
+    let v = run_hub(opts).await.unwrap();
+    let run = &v["runs"][0];
+    assert!(number(run, "/actions/lookup/ok") > 0.0);
+    assert!(number(run, "/actions/lookup_with_dashboards/ok") > 0.0);
+    assert_eq!(
+        number(run, "/actions/lookup_with_dashboards/dashboards/open"),
+        3.0
+    );
+    // Each stream sends its first event at once and one `stats` a second.
+    assert!(
+        number(
+            run,
+            "/actions/lookup_with_dashboards/dashboards/events_read"
+        ) >= 3.0
+    );
+    assert!(run.pointer("/figures/lookup_dashboard_cost_pct").is_some());
+    assert!(run.pointer("/actions/lookup/dashboards").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hub_bench_against_a_spawned_hub() {
     let opts = HubBenchOptions {
         target: HubTarget::Spawn(HubCommand::bench_serve(bench())),

@@ -145,6 +145,10 @@ pub struct HubArgs {
     /// Resource bounds (docs/SECURITY.md "Hub limits").
     #[command(flatten)]
     pub limits: crate::hub_limits::HubLimitArgs,
+    /// The web dashboard at /dashboard (its event stream and query API): on or off.
+    #[arg(long, env = "M2M_DASHBOARD", value_name = "on|off", default_value = "on",
+          action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub dashboard: bool,
 }
 
 /// How an agent of this tool joins a hub.
@@ -426,6 +430,14 @@ mod tests {
             Command::Hub(h) => h,
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn hub_dashboard_switch() {
+        assert!(hub(&[]).dashboard, "on by default");
+        assert!(!hub(&["--dashboard", "off"]).dashboard);
+        assert!(hub(&["--dashboard", "on"]).dashboard);
+        assert!(Cli::try_parse_from(["m2m", "hub", "--dashboard", "maybe"]).is_err());
     }
 
     #[test]

@@ -35,6 +35,9 @@ pub struct HubConfig {
     pub storage: StorageTuning,
     /// Time source. Tests use [`Clock::manual`] to move time without sleeping.
     pub clock: Clock,
+    /// Serve the web dashboard at `/dashboard` (its event stream and query API included).
+    /// Default on.
+    pub dashboard: bool,
 }
 
 impl Default for HubConfig {
@@ -49,6 +52,7 @@ impl Default for HubConfig {
             sweep: SweepConfig::default(),
             storage: StorageTuning::default(),
             clock: Clock::System,
+            dashboard: true,
         }
     }
 }

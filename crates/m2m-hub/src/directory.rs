@@ -470,6 +470,17 @@ impl Directory {
         self.agents.read().get(&key).cloned()
     }
 
+    /// Every mirrored agent, offline ones included (the dashboard's query view).
+    pub fn entries(&self) -> Vec<Arc<AgentEntry>> {
+        self.agents.read().values().cloned().collect()
+    }
+
+    /// Moves whenever membership, a status or metadata changed (not on heartbeats): the
+    /// dashboard polls it to know when to tell its pages.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
     fn count(&self, st: &Status, delta: i64) {
         self.counts[st.slot()].fetch_add(delta, Ordering::Relaxed);
     }

@@ -37,7 +37,11 @@ impl Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>> for Cli
 /// The hub's routes. Tests can drive it with `tower::ServiceExt::oneshot` (the `/ws` route
 /// needs [`ClientAddr`] connect info, which `serve` supplies).
 pub fn router(state: Arc<HubState>) -> Router {
-    Router::new()
+    let dashboard = state
+        .config
+        .dashboard
+        .then(|| crate::dashboard::router(state.clone()));
+    let api = Router::new()
         .route("/", get(info))
         .route("/info", get(info))
         .route("/health", get(health))
@@ -49,7 +53,12 @@ pub fn router(state: Arc<HubState>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::map_response(allow_any_origin))
         .layer(CorsLayer::permissive())
-        .with_state(state)
+        .with_state(state);
+    // Merged after the CORS layers: the dashboard is same-origin only.
+    match dashboard {
+        Some(d) => api.merge(d),
+        None => api,
+    }
 }
 
 async fn allow_any_origin(mut response: Response) -> Response {
@@ -232,7 +241,10 @@ async fn stats(State(state): State<Arc<HubState>>) -> Pretty<Reply<proto::Stats>
 }
 
 async fn metrics(State(state): State<Arc<HubState>>) -> Response {
-    let body = state.metrics.render(&state.gauges());
+    let mut body = state.metrics.render(&state.gauges());
+    if state.config.dashboard {
+        state.dashboard.render_metrics(&mut body);
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -86,6 +86,7 @@ mod address;
 mod budget;
 pub mod codes;
 mod config;
+mod dashboard;
 mod directory;
 mod error;
 mod health;
@@ -321,6 +322,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), HubError> {
     let stop = CancellationToken::new();
+    // Records the dashboard's history and feeds its streams while the server runs.
+    let _sampler = dashboard::spawn_sampler(state.clone());
     tokio::join!(
         server::serve_plain(listener, state.clone(), stop.clone()),
         stop_on(shutdown, &state, &stop)
@@ -338,6 +341,8 @@ pub async fn serve_tls(
 ) -> Result<(), HubError> {
     let listener = tls::TlsListener::new(listener, acceptor, state.clone());
     let stop = CancellationToken::new();
+    // Records the dashboard's history and feeds its streams while the server runs.
+    let _sampler = dashboard::spawn_sampler(state.clone());
     tokio::join!(
         server::serve_tls(listener, state.clone(), stop.clone()),
         stop_on(shutdown, &state, &stop)

@@ -182,6 +182,12 @@ impl Metrics {
         self.latency[action].observe(took);
     }
 
+    /// WebSocket requests answered since start, ok or not (the dashboard's requests/s).
+    pub fn requests_total(&self) -> u64 {
+        let sum = |c: &[AtomicU64]| c.iter().map(|a| a.load(Ordering::Relaxed)).sum::<u64>();
+        sum(&self.ok) + sum(&self.errors)
+    }
+
     /// The text exposition.
     pub fn render(&self, g: &Gauges) -> String {
         let mut out = String::with_capacity(8 * 1024);

@@ -72,6 +72,8 @@ pub struct HubState {
     pub(crate) registrations: IpRegistrations,
     /// The registry's health as `/health` reports it.
     pub(crate) health: RegistryHealth,
+    /// The web dashboard's history, streams and query view.
+    pub(crate) dashboard: crate::dashboard::Dashboard,
 }
 
 /// Serial numbers of sessions (unique within this process).
@@ -288,6 +290,7 @@ impl HubState {
             admission,
             registrations: IpRegistrations::default(),
             health: RegistryHealth::default(),
+            dashboard: crate::dashboard::Dashboard::default(),
         }))
     }
 

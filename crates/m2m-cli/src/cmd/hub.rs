@@ -28,6 +28,7 @@ pub async fn run(args: HubArgs, out: Output) -> anyhow::Result<()> {
         trust_proxy: args.trust_proxy,
         tls,
         public_url: args.public_url,
+        dashboard: args.dashboard,
         ..HubConfig::default()
     };
     config.limits.requests_per_second = args.rate_limit;
@@ -42,6 +43,11 @@ pub async fn run(args: HubArgs, out: Output) -> anyhow::Result<()> {
         .await
         .context("could not start the hub")?;
     let address = hub.local_addr();
+    let dashboard_line = if args.dashboard {
+        format!("  dashboard at {}/dashboard\n", hub.http_url())
+    } else {
+        String::new()
+    };
     out.either(
         &json!({
             "event": "listening",
@@ -52,9 +58,10 @@ pub async fn run(args: HubArgs, out: Output) -> anyhow::Result<()> {
         }),
         || {
             format!(
-                "m2m hub listening on {address}\n  agents connect to {}\n  HTTP API at {}\n  registry {}\nCtrl-C stops it.",
+                "m2m hub listening on {address}\n  agents connect to {}\n  HTTP API at {}\n{}  registry {}\nCtrl-C stops it.",
                 hub.ws_url(),
                 hub.http_url(),
+                dashboard_line,
                 redact(&args.database)
             )
         },
