@@ -31,24 +31,35 @@ fn the_readme_shows_the_example_and_it_is_short() {
     assert!(lines < 15, "{lines} lines");
 }
 
+/// The example `name`, compiled as the program a user runs. `cargo test --all-targets` (what
+/// CI runs) builds examples only as test harnesses, which print "running 0 tests", so this
+/// asks cargo for the real binary (the build lock is free while tests run; the example's
+/// dependencies are already built, so it only links).
+fn built_example(name: &str) -> std::path::PathBuf {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["build", "--quiet", "-p", "m2m-agent", "--example", name])
+        .arg("--message-format=json")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("cargo could not be started");
+    assert!(out.status.success(), "cargo build --example {name} failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == name)
+        .find_map(|m| m["executable"].as_str().map(std::path::PathBuf::from))
+        .unwrap_or_else(|| panic!("cargo built no executable for example {name}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_example_answers_requests() {
     let mut config = m2m_hub::HubConfig::in_memory();
     config.bind = SocketAddr::from(([127, 0, 0, 1], 0));
     let hub = m2m_hub::Hub::start(config).await.unwrap();
 
-    // `cargo test` builds the examples next to the test binaries' directory.
-    let me = std::env::current_exe().unwrap();
-    let example = me
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|profile| profile.join("examples").join("responder"))
-        .unwrap();
-    assert!(
-        example.exists(),
-        "{} was not built: run all targets (`cargo test -p m2m-agent`), as CI does",
-        example.display()
-    );
+    let example = built_example("responder");
     let mut child = Command::new(&example)
         .env("M2M_HUB", hub.ws_url())
         .stdout(Stdio::piped())
