@@ -25,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
         let n = (step % 256 + 1).min(input.len());
         let (chunk, tail) = input.split_at(n);
         input = tail;
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             decoder.push(chunk);
         } else {
             // A socket read: room for more than arrives, then commit what arrived.

@@ -293,7 +293,7 @@ impl ResponderUnderTest {
         }
         let (kind, cid) = labels(payload);
         let mut out = Vec::new();
-        let sealed = if payload.len() % 2 == 0 {
+        let sealed = if payload.len().is_multiple_of(2) {
             let frame = self
                 .honest
                 .seal_plaintext(kind, payload, cid, &mut self.rng);
