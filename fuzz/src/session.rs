@@ -92,9 +92,9 @@ pub fn run(data: &[u8], version: Version) {
     let rng = StdRng::seed_from_u64(u64::from_le_bytes(seed));
     let ops = body.split(|&b| b == b'\n').take(MAX_LINES).map(op);
     if flags & FLAG_INITIATOR != 0 {
-        InitiatorUnderTest::new(version, flags, rng).run(ops);
+        drive(InitiatorUnderTest::new(version, flags, rng), ops);
     } else {
-        ResponderUnderTest::new(version, flags, rng).run(ops);
+        drive(ResponderUnderTest::new(version, flags, rng), ops);
     }
 }
 
@@ -208,6 +208,58 @@ fn deliver(decoder: &mut LineDecoder, bytes: &[u8], mut take: impl FnMut(&[u8]) 
     }
 }
 
+/// What [`drive`] needs of each side's harness.
+trait Harness {
+    /// The honest counterpart's next line, if it has one.
+    fn honest_next(&mut self, payload: &[u8]) -> Option<Vec<u8>>;
+    /// An op this side handles itself (true), before it becomes a line.
+    fn intercept(&mut self, _op: &Op<'_>) -> bool {
+        false
+    }
+    /// A forged handshake (responder under test) or handshake_ack (initiator under test).
+    fn forge(&self, i: u8, payload: &[u8]) -> Vec<u8>;
+    /// The lines the machine under test took so far.
+    fn history(&self) -> &[Vec<u8>];
+    fn decoder(&mut self) -> &mut LineDecoder;
+    /// Gives one line to the machine under test; false once the connection is closed.
+    fn take(&mut self, line: &[u8]) -> bool;
+}
+
+/// Turns each op into a line and puts it on the wire until the connection closes.
+fn drive<'a, H: Harness>(mut h: H, ops: impl Iterator<Item = Op<'a>>) {
+    for op in ops {
+        if h.intercept(&op) {
+            continue;
+        }
+        let line = match op {
+            Op::Honest(p) => h.honest_next(p),
+            Op::Replay(k) => h.history().get(k % h.history().len().max(1)).cloned(),
+            Op::Flip(pos, x, p) => h.honest_next(p).map(|mut l| {
+                if !l.is_empty() {
+                    let i = pos % l.len();
+                    l[i] ^= x.max(1);
+                }
+                l
+            }),
+            Op::Cut(pos, p) => h.honest_next(p).map(|mut l| {
+                l.truncate(pos % (l.len() + 1));
+                l
+            }),
+            Op::Forge(i, p) => Some(h.forge(i, p)),
+            Op::Raw(l) => Some(l.to_vec()),
+        };
+        let Some(line) = line else {
+            continue;
+        };
+        let mut decoder = std::mem::replace(h.decoder(), LineDecoder::new(0));
+        let open = deliver(&mut decoder, &line, |l| h.take(l));
+        *h.decoder() = decoder;
+        if !open {
+            return;
+        }
+    }
+}
+
 struct ResponderUnderTest {
     version: Version,
     strict: bool,
@@ -276,6 +328,37 @@ impl ResponderUnderTest {
             decoder: LineDecoder::new(MAX_FRAME_LEN),
         }
     }
+}
+
+impl Harness for ResponderUnderTest {
+    /// An odd first byte: the responder sends a message of its own (2.1).
+    fn intercept(&mut self, op: &Op<'_>) -> bool {
+        match op {
+            Op::Honest(p)
+                if p.first().is_some_and(|b| b % 2 == 1) && self.uut.is_authenticated() =>
+            {
+                self.responder_sends(p);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn forge(&self, i: u8, payload: &[u8]) -> Vec<u8> {
+        let key = match Frame::parse(&self.hello_line) {
+            Ok(Frame::Handshake { key, .. }) => key,
+            _ => String::new(),
+        };
+        line_of(&forged(i & 0x7f, payload, &key, &identity(1)))
+    }
+
+    fn history(&self) -> &[Vec<u8>] {
+        &self.history
+    }
+
+    fn decoder(&mut self) -> &mut LineDecoder {
+        &mut self.decoder
+    }
 
     /// The honest initiator's next line.
     fn honest_next(&mut self, payload: &[u8]) -> Option<Vec<u8>> {
@@ -309,89 +392,6 @@ impl ResponderUnderTest {
         sealed.ok()?;
         self.sealed.add(payload);
         Some(out)
-    }
-
-    fn run<'a>(mut self, ops: impl Iterator<Item = Op<'a>>) {
-        for op in ops {
-            let line = match op {
-                // An odd first byte: the responder sends a message of its own (2.1).
-                Op::Honest(p)
-                    if p.first().is_some_and(|b| b % 2 == 1) && self.uut.is_authenticated() =>
-                {
-                    self.responder_sends(p);
-                    continue;
-                }
-                Op::Honest(p) => match self.honest_next(p) {
-                    Some(l) => l,
-                    None => continue,
-                },
-                Op::Replay(k) => match self.history.get(k % self.history.len().max(1)) {
-                    Some(l) => l.clone(),
-                    None => continue,
-                },
-                Op::Flip(pos, x, p) => {
-                    let Some(mut l) = self.honest_next(p) else {
-                        continue;
-                    };
-                    if !l.is_empty() {
-                        let i = pos % l.len();
-                        l[i] ^= x.max(1);
-                    }
-                    l
-                }
-                Op::Cut(pos, p) => {
-                    let Some(mut l) = self.honest_next(p) else {
-                        continue;
-                    };
-                    l.truncate(pos % (l.len() + 1));
-                    l
-                }
-                Op::Forge(i, p) => {
-                    let key = match Frame::parse(&self.hello_line) {
-                        Ok(Frame::Handshake { key, .. }) => key,
-                        _ => String::new(),
-                    };
-                    let honest = identity(1);
-                    line_of(&forged(i & 0x7f, p, &key, &honest))
-                }
-                Op::Raw(l) => l.to_vec(),
-            };
-            let mut decoder = std::mem::replace(&mut self.decoder, LineDecoder::new(0));
-            let open = deliver(&mut decoder, &line, |l| self.take(l));
-            self.decoder = decoder;
-            if !open {
-                return;
-            }
-        }
-    }
-
-    /// 2.1: the responder seals a message back to the initiator (as a response); the
-    /// honest initiator must open it and ack it.
-    fn responder_sends(&mut self, payload: &[u8]) {
-        let (kind, cid) = labels(payload);
-        let value = decode_payload(payload);
-        let Ok(frame) = self.uut.seal(kind, &value, cid, &mut self.rng) else {
-            return;
-        };
-        if self.honest_gone {
-            return;
-        }
-        match self.honest.handle_line(&line_of(&frame)) {
-            Ok(InitiatorEvent::Message { message, ack }) => {
-                // The responder authenticated us, so we authenticated it: its id is proven.
-                assert!(message.authenticated);
-                assert_eq!(message.from, identity(2).agent_id());
-                assert_eq!(message.payload, decode_payload(&encode_payload(&value)));
-                let mut decoder = std::mem::replace(&mut self.decoder, LineDecoder::new(0));
-                let open = deliver(&mut decoder, &line_of(&ack), |l| self.take(l));
-                self.decoder = decoder;
-                if !open {
-                    self.honest_gone = true;
-                }
-            }
-            // The honest initiator may be on other keys than the responder after attacks.
-            _ => self.honest_gone = true,
-        }
     }
 
     /// Gives one line to the responder; false once it closes the connection.
@@ -460,6 +460,37 @@ impl ResponderUnderTest {
     }
 }
 
+impl ResponderUnderTest {
+    /// 2.1: the responder seals a message back to the initiator (as a response); the
+    /// honest initiator must open it and ack it.
+    fn responder_sends(&mut self, payload: &[u8]) {
+        let (kind, cid) = labels(payload);
+        let value = decode_payload(payload);
+        let Ok(frame) = self.uut.seal(kind, &value, cid, &mut self.rng) else {
+            return;
+        };
+        if self.honest_gone {
+            return;
+        }
+        match self.honest.handle_line(&line_of(&frame)) {
+            Ok(InitiatorEvent::Message { message, ack }) => {
+                // The responder authenticated us, so we authenticated it: its id is proven.
+                assert!(message.authenticated);
+                assert_eq!(message.from, identity(2).agent_id());
+                assert_eq!(message.payload, decode_payload(&encode_payload(&value)));
+                let mut decoder = std::mem::replace(&mut self.decoder, LineDecoder::new(0));
+                let open = deliver(&mut decoder, &line_of(&ack), |l| self.take(l));
+                self.decoder = decoder;
+                if !open {
+                    self.honest_gone = true;
+                }
+            }
+            // The honest initiator may be on other keys than the responder after attacks.
+            _ => self.honest_gone = true,
+        }
+    }
+}
+
 struct InitiatorUnderTest {
     rng: StdRng,
     uut: Initiator,
@@ -515,6 +546,20 @@ impl InitiatorUnderTest {
             honest_gone,
         }
     }
+}
+
+impl Harness for InitiatorUnderTest {
+    fn forge(&self, i: u8, payload: &[u8]) -> Vec<u8> {
+        line_of(&forged(i | 0x80, payload, "", &identity(2)))
+    }
+
+    fn history(&self) -> &[Vec<u8>] {
+        &self.history
+    }
+
+    fn decoder(&mut self) -> &mut LineDecoder {
+        &mut self.decoder
+    }
 
     /// The honest responder's next line: what it has queued, else (2.1) a message it seals
     /// or the ack of a message the initiator seals now.
@@ -548,46 +593,6 @@ impl InitiatorUnderTest {
             _ => {
                 self.honest_gone = true;
                 None
-            }
-        }
-    }
-
-    fn run<'a>(mut self, ops: impl Iterator<Item = Op<'a>>) {
-        for op in ops {
-            let line = match op {
-                Op::Honest(p) => match self.honest_next(p) {
-                    Some(l) => l,
-                    None => continue,
-                },
-                Op::Replay(k) => match self.history.get(k % self.history.len().max(1)) {
-                    Some(l) => l.clone(),
-                    None => continue,
-                },
-                Op::Flip(pos, x, p) => {
-                    let Some(mut l) = self.honest_next(p) else {
-                        continue;
-                    };
-                    if !l.is_empty() {
-                        let i = pos % l.len();
-                        l[i] ^= x.max(1);
-                    }
-                    l
-                }
-                Op::Cut(pos, p) => {
-                    let Some(mut l) = self.honest_next(p) else {
-                        continue;
-                    };
-                    l.truncate(pos % (l.len() + 1));
-                    l
-                }
-                Op::Forge(i, p) => line_of(&forged(i | 0x80, p, "", &identity(2))),
-                Op::Raw(l) => l.to_vec(),
-            };
-            let mut decoder = std::mem::replace(&mut self.decoder, LineDecoder::new(0));
-            let open = deliver(&mut decoder, &line, |l| self.take(l));
-            self.decoder = decoder;
-            if !open {
-                return;
             }
         }
     }
@@ -628,5 +633,34 @@ impl InitiatorUnderTest {
             Err(_) => return false,
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The seed inputs run through the harness without tripping it: the honest exchanges
+    /// and the recorded transcript hold every rule.
+    #[test]
+    fn seeds_hold_every_rule() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/vectors/");
+        let read = |name: &str| std::fs::read_to_string(format!("{dir}{name}")).unwrap();
+        let vectors = m2m_fuzz_seeds::Vectors::parse(
+            &read("p2p-transcript-v2.jsonl"),
+            &read("hub-transcript-v2.jsonl"),
+            &read("crypto-v2.json"),
+        );
+        for (target, seeds) in vectors.seeds() {
+            let version = match target {
+                "session_v20" => Version::V20,
+                "session_v21" => Version::V21,
+                _ => continue,
+            };
+            assert!(!seeds.is_empty());
+            for seed in seeds {
+                run(&seed, version);
+            }
+        }
     }
 }
