@@ -1,6 +1,6 @@
 //! Inputs the fuzz targets (fuzz/) found that broke a rule, kept as ordinary tests.
 
-use m2m_proto::frame::Frame;
+use m2m_proto::frame::{errors, Frame};
 use m2m_proto::hub::HubRequest;
 use m2m_proto::identity::Identity;
 use m2m_proto::session::{
@@ -39,6 +39,11 @@ fn established(v21: bool, rng: &mut StdRng) -> (Initiator, Responder) {
     (init, resp)
 }
 
+/// The answer to a frame in the wrong state: an error, and the connection stays.
+fn refused() -> ResponderOutput {
+    ResponderOutput::Send(Frame::error(errors::UNEXPECTED_FRAME))
+}
+
 /// fuzz/session_v21: `{"type":"auth"}` on an established session replaced the state before
 /// checking it, so the session lost its keys and the next message got handshake_required.
 #[test]
@@ -48,7 +53,7 @@ fn stray_auth_leaves_an_established_session_as_it_was() {
         let (mut init, mut resp) = established(v21, &mut rng);
         let peer = resp.peer_id().map(str::to_owned);
         let stray = Frame::parse(br#"{"type":"auth","sig":"AAAA"}"#).unwrap();
-        assert_eq!(resp.handle_frame(stray, &mut rng), ResponderOutput::Nothing);
+        assert_eq!(resp.handle_frame(stray, &mut rng), refused());
         assert!(resp.is_established());
         assert_eq!(resp.is_authenticated(), v21);
         assert_eq!(resp.peer_id().map(str::to_owned), peer);
@@ -64,13 +69,13 @@ fn stray_auth_leaves_an_established_session_as_it_was() {
     }
 }
 
-/// A stray `auth` before any handshake is ignored too.
+/// A stray `auth` before any handshake is refused the same way.
 #[test]
-fn auth_before_handshake_is_ignored() {
+fn auth_before_handshake_is_refused() {
     let mut rng = StdRng::seed_from_u64(14);
     let mut resp = Responder::with_identity(Identity::generate(&mut rng), PeerPolicy::AcceptAll);
     let stray = Frame::parse(br#"{"type":"auth","sig":"AAAA"}"#).unwrap();
-    assert_eq!(resp.handle_frame(stray, &mut rng), ResponderOutput::Nothing);
+    assert_eq!(resp.handle_frame(stray, &mut rng), refused());
     assert!(!resp.is_established());
 }
 
