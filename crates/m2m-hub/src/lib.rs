@@ -89,6 +89,8 @@ mod config;
 mod dashboard;
 mod directory;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod health;
 mod http;
 pub mod limits;

@@ -168,7 +168,7 @@ fn header_contains(headers: &HeaderMap, key: HeaderName, value: &str) -> bool {
 }
 
 /// The tungstenite configuration of a hub WebSocket.
-fn socket_config(state: &HubState) -> WebSocketConfig {
+pub(crate) fn socket_config(state: &HubState) -> WebSocketConfig {
     let limits = &state.config.limits;
     let hard = limits.hard_max_message_bytes.max(limits.max_message_bytes);
     // Only close and pong frames go through tungstenite's writer: they are written at once.

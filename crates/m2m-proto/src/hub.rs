@@ -287,6 +287,16 @@ impl HubRequest {
     /// Parses one WebSocket text message. `Err` means it was not a JSON object: the reply is
     /// `invalid_json` without correlationId.
     pub fn parse(text: &str) -> Result<Self, serde_json::Error> {
+        // serde would also read a JSON array into the struct, field by field, so that
+        // `["register"]` registered (found by fuzz/hub_request): a request is an object.
+        if text
+            .trim_start_matches([' ', '\t', '\n', '\r'])
+            .as_bytes()
+            .first()
+            != Some(&b'{')
+        {
+            return Err(serde::de::Error::custom("a request is a JSON object"));
+        }
         serde_json::from_str(text)
     }
 
