@@ -247,7 +247,8 @@ mod tests {
     async fn wait_returns_a_message_that_arrives_later() {
         let inbox = Inbox::new(10);
         let pusher = inbox.clone();
-        let waiter = tokio::spawn(async move { inbox.wait(Some("b"), Duration::from_secs(30)).await });
+        let waiter =
+            tokio::spawn(async move { inbox.wait(Some("b"), Duration::from_secs(30)).await });
         tokio::time::sleep(Duration::from_secs(1)).await;
         pusher.push(message("a", 1));
         tokio::time::sleep(Duration::from_secs(1)).await;

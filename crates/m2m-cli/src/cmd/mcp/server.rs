@@ -88,8 +88,8 @@ impl Server {
                 "type": r.message.message_type,
                 "hint": "call inbox or wait_for_message to read it",
             });
-            let note = LoggingMessageNotificationParam::new(LoggingLevel::Info, data)
-                .with_logger("m2m");
+            let note =
+                LoggingMessageNotificationParam::new(LoggingLevel::Info, data).with_logger("m2m");
             if let Err(e) = peer.notify_logging_message(note).await {
                 tracing::debug!("could not send the arrival notice: {e}");
             }
@@ -199,7 +199,10 @@ impl ServerHandler for Server {
     ) -> Result<ReadResourceResponse, ErrorData> {
         if request.uri != INBOX_URI {
             return Err(ErrorData::resource_not_found(
-                format!("no resource {}; the one resource is {INBOX_URI}", request.uri),
+                format!(
+                    "no resource {}; the one resource is {INBOX_URI}",
+                    request.uri
+                ),
                 None,
             ));
         }
@@ -213,14 +216,14 @@ impl ServerHandler for Server {
         })
         .to_string();
         let contents = match ResourceContents::text(text, INBOX_URI) {
-            ResourceContents::TextResourceContents { uri, text, meta, .. } => {
-                ResourceContents::TextResourceContents {
-                    uri,
-                    text,
-                    meta,
-                    mime_type: Some("application/json".into()),
-                }
-            }
+            ResourceContents::TextResourceContents {
+                uri, text, meta, ..
+            } => ResourceContents::TextResourceContents {
+                uri,
+                text,
+                meta,
+                mime_type: Some("application/json".into()),
+            },
             other => other,
         };
         Ok(ReadResourceResult::new(vec![contents]).into())
@@ -233,7 +236,10 @@ impl ServerHandler for Server {
     ) -> Result<(), ErrorData> {
         if request.uri != INBOX_URI {
             return Err(ErrorData::resource_not_found(
-                format!("no resource {}; the one resource is {INBOX_URI}", request.uri),
+                format!(
+                    "no resource {}; the one resource is {INBOX_URI}",
+                    request.uri
+                ),
                 None,
             ));
         }

@@ -1,0 +1,227 @@
+"""Drives `m2m mcp` with the official MCP Python SDK (the `mcp` package, pinned in
+requirements.txt), as an LLM client would: it spawns the server over stdio and calls its
+tools.
+
+Two modes, each printing one JSON object per line on stdout:
+
+  e2e    Called by crates/m2m-cli/tests/mcp.rs, which started a hub and an `m2m listen --echo`
+         (and passes them in). Every step prints {"step": NAME, ...}; the Rust test asserts
+         on those lines. The script itself asserts nothing, so a failure shows up as a Rust
+         assertion with the line that was wrong.
+  bench  Starts its own hub and echo listener, then times CALLS `send` tool calls one after
+         another and prints p50/p99 (docs/PERFORMANCE.md).
+
+Usage:
+  client.py e2e   --m2m BIN --hub WS_URL --listener ID --config DIR
+  client.py bench --m2m BIN [--calls 1000]
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import jsonschema
+from mcp import ClientSession, StdioServerParameters
+from mcp.client.stdio import stdio_client
+
+
+def emit(step, **fields):
+    print(json.dumps({"step": step, **fields}), flush=True)
+
+
+def result_fields(result):
+    """What a test needs of a CallToolResult."""
+    texts = [c.text for c in result.content if getattr(c, "type", None) == "text"]
+    return {
+        "isError": bool(result.is_error),
+        "text": texts[0] if texts else None,
+        "structured": result.structured_content,
+    }
+
+
+def server_params(m2m, hub, config):
+    return StdioServerParameters(
+        command=m2m,
+        args=["mcp", "--capabilities", "mcp-test"],
+        env={"M2M_HUB": hub, "XDG_CONFIG_HOME": config, "RUST_LOG": "warn"},
+    )
+
+
+async def m2m_cli(m2m, hub, *args):
+    """Runs a one-shot `m2m` command with its own fresh config dir; returns (status, stdout)."""
+    config = tempfile.mkdtemp(prefix="m2m-mcp-client-")
+    proc = await asyncio.create_subprocess_exec(
+        m2m,
+        *args,
+        env={**os.environ, "M2M_HUB": hub, "XDG_CONFIG_HOME": config},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def e2e(args):
+    notices = []
+
+    async def on_log(params):
+        notices.append({"level": params.level, "logger": params.logger, "data": params.data})
+
+    async with stdio_client(server_params(args.m2m, args.hub, args.config)) as (read, write):
+        async with ClientSession(read, write, logging_callback=on_log) as session:
+            init = await session.initialize()
+            emit(
+                "initialize",
+                protocolVersion=init.protocol_version,
+                serverName=init.server_info.name,
+                capabilities=init.capabilities.model_dump(by_alias=True, exclude_none=True),
+                instructions=init.instructions,
+            )
+
+            listed = await session.list_tools()
+            problems = []
+            for tool in listed.tools:
+                try:
+                    jsonschema.validators.validator_for(tool.input_schema).check_schema(tool.input_schema)
+                except jsonschema.SchemaError as e:
+                    problems.append(f"{tool.name}: {e.message}")
+            emit(
+                "list_tools",
+                names=[t.name for t in listed.tools],
+                schemas={t.name: t.input_schema for t in listed.tools},
+                descriptions={t.name: t.description for t in listed.tools},
+                schemaProblems=problems,
+            )
+
+            async def call(name, arguments=None, step=None):
+                result = await session.call_tool(name, arguments or {})
+                emit(step or name, **result_fields(result))
+                return result
+
+            me = (await call("whoami")).structured_content["id"]
+            await call("discover", {"capabilities": ["echo"]})
+            await call("find", {"capability": "echo"})
+            await call("lookup", {"id": args.listener})
+            await call("send", {"id": args.listener, "type": "chat", "payload": {"text": "hello"}})
+            await call("request", {"id": args.listener, "type": "compute", "payload": {"n": 7}, "timeout": 30})
+            await call("broadcast", {"type": "hello", "payload": "everyone", "capabilities": ["echo"]})
+
+            # A message sent by `m2m send` comes out of wait_for_message.
+            sending = asyncio.create_task(m2m_cli(args.m2m, args.hub, "send", me, "note", '{"hi": 1}'))
+            await call("wait_for_message", {"type": "note", "timeout": 60})
+            status, out, err = await sending
+            emit("m2m_send", status=status, stdout=out, stderr=err)
+
+            # A request made by `m2m request` is answered with respond.
+            asking = asyncio.create_task(
+                m2m_cli(args.m2m, args.hub, "request", me, "question", '{"q": "six times seven"}', "--timeout", "60s")
+            )
+            got = await call("wait_for_message", {"type": "question", "timeout": 60}, step="wait_for_request")
+            message_id = (got.structured_content or {}).get("message", {}).get("messageId")
+            await call("respond", {"messageId": message_id, "payload": {"answer": 42}})
+            status, out, err = await asking
+            emit("m2m_request", status=status, stdout=out, stderr=err)
+            await call("respond", {"messageId": message_id, "payload": {"again": True}}, step="respond_twice")
+
+            # The echo listener answered `send` and `broadcast`: those answers are waiting.
+            resource = await session.read_resource("m2m://inbox")
+            emit("read_resource", text=resource.contents[0].text)
+            await call("inbox", {"limit": 100})
+            await call("wait_for_message", {"timeout": 0}, step="wait_empty")
+            await call("update_status", {"status": "busy", "metadata": {"role": "test"}})
+            await call("lookup", {"id": me}, step="lookup_self")
+
+            # Bad arguments: each is a tool error, never a crash or a protocol error.
+            await call("request", {"id": args.listener, "type": "x", "timeout": 500}, step="bad_timeout")
+            await call("send", {"type": "chat"}, step="bad_no_target")
+            await call("find", {}, step="bad_missing")
+            await call("find", {"capability": "echo", "bogus": 1}, step="bad_unknown_field")
+            await call("send", {"id": args.listener, "type": "chat", "payload": '{"a": nope}'}, step="bad_payload")
+            await call("discover", {"limit": "ten"}, step="bad_type")
+            await call("lookup", {"id": "0" * 32}, step="unknown_agent")
+            try:
+                await session.call_tool("no_such_tool", {})
+                emit("unknown_tool", raised=False)
+            except Exception as e:  # noqa: BLE001 - any protocol error is what we look for
+                emit("unknown_tool", raised=True, error=str(e))
+            # Still serving after all that.
+            await call("whoami", step="still_alive")
+
+            emit("notifications", messages=notices)
+    emit("done")
+
+
+async def bench(args):
+    work = tempfile.mkdtemp(prefix="m2m-mcp-bench-")
+    env = {**os.environ, "XDG_CONFIG_HOME": os.path.join(work, "hub"), "RUST_LOG": "warn"}
+    hub = subprocess.Popen(
+        [args.m2m, "hub", "--port", "0", "--bind", "127.0.0.1", "--database", "sqlite::memory:"],
+        stdout=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
+    listener = None
+    try:
+        ws = json.loads(hub.stdout.readline())["ws"]
+        listener = subprocess.Popen(
+            [args.m2m, "listen", "--echo"],
+            stdout=subprocess.PIPE,
+            env={**env, "M2M_HUB": ws, "XDG_CONFIG_HOME": os.path.join(work, "listener")},
+            text=True,
+        )
+        target = json.loads(listener.stdout.readline())["id"]
+        params = server_params(args.m2m, ws, os.path.join(work, "mcp"))
+        async with stdio_client(params) as (read, write):
+            async with ClientSession(read, write) as session:
+                await session.initialize()
+                arguments = {"id": target, "type": "bench", "payload": {"n": 0}}
+                for _ in range(min(50, args.calls)):  # warm-up: connection, caches
+                    await session.call_tool("send", arguments)
+                times = []
+                for i in range(args.calls):
+                    arguments["payload"] = {"n": i}
+                    start = time.perf_counter_ns()
+                    result = await session.call_tool("send", arguments)
+                    times.append(time.perf_counter_ns() - start)
+                    if result.is_error:
+                        raise SystemExit(f"send failed: {result.content[0].text}")
+                times.sort()
+                pick = lambda q: times[min(len(times) - 1, int(q * len(times)))] / 1e6  # noqa: E731
+                emit(
+                    "bench",
+                    tool="send",
+                    calls=len(times),
+                    p50_ms=round(pick(0.50), 3),
+                    p90_ms=round(pick(0.90), 3),
+                    p99_ms=round(pick(0.99), 3),
+                    max_ms=round(times[-1] / 1e6, 3),
+                )
+    finally:
+        for p in (listener, hub):
+            if p is not None:
+                p.terminate()
+                p.wait()
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="mode", required=True)
+    e = sub.add_parser("e2e")
+    e.add_argument("--m2m", required=True)
+    e.add_argument("--hub", required=True)
+    e.add_argument("--listener", required=True)
+    e.add_argument("--config", required=True)
+    b = sub.add_parser("bench")
+    b.add_argument("--m2m", required=True)
+    b.add_argument("--calls", type=int, default=1000)
+    args = parser.parse_args()
+    asyncio.run(e2e(args) if args.mode == "e2e" else bench(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
