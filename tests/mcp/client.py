@@ -68,9 +68,12 @@ async def m2m_cli(m2m, hub, *args):
 
 async def e2e(args):
     notices = []
+    superseded = asyncio.Event()
 
     async def on_log(params):
         notices.append({"level": params.level, "logger": params.logger, "data": params.data})
+        if isinstance(params.data, dict) and params.data.get("event") == "superseded":
+            superseded.set()
 
     async with stdio_client(server_params(args.m2m, args.hub, args.config)) as (read, write):
         async with ClientSession(read, write, logging_callback=on_log) as session:
@@ -153,6 +156,28 @@ async def e2e(args):
             await call("whoami", step="still_alive")
 
             emit("notifications", messages=notices)
+
+            # Another process registers with this server's identity: the hub drops the
+            # server for it, and the tools say so (the server announces it as an error log).
+            key = os.path.join(args.config, "m2m", "mcp-identity.key")
+            taker = await asyncio.create_subprocess_exec(
+                args.m2m,
+                "listen",
+                "--identity",
+                key,
+                env={**os.environ, "M2M_HUB": args.hub, "XDG_CONFIG_HOME": tempfile.mkdtemp()},
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
+            try:
+                line = await asyncio.wait_for(taker.stdout.readline(), 60)
+                emit("takeover_listen", line=json.loads(line))
+                await asyncio.wait_for(superseded.wait(), 60)
+                await call("send", {"id": args.listener, "type": "chat"}, step="after_takeover")
+                await call("whoami", step="whoami_after_takeover")
+            finally:
+                taker.terminate()
+                await taker.wait()
     emit("done")
 
 

@@ -238,6 +238,15 @@ fn an_official_mcp_client_uses_every_tool() {
     }
     assert!(notices.iter().all(|n| n["data"].get("payload").is_none()));
 
+    // Another process took the identity over: the tools say what to do.
+    assert_eq!(
+        steps["takeover_listen"]["line"]["id"], my_id,
+        "{}",
+        steps["takeover_listen"]
+    );
+    assert!(tool_error(&steps, "after_takeover").contains("--identity FILE"));
+    assert_eq!(ok(&steps, "whoami_after_takeover")["connected"], false);
+
     drop(listener);
 }
 

@@ -15,8 +15,9 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-use m2m_agent::Agent;
+use m2m_agent::{Agent, AgentEvent};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, ErrorData, Implementation, ListResourcesResult,
     ListToolsResult, LoggingLevel, LoggingMessageNotificationParam, PaginatedRequestParams,
@@ -27,12 +28,17 @@ use rmcp::model::{
 use rmcp::service::{Peer, RequestContext};
 use rmcp::{RoleServer, ServerHandler};
 use serde_json::json;
+use tokio::sync::broadcast;
 
 use super::inbox::{Inbox, Received};
 use super::tools::{self, Tools};
 
 /// The one resource: the queued messages, read without taking them.
 pub const INBOX_URI: &str = "m2m://inbox";
+
+/// Time an arrival notice may take to be written to the client. A client that stops reading
+/// must not stall the delivery into the inbox (whose bound then drops the oldest instead).
+const NOTICE_TIMEOUT: Duration = Duration::from_secs(1);
 
 const INSTRUCTIONS: &str = "Tools of an M2M agent: find other AI agents through the hub \
     (discover, find, lookup) and exchange end-to-end encrypted messages with them (send, \
@@ -60,7 +66,12 @@ impl Server {
     /// A server for `agent`, whose messages go to `inbox`.
     pub fn new(agent: Agent, inbox: Inbox, hub: String) -> Server {
         Server {
-            tools: Tools { agent, inbox, hub },
+            tools: Tools {
+                agent,
+                inbox,
+                hub,
+                superseded: Arc::default(),
+            },
             catalogue: Arc::new(tools::catalogue()),
             shared: Arc::new(Shared {
                 min_level: AtomicU8::new(rank(LoggingLevel::Info)),
@@ -70,11 +81,36 @@ impl Server {
     }
 
     /// Moves every message the agent receives into the inbox and announces it to `peer`,
-    /// until the agent is disconnected.
+    /// until the agent is disconnected; notes when another process takes its identity over.
     pub async fn deliver_messages(&self, peer: Peer<RoleServer>) {
-        while let Some(message) = self.tools.agent.next_message().await {
-            let received = self.tools.inbox.push(message);
-            self.announce(&peer, &received).await;
+        let mut events = self.tools.agent.events();
+        loop {
+            tokio::select! {
+                message = self.tools.agent.next_message() => {
+                    let Some(message) = message else { return };
+                    let received = self.tools.inbox.push(message);
+                    self.announce(&peer, &received).await;
+                }
+                event = events.recv() => match event {
+                    Ok(AgentEvent::Disconnected { reason }) if reason.starts_with("superseded") => {
+                        self.tools.superseded.store(true, Ordering::Relaxed);
+                        tracing::warn!("{}", tools::SUPERSEDED);
+                        let data = json!({ "event": "superseded", "message": tools::SUPERSEDED });
+                        let note = LoggingMessageNotificationParam::new(LoggingLevel::Error, data)
+                            .with_logger("m2m");
+                        let _ = tokio::time::timeout(NOTICE_TIMEOUT, peer.notify_logging_message(note)).await;
+                    }
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    // No more events: keep delivering messages.
+                    Err(broadcast::error::RecvError::Closed) => {
+                        while let Some(message) = self.tools.agent.next_message().await {
+                            let received = self.tools.inbox.push(message);
+                            self.announce(&peer, &received).await;
+                        }
+                        return;
+                    }
+                },
+            }
         }
     }
 
@@ -90,14 +126,18 @@ impl Server {
             });
             let note =
                 LoggingMessageNotificationParam::new(LoggingLevel::Info, data).with_logger("m2m");
-            if let Err(e) = peer.notify_logging_message(note).await {
-                tracing::debug!("could not send the arrival notice: {e}");
+            match tokio::time::timeout(NOTICE_TIMEOUT, peer.notify_logging_message(note)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!("could not send the arrival notice: {e}"),
+                Err(_) => tracing::debug!("the client is not reading: arrival notice skipped"),
             }
         }
         if self.shared.subscribed.load(Ordering::Relaxed) {
             let update = ResourceUpdatedNotificationParam::new(INBOX_URI);
-            if let Err(e) = peer.notify_resource_updated(update).await {
-                tracing::debug!("could not send the inbox update: {e}");
+            match tokio::time::timeout(NOTICE_TIMEOUT, peer.notify_resource_updated(update)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!("could not send the inbox update: {e}"),
+                Err(_) => tracing::debug!("the client is not reading: inbox update skipped"),
             }
         }
     }
