@@ -152,6 +152,18 @@ impl Server {
     }
 }
 
+/// Refuses any resource but `m2m://inbox`.
+fn only_the_inbox(uri: &str) -> Result<(), ErrorData> {
+    if uri == INBOX_URI {
+        Ok(())
+    } else {
+        Err(ErrorData::resource_not_found(
+            format!("no resource {uri}; the one resource is {INBOX_URI}"),
+            None,
+        ))
+    }
+}
+
 /// Severity order of the MCP logging levels.
 fn rank(level: LoggingLevel) -> u8 {
     match level {
@@ -237,15 +249,7 @@ impl ServerHandler for Server {
         request: ReadResourceRequestParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
-        if request.uri != INBOX_URI {
-            return Err(ErrorData::resource_not_found(
-                format!(
-                    "no resource {}; the one resource is {INBOX_URI}",
-                    request.uri
-                ),
-                None,
-            ));
-        }
+        only_the_inbox(&request.uri)?;
         let (queued, dropped) = self.tools.inbox.peek();
         let messages: Vec<_> = queued.iter().map(tools::message_json).collect();
         let text = json!({
@@ -274,15 +278,7 @@ impl ServerHandler for Server {
         request: SubscribeRequestParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
-        if request.uri != INBOX_URI {
-            return Err(ErrorData::resource_not_found(
-                format!(
-                    "no resource {}; the one resource is {INBOX_URI}",
-                    request.uri
-                ),
-                None,
-            ));
-        }
+        only_the_inbox(&request.uri)?;
         self.shared.subscribed.store(true, Ordering::Relaxed);
         Ok(())
     }
