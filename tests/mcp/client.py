@@ -8,8 +8,8 @@ Two modes, each printing one JSON object per line on stdout:
          (and passes them in). Every step prints {"step": NAME, ...}; the Rust test asserts
          on those lines. The script itself asserts nothing, so a failure shows up as a Rust
          assertion with the line that was wrong.
-  bench  Starts its own hub and echo listener, then times CALLS `send` tool calls one after
-         another and prints p50/p99 (docs/PERFORMANCE.md).
+  bench  Starts its own hub and echo listener, then times CALLS `whoami` and CALLS `send`
+         tool calls, one after another, and prints p50/p90/p99 of each (docs/PERFORMANCE.md).
 
 Usage:
   client.py e2e   --m2m BIN --hub WS_URL --listener ID --config DIR
@@ -28,6 +28,23 @@ import time
 import jsonschema
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
+
+
+def mcp_server_cpu():
+    """CPU seconds used so far by the `m2m mcp` child of this process (Linux /proc), or None."""
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[1]) == os.getpid() and b"mcp" in argv[1:2]:
+            return (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+    return None
 
 
 def emit(step, **fields):
@@ -204,28 +221,42 @@ async def bench(args):
         async with stdio_client(params) as (read, write):
             async with ClientSession(read, write) as session:
                 await session.initialize()
-                arguments = {"id": target, "type": "bench", "payload": {"n": 0}}
-                for _ in range(min(50, args.calls)):  # warm-up: connection, caches
-                    await session.call_tool("send", arguments)
-                times = []
-                for i in range(args.calls):
-                    arguments["payload"] = {"n": i}
-                    start = time.perf_counter_ns()
-                    result = await session.call_tool("send", arguments)
-                    times.append(time.perf_counter_ns() - start)
-                    if result.is_error:
-                        raise SystemExit(f"send failed: {result.content[0].text}")
-                times.sort()
-                pick = lambda q: times[min(len(times) - 1, int(q * len(times)))] / 1e6  # noqa: E731
-                emit(
-                    "bench",
-                    tool="send",
-                    calls=len(times),
-                    p50_ms=round(pick(0.50), 3),
-                    p90_ms=round(pick(0.90), 3),
-                    p99_ms=round(pick(0.99), 3),
-                    max_ms=round(times[-1] / 1e6, 3),
-                )
+                # `whoami` answers from memory: the MCP and client share of a call. `send`
+                # adds the encrypted P2P message and its ack.
+                for name, arguments in (
+                    ("whoami", {}),
+                    ("send", {"id": target, "type": "bench", "payload": {"n": 0}}),
+                ):
+                    for _ in range(min(50, args.calls)):  # warm-up: connection, caches
+                        await session.call_tool(name, arguments)
+                    times = []
+                    cpu = time.process_time()
+                    server_cpu = mcp_server_cpu()
+                    for _ in range(args.calls):
+                        start = time.perf_counter_ns()
+                        result = await session.call_tool(name, arguments)
+                        times.append(time.perf_counter_ns() - start)
+                        if result.is_error:
+                            raise SystemExit(f"{name} failed: {result.content[0].text}")
+                    times.sort()
+                    pick = lambda q: times[min(len(times) - 1, int(q * len(times)))] / 1e6  # noqa: E731
+                    emit(
+                        "bench",
+                        tool=name,
+                        calls=len(times),
+                        p50_ms=round(pick(0.50), 3),
+                        p90_ms=round(pick(0.90), 3),
+                        p99_ms=round(pick(0.99), 3),
+                        max_ms=round(times[-1] / 1e6, 3),
+                        # CPU the client itself spent per call (Python, the SDK, pydantic).
+                        client_cpu_ms=round((time.process_time() - cpu) * 1e3 / len(times), 3),
+                        # CPU `m2m mcp` spent per call (all its threads).
+                        server_cpu_ms=(
+                            None
+                            if server_cpu is None
+                            else round((mcp_server_cpu() - server_cpu) * 1e3 / len(times), 3)
+                        ),
+                    )
     finally:
         for p in (listener, hub):
             if p is not None:
