@@ -153,7 +153,8 @@ async def e2e(args):
             emit("read_resource", text=resource.contents[0].text)
             await call("inbox", {"limit": 100})
             await call("wait_for_message", {"timeout": 0}, step="wait_empty")
-            await call("update_status", {"status": "busy", "metadata": {"role": "test"}})
+            await call("update_status", {"status": "idle", "metadata": {"role": "test"}})
+            await call("update_status", {"status": "busy"}, step="update_status_keeps_metadata")
             await call("lookup", {"id": me}, step="lookup_self")
 
             # Bad arguments: each is a tool error, never a crash or a protocol error.

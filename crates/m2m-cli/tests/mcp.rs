@@ -210,7 +210,8 @@ fn an_official_mcp_client_uses_every_tool() {
     assert_eq!(ok(&steps, "wait_empty")["message"], Value::Null);
 
     // update_status reached the hub.
-    assert_eq!(ok(&steps, "update_status")["status"], "busy");
+    assert_eq!(ok(&steps, "update_status")["status"], "idle");
+    assert_eq!(ok(&steps, "update_status_keeps_metadata")["status"], "busy");
     let me_now = &ok(&steps, "lookup_self")["agent"];
     assert_eq!(me_now["status"], "busy");
     assert_eq!(me_now["metadata"], json!({"role": "test"}));

@@ -314,8 +314,8 @@ pub struct UpdateStatusArgs {
     /// The new status: "online", "idle", "busy", or another short word.
     #[schemars(length(min = 1, max = 64))]
     pub status: String,
-    /// Metadata other agents see, as a JSON object (replaces what was registered). Omit to
-    /// keep it.
+    /// Metadata fields other agents see, as a JSON object; they are merged into what the hub
+    /// holds (a field given again is replaced). Omit to keep the metadata as it is.
     pub metadata: Option<Map<String, Value>>,
 }
 
@@ -586,14 +586,12 @@ impl Tools {
     async fn update_status(&self, args: Result<UpdateStatusArgs, ToolError>) -> Outcome {
         let args = args?;
         name_arg("status", &args.status)?;
-        let metadata = match args.metadata {
-            Some(m) => m,
-            None => self.agent.config().metadata.clone(),
-        };
+        // The hub merges these fields into the metadata it holds: none keeps it as it is.
+        let metadata = args.metadata.unwrap_or_default();
         self.agent
             .update_status(&args.status, metadata.clone())
             .await?;
-        Ok(json!({ "status": args.status, "metadata": metadata }))
+        Ok(json!({ "status": args.status, "metadataUpdated": metadata }))
     }
 }
 
