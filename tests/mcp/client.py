@@ -87,10 +87,17 @@ async def e2e(args):
     notices = []
     superseded = asyncio.Event()
 
+    announced = {}  # message type -> set when its arrival notice came
+
+    def arrival(message_type):
+        return announced.setdefault(message_type, asyncio.Event())
+
     async def on_log(params):
         notices.append({"level": params.level, "logger": params.logger, "data": params.data})
         if isinstance(params.data, dict) and params.data.get("event") == "superseded":
             superseded.set()
+        if isinstance(params.data, dict) and params.data.get("event") == "message":
+            arrival(params.data.get("type")).set()
 
     async with stdio_client(server_params(args.m2m, args.hub, args.config)) as (read, write):
         async with ClientSession(read, write, logging_callback=on_log) as session:
@@ -148,7 +155,10 @@ async def e2e(args):
             emit("m2m_request", status=status, stdout=out, stderr=err)
             await call("respond", {"messageId": message_id, "payload": {"again": True}}, step="respond_twice")
 
-            # The echo listener answered `send` and `broadcast`: those answers are waiting.
+            # The echo listener answered `send` and `broadcast`: those answers are waiting
+            # (their arrival notices say they came).
+            for echoed in ("chat:response", "hello:response"):
+                await asyncio.wait_for(arrival(echoed).wait(), 60)
             resource = await session.read_resource("m2m://inbox")
             emit("read_resource", text=resource.contents[0].text)
             await call("inbox", {"limit": 100})
