@@ -23,6 +23,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import jsonschema
@@ -221,6 +222,7 @@ async def bench(args):
     listener = None
     try:
         ws = json.loads(hub.stdout.readline())["ws"]
+        threading.Thread(target=hub.stdout.read, daemon=True).start()
         listener = subprocess.Popen(
             [args.m2m, "listen", "--echo"],
             stdout=subprocess.PIPE,
@@ -228,6 +230,8 @@ async def bench(args):
             text=True,
         )
         target = json.loads(listener.stdout.readline())["id"]
+        # The listener prints a line per message: keep reading, or its full pipe stalls it.
+        threading.Thread(target=listener.stdout.read, daemon=True).start()
         params = server_params(args.m2m, ws, os.path.join(work, "mcp"))
         async with stdio_client(params) as (read, write):
             async with ClientSession(read, write) as session:
