@@ -51,6 +51,8 @@ pub async fn run(hub: &str, identity: Option<&Path>, args: McpArgs) -> anyhow::R
         capabilities: args.connect.capabilities,
         metadata: args.connect.metadata.unwrap_or_default(),
         reconnect: true,
+        // A long-running agent that others message: it registers.
+        register: true,
         identity: Some(crate::identity::load_or_create(&key_file)?),
         authenticated_only: args.authenticated_only,
     };
