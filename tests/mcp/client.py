@@ -156,10 +156,14 @@ async def e2e(args):
             emit("m2m_request", status=status, stdout=out, stderr=err)
             await call("respond", {"messageId": message_id, "payload": {"again": True}}, step="respond_twice")
 
-            # The echo listener answered `send` and `broadcast`: those answers are waiting
-            # (their arrival notices say they came).
-            for echoed in ("chat:response", "hello:response"):
-                await asyncio.wait_for(arrival(echoed).wait(), 60)
+            # Two more messages wait in the inbox (their arrival notices say they came). The
+            # echo listener's answers to `send` and `broadcast` do not: the SDK drops
+            # responses that no request waits for.
+            for kind in ("alpha", "beta"):
+                status, out, err = await m2m_cli(args.m2m, args.hub, "send", me, kind, f'"{kind}"')
+                emit(f"m2m_send_{kind}", status=status, stdout=out, stderr=err)
+            for kind in ("alpha", "beta"):
+                await asyncio.wait_for(arrival(kind).wait(), 60)
             resource = await session.read_resource("m2m://inbox")
             emit("read_resource", text=resource.contents[0].text)
             await call("inbox", {"limit": 100})
