@@ -240,7 +240,7 @@ pub struct RequestArgs {
     /// The agent asked, by id.
     #[schemars(length(min = 1, max = 256))]
     pub id: String,
-    /// Request type, e.g. "translate"; the answer comes back as "<type>:response".
+    /// Request type, e.g. "translate"; the answer comes back as `<type>:response`.
     #[serde(rename = "type")]
     #[schemars(length(min = 1, max = 256))]
     pub message_type: String,
