@@ -77,6 +77,10 @@ pub enum Command {
     /// Send one message to every online agent, optionally with given capabilities
     /// (without registering).
     Broadcast(BroadcastArgs),
+    /// Serve an MCP (Model Context Protocol) server on stdio, so an LLM client (Claude,
+    /// Cursor…) can find and message agents through tools. Uses its own identity key,
+    /// mcp-identity.key, unless --identity is given.
+    Mcp(McpArgs),
     /// Check that an agent answers on its P2P port.
     Ping(PingArgs),
     /// Show the hub's statistics (without registering).
@@ -264,6 +268,31 @@ pub struct ListenLimitArgs {
     /// Time an answer to an unauthenticated (2.0) sender may take to be delivered.
     #[arg(long, value_name = "DURATION", value_parser = duration::parse, default_value = "3s")]
     pub unverified_respond_timeout: Duration,
+}
+
+/// `m2m mcp`.
+#[derive(Debug, Args)]
+pub struct McpArgs {
+    /// P2P port to listen on (0: any free port).
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+
+    /// Public HOST:PORT to register (when behind NAT).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub address: Option<String>,
+
+    /// Accept messages only from peers that prove their identity (2.1); refuse 2.0 agents
+    /// both ways.
+    #[arg(long)]
+    pub authenticated_only: bool,
+
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+
+    /// Received messages kept until a tool takes them; when full, the oldest is dropped
+    /// (and counted in the `dropped` field of `inbox` results).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub inbox_capacity: u32,
 }
 
 /// `m2m discover`.

@@ -86,6 +86,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Send(args) => cmd::oneshot::send(&hub, key, args, out).await,
         Command::Request(args) => cmd::oneshot::request(&hub, key, args, out).await,
         Command::Broadcast(args) => cmd::oneshot::broadcast(&hub, key, args, out).await,
+        Command::Mcp(args) => cmd::mcp::run(&hub, key, args).await,
         Command::Ping(args) => cmd::oneshot::ping(args, out).await,
         Command::Stats(args) => cmd::oneshot::stats(&hub, key, args, out).await,
         Command::Demo => cmd::demo::run(out).await,

@@ -5,6 +5,7 @@ pub mod demo;
 pub mod docs;
 pub mod hub;
 pub mod listen;
+pub mod mcp;
 pub mod oneshot;
 
 use std::future::Future;
