@@ -200,9 +200,9 @@ pub struct AgentArgs {
     pub connect: ConnectArgs,
 }
 
-/// `m2m listen`.
+/// The P2P side of a long-running agent that registers (`m2m listen`, `m2m mcp`).
 #[derive(Debug, Args)]
-pub struct ListenArgs {
+pub struct ServeArgs {
     /// P2P port to listen on (0: any free port).
     #[arg(long, default_value_t = 0)]
     pub port: u16,
@@ -218,6 +218,13 @@ pub struct ListenArgs {
 
     #[command(flatten)]
     pub connect: ConnectArgs,
+}
+
+/// `m2m listen`.
+#[derive(Debug, Args)]
+pub struct ListenArgs {
+    #[command(flatten)]
+    pub serve: ServeArgs,
 
     /// Answer every message (except responses) with its own payload.
     #[arg(long, conflicts_with = "exec")]
@@ -273,21 +280,8 @@ pub struct ListenLimitArgs {
 /// `m2m mcp`.
 #[derive(Debug, Args)]
 pub struct McpArgs {
-    /// P2P port to listen on (0: any free port).
-    #[arg(long, default_value_t = 0)]
-    pub port: u16,
-
-    /// Public HOST:PORT to register (when behind NAT).
-    #[arg(long, value_name = "HOST:PORT")]
-    pub address: Option<String>,
-
-    /// Accept messages only from peers that prove their identity (2.1); refuse 2.0 agents
-    /// both ways.
-    #[arg(long)]
-    pub authenticated_only: bool,
-
     #[command(flatten)]
-    pub connect: ConnectArgs,
+    pub serve: ServeArgs,
 
     /// Received messages kept until a tool takes them; when full, the oldest is dropped
     /// (and counted in the `dropped` field of `inbox` results).
@@ -515,8 +509,8 @@ mod tests {
         assert_eq!(cli.hub.as_deref(), Some("localhost:1"));
         match cli.command {
             Command::Listen(l) => {
-                assert_eq!(l.connect.capabilities, ["a", "b"]);
-                assert_eq!(l.port, 0);
+                assert_eq!(l.serve.connect.capabilities, ["a", "b"]);
+                assert_eq!(l.serve.port, 0);
             }
             other => panic!("{other:?}"),
         }

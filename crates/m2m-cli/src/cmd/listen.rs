@@ -55,10 +55,10 @@ pub async fn run(hub: &str, identity: Option<&Path>, args: ListenArgs) -> anyhow
     let join = Join::long_running(
         hub,
         identity,
-        args.port,
-        args.address.clone(),
-        &args.connect,
-        args.authenticated_only,
+        args.serve.port,
+        args.serve.address.clone(),
+        &args.serve.connect,
+        args.serve.authenticated_only,
     )?;
     let handler = match (&args.exec, args.echo) {
         (Some(command), _) => Handler::Exec {

@@ -46,15 +46,15 @@ pub async fn run(hub: &str, identity: Option<&Path>, args: McpArgs) -> anyhow::R
     };
     let join = Join {
         hub: hub.to_owned(),
-        port: args.port,
-        address: args.address,
-        capabilities: args.connect.capabilities,
-        metadata: args.connect.metadata.unwrap_or_default(),
+        port: args.serve.port,
+        address: args.serve.address,
+        capabilities: args.serve.connect.capabilities,
+        metadata: args.serve.connect.metadata.unwrap_or_default(),
         reconnect: true,
         // A long-running agent that others message: it registers.
         register: true,
         identity: Some(crate::identity::load_or_create(&key_file)?),
-        authenticated_only: args.authenticated_only,
+        authenticated_only: args.serve.authenticated_only,
     };
     let agent = join.connect().await?;
     tracing::info!(id = %agent.id(), address = %agent.address(), "m2m mcp registered at the hub");
