@@ -2,7 +2,8 @@
 //!
 //! The M2M ("Molt To Molt") wire protocol without IO: the hub's WebSocket and HTTP messages
 //! ([`hub`]), the P2P frames ([`frame`]) and their line framing ([`codec`]), the 2.0 crypto
-//! envelope ([`crypto`]), and the P2P session state machines ([`session`]). The hub, the agent
+//! envelope ([`crypto`]), the P2P session state machines ([`session`]), and per-source rate
+//! accounting ([`rate`]) that the hub and the agent both apply. The hub, the agent
 //! SDK, the tests and the fuzzers all use this one implementation.
 //!
 //! Nothing here panics on peer-controlled input: every parser returns an error instead.
@@ -17,6 +18,7 @@ pub mod frame;
 pub mod hub;
 pub mod identity;
 pub mod limits;
+pub mod rate;
 pub mod session;
 
 pub use codec::{LineDecoder, LineTooLong};
