@@ -14,12 +14,15 @@
 
 pub mod codec;
 pub mod crypto;
+pub mod defaults;
 pub mod frame;
 pub mod hub;
 pub mod identity;
-pub mod limits;
 pub mod rate;
 pub mod session;
+
+/// The old name of [`defaults`], kept for the crates that import `m2m_proto::limits`.
+pub use defaults as limits;
 
 pub use codec::{LineDecoder, LineTooLong};
 pub use crypto::{CryptoError, EnvelopeKey, KeyPair, PublicKey};

@@ -12,7 +12,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::limits;
+use crate::defaults as limits;
 
 /// Status strings the hub itself assigns. Agents may set any other string (`busy`, …).
 pub mod status {
