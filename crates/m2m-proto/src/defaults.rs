@@ -26,6 +26,10 @@ pub const PEER_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const POOL_IDLE_CLOSE: Duration = Duration::from_secs(25);
 /// Socket timeout of a send: the original's 10 s.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Scratch buffer a P2P session keeps between messages: a 64 KiB bulk message (88 KiB of
+/// base64) reuses it; anything larger is allocated for that message and freed after it, so an
+/// idle session does not hold the size of the largest message it ever carried.
+pub const KEPT_SCRATCH_BUFFER: usize = 128 * 1024;
 /// Simultaneous inbound P2P connections per agent.
 pub const MAX_INBOUND_CONNECTIONS: usize = 1024;
 
