@@ -53,7 +53,7 @@ impl Frame {
                 key,
                 from,
                 identity,
-            } => Wire::Handshake {
+            } => WireFrame::Handshake {
                 key,
                 from,
                 identity: identity.as_deref(),
@@ -63,33 +63,33 @@ impl Frame {
                 identity,
                 id,
                 sig,
-            } => Wire::HandshakeAck {
+            } => WireFrame::HandshakeAck {
                 key,
                 identity: identity.as_deref(),
                 id: id.as_deref(),
                 sig: sig.as_deref(),
             },
-            Frame::Auth { sig } => Wire::Auth { sig },
+            Frame::Auth { sig } => WireFrame::Auth { sig },
             Frame::Message {
                 message_type,
                 data,
                 correlation_id,
-            } => Wire::Message {
+            } => WireFrame::Message {
                 message_type,
                 data,
                 correlation_id: correlation_id.as_ref(),
             },
-            Frame::Ack { correlation_id } => Wire::Ack {
+            Frame::Ack { correlation_id } => WireFrame::Ack {
                 correlation_id: correlation_id.as_ref(),
             },
-            Frame::Ping => Wire::Ping,
-            Frame::Pong => Wire::Pong,
+            Frame::Ping => WireFrame::Ping,
+            Frame::Pong => WireFrame::Pong,
             Frame::Error(e) => {
-                let _ = serde_json::to_writer(&mut *out, &ErrorWire { error: e });
+                let _ = serde_json::to_writer(&mut *out, &WireError { error: e });
                 out.push(b'\n');
                 return;
             }
-            Frame::Unknown(t) => Wire::Unknown { kind: t },
+            Frame::Unknown(t) => WireFrame::Unknown { kind: t },
         };
         // Serializing these borrowed string/Value fields cannot fail.
         let _ = serde_json::to_writer(&mut *out, &wire);
@@ -98,13 +98,13 @@ impl Frame {
 }
 
 #[derive(Serialize)]
-struct ErrorWire<'a> {
+struct WireError<'a> {
     error: &'a str,
 }
 
 #[derive(Serialize)]
 #[serde(tag = "type")]
-enum Wire<'a> {
+enum WireFrame<'a> {
     #[serde(rename = "handshake")]
     Handshake {
         key: &'a str,

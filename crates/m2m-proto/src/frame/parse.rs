@@ -12,58 +12,58 @@ use super::{Frame, FrameError, ParsedFrame};
 
 /// A field as sent: a string — borrowed from the line unless it has escapes — or any other
 /// JSON value. Lets the 87 KB `data` of a 64 KiB message be read where it lies.
-pub(super) enum Field<'a> {
+pub(super) enum RawField<'a> {
     Str(Cow<'a, str>),
     Other(Value),
 }
 
-impl<'de: 'a, 'a> Deserialize<'de> for Field<'a> {
+impl<'de: 'a, 'a> Deserialize<'de> for RawField<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct FieldVisitor<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for FieldVisitor<'a> {
-            type Value = Field<'a>;
+        struct RawFieldVisitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for RawFieldVisitor<'a> {
+            type Value = RawField<'a>;
 
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("any JSON value")
             }
             fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(Field::Str(Cow::Borrowed(v)))
+                Ok(RawField::Str(Cow::Borrowed(v)))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Field::Str(Cow::Owned(v.to_owned())))
+                Ok(RawField::Str(Cow::Owned(v.to_owned())))
             }
             fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-                Ok(Field::Str(Cow::Owned(v)))
+                Ok(RawField::Str(Cow::Owned(v)))
             }
             fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
-                Ok(Field::Other(Value::Bool(v)))
+                Ok(RawField::Other(Value::Bool(v)))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-                Ok(Field::Other(Value::from(v)))
+                Ok(RawField::Other(Value::from(v)))
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-                Ok(Field::Other(Value::from(v)))
+                Ok(RawField::Other(Value::from(v)))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-                Ok(Field::Other(Value::from(v)))
+                Ok(RawField::Other(Value::from(v)))
             }
             fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(Field::Other(Value::Null))
+                Ok(RawField::Other(Value::Null))
             }
             fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(Field::Other(Value::Null))
+                Ok(RawField::Other(Value::Null))
             }
             fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-                Field::deserialize(d)
+                RawField::deserialize(d)
             }
             fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-                Value::deserialize(de::value::SeqAccessDeserializer::new(seq)).map(Field::Other)
+                Value::deserialize(de::value::SeqAccessDeserializer::new(seq)).map(RawField::Other)
             }
             fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                Value::deserialize(de::value::MapAccessDeserializer::new(map)).map(Field::Other)
+                Value::deserialize(de::value::MapAccessDeserializer::new(map)).map(RawField::Other)
             }
         }
-        d.deserialize_any(FieldVisitor(std::marker::PhantomData))
+        d.deserialize_any(RawFieldVisitor(std::marker::PhantomData))
     }
 }
 
@@ -72,48 +72,48 @@ impl<'de: 'a, 'a> Deserialize<'de> for Field<'a> {
 #[serde(rename_all = "camelCase")]
 pub(super) struct RawFrame<'a> {
     #[serde(rename = "type", default, borrow)]
-    pub(super) kind: Option<Field<'a>>,
+    pub(super) kind: Option<RawField<'a>>,
     #[serde(default, borrow)]
-    key: Option<Field<'a>>,
+    key: Option<RawField<'a>>,
     #[serde(default, borrow)]
-    from: Option<Field<'a>>,
+    from: Option<RawField<'a>>,
     #[serde(default, borrow)]
-    identity: Option<Field<'a>>,
+    identity: Option<RawField<'a>>,
     #[serde(default, borrow)]
-    id: Option<Field<'a>>,
+    id: Option<RawField<'a>>,
     #[serde(default, borrow)]
-    sig: Option<Field<'a>>,
+    sig: Option<RawField<'a>>,
     #[serde(default, borrow)]
-    pub(super) message_type: Option<Field<'a>>,
+    pub(super) message_type: Option<RawField<'a>>,
     #[serde(default, borrow)]
-    pub(super) data: Option<Field<'a>>,
+    pub(super) data: Option<RawField<'a>>,
     #[serde(default, borrow)]
-    pub(super) correlation_id: Option<Field<'a>>,
+    pub(super) correlation_id: Option<RawField<'a>>,
     #[serde(default, borrow)]
-    error: Option<Field<'a>>,
+    error: Option<RawField<'a>>,
 }
 
-fn text(v: Option<Field<'_>>) -> Option<String> {
+fn text(v: Option<RawField<'_>>) -> Option<String> {
     match v {
-        Some(Field::Str(s)) => Some(s.into_owned()),
+        Some(RawField::Str(s)) => Some(s.into_owned()),
         _ => None,
     }
 }
 
 /// An id or type the original would have turned into a string.
-pub(super) fn text_lenient(v: Option<Field<'_>>) -> Option<String> {
+pub(super) fn text_lenient(v: Option<RawField<'_>>) -> Option<String> {
     match v {
-        Some(Field::Str(s)) => Some(s.into_owned()),
-        Some(Field::Other(Value::Null)) | None => None,
-        Some(Field::Other(other)) => Some(other.to_string()),
+        Some(RawField::Str(s)) => Some(s.into_owned()),
+        Some(RawField::Other(Value::Null)) | None => None,
+        Some(RawField::Other(other)) => Some(other.to_string()),
     }
 }
 
-pub(super) fn correlation(v: Option<Field<'_>>) -> Option<Value> {
+pub(super) fn correlation(v: Option<RawField<'_>>) -> Option<Value> {
     match v {
-        None | Some(Field::Other(Value::Null)) => None,
-        Some(Field::Str(s)) => Some(Value::String(s.into_owned())),
-        Some(Field::Other(v)) => Some(v),
+        None | Some(RawField::Other(Value::Null)) => None,
+        Some(RawField::Str(s)) => Some(Value::String(s.into_owned())),
+        Some(RawField::Other(v)) => Some(v),
     }
 }
 
@@ -202,14 +202,14 @@ impl Frame {
         }
         let raw: RawFrame<'_> = serde_json::from_slice(line).map_err(|_| FrameError::NotJson)?;
         let kind = match raw.kind {
-            Some(Field::Str(s)) => s,
-            Some(Field::Other(other)) => {
+            Some(RawField::Str(s)) => s,
+            Some(RawField::Other(other)) => {
                 return Ok(ParsedFrame::Other(Frame::Unknown(other.to_string())))
             }
             None => {
                 return Ok(ParsedFrame::Other(match raw.error {
-                    Some(Field::Str(e)) => Frame::Error(e.into_owned()),
-                    Some(Field::Other(other)) => Frame::Error(other.to_string()),
+                    Some(RawField::Str(e)) => Frame::Error(e.into_owned()),
+                    Some(RawField::Other(other)) => Frame::Error(other.to_string()),
                     None => Frame::Unknown(String::new()),
                 }))
             }
@@ -232,7 +232,7 @@ impl Frame {
             },
             "message" => {
                 let data = match raw.data {
-                    Some(Field::Str(d)) => d,
+                    Some(RawField::Str(d)) => d,
                     _ => return Err(bad("message", "data")),
                 };
                 return Ok(ParsedFrame::Message {

@@ -1,6 +1,6 @@
 //! Golden lines, and the fast and borrowed parse paths checked against serde.
 
-use super::parse::{correlation, parse_message_fast, text_lenient, Field, RawFrame};
+use super::parse::{correlation, parse_message_fast, text_lenient, RawField, RawFrame};
 use super::*;
 
 #[test]
@@ -235,7 +235,7 @@ fn fast_message_path_agrees_with_serde() {
         if let Some(fast) = parse_message_fast(line) {
             // The general path, with the fast one out of the way.
             let raw: RawFrame<'_> = serde_json::from_slice(line).unwrap();
-            let (Some(Field::Str(t)), Some(Field::Str(d))) = (raw.kind, raw.data) else {
+            let (Some(RawField::Str(t)), Some(RawField::Str(d))) = (raw.kind, raw.data) else {
                 panic!("not a message")
             };
             assert_eq!(t, "message");

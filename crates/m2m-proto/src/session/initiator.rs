@@ -123,7 +123,7 @@ impl HandshakeSent {
 /// The connecting side of a P2P connection.
 pub struct Initiator {
     state: InitiatorState,
-    pending_auth: Option<Frame>,
+    auth_to_send: Option<Frame>,
 }
 
 impl std::fmt::Debug for Initiator {
@@ -177,7 +177,7 @@ impl Initiator {
                     identity,
                     expect,
                 })),
-                pending_auth: None,
+                auth_to_send: None,
             },
             hello,
         )
@@ -204,7 +204,7 @@ impl Initiator {
     /// 2.1: the `auth` frame to send right after [`InitiatorEvent::Established`], before
     /// any message. `None` on a 2.0 session.
     pub fn take_auth_frame(&mut self) -> Option<Frame> {
-        self.pending_auth.take()
+        self.auth_to_send.take()
     }
 
     /// Takes one line from the peer.
@@ -263,7 +263,7 @@ impl Initiator {
                     sig,
                 };
                 let (established, auth) = sent.accept(ack)?;
-                self.pending_auth = auth;
+                self.auth_to_send = auth;
                 self.state = InitiatorState::Established(Box::new(established));
                 Ok(InitiatorEvent::Established)
             }
