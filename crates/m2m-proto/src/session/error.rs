@@ -1,7 +1,7 @@
 //! Why an initiator's session failed, sorted by who caused it (as rustls sorts its errors):
 //! the peer refused, the peer misbehaved, our policy refused the peer, or the caller used the
-//! API wrongly. The responder reports none of these to its caller: it answers the peer with a
-//! wire error frame instead (see [`crate::frame::errors`]).
+//! API wrongly. A responder reports only the caller's mistake this way; what its peer does
+//! wrong it answers on the wire, with an error frame (see [`crate::frame::errors`]).
 
 use crate::crypto::CryptoError;
 use crate::identity::IdentityError;
@@ -65,8 +65,8 @@ pub enum PeerMisbehaved {
     /// An `ack` before the handshake completed.
     #[error("ack before handshake_ack")]
     AckBeforeHandshakeAck,
-    /// A frame only an initiator sends (`handshake`, `auth`), or a `message` on a session
-    /// that carries messages one way only.
+    /// A frame only an initiator sends (`handshake`, `auth`), or a `message` before the
+    /// handshake or on a 2.0 session (which carries messages one way only).
     #[error("unexpected frame from responder")]
     UnexpectedFrame,
 }

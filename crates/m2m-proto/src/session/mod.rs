@@ -6,7 +6,8 @@
 //! layer; these types only decide what each frame means.
 //!
 //! - [`responder`]: the accepting side, `ExpectHandshake` → [2.1: `ExpectAuth` →]
-//!   `Established`; it answers the peer with frames ([`ResponderOutput`]), never with an `Err`.
+//!   `Established`; it answers what the peer sent with frames ([`ResponderOutput`]), never
+//!   with an `Err`.
 //! - [`initiator`]: the connecting side, `ExpectHandshakeAck` → `Established`; what goes
 //!   wrong is a [`SessionError`].
 //! - `established`: the transport state both reach: keys, peer id, the buffer envelopes are

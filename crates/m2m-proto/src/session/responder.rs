@@ -5,7 +5,9 @@
 //! on every handshake, which let one connection force a key exchange per line). Each step
 //! consumes the state and returns the next one, so a frame the state does not allow (a second
 //! handshake, a stray `auth`) is an `unexpected_frame` error that leaves the session exactly
-//! as it was. Every answer to the peer is a [`ResponderOutput`]; nothing here is an `Err`.
+//! as it was. What the peer sent is answered with a [`ResponderOutput`], never an `Err`;
+//! only sealing fails, when the caller seals on a session that cannot carry it
+//! ([`SessionError::NotEstablished`]).
 
 use rand_core::CryptoRngCore;
 use serde_json::Value;
