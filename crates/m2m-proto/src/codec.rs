@@ -8,6 +8,8 @@
 //! carried a large line keeps only a small one. [`LineDecoder::grown_capacity`] tells the
 //! IO layer what a read would allocate before it does, so it can charge a memory budget.
 
+use crate::defaults::{KEPT_IDLE_LINE_BUFFER, LINE_BUFFER_COMPACT_AFTER};
+
 /// A line over the limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("line longer than {max} bytes")]
@@ -48,9 +50,9 @@ impl LineDecoder {
             self.filled = 0;
             self.start = 0;
         }
-        if self.filled == 0 && self.buf.capacity() > KEPT_IDLE {
+        if self.filled == 0 && self.buf.capacity() > KEPT_IDLE_LINE_BUFFER {
             self.buf = Vec::new();
-        } else if self.start > 64 * 1024 && self.start * 2 > self.filled {
+        } else if self.start > LINE_BUFFER_COMPACT_AFTER && self.start * 2 > self.filled {
             self.buf.copy_within(self.start..self.filled, 0);
             self.filled -= self.start;
             self.start = 0;
@@ -86,7 +88,7 @@ impl LineDecoder {
     pub fn grown_capacity(&self, min: usize) -> usize {
         let (start, filled, len) = if self.start == self.filled {
             // `compact` empties the buffer first, and frees it if it is large.
-            let len = if self.buf.capacity() > KEPT_IDLE {
+            let len = if self.buf.capacity() > KEPT_IDLE_LINE_BUFFER {
                 0
             } else {
                 self.buf.len()
@@ -153,10 +155,6 @@ impl LineDecoder {
         }
     }
 }
-
-/// A buffer larger than this is freed once it holds nothing: four 64 KiB reads, enough to
-/// keep the buffer of a bulk transfer of 64 KiB messages (88 KiB lines) between lines.
-const KEPT_IDLE: usize = 256 * 1024;
 
 /// SIMD newline search: a byte-by-byte scan was 6.7 % of the CPU of 64 KiB transfers
 /// (docs/PERFORMANCE.md).

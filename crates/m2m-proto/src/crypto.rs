@@ -13,6 +13,8 @@ use rand_core::CryptoRngCore;
 use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
 use serde_json::Value;
 
+use crate::defaults::MAX_PUBLIC_KEY_B64_LEN;
+
 /// Standard base64 that accepts input with or without padding (Node always pads; hand-made
 /// peers sometimes do not).
 pub const B64: GeneralPurpose = GeneralPurpose::new(
@@ -56,7 +58,7 @@ impl std::fmt::Debug for PublicKey {
 impl PublicKey {
     /// Parses base64 SPKI DER as the original sends it.
     pub fn from_spki_b64(text: &str) -> Result<Self, CryptoError> {
-        if text.len() > 128 {
+        if text.len() > MAX_PUBLIC_KEY_B64_LEN {
             return Err(CryptoError::InvalidPublicKey);
         }
         let der = B64

@@ -12,6 +12,7 @@ use rand_core::CryptoRngCore;
 use sha2::{Digest, Sha256};
 
 use crate::crypto::{PublicKey, B64};
+use crate::defaults::MAX_IDENTITY_KEY_B64_LEN;
 
 /// Why an identity key or signature was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -100,7 +101,7 @@ impl std::fmt::Debug for IdentityKey {
 impl IdentityKey {
     /// Parses base64 of the 32 raw key bytes; refuses invalid and weak points.
     pub fn from_b64(text: &str) -> Result<Self, IdentityError> {
-        if text.len() > 64 {
+        if text.len() > MAX_IDENTITY_KEY_B64_LEN {
             return Err(IdentityError::InvalidKey);
         }
         let raw: [u8; 32] = B64
