@@ -34,6 +34,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::cache::AddressCache;
 use crate::config::{hub_url, AgentConfig};
+use crate::defaults::{EVENT_CAPACITY, SHUTDOWN_GRACE, VOUCHED_KEYS};
 use crate::error::{AgentError, Result};
 use crate::hub_client::correlation_id;
 use crate::hub_link::{self, HubLink, LinkTiming};
@@ -45,13 +46,6 @@ use crate::message::{
     Message,
 };
 use crate::peer::{self, Credentials, OutboundSettings, Pool};
-
-/// Events kept for slow [`Agent::events`] subscribers before they miss some.
-const EVENT_CAPACITY: usize = 64;
-/// Checked identity keys remembered before the memo starts over.
-const VOUCHED_KEYS: usize = 4096;
-/// How long `disconnect` waits for the agent's tasks to stop.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// An M2M agent: registered at a hub, listening for peers, able to send to them.
 ///

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::is_loopback_host;
+use crate::defaults::{LOCAL_ADDRESS_PROBE_TIMEOUT, MIN_HEARTBEAT_INTERVAL};
 use crate::error::{AgentError, Result};
 use crate::hub_client::HubClient;
 use crate::identity::LocalIdentity;
@@ -396,7 +397,7 @@ async fn heartbeat_until_lost(
     timing: &LinkTiming,
     cancel: &CancellationToken,
 ) -> Option<String> {
-    let mut ticks = tokio::time::interval(timing.heartbeat_interval.max(Duration::from_millis(1)));
+    let mut ticks = tokio::time::interval(timing.heartbeat_interval.max(MIN_HEARTBEAT_INTERVAL));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticks.tick().await;
     loop {
@@ -449,7 +450,7 @@ pub(crate) async fn local_ipv4(hub_url: &str) -> IpAddr {
         socket.connect((host, port)).await.ok()?;
         socket.local_addr().ok().map(|a| a.ip())
     };
-    match tokio::time::timeout(Duration::from_secs(5), probe).await {
+    match tokio::time::timeout(LOCAL_ADDRESS_PROBE_TIMEOUT, probe).await {
         Ok(Some(ip)) if ip.is_ipv4() && !ip.is_unspecified() => ip,
         _ => fallback,
     }

@@ -22,9 +22,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::message::Message;
 
-/// Why a message was not taken.
+/// Why the inbox did not take a message.
 #[derive(Debug)]
-pub(crate) enum Refused {
+pub(crate) enum NotTaken {
     /// The queue is full; the message is given back.
     Full(Box<Message>),
     /// The agent is shutting down.
@@ -124,7 +124,7 @@ impl Inbox {
     }
 
     /// Gives `msg` to a waiting request, or to the application queue if it has room.
-    pub(crate) fn try_deliver(&self, msg: Message) -> Result<(), Refused> {
+    pub(crate) fn try_deliver(&self, msg: Message) -> Result<(), NotTaken> {
         let Some(msg) = self.route_response(msg) else {
             return Ok(());
         };
@@ -134,13 +134,13 @@ impl Inbox {
             .unwrap_or(&self.tx)
             .try_send(msg)
             .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(m) => Refused::Full(Box::new(m)),
-                mpsc::error::TrySendError::Closed(_) => Refused::Closed,
+                mpsc::error::TrySendError::Full(m) => NotTaken::Full(Box::new(m)),
+                mpsc::error::TrySendError::Closed(_) => NotTaken::Closed,
             })
     }
 
     /// Like [`Inbox::try_deliver`], waiting for room in the application queue.
-    pub(crate) async fn deliver(&self, msg: Message) -> Result<(), Refused> {
+    pub(crate) async fn deliver(&self, msg: Message) -> Result<(), NotTaken> {
         let Some(msg) = self.route_response(msg) else {
             return Ok(());
         };
@@ -150,7 +150,7 @@ impl Inbox {
             .unwrap_or(&self.tx)
             .send(msg)
             .await
-            .map_err(|_| Refused::Closed)
+            .map_err(|_| NotTaken::Closed)
     }
 
     /// Returns the message unless it is a response: a pending request takes it, or nobody.
@@ -227,7 +227,7 @@ mod tests {
         inbox.try_deliver(msg("task:response", None)).unwrap();
         assert!(matches!(
             inbox.try_deliver(msg("task", Some("c1"))),
-            Err(Refused::Full(_))
+            Err(NotTaken::Full(_))
         ));
         inbox.try_deliver(msg("task:response", Some("c1"))).unwrap();
         assert_eq!(waiter.recv().await, Some(json!({"k":"task:response"})));
@@ -246,7 +246,7 @@ mod tests {
         // The route is full now; the application queue is not involved.
         assert!(matches!(
             inbox.try_deliver(msg("compute", Some("c2"))),
-            Err(Refused::Full(_))
+            Err(NotTaken::Full(_))
         ));
         assert_eq!(
             compute.recv().await.unwrap().correlation_id.as_deref(),
@@ -258,7 +258,7 @@ mod tests {
         drop(compute);
         assert!(matches!(
             inbox.try_deliver(msg("compute", None)),
-            Err(Refused::Closed)
+            Err(NotTaken::Closed)
         ));
     }
 

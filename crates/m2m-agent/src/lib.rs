@@ -118,6 +118,7 @@ mod agent;
 mod budget;
 mod cache;
 pub mod config;
+mod conn;
 pub mod defaults;
 mod error;
 mod handler;
@@ -128,9 +129,7 @@ mod inbox;
 mod listener;
 mod message;
 mod peer;
-mod rate;
 mod slots;
-mod wire;
 
 #[cfg(test)]
 mod p2p_tests;

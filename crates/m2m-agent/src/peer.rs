@@ -2,57 +2,42 @@
 //! pipelined acks, in a pool keyed by address and [`Credentials`] (so a session made under
 //! one expectation of the peer's identity never carries a send that expects another).
 //!
-//! [`PeerConnection::open`] connects and runs the [`Initiator`] handshake (2.1: then sends
-//! `auth` before anything else). After that a sender seals its frame straight into the
-//! connection's output buffer (under one lock, so 2.1 counter nonces go out in order) and
-//! records its completion in the in-flight FIFO. A sender with nothing else in flight
-//! writes the buffer itself (see [`crate::wire`]): a request costs no hand-off to another
-//! task. With other messages in flight it leaves the frame to the writer task, which
-//! writes everything queued meanwhile at once; the writer task also finishes writes the
-//! socket could not take at once. A reader task matches acks (they come in order) to the
-//! FIFO. On a 2.1 session the peer may also send messages back (responses above all): the
-//! reader hands them to the [`Inbox`] and acks them once taken, in one write per read. An
-//! error frame fails the oldest in-flight message; a closed socket fails all of them. The
-//! writer task closes the connection once it has been idle for `pool_idle_close`, before
-//! the peer's own idle close, so we never write into a connection the peer is tearing
-//! down; dropping the last handle closes it too.
+//! [`PeerConnection::open`] dials and runs the [`Initiator`] handshake (2.1: then sends
+//! `auth` before anything else); the established session then runs on the connection
+//! engine ([`crate::conn`]), which seals, size-checks, queues for the ack and writes. This
+//! file adds two tasks per connection: a reader that matches acks (they come in order) to
+//! the engine's queue, and on a 2.1 session hands messages the peer sends back (responses
+//! above all) to the [`Inbox`], acked once taken, in one write per read; and a writer that
+//! writes what senders left to it (frames queued behind others, writes the stream could not
+//! take at once) and closes the connection once it has been idle for `pool_idle_close`,
+//! before the peer's own idle close, so we never write into a connection the peer is tearing
+//! down. An error frame fails the oldest in-flight message; a closed stream fails all of
+//! them; dropping the last handle closes the connection too.
 //!
 //! [`Pool::send`] reuses a live connection, and when a reused one turns out dead before the
 //! peer acked anything we queued, retries once on a fresh connection.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::borrow::Cow;
-
-use m2m_proto::crypto::{encode_payload, NONCE_LEN, TAG_LEN};
-use m2m_proto::frame::{errors, Frame};
+use m2m_proto::crypto::{NONCE_LEN, TAG_LEN};
+use m2m_proto::frame::Frame;
 use m2m_proto::{
     Identity, IdentityKey, Initiator, InitiatorEvent, LineDecoder, PeerExpectation, SessionError,
 };
 use parking_lot::Mutex;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::conn::{self, out, ConnLimits, Connection, SendError, WriteHalf};
+use crate::defaults::{MAX_AWAITING_ACK, MAX_POOL_ENTRIES, PING_READ_BUFFER, READ_CHUNK};
 use crate::error::{AgentError, Result};
-use crate::inbox::{Inbox, Refused};
-use crate::listener::to_message;
-use crate::wire::{self, Flush, Out};
-
-/// Messages written and not yet acked, per connection.
-const MAX_IN_FLIGHT: usize = 4096;
-/// Bytes read at once.
-const READ_CHUNK: usize = 64 * 1024;
-/// Pool entries kept before dead ones are swept.
-const MAX_POOL_SLOTS: usize = 1024;
+use crate::inbox::Inbox;
 
 /// Who we are on an outbound session and what we demand of the peer.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -89,14 +74,6 @@ pub(crate) struct OutboundSettings {
     pub pool_idle_close: Duration,
 }
 
-/// How a queued message ended, as the connection tasks see it.
-enum Outcome {
-    /// The connection went away before the ack.
-    Lost(String),
-    /// The peer answered with an error frame.
-    Refused(AgentError),
-}
-
 /// How a send on one connection failed.
 pub(crate) enum SendFailure {
     /// The connection is gone; `nothing_acked` when the peer acked nothing after we queued.
@@ -105,93 +82,35 @@ pub(crate) enum SendFailure {
     Failed(AgentError),
 }
 
-struct InFlight {
-    done: oneshot::Sender<Result<(), Outcome>>,
-    _slot: OwnedSemaphorePermit,
-}
-
 fn too_large(len: usize, max: usize) -> AgentError {
     AgentError::InvalidPayload(format!(
         "message of about {len} bytes exceeds the {max}-byte frame limit"
     ))
 }
 
-/// State shared by a connection's handle, its reader task and its writer task.
-struct Shared {
-    address: String,
-    session: Mutex<Initiator>,
-    /// Frames to write. Senders seal into it under its lock (so 2.1 counter nonces go out in
-    /// order) and write it themselves when nothing else waits on the socket.
-    out: Mutex<Out>,
-    in_flight: Mutex<VecDeque<InFlight>>,
-    acks: AtomicU64,
-    closed: CancellationToken,
-    /// Wakes the writer task: the socket was full, or frames were left to batch.
-    wake_writer: Notify,
-    /// Where messages the peer sends back on this session go.
-    inbox: Arc<Inbox>,
-    max_frame_len: usize,
-}
-
-impl Shared {
-    fn fail_all(&self, reason: &str) {
-        let failed: Vec<InFlight> = self.in_flight.lock().drain(..).collect();
-        for f in failed {
-            let _ = f.done.send(Err(Outcome::Lost(reason.to_owned())));
-        }
-    }
-
-    /// Writes what `out` holds now, unless a task waits on the socket already; if the socket
-    /// is full, the writer task takes over.
-    fn flush_or_hand_over(&self, out: &mut Out) {
-        if out.busy || !out.pending() {
-            return;
-        }
-        match out.try_flush() {
-            Flush::Done => {}
-            Flush::Blocked => {
-                out.busy = true;
-                self.wake_writer.notify_one();
-            }
-            Flush::Closed => self.closed.cancel(),
-        }
-    }
-}
-
 /// One established outbound session.
 pub(crate) struct PeerConnection {
-    shared: Arc<Shared>,
+    conn: Arc<Outbound>,
+    address: String,
     /// What the session was made under: it is reused only for the same.
     credentials: Credentials,
-    slots: Arc<Semaphore>,
 }
+
+/// The engine of an outbound TCP connection.
+type Outbound = Connection<Initiator, tokio::net::tcp::OwnedWriteHalf>;
 
 impl std::fmt::Debug for PeerConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PeerConnection")
-            .field("address", &self.shared.address)
-            .field("closed", &self.shared.closed.is_cancelled())
+            .field("address", &self.address)
+            .field("closed", &self.conn.is_closed())
             .finish()
-    }
-}
-
-/// The error a peer's `{"error":…}` frame stands for.
-pub(crate) fn peer_error(address: &str, error: String) -> AgentError {
-    if error == errors::DECRYPTION_FAILED {
-        AgentError::DecryptionFailed {
-            address: address.to_owned(),
-        }
-    } else {
-        AgentError::Peer {
-            address: address.to_owned(),
-            error,
-        }
     }
 }
 
 fn session_error(address: &str, e: SessionError) -> AgentError {
     match e {
-        SessionError::PeerError(error) => peer_error(address, error),
+        SessionError::PeerError(error) => conn::peer_error(address, error),
         e @ (SessionError::Authentication(_) | SessionError::DowngradeRefused) => {
             AgentError::Authentication {
                 address: address.to_owned(),
@@ -202,14 +121,6 @@ fn session_error(address: &str, e: SessionError) -> AgentError {
             address: address.to_owned(),
             error: other.to_string(),
         },
-    }
-}
-
-/// The plaintext of a payload: a string's own bytes (no copy), else its JSON.
-pub(crate) fn plaintext(payload: &Value) -> Cow<'_, [u8]> {
-    match payload {
-        Value::String(s) => Cow::Borrowed(s.as_bytes()),
-        other => Cow::Owned(encode_payload(other)),
     }
 }
 
@@ -284,123 +195,81 @@ impl PeerConnection {
                 .map_err(|e| AgentError::unreachable(address, e))?;
         }
         let writer = Arc::new(writer);
-        let shared = Arc::new(Shared {
-            address: address.to_owned(),
-            session: Mutex::new(session),
-            out: Mutex::new(Out::new(writer.clone())),
-            in_flight: Mutex::new(VecDeque::new()),
-            acks: AtomicU64::new(0),
-            closed: cancel.child_token(),
-            wake_writer: Notify::new(),
-            inbox: inbox.clone(),
-            max_frame_len: settings.max_frame_len,
-        });
-        tracker.spawn(read_frames(reader, decoder, shared.clone()));
-        tracker.spawn(write_frames(writer, shared.clone(), settings.clone()));
+        let conn = Arc::new(Connection::new(
+            session,
+            writer.clone(),
+            cancel.child_token(),
+            ConnLimits {
+                max_frame_len: settings.max_frame_len,
+                max_awaiting_ack: MAX_AWAITING_ACK,
+            },
+            true,
+        ));
+        tracker.spawn(read_frames(
+            reader,
+            decoder,
+            conn.clone(),
+            address.to_owned(),
+            inbox.clone(),
+        ));
+        tracker.spawn(write_frames(writer, conn.clone(), settings.clone()));
         Ok(Arc::new(PeerConnection {
-            shared,
+            conn,
+            address: address.to_owned(),
             credentials: credentials.clone(),
-            slots: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
         }))
     }
 
     fn is_usable(&self, credentials: &Credentials) -> bool {
-        !self.shared.closed.is_cancelled() && self.credentials == *credentials
+        !self.conn.is_closed() && self.credentials == *credentials
     }
 
-    /// Seals and sends one message; resolves when the peer acked it.
-    ///
-    /// The caller seals the frame into the connection's output and, when it is the only
-    /// message outstanding, writes it itself (no hand-off to another task: the latency of a
-    /// request). With others in flight it leaves the frame to the writer task, which writes
-    /// every frame queued meanwhile at once (the throughput of many senders).
+    /// Seals and sends one message; resolves when the peer acked it (see [`Connection::send`]).
     pub(crate) async fn send(
         &self,
         message_type: &str,
         payload: &Value,
         correlation_id: &str,
     ) -> std::result::Result<(), SendFailure> {
-        let lost = |reason: &str| SendFailure::Lost {
-            reason: reason.to_owned(),
-            nothing_acked: true,
-        };
-        let slot = match self.slots.clone().try_acquire_owned() {
-            Ok(slot) => slot,
-            Err(_) => tokio::select! {
-                biased;
-                _ = self.shared.closed.cancelled() => return Err(lost("connection closed")),
-                slot = self.slots.clone().acquire_owned() => slot.map_err(|_| lost("connection closed"))?,
-            },
-        };
-        let plaintext = plaintext(payload);
-        // base64 of nonce + tag + ciphertext, plus the frame around it.
+        let max = self.conn.max_frame_len();
+        let plaintext = conn::plaintext(payload);
+        // base64 of nonce + tag + ciphertext, plus the frame around it: refused before the
+        // cost of sealing it.
         let estimate = (NONCE_LEN + TAG_LEN + plaintext.len()).div_ceil(3) * 4
             + message_type.len()
             + correlation_id.len()
             + 64;
-        if estimate > self.shared.max_frame_len {
-            return Err(SendFailure::Failed(too_large(
-                estimate,
-                self.shared.max_frame_len,
-            )));
+        if estimate > max {
+            return Err(SendFailure::Failed(too_large(estimate, max)));
         }
-        let acks_before = self.shared.acks.load(Ordering::Acquire);
-        let (done, outcome) = oneshot::channel();
+        match self
+            .conn
+            .send(message_type, &plaintext, correlation_id, |_| true)
+            .await
         {
-            let shared = &*self.shared;
-            let mut out = shared.out.lock();
-            if out.is_closed() || shared.closed.is_cancelled() {
-                return Err(lost("connection closed"));
-            }
-            let start = out.buf.len();
-            let sealed = shared.session.lock().seal_into(
-                message_type,
-                &plaintext,
-                Some(correlation_id),
-                &mut rand::thread_rng(),
-                &mut out.buf,
-            );
-            if let Err(e) = sealed {
-                out.buf.truncate(start);
-                return Err(SendFailure::Failed(session_error(&shared.address, e)));
-            }
-            let len = out.buf.len() - start;
-            if len > shared.max_frame_len + 1 {
-                out.buf.truncate(start);
-                return Err(SendFailure::Failed(too_large(len, shared.max_frame_len)));
-            }
-            // Recorded before the bytes are written, so an ack can never arrive ahead of
-            // its entry.
-            let alone = {
-                let mut in_flight = shared.in_flight.lock();
-                in_flight.push_back(InFlight { done, _slot: slot });
-                in_flight.len() == 1
-            };
-            if alone {
-                shared.flush_or_hand_over(&mut out);
-            } else if !out.busy {
-                out.busy = true;
-                shared.wake_writer.notify_one();
-            }
-        }
-        let nothing_acked = || self.shared.acks.load(Ordering::Acquire) == acks_before;
-        match outcome.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(Outcome::Refused(e))) => Err(SendFailure::Failed(e)),
-            Ok(Err(Outcome::Lost(reason))) => Err(SendFailure::Lost {
+            Ok(()) => Ok(()),
+            Err(SendError::Lost {
                 reason,
-                nothing_acked: nothing_acked(),
+                nothing_acked,
+            }) => Err(SendFailure::Lost {
+                reason,
+                nothing_acked,
             }),
-            Err(_) => Err(SendFailure::Lost {
-                reason: "connection closed".into(),
-                nothing_acked: nothing_acked(),
-            }),
+            Err(SendError::Seal(e)) => Err(SendFailure::Failed(session_error(&self.address, e))),
+            Err(SendError::TooLarge { len }) => Err(SendFailure::Failed(too_large(len, max))),
+            Err(SendError::Refused(e)) => Err(SendFailure::Failed(e)),
         }
     }
 
     /// Closes the connection; in-flight messages fail.
     pub(crate) fn close(&self) {
-        self.shared.closed.cancel();
+        self.conn.closed().cancel();
+    }
+
+    /// Resolves once the connection is closed (tests wait for the peer's close with it).
+    #[cfg(test)]
+    pub(crate) async fn closed(&self) {
+        self.conn.closed().cancelled().await
     }
 }
 
@@ -408,48 +277,53 @@ impl Drop for PeerConnection {
     /// The last handle gone (the pool dropped or replaced it): nobody can send on it any
     /// more, so it closes.
     fn drop(&mut self) {
-        self.shared.closed.cancel();
+        self.conn.closed().cancel();
     }
 }
 
 /// Reads acks (and, on a 2.1 session, messages the peer sends back) until the connection
 /// ends; then fails whatever is still in flight.
-async fn read_frames(mut reader: OwnedReadHalf, mut decoder: LineDecoder, shared: Arc<Shared>) {
+async fn read_frames<R, W>(
+    mut reader: R,
+    mut decoder: LineDecoder,
+    conn: Arc<Connection<Initiator, W>>,
+    address: String,
+    inbox: Arc<Inbox>,
+) where
+    R: AsyncRead + Unpin,
+    W: WriteHalf,
+{
     let reason: String = 'conn: loop {
         // Lines left over from the handshake's last read come first.
         let mut acks_owed = false;
         loop {
             let event = match decoder.next_line() {
-                Ok(Some(line)) => shared.session.lock().handle_line(line),
+                Ok(Some(line)) => conn.session().handle_line(line),
                 Ok(None) => break,
                 Err(e) => break 'conn e.to_string(),
             };
             match event {
-                Ok(InitiatorEvent::Acked(_)) => {
-                    shared.acks.fetch_add(1, Ordering::AcqRel);
-                    let first = shared.in_flight.lock().pop_front();
-                    if let Some(f) = first {
-                        let _ = f.done.send(Ok(()));
-                    }
-                }
+                Ok(InitiatorEvent::Acked(_)) => conn.acked(),
                 Ok(InitiatorEvent::Message { message, ack }) => {
-                    if let Err(reason) = hand_off(&shared, to_message(message)).await {
-                        break 'conn reason;
+                    // Written before waiting for room: the acks this read owes already.
+                    let flush = async || {
+                        conn.flush_or_hand_over(&mut conn.out());
+                        true
+                    };
+                    if let Err(reason) =
+                        conn.deliver(&inbox, conn::to_message(message), flush).await
+                    {
+                        break 'conn reason.to_owned();
                     }
                     // Acked only once the inbox took it, as the responder does; written
                     // with the other acks of this read.
-                    ack.encode_into(&mut shared.out.lock().buf);
+                    ack.encode_into(&mut conn.out().buf);
                     acks_owed = true;
                 }
                 Ok(_) => {}
+                // The responder answers in order: the error is about the oldest message.
                 Err(SessionError::PeerError(error)) => {
-                    // The responder answers in order: the error is about the oldest message.
-                    let first = shared.in_flight.lock().pop_front();
-                    if let Some(f) = first {
-                        let _ = f
-                            .done
-                            .send(Err(Outcome::Refused(peer_error(&shared.address, error))));
-                    }
+                    conn.refused(conn::peer_error(&address, error))
                 }
                 Err(e) => break 'conn e.to_string(),
             }
@@ -457,12 +331,12 @@ async fn read_frames(mut reader: OwnedReadHalf, mut decoder: LineDecoder, shared
         if acks_owed {
             // Let the requester that the response woke run first: its next request then
             // carries these acks in the same write.
-            wire::let_others_write_first().await;
-            shared.flush_or_hand_over(&mut shared.out.lock());
+            out::let_others_write_first().await;
+            conn.flush_or_hand_over(&mut conn.out());
         }
         let read = tokio::select! {
             biased;
-            _ = shared.closed.cancelled() => break 'conn "connection closed".into(),
+            _ = conn.closed().cancelled() => break 'conn "connection closed".into(),
             // Straight into the decoder's buffer: no copy of what was read.
             read = reader.read(decoder.read_buf(READ_CHUNK)) => read,
         };
@@ -472,57 +346,38 @@ async fn read_frames(mut reader: OwnedReadHalf, mut decoder: LineDecoder, shared
             Err(e) => break e.to_string(),
         }
     };
-    shared.closed.cancel();
-    shared.fail_all(&reason);
-}
-
-/// Gives a message the peer sent back to the inbox (a response to a pending request goes
-/// straight to it), waiting for room like the responder does.
-async fn hand_off(shared: &Shared, message: crate::message::Message) -> Result<(), String> {
-    match shared.inbox.try_deliver(message) {
-        Ok(()) => Ok(()),
-        Err(Refused::Closed) => Err("agent closing".into()),
-        Err(Refused::Full(message)) => {
-            let delivered = tokio::select! {
-                biased;
-                _ = shared.closed.cancelled() => return Err("connection closed".into()),
-                d = shared.inbox.deliver(*message) => d,
-            };
-            delivered.map_err(|_| "agent closing".to_owned())
-        }
-    }
+    conn.closed().cancel();
+    conn.fail_all(&reason);
 }
 
 /// Writes what senders left to it (frames batched while others were in flight, or the rest
-/// of a write the socket could not take at once), and closes the connection once it has
+/// of a write the stream could not take at once), and closes the connection once it has
 /// been idle for `pool_idle_close`.
-async fn write_frames(
-    writer: Arc<OwnedWriteHalf>,
-    shared: Arc<Shared>,
+async fn write_frames<W: WriteHalf>(
+    writer: Arc<W>,
+    conn: Arc<Connection<Initiator, W>>,
     settings: OutboundSettings,
 ) {
     loop {
-        let idle_since = shared.out.lock().last_write;
+        let idle_since = conn.out().last_write;
         tokio::select! {
             biased;
-            _ = shared.closed.cancelled() => break,
-            _ = shared.wake_writer.notified() => {
-                wire::let_others_append_first().await;
-                if !wire::drain(&shared.out, &writer, settings.write_timeout).await {
+            _ = conn.closed().cancelled() => break,
+            _ = conn.writer_wanted() => {
+                out::let_others_append_first().await;
+                if !conn.drain(&writer, settings.write_timeout).await {
                     break;
                 }
             }
             _ = tokio::time::sleep_until(idle_since + settings.pool_idle_close) => {
-                let out = shared.out.lock();
+                let out = conn.out();
                 if out.last_write == idle_since && !out.busy {
                     break;
                 }
             }
         }
     }
-    shared.closed.cancel();
-    shared.out.lock().close();
-    shared.fail_all("connection closed");
+    conn.close("connection closed");
     // Our handle is the last one: dropping it shuts the write side down.
     drop(writer);
 }
@@ -577,12 +432,10 @@ impl Pool {
         {
             return slot.1.clone();
         }
-        if slots.values().map(Vec::len).sum::<usize>() >= MAX_POOL_SLOTS {
+        if slots.values().map(Vec::len).sum::<usize>() >= MAX_POOL_ENTRIES {
             slots.retain(|_, list| {
                 list.retain(|(_, slot)| match slot.try_lock() {
-                    Ok(conn) => conn
-                        .as_ref()
-                        .is_some_and(|c| !c.shared.closed.is_cancelled()),
+                    Ok(conn) => conn.as_ref().is_some_and(|c| !c.conn.is_closed()),
                     Err(_) => true,
                 });
                 !list.is_empty()
@@ -674,6 +527,25 @@ impl Pool {
         }
     }
 
+    /// The pooled connection to `address` under `credentials`, if any (tests).
+    #[cfg(test)]
+    pub(crate) fn pooled(
+        &self,
+        address: &str,
+        credentials: &Credentials,
+    ) -> Option<Arc<PeerConnection>> {
+        let slot = self
+            .slots
+            .lock()
+            .get(address)?
+            .iter()
+            .find(|(c, _)| c == credentials)?
+            .1
+            .clone();
+        let conn = slot.try_lock().ok()?.clone();
+        conn
+    }
+
     /// Number of live pooled connections (tests).
     #[cfg(test)]
     pub(crate) fn live(&self) -> usize {
@@ -684,7 +556,7 @@ impl Pool {
             .map(|(_, s)| s)
             .filter(|s| {
                 s.try_lock()
-                    .map(|c| c.as_ref().is_some_and(|c| !c.shared.closed.is_cancelled()))
+                    .map(|c| c.as_ref().is_some_and(|c| !c.conn.is_closed()))
                     .unwrap_or(true)
             })
             .count()
@@ -693,17 +565,29 @@ impl Pool {
 
 /// Round trip of `{"type":"ping"}` → `{"type":"pong"}` on a fresh connection.
 pub(crate) async fn ping(address: &str, max_frame_len: usize) -> Result<Duration> {
-    let mut stream = TcpStream::connect(address)
+    let stream = TcpStream::connect(address)
         .await
         .map_err(|e| AgentError::unreachable(address, e))?;
     let _ = stream.set_nodelay(true);
+    ping_on(stream, address, max_frame_len).await
+}
+
+/// [`ping`] on a connected stream (`address` names it in errors).
+pub(crate) async fn ping_on<S>(
+    mut stream: S,
+    address: &str,
+    max_frame_len: usize,
+) -> Result<Duration>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let started = Instant::now();
     stream
         .write_all(&Frame::Ping.encode())
         .await
         .map_err(|e| AgentError::unreachable(address, e))?;
     let mut decoder = LineDecoder::new(max_frame_len);
-    let mut buf = vec![0u8; 4096];
+    let mut buf = vec![0u8; PING_READ_BUFFER];
     loop {
         let n = stream
             .read(&mut buf)
@@ -723,7 +607,7 @@ pub(crate) async fn ping(address: &str, max_frame_len: usize) -> Result<Duration
                     let _ = stream.shutdown().await;
                     return Ok(rtt);
                 }
-                Ok(Frame::Error(error)) => return Err(peer_error(address, error)),
+                Ok(Frame::Error(error)) => return Err(conn::peer_error(address, error)),
                 _ => {}
             }
         }

@@ -14,27 +14,10 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use m2m_proto::rate::SourceKey;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-
-/// The part of a peer's address that counts as one source: the IPv4 address, or the /64 of
-/// an IPv6 one (a host gets a whole /64; counting single v6 addresses would count nothing).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) struct SourceKey(u128);
-
-impl SourceKey {
-    pub(crate) fn of(ip: IpAddr) -> Self {
-        match ip {
-            IpAddr::V4(v4) => SourceKey(u128::from(u32::from(v4))),
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => SourceKey(u128::from(u32::from(v4))),
-                // Tagged above the IPv4 range so the two never collide.
-                None => SourceKey((u128::from(v6) & !0u128 << 64) | 1 << 32),
-            },
-        }
-    }
-}
 
 /// How far a connection got, in eviction order (first evicted first).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -178,25 +161,6 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
-    }
-
-    #[test]
-    fn sources_are_v4_addresses_and_v6_prefixes() {
-        assert_eq!(SourceKey::of(ip("10.0.0.1")), SourceKey::of(ip("10.0.0.1")));
-        assert_ne!(SourceKey::of(ip("10.0.0.1")), SourceKey::of(ip("10.0.0.2")));
-        assert_eq!(
-            SourceKey::of(ip("2001:db8::1")),
-            SourceKey::of(ip("2001:db8::ffff:1"))
-        );
-        assert_ne!(
-            SourceKey::of(ip("2001:db8::1")),
-            SourceKey::of(ip("2001:db8:0:1::1"))
-        );
-        assert_eq!(
-            SourceKey::of(ip("::ffff:10.0.0.1")),
-            SourceKey::of(ip("10.0.0.1"))
-        );
-        assert_ne!(SourceKey::of(ip("::")), SourceKey::of(ip("0.0.0.0")));
     }
 
     #[test]

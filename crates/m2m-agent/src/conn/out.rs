@@ -1,4 +1,4 @@
-//! Output of a P2P connection written by whichever task produced the bytes.
+//! Output of a connection, written by whichever task produced the bytes.
 //!
 //! A task that has frames to send appends them to the connection's [`Out`] under its lock
 //! and, when no other task is waiting on the socket, writes them at once with a
@@ -12,23 +12,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::time::Instant;
 
-/// Buffer held at most between writes; a larger one is released once written, so that a
-/// burst of large messages does not pin its memory on an idle connection.
-const KEEP_CAPACITY: usize = 1024 * 1024;
+use super::transport::WriteHalf;
+use crate::defaults::KEEP_OUTPUT_CAPACITY;
 
 /// A connection's pending output.
 #[derive(Debug)]
-pub(crate) struct Out {
+pub(crate) struct Out<W> {
     /// Bytes to write: `buf[written..]`.
     pub buf: Vec<u8>,
     written: usize,
     /// A task is waiting for the socket to take `buf` ([`drain`]): others only append.
     pub busy: bool,
     /// `None` once the connection is closed.
-    writer: Option<Arc<OwnedWriteHalf>>,
+    writer: Option<Arc<W>>,
     /// When bytes last went out.
     pub last_write: Instant,
 }
@@ -44,8 +42,8 @@ pub(crate) enum Flush {
     Closed,
 }
 
-impl Out {
-    pub(crate) fn new(writer: Arc<OwnedWriteHalf>) -> Self {
+impl<W: WriteHalf> Out<W> {
+    pub(crate) fn new(writer: Arc<W>) -> Self {
         Out {
             buf: Vec::new(),
             written: 0,
@@ -95,7 +93,7 @@ impl Out {
         }
         if result == Flush::Done {
             self.written = 0;
-            if self.buf.capacity() > KEEP_CAPACITY {
+            if self.buf.capacity() > KEEP_OUTPUT_CAPACITY {
                 self.buf = Vec::new();
             } else {
                 self.buf.clear();
@@ -132,7 +130,11 @@ pub(crate) async fn let_others_append_first() {
 
 /// Writes everything `out` holds, waiting for the socket as needed, until it is empty; then
 /// clears [`Out::busy`]. False when the socket failed or took nothing for `timeout`.
-pub(crate) async fn drain(out: &Mutex<Out>, writer: &OwnedWriteHalf, timeout: Duration) -> bool {
+pub(crate) async fn drain<W: WriteHalf>(
+    out: &Mutex<Out<W>>,
+    writer: &W,
+    timeout: Duration,
+) -> bool {
     loop {
         {
             let mut o = out.lock();
