@@ -1,21 +1,34 @@
 //! P2P tests without a hub: our responder against hostile raw clients, and our pooled
-//! initiator against our responder.
+//! initiator against our responder. Tests of deadlines and rates drive the responder over
+//! in-memory streams ([`MemoryListener`]) on paused time: real sockets let paused time jump
+//! ahead while the kernel carries bytes.
 
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use m2m_proto::{Frame, Identity, Initiator, InitiatorEvent};
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{
+    AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, DuplexStream,
+    ReadHalf, WriteHalf,
+};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::conn::transport::Piped;
 use crate::error::AgentError;
 use crate::identity::LocalIdentity;
 use crate::inbox::Inbox;
-use crate::listener::{serve, InboundContext, InboundLimits, InboundSessions};
+use crate::listener::{
+    handle_connection, serve, InboundContext, InboundLimits, InboundSessions, SharedLimits,
+};
 use crate::peer::{Credentials, OutboundSettings, Pool};
+use crate::slots::InboundSlots;
 
 struct Server {
     address: String,
@@ -84,10 +97,69 @@ fn pool_with(idle: Duration) -> Pool {
     )
 }
 
+/// The responder's side of an in-memory stream.
+type MemoryWriter = Piped<WriteHalf<DuplexStream>>;
+
+/// Our responder without a socket: each [`MemoryListener::connect`] runs one inbound
+/// connection's task over an in-memory stream, with the slots and limits they all share.
+struct MemoryListener {
+    shared: Arc<SharedLimits>,
+    slots: Arc<InboundSlots>,
+    context: InboundContext<MemoryWriter>,
+    cancel: CancellationToken,
+}
+
+impl MemoryListener {
+    fn new(limits: InboundLimits) -> Self {
+        MemoryListener {
+            slots: InboundSlots::new(limits.max_connections, limits.max_per_ip),
+            shared: SharedLimits::new(limits),
+            context: InboundContext {
+                inbox: Inbox::new(16),
+                local: Arc::new(LocalIdentity::new(
+                    Identity::generate(&mut rand::thread_rng()),
+                    false,
+                    false,
+                )),
+                sessions: Arc::new(InboundSessions::default()),
+            },
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    /// A connection from `ip`: its task starts now (its deadlines count from here).
+    fn connect(&self, ip: [u8; 4]) -> Raw<ReadHalf<DuplexStream>, WriteHalf<DuplexStream>> {
+        let ip = IpAddr::from(ip);
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let (r, w) = tokio::io::split(server);
+        let slot = self.slots.admit(ip, Instant::now()).unwrap();
+        tokio::spawn(handle_connection(
+            r,
+            Arc::new(Piped::new(w)),
+            ip,
+            self.context.clone(),
+            self.shared.clone(),
+            self.cancel.clone(),
+            slot,
+        ));
+        let (reader, writer) = tokio::io::split(client);
+        Raw {
+            reader: BufReader::new(reader),
+            writer,
+        }
+    }
+}
+
+impl Drop for MemoryListener {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
 /// A raw line client.
-struct Raw {
-    reader: BufReader<tokio::net::tcp::OwnedReadHalf>,
-    writer: tokio::net::tcp::OwnedWriteHalf,
+struct Raw<R = OwnedReadHalf, W = OwnedWriteHalf> {
+    reader: BufReader<R>,
+    writer: W,
 }
 
 impl Raw {
@@ -98,7 +170,9 @@ impl Raw {
             writer: w,
         }
     }
+}
 
+impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Raw<R, W> {
     async fn send(&mut self, line: &[u8]) {
         self.writer.write_all(line).await.unwrap();
         self.writer.write_all(b"\n").await.unwrap();
@@ -234,26 +308,99 @@ async fn valid_session_acks_in_order_and_without_correlation_id() {
     assert_eq!(second.correlation_id, None);
 }
 
-#[tokio::test]
-async fn handshake_and_idle_deadlines_close_connections() {
-    let server = server_with(
-        InboundLimits {
-            handshake_timeout: Duration::from_millis(100),
-            idle_timeout: Duration::from_millis(150),
-            ..limits()
-        },
-        16,
-    )
-    .await;
+/// Waits at most a minute of (paused) time for the connection to close; the time it took.
+async fn closes_after<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    raw: &mut Raw<R, W>,
+) -> Duration {
+    let started = Instant::now();
+    let next = tokio::time::timeout(Duration::from_secs(60), raw.recv()).await;
+    assert_eq!(next, Ok(None), "still open after a minute");
+    started.elapsed()
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_handshake_deadline_closes_a_connection_that_never_handshakes() {
+    // The idle deadline is far: only the handshake deadline can close it at 100 ms.
+    let listener = MemoryListener::new(InboundLimits {
+        handshake_timeout: Duration::from_millis(100),
+        idle_timeout: Duration::from_secs(30),
+        ..limits()
+    });
+    let mut slow = listener.connect([127, 0, 0, 2]);
     // Pings do not complete a handshake: the connection is closed at the deadline.
-    let mut slow = Raw::connect(&server.address).await;
     slow.send(br#"{"type":"ping"}"#).await;
     assert_eq!(slow.recv().await, Some(json!({"type":"pong"})));
-    assert_eq!(slow.recv().await, None);
-    // An established but silent connection is closed when idle.
-    let mut idle = Raw::connect(&server.address).await;
+    let took = closes_after(&mut slow).await;
+    assert!(
+        (Duration::from_millis(100)..Duration::from_millis(110)).contains(&took),
+        "closed after {took:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_idle_deadline_closes_a_silent_established_connection() {
+    // The handshake deadline is far: only the idle deadline can close it at 150 ms.
+    let listener = MemoryListener::new(InboundLimits {
+        handshake_timeout: Duration::from_secs(30),
+        idle_timeout: Duration::from_millis(150),
+        ..limits()
+    });
+    let mut idle = listener.connect([127, 0, 0, 2]);
     idle.handshake("a").await;
-    assert_eq!(idle.recv().await, None);
+    let took = closes_after(&mut idle).await;
+    assert!(
+        (Duration::from_millis(150)..Duration::from_millis(160)).contains(&took),
+        "closed after {took:?}"
+    );
+    // Reading resets it: a connection that pings every 100 ms stays open past 150 ms.
+    let mut busy = listener.connect([127, 0, 0, 2]);
+    busy.handshake("b").await;
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        busy.send(br#"{"type":"ping"}"#).await;
+        assert_eq!(busy.recv().await, Some(json!({"type":"pong"})));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn handshakes_beyond_the_burst_wait_for_the_rate() {
+    let listener = MemoryListener::new(InboundLimits {
+        handshakes_per_second: 2,
+        handshake_burst: 3,
+        ..limits()
+    });
+    let hello = || Initiator::new("h", &mut rand::thread_rng()).1.encode();
+    let answer = async |ip: [u8; 4]| {
+        let mut raw = listener.connect(ip);
+        raw.writer.write_all(&hello()).await.unwrap();
+        raw.recv().await
+    };
+    for _ in 0..3 {
+        assert_eq!(
+            answer([10, 0, 0, 1]).await.unwrap()["type"],
+            "handshake_ack"
+        );
+    }
+    assert_eq!(
+        answer([10, 0, 0, 1]).await,
+        Some(json!({"error": "rate_limited"}))
+    );
+    // Another source has a burst of its own.
+    assert_eq!(
+        answer([10, 0, 0, 2]).await.unwrap()["type"],
+        "handshake_ack"
+    );
+    // At 2 a second, one more after 500 ms, not before.
+    tokio::time::advance(Duration::from_millis(400)).await;
+    assert_eq!(
+        answer([10, 0, 0, 1]).await,
+        Some(json!({"error": "rate_limited"}))
+    );
+    tokio::time::advance(Duration::from_millis(200)).await;
+    assert_eq!(
+        answer([10, 0, 0, 1]).await.unwrap()["type"],
+        "handshake_ack"
+    );
 }
 
 #[tokio::test]
@@ -382,26 +529,23 @@ async fn pool_reopens_after_the_peer_closed_the_connection() {
     )
     .await;
     let pool = pool_with(Duration::from_secs(25));
-    pool.send(
-        &server.address,
-        &Credentials::plain("me"),
-        "a",
-        &json!(1),
-        "c1",
-    )
-    .await
-    .unwrap();
-    // The peer closes the idle connection; the next send still gets through.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    pool.send(
-        &server.address,
-        &Credentials::plain("me"),
-        "b",
-        &json!(2),
-        "c2",
-    )
-    .await
-    .unwrap();
+    let me = Credentials::plain("me");
+    pool.send(&server.address, &me, "a", &json!(1), "c1")
+        .await
+        .unwrap();
+    // The peer closes the idle connection (after 50 ms; real time, the peer is on TCP).
+    let first = pool.pooled(&server.address, &me).unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(10), first.closed()).await;
+    assert!(closed.is_ok(), "the peer never closed the idle connection");
+    // The next send still gets through, on a new connection.
+    pool.send(&server.address, &me, "b", &json!(2), "c2")
+        .await
+        .unwrap();
+    let second = pool.pooled(&server.address, &me).unwrap();
+    assert!(
+        !Arc::ptr_eq(&first, &second),
+        "sent on the closed connection"
+    );
     let stop = CancellationToken::new();
     assert_eq!(server.inbox.next(&stop).await.unwrap().message_type, "a");
     assert_eq!(server.inbox.next(&stop).await.unwrap().message_type, "b");
@@ -411,33 +555,19 @@ async fn pool_reopens_after_the_peer_closed_the_connection() {
 async fn pool_closes_idle_connections() {
     let server = server_with(limits(), 16).await;
     let pool = pool_with(Duration::from_millis(50));
-    pool.send(
-        &server.address,
-        &Credentials::plain("me"),
-        "a",
-        &json!(1),
-        "c1",
-    )
-    .await
-    .unwrap();
-    let mut closed = false;
-    for _ in 0..200 {
-        if pool.live() == 0 {
-            closed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(closed);
-    pool.send(
-        &server.address,
-        &Credentials::plain("me"),
-        "b",
-        &json!(2),
-        "c2",
-    )
-    .await
-    .unwrap();
+    let me = Credentials::plain("me");
+    pool.send(&server.address, &me, "a", &json!(1), "c1")
+        .await
+        .unwrap();
+    let sent = Instant::now();
+    let conn = pool.pooled(&server.address, &me).unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(10), conn.closed()).await;
+    assert!(closed.is_ok(), "the idle connection was not closed");
+    assert!(sent.elapsed() >= Duration::from_millis(50), "closed early");
+    assert_eq!(pool.live(), 0);
+    pool.send(&server.address, &me, "b", &json!(2), "c2")
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -499,20 +629,63 @@ async fn send_errors_are_typed() {
 }
 
 #[tokio::test]
-async fn ping_measures_a_round_trip() {
+async fn ping_gets_a_pong_from_our_responder() {
     let server = server_with(limits(), 16).await;
     crate::peer::ping(&server.address, 4096).await.unwrap();
 }
 
+#[tokio::test(start_paused = true)]
+async fn ping_measures_the_round_trip() {
+    // A peer that answers 40 ms after the ping arrives, then one that refuses.
+    for answer in [Frame::Pong, Frame::error("busy")] {
+        let (ours, mut theirs) = tokio::io::duplex(4096);
+        let peer = tokio::spawn(async move {
+            let mut ping = [0u8; 16];
+            let n = theirs.read(&mut ping).await.unwrap();
+            assert_eq!(&ping[..n], b"{\"type\":\"ping\"}\n");
+            tokio::time::sleep(Duration::from_millis(40)).await;
+            theirs.write_all(&answer.encode()).await.unwrap();
+            theirs
+        });
+        let rtt = crate::peer::ping_on(ours, "peer", 4096).await;
+        drop(peer.await.unwrap());
+        match rtt {
+            Ok(rtt) => assert!(
+                (Duration::from_millis(40)..Duration::from_millis(41)).contains(&rtt),
+                "{rtt:?}"
+            ),
+            Err(e) => assert_eq!(
+                e,
+                AgentError::Peer {
+                    address: "peer".into(),
+                    error: "busy".into()
+                }
+            ),
+        }
+    }
+    // A peer that hangs up without a pong.
+    let (ours, theirs) = tokio::io::duplex(4096);
+    drop(theirs);
+    assert!(matches!(
+        crate::peer::ping_on(ours, "peer", 4096).await,
+        Err(AgentError::Unreachable { .. })
+    ));
+}
+
 /// A peer that acks the first message on its first connection, then drops that connection
-/// on the next message without acking; later connections are served normally.
-async fn flaky_peer() -> String {
+/// on the next message without acking; later connections are served normally. Counts the
+/// connections it accepted and the messages it acked.
+async fn flaky_peer() -> (String, Arc<AtomicUsize>, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
+    let (accepted, acked) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let counts = (accepted.clone(), acked.clone());
     tokio::spawn(async move {
         let mut first = true;
         loop {
             let (stream, _) = listener.accept().await.unwrap();
+            accepted.fetch_add(1, Ordering::SeqCst);
+            let acked = acked.clone();
             let die_after_one = std::mem::replace(&mut first, false);
             tokio::spawn(async move {
                 let (r, mut w) = stream.into_split();
@@ -531,6 +704,7 @@ async fn flaky_peer() -> String {
                                 return;
                             }
                             w.write_all(&ack.encode()).await.unwrap();
+                            acked.fetch_add(1, Ordering::SeqCst);
                         }
                         _ => {}
                     }
@@ -538,21 +712,24 @@ async fn flaky_peer() -> String {
             });
         }
     });
-    address
+    (address, counts.0, counts.1)
 }
 
 #[tokio::test]
 async fn a_dead_pooled_connection_is_retried_once_on_a_fresh_one() {
-    let address = flaky_peer().await;
+    let (address, accepted, acked) = flaky_peer().await;
     let pool = pool_with(Duration::from_secs(25));
     pool.send(&address, &Credentials::plain("me"), "a", &json!(1), "c1")
         .await
         .unwrap();
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
     // Message 2 goes out on the pooled connection, which dies without acking it: the pool
-    // sends it again on a new connection.
+    // sends it again on a new connection, once.
     pool.send(&address, &Credentials::plain("me"), "b", &json!(2), "c2")
         .await
         .unwrap();
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    assert_eq!(acked.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test]
