@@ -46,6 +46,7 @@ use crate::message::{
     Message,
 };
 use crate::peer::{self, Credentials, OutboundSettings, Pool};
+use crate::refusals::{RefusalCounter, Refusals};
 
 /// An M2M agent: registered at a hub, listening for peers, able to send to them.
 ///
@@ -63,6 +64,7 @@ pub(crate) struct Inner {
     local: Arc<LocalIdentity>,
     inbox: Arc<Inbox>,
     sessions: Arc<InboundSessions>,
+    refusals: Arc<RefusalCounter>,
     pool: Arc<Pool>,
     cache: AddressCache,
     /// Identity keys from hub records already checked against their ids: decoding an
@@ -200,6 +202,13 @@ impl AgentBuilder {
         self
     }
 
+    /// Bytes (as sent on the wire) of the messages buffered for the application and the
+    /// request handlers before peers are slowed down (default 64 MiB).
+    pub fn inbox_bytes(mut self, bytes: usize) -> Self {
+        self.config.inbox_bytes = bytes;
+        self
+    }
+
     /// 2.1: our long-term identity. On a 2.1 hub our id is derived from it, the same on
     /// every reconnect and restart. Default: a fresh identity generated at connect.
     pub fn identity(mut self, identity: Identity) -> Self {
@@ -306,8 +315,9 @@ impl Agent {
 
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let inbox = Inbox::new(config.inbox_capacity);
+        let inbox = Inbox::new(config.inbox_capacity, config.inbox_bytes);
         let sessions = Arc::new(InboundSessions::default());
+        let refusals = Arc::new(RefusalCounter::default());
         if let Some(listener) = listener {
             tracker.spawn(listener::serve(
                 listener,
@@ -315,6 +325,7 @@ impl Agent {
                     inbox: inbox.clone(),
                     local: local.clone(),
                     sessions: sessions.clone(),
+                    refusals: refusals.clone(),
                 },
                 InboundLimits {
                     max_frame_len: config.max_frame_len,
@@ -368,6 +379,7 @@ impl Agent {
                 local,
                 inbox,
                 sessions,
+                refusals,
                 pool: pool.clone(),
                 events: events.clone(),
                 cancel: cancel.clone(),
@@ -434,6 +446,13 @@ impl Agent {
     /// Whether the agent registered at the hub (see [`AgentBuilder::register`]).
     pub fn is_registered(&self) -> bool {
         self.inner.config.register
+    }
+
+    /// How many times each limit of the agent refused a peer since it connected (issue 13:
+    /// the refusals were only debug logs). The first refusal of an episode is also logged at
+    /// `warn`.
+    pub fn refusals(&self) -> Refusals {
+        self.inner.refusals.snapshot()
     }
 
     /// Whether [`Agent::disconnect`] was called.

@@ -81,6 +81,9 @@ pub struct AgentConfig {
     pub unverified_respond_timeout: Duration,
     /// Messages buffered for the application before peers are slowed down.
     pub inbox_capacity: usize,
+    /// Bytes (their lines on the wire) of the messages buffered for the application and the
+    /// request handlers, all together, before peers are slowed down.
+    pub inbox_bytes: usize,
     /// 2.1: our long-term identity (PROTOCOL.md B). `None` generates a fresh one at
     /// connect, so every agent is 2.1; give one (e.g. from a key file) to keep the same id
     /// across restarts.
@@ -122,6 +125,7 @@ impl Default for AgentConfig {
             handshake_burst_per_ip: defaults::HANDSHAKE_BURST_PER_IP,
             unverified_respond_timeout: defaults::UNVERIFIED_RESPOND_TIMEOUT,
             inbox_capacity: DEFAULT_INBOX_CAPACITY,
+            inbox_bytes: defaults::INBOX_BYTES,
             identity: None,
             authenticated_peers_only: false,
             register: true,

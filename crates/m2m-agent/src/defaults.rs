@@ -75,6 +75,19 @@ pub const MAX_ANSWERS_PER_PEER: usize = 2;
 /// Messages buffered for the application before peers are slowed down.
 pub const INBOX_CAPACITY: usize = 1024;
 
+/// Bytes of the messages buffered for the application and the request handlers' queues,
+/// all together and counted as their lines on the wire, before peers are slowed down
+/// (acks stop, as at [`INBOX_CAPACITY`]). The count alone let the queue hold 1024 × 1 MiB;
+/// 64 MiB holds 64 maximal messages, or all 1024 of ~64 KiB (the bulk size of
+/// docs/PERFORMANCE.md). A message larger than the whole bound still gets into empty
+/// queues, so nothing legal is refused.
+pub const INBOX_BYTES: usize = 64 * 1024 * 1024;
+
+/// Quiet time after which a limit's refusals count as a new episode: the first refusal of
+/// an episode is logged at `warn`, the rest only counted ([`Agent::refusals`](crate::Agent::refusals)),
+/// so a flood cannot flood the log.
+pub const REFUSAL_EPISODE_QUIET: Duration = Duration::from_secs(60);
+
 // ---- hub ------------------------------------------------------------------------------------
 
 /// Time between heartbeats: the original's 30 s (the hub marks an agent offline after 90 s

@@ -129,6 +129,7 @@ mod inbox;
 mod listener;
 mod message;
 mod peer;
+mod refusals;
 mod slots;
 
 #[cfg(test)]
@@ -144,4 +145,5 @@ pub use message::{
     AgentEvent, BroadcastFailure, BroadcastOptions, BroadcastReport, Delivery, DiscoverOptions,
     Message,
 };
+pub use refusals::Refusals;
 pub use serde_json::{json, Map, Value};

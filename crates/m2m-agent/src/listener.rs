@@ -47,6 +47,7 @@ use crate::defaults::{ACCEPT_RETRY_DELAY, FLUSH_AT, MAX_AWAITING_ACK, MIN_READ, 
 use crate::error::AgentError;
 use crate::identity::LocalIdentity;
 use crate::inbox::Inbox;
+use crate::refusals::{Limit, RefusalCounter};
 use crate::slots::{InboundSlots, Slot, Stage};
 
 /// The engine of one inbound connection: [`Agent::respond`](crate::Agent::respond) seals
@@ -199,6 +200,7 @@ pub(crate) struct InboundContext<W = OwnedWriteHalf> {
     pub inbox: Arc<Inbox>,
     pub local: Arc<LocalIdentity>,
     pub sessions: Arc<InboundSessions<W>>,
+    pub refusals: Arc<RefusalCounter>,
 }
 
 impl<W> Clone for InboundContext<W> {
@@ -207,6 +209,7 @@ impl<W> Clone for InboundContext<W> {
             inbox: self.inbox.clone(),
             local: self.local.clone(),
             sessions: self.sessions.clone(),
+            refusals: self.refusals.clone(),
         }
     }
 }
@@ -219,7 +222,11 @@ pub(crate) async fn serve(
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let slots = InboundSlots::new(limits.max_connections, limits.max_per_ip);
+    let slots = InboundSlots::new(
+        limits.max_connections,
+        limits.max_per_ip,
+        context.refusals.clone(),
+    );
     let shared = SharedLimits::new(limits);
     loop {
         let accepted = tokio::select! {
@@ -242,10 +249,8 @@ pub(crate) async fn serve(
                         slot,
                     ));
                 }
-                Err(refused) => {
-                    tracing::debug!(%peer, ?refused, "no inbound slot for this source; closing");
-                    drop(stream);
-                }
+                // Counted and logged by the slots.
+                Err(_) => drop(stream),
             },
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
@@ -329,7 +334,7 @@ pub(crate) async fn handle_connection<R, W>(
         };
         let room = READ_CHUNK.saturating_sub(decoder.buffered()).max(MIN_READ);
         if charge.cover(decoder.grown_capacity(room)).is_err() {
-            tracing::debug!(%ip, "inbound buffer budget spent; closing");
+            context.refusals.refused(Limit::BufferBudget, &ip);
             Frame::error(errors::OVERLOADED).encode_into(&mut conn.out().buf);
             let _ = flush().await;
             break;
@@ -360,8 +365,10 @@ pub(crate) async fn handle_connection<R, W>(
         let mut close = false;
         let mut delivered_any = false;
         loop {
+            let mut line_len = 0;
             let output = match decoder.next_line() {
                 Ok(Some(line)) => {
+                    line_len = line.len();
                     let mut responder = conn.session();
                     if responder.awaits_handshake()
                         && is_handshake(line)
@@ -370,7 +377,7 @@ pub(crate) async fn handle_connection<R, W>(
                             .lock()
                             .try_take(ip, Instant::now().into_std())
                     {
-                        tracing::debug!(%ip, "handshake rate exceeded; closing");
+                        context.refusals.refused(Limit::HandshakeRate, &ip);
                         ResponderOutput::SendAndClose(Frame::error(errors::RATE_LIMITED))
                     } else {
                         responder.handle_line(line, &mut rand::thread_rng())
@@ -395,7 +402,10 @@ pub(crate) async fn handle_connection<R, W>(
                     relist(&conn, &mut listed, &context.sessions);
                     // The application is behind: send what we owe, then wait for room
                     // without reading further, which slows the sender down.
-                    match conn.deliver(inbox, conn::to_message(message), flush).await {
+                    match conn
+                        .deliver(inbox, conn::to_message(message), line_len, flush)
+                        .await
+                    {
                         Ok(false) => {}
                         // Time spent waiting for the application is not idleness.
                         Ok(true) => last_read = Instant::now(),

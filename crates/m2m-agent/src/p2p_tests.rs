@@ -28,6 +28,7 @@ use crate::listener::{
     handle_connection, serve, InboundContext, InboundLimits, InboundSessions, SharedLimits,
 };
 use crate::peer::{Credentials, OutboundSettings, Pool};
+use crate::refusals::RefusalCounter;
 use crate::slots::InboundSlots;
 
 struct Server {
@@ -59,7 +60,7 @@ fn limits() -> InboundLimits {
 async fn server_with(limits: InboundLimits, capacity: usize) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
-    let inbox = Inbox::new(capacity);
+    let inbox = Inbox::new(capacity, crate::defaults::INBOX_BYTES);
     let cancel = CancellationToken::new();
     tokio::spawn(serve(
         listener,
@@ -71,6 +72,7 @@ async fn server_with(limits: InboundLimits, capacity: usize) -> Server {
                 false,
             )),
             sessions: Arc::new(InboundSessions::default()),
+            refusals: Arc::default(),
         },
         limits,
         cancel.clone(),
@@ -91,7 +93,7 @@ fn pool_with(idle: Duration) -> Pool {
             pool_idle_close: idle,
         },
         Identity::generate(&mut rand::thread_rng()),
-        Inbox::new(16),
+        Inbox::new(16, crate::defaults::INBOX_BYTES),
         CancellationToken::new(),
         TaskTracker::new(),
     )
@@ -111,17 +113,19 @@ struct MemoryListener {
 
 impl MemoryListener {
     fn new(limits: InboundLimits) -> Self {
+        let refusals = Arc::new(RefusalCounter::default());
         MemoryListener {
-            slots: InboundSlots::new(limits.max_connections, limits.max_per_ip),
+            slots: InboundSlots::new(limits.max_connections, limits.max_per_ip, refusals.clone()),
             shared: SharedLimits::new(limits),
             context: InboundContext {
-                inbox: Inbox::new(16),
+                inbox: Inbox::new(16, crate::defaults::INBOX_BYTES),
                 local: Arc::new(LocalIdentity::new(
                     Identity::generate(&mut rand::thread_rng()),
                     false,
                     false,
                 )),
                 sessions: Arc::new(InboundSessions::default()),
+                refusals,
             },
             cancel: CancellationToken::new(),
         }
@@ -385,6 +389,8 @@ async fn handshakes_beyond_the_burst_wait_for_the_rate() {
         answer([10, 0, 0, 1]).await,
         Some(json!({"error": "rate_limited"}))
     );
+    let refused = || listener.context.refusals.snapshot().handshake_rate;
+    assert_eq!(refused(), 1);
     // Another source has a burst of its own.
     assert_eq!(
         answer([10, 0, 0, 2]).await.unwrap()["type"],
@@ -396,11 +402,13 @@ async fn handshakes_beyond_the_burst_wait_for_the_rate() {
         answer([10, 0, 0, 1]).await,
         Some(json!({"error": "rate_limited"}))
     );
+    assert_eq!(refused(), 2);
     tokio::time::advance(Duration::from_millis(200)).await;
     assert_eq!(
         answer([10, 0, 0, 1]).await.unwrap()["type"],
         "handshake_ack"
     );
+    assert_eq!(refused(), 2);
 }
 
 #[tokio::test]
@@ -850,7 +858,7 @@ async fn sends_beyond_the_socket_buffer_are_finished_by_the_writer_task() {
             pool_idle_close: Duration::from_secs(25),
         },
         Identity::generate(&mut rand::thread_rng()),
-        Inbox::new(16),
+        Inbox::new(16, crate::defaults::INBOX_BYTES),
         CancellationToken::new(),
         TaskTracker::new(),
     ));

@@ -297,8 +297,8 @@ async fn read_frames<R, W>(
         // Lines left over from the handshake's last read come first.
         let mut acks_owed = false;
         loop {
-            let event = match decoder.next_line() {
-                Ok(Some(line)) => conn.session().handle_line(line),
+            let (line_len, event) = match decoder.next_line() {
+                Ok(Some(line)) => (line.len(), conn.session().handle_line(line)),
                 Ok(None) => break,
                 Err(e) => break 'conn e.to_string(),
             };
@@ -310,8 +310,9 @@ async fn read_frames<R, W>(
                         conn.flush_or_hand_over(&mut conn.out());
                         true
                     };
-                    if let Err(reason) =
-                        conn.deliver(&inbox, conn::to_message(message), flush).await
+                    if let Err(reason) = conn
+                        .deliver(&inbox, conn::to_message(message), line_len, flush)
+                        .await
                     {
                         break 'conn reason.to_owned();
                     }

@@ -352,16 +352,18 @@ impl<S: Seal, W: WriteHalf> Connection<S, W> {
         self.fail_all(reason);
     }
 
-    /// Gives a message the peer sent to the inbox; when the application's queue is full,
+    /// Gives a message the peer sent (its line `wire_len` bytes long) to the inbox; when the
+    /// application's queue is full,
     /// first runs `before_waiting` (write what we owe; `false` ends the connection), then
     /// waits for room until the connection closes. `Ok(true)` when it had to wait.
     pub(crate) async fn deliver(
         &self,
         inbox: &Inbox,
         message: Message,
+        wire_len: usize,
         before_waiting: impl AsyncFnOnce() -> bool,
     ) -> Result<bool, &'static str> {
-        match inbox.try_deliver(message) {
+        match inbox.try_deliver(message, wire_len) {
             Ok(()) => Ok(false),
             Err(NotTaken::Closed) => Err("agent closing"),
             Err(NotTaken::Full(message)) => {
@@ -371,7 +373,7 @@ impl<S: Seal, W: WriteHalf> Connection<S, W> {
                 let delivered = tokio::select! {
                     biased;
                     _ = self.closed.cancelled() => return Err("connection closed"),
-                    d = inbox.deliver(*message) => d,
+                    d = inbox.deliver(*message, wire_len) => d,
                 };
                 delivered.map(|()| true).map_err(|_| "agent closing")
             }
