@@ -14,30 +14,33 @@
 //! down. An error frame fails the oldest in-flight message; a closed stream fails all of
 //! them; dropping the last handle closes the connection too.
 //!
-//! [`Pool::send`] reuses a live connection, and when a reused one turns out dead before the
-//! peer acked anything we queued, retries once on a fresh connection.
+//! The pool of these connections is in `pool.rs`, `ping` (no session) in `ping.rs`.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use m2m_proto::crypto::{NONCE_LEN, TAG_LEN};
-use m2m_proto::frame::Frame;
 use m2m_proto::{
     Identity, IdentityKey, Initiator, InitiatorEvent, LineDecoder, PeerExpectation, SessionError,
 };
-use parking_lot::Mutex;
 use serde_json::Value;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::conn::{self, out, ConnLimits, Connection, SendError, WriteHalf};
-use crate::defaults::{MAX_AWAITING_ACK, MAX_POOL_ENTRIES, PING_READ_BUFFER, READ_CHUNK};
+use crate::defaults::{MAX_AWAITING_ACK, READ_CHUNK};
 use crate::error::{AgentError, Result};
 use crate::inbox::Inbox;
+
+mod ping;
+mod pool;
+
+pub(crate) use ping::ping;
+#[cfg(test)]
+pub(crate) use ping::ping_on;
+pub(crate) use pool::Pool;
 
 /// Who we are on an outbound session and what we demand of the peer.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -381,236 +384,4 @@ async fn write_frames<W: WriteHalf>(
     conn.close("connection closed");
     // Our handle is the last one: dropping it shuts the write side down.
     drop(writer);
-}
-
-type Slot = Arc<tokio::sync::Mutex<Option<Arc<PeerConnection>>>>;
-
-/// Outbound connections by address and credentials.
-pub(crate) struct Pool {
-    /// By address, then credentials (looked up without building an owned key per send).
-    slots: Mutex<HashMap<String, Vec<(Credentials, Slot)>>>,
-    settings: OutboundSettings,
-    identity: Identity,
-    inbox: Arc<Inbox>,
-    cancel: CancellationToken,
-    tracker: TaskTracker,
-}
-
-impl std::fmt::Debug for Pool {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pool")
-            .field(
-                "slots",
-                &self.slots.lock().values().map(Vec::len).sum::<usize>(),
-            )
-            .finish()
-    }
-}
-
-impl Pool {
-    pub(crate) fn new(
-        settings: OutboundSettings,
-        identity: Identity,
-        inbox: Arc<Inbox>,
-        cancel: CancellationToken,
-        tracker: TaskTracker,
-    ) -> Self {
-        Pool {
-            slots: Mutex::new(HashMap::new()),
-            settings,
-            identity,
-            inbox,
-            cancel,
-            tracker,
-        }
-    }
-
-    fn slot(&self, address: &str, credentials: &Credentials) -> Slot {
-        let mut slots = self.slots.lock();
-        if let Some(slot) = slots
-            .get(address)
-            .and_then(|list| list.iter().find(|(c, _)| c == credentials))
-        {
-            return slot.1.clone();
-        }
-        if slots.values().map(Vec::len).sum::<usize>() >= MAX_POOL_ENTRIES {
-            slots.retain(|_, list| {
-                list.retain(|(_, slot)| match slot.try_lock() {
-                    Ok(conn) => conn.as_ref().is_some_and(|c| !c.conn.is_closed()),
-                    Err(_) => true,
-                });
-                !list.is_empty()
-            });
-        }
-        let slot = Slot::default();
-        slots
-            .entry(address.to_owned())
-            .or_default()
-            .push((credentials.clone(), slot.clone()));
-        slot
-    }
-
-    /// The pooled connection to `address` (reused = true), or a new one.
-    async fn connection(
-        &self,
-        address: &str,
-        credentials: &Credentials,
-    ) -> Result<(Arc<PeerConnection>, bool)> {
-        let slot = self.slot(address, credentials);
-        let mut held = slot.lock().await;
-        if let Some(conn) = held.as_ref().filter(|c| c.is_usable(credentials)) {
-            return Ok((conn.clone(), true));
-        }
-        // Boxed: the handshake's state is most of this future's size, and every send would
-        // otherwise copy it around.
-        let conn = Box::pin(PeerConnection::open(
-            address,
-            credentials,
-            &self.identity,
-            &self.settings,
-            &self.inbox,
-            &self.cancel,
-            &self.tracker,
-        ))
-        .await?;
-        if let Some(old) = held.replace(conn.clone()) {
-            old.close();
-        }
-        Ok((conn, false))
-    }
-
-    /// Sends one message to `address` under `credentials` over a pooled connection. Not
-    /// bounded in time: the caller applies the send timeout.
-    pub(crate) async fn send(
-        &self,
-        address: &str,
-        credentials: &Credentials,
-        message_type: &str,
-        payload: &Value,
-        correlation_id: &str,
-    ) -> Result<()> {
-        let (conn, reused) = self.connection(address, credentials).await?;
-        match conn.send(message_type, payload, correlation_id).await {
-            Ok(()) => Ok(()),
-            Err(SendFailure::Failed(e)) => Err(e),
-            Err(SendFailure::Lost {
-                nothing_acked: true,
-                ..
-            }) if reused => {
-                tracing::debug!(address, "pooled connection was dead; retrying on a new one");
-                let (conn, _) = self.connection(address, credentials).await?;
-                match conn.send(message_type, payload, correlation_id).await {
-                    Ok(()) => Ok(()),
-                    Err(SendFailure::Failed(e)) => Err(e),
-                    Err(SendFailure::Lost { reason, .. }) => {
-                        Err(AgentError::unreachable(address, reason))
-                    }
-                }
-            }
-            Err(SendFailure::Lost { reason, .. }) => Err(AgentError::unreachable(address, reason)),
-        }
-    }
-
-    /// Closes every pooled connection (used when our id or hub standing changes).
-    pub(crate) fn clear(&self) {
-        let slots: Vec<Slot> = self
-            .slots
-            .lock()
-            .drain()
-            .flat_map(|(_, list)| list.into_iter().map(|(_, s)| s))
-            .collect();
-        for slot in slots {
-            if let Ok(conn) = slot.try_lock() {
-                if let Some(c) = conn.as_ref() {
-                    c.close();
-                }
-            }
-        }
-    }
-
-    /// The pooled connection to `address` under `credentials`, if any (tests).
-    #[cfg(test)]
-    pub(crate) fn pooled(
-        &self,
-        address: &str,
-        credentials: &Credentials,
-    ) -> Option<Arc<PeerConnection>> {
-        let slot = self
-            .slots
-            .lock()
-            .get(address)?
-            .iter()
-            .find(|(c, _)| c == credentials)?
-            .1
-            .clone();
-        let conn = slot.try_lock().ok()?.clone();
-        conn
-    }
-
-    /// Number of live pooled connections (tests).
-    #[cfg(test)]
-    pub(crate) fn live(&self) -> usize {
-        self.slots
-            .lock()
-            .values()
-            .flatten()
-            .map(|(_, s)| s)
-            .filter(|s| {
-                s.try_lock()
-                    .map(|c| c.as_ref().is_some_and(|c| !c.conn.is_closed()))
-                    .unwrap_or(true)
-            })
-            .count()
-    }
-}
-
-/// Round trip of `{"type":"ping"}` → `{"type":"pong"}` on a fresh connection.
-pub(crate) async fn ping(address: &str, max_frame_len: usize) -> Result<Duration> {
-    let stream = TcpStream::connect(address)
-        .await
-        .map_err(|e| AgentError::unreachable(address, e))?;
-    let _ = stream.set_nodelay(true);
-    ping_on(stream, address, max_frame_len).await
-}
-
-/// [`ping`] on a connected stream (`address` names it in errors).
-pub(crate) async fn ping_on<S>(
-    mut stream: S,
-    address: &str,
-    max_frame_len: usize,
-) -> Result<Duration>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let started = Instant::now();
-    stream
-        .write_all(&Frame::Ping.encode())
-        .await
-        .map_err(|e| AgentError::unreachable(address, e))?;
-    let mut decoder = LineDecoder::new(max_frame_len);
-    let mut buf = vec![0u8; PING_READ_BUFFER];
-    loop {
-        let n = stream
-            .read(&mut buf)
-            .await
-            .map_err(|e| AgentError::unreachable(address, e))?;
-        if n == 0 {
-            return Err(AgentError::unreachable(address, "closed without pong"));
-        }
-        decoder.push(&buf[..n]);
-        while let Some(line) = decoder.next_line().map_err(|e| AgentError::Peer {
-            address: address.to_owned(),
-            error: e.to_string(),
-        })? {
-            match Frame::parse(line) {
-                Ok(Frame::Pong) => {
-                    let rtt = started.elapsed();
-                    let _ = stream.shutdown().await;
-                    return Ok(rtt);
-                }
-                Ok(Frame::Error(error)) => return Err(conn::peer_error(address, error)),
-                _ => {}
-            }
-        }
-    }
 }
