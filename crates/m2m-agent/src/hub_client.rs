@@ -28,7 +28,8 @@ use crate::error::{AgentError, Result};
 
 use crate::defaults::{HUB_OUTGOING_QUEUE as OUTGOING_QUEUE, MAX_HUB_REPLY};
 
-/// A live connection to the hub. Cheap to clone.
+/// One WebSocket connection to the hub; a reconnect makes a new one (our presence across
+/// them is [`HubPresence`](crate::hub_presence::HubPresence)). Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct HubClient {
     inner: Arc<Inner>,

@@ -123,7 +123,7 @@ pub mod defaults;
 mod error;
 mod handler;
 mod hub_client;
-mod hub_link;
+mod hub_presence;
 mod identity;
 mod inbox;
 mod listener;

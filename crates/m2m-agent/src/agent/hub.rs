@@ -23,7 +23,7 @@ impl Agent {
             offset: options.offset.map(Into::into),
             ..HubRequest::default()
         };
-        let found: Discovered = self.inner.link.request(req, true).await?;
+        let found: Discovered = self.inner.presence.request(req, true).await?;
         for p in &found.agents {
             self.inner
                 .cache
@@ -39,7 +39,7 @@ impl Agent {
             capability: Some(capability.into()),
             ..HubRequest::default()
         };
-        let found: Found = self.inner.link.request(req, false).await?;
+        let found: Found = self.inner.presence.request(req, false).await?;
         for a in &found.agents {
             self.inner
                 .cache
@@ -55,7 +55,7 @@ impl Agent {
             id: Some(id.into()),
             ..HubRequest::default()
         };
-        let found: LookedUp = match self.inner.link.request(req, false).await {
+        let found: LookedUp = match self.inner.presence.request(req, false).await {
             Err(AgentError::Hub(e)) if e == hub_errors::AGENT_NOT_FOUND => {
                 return Err(AgentError::AgentNotFound(id.to_owned()))
             }
@@ -71,7 +71,7 @@ impl Agent {
     /// Sets our status (`busy`, …) and merges `metadata` into the hub's record. Restored
     /// after a reconnect.
     pub async fn update_status(&self, status: &str, metadata: Map<String, Value>) -> Result<()> {
-        self.inner.link.update_status(status, metadata).await
+        self.inner.presence.update_status(status, metadata).await
     }
 
     /// The hub's statistics.
@@ -80,6 +80,6 @@ impl Agent {
             action: Some("stats".into()),
             ..HubRequest::default()
         };
-        self.inner.link.request(req, false).await
+        self.inner.presence.request(req, false).await
     }
 }

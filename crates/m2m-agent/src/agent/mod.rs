@@ -39,7 +39,7 @@ use crate::cache::AddressCache;
 use crate::config::{hub_url, AgentConfig};
 use crate::defaults::{EVENT_CAPACITY, SHUTDOWN_GRACE};
 use crate::error::{AgentError, Result};
-use crate::hub_link::{self, HubLink, LinkTiming};
+use crate::hub_presence::{self, HubPresence, PresenceTiming};
 use crate::identity::LocalIdentity;
 use crate::inbox::Inbox;
 use crate::listener::{self, InboundContext, InboundLimits, InboundSessions};
@@ -59,7 +59,7 @@ pub struct Agent {
 pub(crate) struct Inner {
     config: AgentConfig,
     local_port: u16,
-    link: Arc<HubLink>,
+    presence: Arc<HubPresence>,
     local: Arc<LocalIdentity>,
     inbox: Arc<Inbox>,
     sessions: Arc<InboundSessions>,
@@ -119,7 +119,7 @@ impl Agent {
         };
         let address = match (&config.address, &listener) {
             (Some(a), _) => a.clone(),
-            (None, Some(_)) => format!("{}:{}", hub_link::local_ipv4(&url).await, local_port),
+            (None, Some(_)) => format!("{}:{}", hub_presence::local_ipv4(&url).await, local_port),
             (None, None) => String::new(),
         };
 
@@ -163,9 +163,9 @@ impl Agent {
             cancel.clone(),
             tracker.clone(),
         ));
-        let link = Arc::new(HubLink::new(
+        let presence = Arc::new(HubPresence::new(
             url,
-            LinkTiming {
+            PresenceTiming {
                 request_timeout: config.hub_request_timeout,
                 heartbeat_interval: config.heartbeat_interval,
                 auto_reconnect: config.auto_reconnect,
@@ -185,7 +185,7 @@ impl Agent {
                 vouched: VouchedKeys::default(),
                 config,
                 local_port,
-                link: link.clone(),
+                presence: presence.clone(),
                 local,
                 inbox,
                 sessions,
@@ -200,12 +200,12 @@ impl Agent {
         };
         if !agent.inner.config.register {
             // Nothing registered, so nothing to heartbeat or to restore after a reconnect.
-            let standing = link.attach().await?;
+            let standing = presence.attach().await?;
             tracing::debug!(id = %standing.id, "attached to the hub without registering");
             return Ok(agent);
         }
         // On failure `agent` drops here, which stops the listener.
-        let standing = link.register().await?;
+        let standing = presence.register().await?;
         tracing::info!(
             id = %standing.id,
             address = %standing.address,
@@ -216,19 +216,19 @@ impl Agent {
             id: standing.id,
             address: standing.address,
         });
-        tracker.spawn(hub_link::supervise(link, pool, events, cancel));
+        tracker.spawn(hub_presence::supervise(presence, pool, events, cancel));
         Ok(agent)
     }
 
     /// Our id (32 hex chars). On a 2.1 hub it is our identity's derived id, the same on
     /// every reconnect; after a reconnect to a 2.0 hub it is the new random one.
     pub fn id(&self) -> String {
-        self.inner.link.standing().id
+        self.inner.presence.standing().id
     }
 
     /// Our address as the hub stored it (empty when we did not register).
     pub fn address(&self) -> String {
-        self.inner.link.standing().address
+        self.inner.presence.standing().address
     }
 
     /// 2.1: whether the hub verified our identity at the last registration (a 2.1 hub).
@@ -340,7 +340,7 @@ impl Agent {
         if self.inner.disconnected.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        self.inner.link.disconnect().await;
+        self.inner.presence.disconnect().await;
         self.inner.cancel.cancel();
         self.inner.tracker.close();
         if tokio::time::timeout(SHUTDOWN_GRACE, self.inner.tracker.wait())

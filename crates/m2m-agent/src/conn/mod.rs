@@ -45,7 +45,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::AgentError;
 use crate::inbox::{Inbox, NotTaken};
 use crate::message::Message;
-pub(crate) use out::{Flush, Out};
+pub(crate) use out::{Flush, PendingOutput};
 pub(crate) use transport::WriteHalf;
 
 /// A session state machine that seals messages: the [`Initiator`] outbound, the
@@ -132,7 +132,7 @@ struct AwaitingAck {
 /// What the connection's tasks and its senders share.
 pub(crate) struct Connection<S, W> {
     session: Mutex<S>,
-    out: Mutex<Out<W>>,
+    out: Mutex<PendingOutput<W>>,
     awaiting_ack: Mutex<VecDeque<AwaitingAck>>,
     /// Places in `awaiting_ack`.
     places: Arc<Semaphore>,
@@ -177,7 +177,7 @@ impl<S: Seal, W: WriteHalf> Connection<S, W> {
     ) -> Self {
         Connection {
             session: Mutex::new(session),
-            out: Mutex::new(Out::new(writer)),
+            out: Mutex::new(PendingOutput::new(writer)),
             awaiting_ack: Mutex::new(VecDeque::new()),
             places: Arc::new(Semaphore::new(limits.max_awaiting_ack.max(1))),
             acks: AtomicU64::new(0),
@@ -194,7 +194,7 @@ impl<S: Seal, W: WriteHalf> Connection<S, W> {
     }
 
     /// The pending output (the reading task appends acks and answers to it).
-    pub(crate) fn out(&self) -> MutexGuard<'_, Out<W>> {
+    pub(crate) fn out(&self) -> MutexGuard<'_, PendingOutput<W>> {
         self.out.lock()
     }
 
@@ -299,7 +299,7 @@ impl<S: Seal, W: WriteHalf> Connection<S, W> {
 
     /// Writes what `out` holds now, unless a task waits on the stream already; if the stream
     /// is full, the task that waits for it takes over.
-    pub(crate) fn flush_or_hand_over(&self, out: &mut Out<W>) {
+    pub(crate) fn flush_or_hand_over(&self, out: &mut PendingOutput<W>) {
         if out.busy || !out.pending() {
             return;
         }

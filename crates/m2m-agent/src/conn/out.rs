@@ -1,10 +1,10 @@
 //! Output of a connection, written by whichever task produced the bytes.
 //!
-//! A task that has frames to send appends them to the connection's [`Out`] under its lock
+//! A task that has frames to send appends them to the connection's [`PendingOutput`] under its lock
 //! and, when no other task is waiting on the socket, writes them at once with a
-//! non-blocking `try_write` ([`Out::try_flush`]): a request or a response costs no hand-off
+//! non-blocking `try_write` ([`PendingOutput::try_flush`]): a request or a response costs no hand-off
 //! to a writer task. Only when the socket's buffer is full does a task have to wait
-//! ([`drain`]); meanwhile [`Out::busy`] is set and other tasks only append, so frames keep
+//! ([`drain`]); meanwhile [`PendingOutput::busy`] is set and other tasks only append, so frames keep
 //! their order and are written together once the socket takes more.
 
 use std::io::ErrorKind;
@@ -19,7 +19,7 @@ use crate::defaults::KEEP_OUTPUT_CAPACITY;
 
 /// A connection's pending output.
 #[derive(Debug)]
-pub(crate) struct Out<W> {
+pub(crate) struct PendingOutput<W> {
     /// Bytes to write: `buf[written..]`.
     pub buf: Vec<u8>,
     written: usize,
@@ -31,7 +31,7 @@ pub(crate) struct Out<W> {
     pub last_write: Instant,
 }
 
-/// What [`Out::try_flush`] achieved.
+/// What [`PendingOutput::try_flush`] achieved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Flush {
     /// Everything is written.
@@ -42,9 +42,9 @@ pub(crate) enum Flush {
     Closed,
 }
 
-impl<W: WriteHalf> Out<W> {
+impl<W: WriteHalf> PendingOutput<W> {
     pub(crate) fn new(writer: Arc<W>) -> Self {
-        Out {
+        PendingOutput {
             buf: Vec::new(),
             written: 0,
             busy: false,
@@ -129,9 +129,9 @@ pub(crate) async fn let_others_append_first() {
 }
 
 /// Writes everything `out` holds, waiting for the socket as needed, until it is empty; then
-/// clears [`Out::busy`]. False when the socket failed or took nothing for `timeout`.
+/// clears [`PendingOutput::busy`]. False when the socket failed or took nothing for `timeout`.
 pub(crate) async fn drain<W: WriteHalf>(
-    out: &Mutex<Out<W>>,
+    out: &Mutex<PendingOutput<W>>,
     writer: &W,
     timeout: Duration,
 ) -> bool {
@@ -172,7 +172,7 @@ mod tests {
         let (mut server, _) = listener.accept().await.unwrap();
         let (_r, w) = client.into_split();
         let w = Arc::new(w);
-        let out = Mutex::new(Out::new(w.clone()));
+        let out = Mutex::new(PendingOutput::new(w.clone()));
         let total = 32 * 1024 * 1024;
         let data: Vec<u8> = (0..total).map(|i| (i % 251) as u8).collect();
         let first = {
