@@ -137,7 +137,7 @@ mod p2p_tests;
 
 pub use agent::{Agent, AgentBuilder};
 pub use config::{hub_url, AgentConfig};
-pub use error::{AgentError, Result};
+pub use error::{AgentError, ErrorKind, IoError, Result};
 pub use handler::{HandlerError, HandlerResult, HANDLERS_AT_ONCE};
 pub use m2m_proto::hub::{AgentRecord, FoundAgent, Peer, Stats};
 pub use m2m_proto::{Identity, IdentityKey};

@@ -105,7 +105,7 @@ impl Agent {
             Some(
                 TcpListener::bind(SocketAddr::new(config.bind_ip, config.port))
                     .await
-                    .map_err(|e| AgentError::io(format!("binding P2P port {}", config.port), &e))?,
+                    .map_err(|e| AgentError::io(format!("binding P2P port {}", config.port), e))?,
             )
         } else {
             None
@@ -113,7 +113,7 @@ impl Agent {
         let local_port = match &listener {
             Some(l) => l
                 .local_addr()
-                .map_err(|e| AgentError::io("reading the P2P port", &e))?
+                .map_err(|e| AgentError::io("reading the P2P port", e))?
                 .port(),
             None => 0,
         };

@@ -120,9 +120,14 @@ fn session_error(address: &str, e: SessionError) -> AgentError {
                 reason: e.to_string(),
             }
         }
-        other => AgentError::Peer {
+        e @ (SessionError::Protocol(_)
+        | SessionError::Crypto(_)
+        | SessionError::Replay
+        | SessionError::DecryptionFailed) => AgentError::misbehaved(address, e),
+        // We sealed before the handshake completed: our bug, not the peer's.
+        e @ SessionError::NotEstablished => AgentError::Peer {
             address: address.to_owned(),
-            error: other.to_string(),
+            error: e.to_string(),
         },
     }
 }
@@ -176,12 +181,7 @@ impl PeerConnection {
                 let event = match decoder.next_line() {
                     Ok(Some(line)) => session.handle_line(line),
                     Ok(None) => break,
-                    Err(e) => {
-                        return Err(AgentError::Peer {
-                            address: address.to_owned(),
-                            error: e.to_string(),
-                        })
-                    }
+                    Err(e) => return Err(AgentError::misbehaved(address, e)),
                 };
                 match event {
                     Ok(InitiatorEvent::Established) => break 'handshake,

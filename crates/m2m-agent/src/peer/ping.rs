@@ -46,10 +46,10 @@ where
             return Err(AgentError::unreachable(address, "closed without pong"));
         }
         decoder.push(&buf[..n]);
-        while let Some(line) = decoder.next_line().map_err(|e| AgentError::Peer {
-            address: address.to_owned(),
-            error: e.to_string(),
-        })? {
+        while let Some(line) = decoder
+            .next_line()
+            .map_err(|e| AgentError::misbehaved(address, e))?
+        {
             match Frame::parse(line) {
                 Ok(Frame::Pong) => {
                     let rtt = started.elapsed();

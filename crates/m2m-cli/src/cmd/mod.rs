@@ -126,7 +126,7 @@ impl Join {
                 Kind::Timeout,
                 format!("the hub at {url} did not answer in time"),
             ),
-            AgentError::Io { context, reason } => anyhow!("{context}: {reason}"),
+            AgentError::Io { context, source } => anyhow!("{context}: {source}"),
             AgentError::Hub(error) => anyhow!("the hub at {url} refused to register us: {error}"),
             other => anyhow!("could not join the hub at {url}: {other}"),
         })
