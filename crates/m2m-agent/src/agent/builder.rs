@@ -168,7 +168,7 @@ impl AgentBuilder {
     /// connection to an address they look up. No P2P port is opened
     /// ([`Agent::local_port`] is 0, [`Agent::address`] is empty), our id is our identity's
     /// derived id, no [`AgentEvent::Connected`] is sent, no heartbeats or reconnects run,
-    /// and [`Agent::update_status`] fails with [`AgentError::NotRegistered`].
+    /// and [`Agent::update_status`] fails with [`AgentError::NotRegistered`](crate::AgentError::NotRegistered).
     pub fn register(mut self, on: bool) -> Self {
         self.config.register = on;
         self

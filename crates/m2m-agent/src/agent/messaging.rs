@@ -59,7 +59,7 @@ impl Agent {
 
     /// Sends one message to `address` (`host:port`) without asking the hub. Nobody vouches
     /// for the identity there: a 2.1 peer authenticates, but as whoever it is (and a 2.0
-    /// peer is refused with [`AgentBuilder::authenticated_peers_only`]).
+    /// peer is refused with [`AgentBuilder::authenticated_peers_only`](crate::AgentBuilder::authenticated_peers_only)).
     pub async fn send_direct(
         &self,
         address: &str,
@@ -191,7 +191,7 @@ impl Agent {
     ///
     /// **Ours (issue 13 #7, #8):** the `from` of an unauthenticated message is only declared,
     /// so its answer never travels on an authenticated route: it goes as plain 2.0 (which
-    /// a real 2.0 sender expects), within [`AgentConfig::unverified_respond_timeout`], and not
+    /// a real 2.0 sender expects), within [`AgentConfig::unverified_respond_timeout`](crate::AgentConfig::unverified_respond_timeout), and not
     /// at all ([`AgentError::Authentication`]) when the hub vouches for an identity under
     /// that id — whoever holds that key would have authenticated, so the claim is false and
     /// answering would launder the sender's words into an authenticated message from us.
