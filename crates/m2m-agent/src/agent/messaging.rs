@@ -120,8 +120,11 @@ impl Agent {
                 let timeout = self.inner.config.send_timeout;
                 let cid = correlation_id();
                 let sent = tokio::time::timeout(timeout, async {
-                    let expect =
-                        self.vouched_identity(&peer.id, &peer.address, peer.identity.as_deref())?;
+                    let expect = self.inner.vouched.check(
+                        &peer.id,
+                        &peer.address,
+                        peer.identity.as_deref(),
+                    )?;
                     self.deliver(&peer.address, expect, message_type, payload, &cid)
                         .await
                 })

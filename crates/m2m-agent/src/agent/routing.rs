@@ -22,7 +22,8 @@ use crate::peer::Credentials;
 pub(super) struct VouchedKeys(Mutex<HashMap<String, (String, IdentityKey)>>);
 
 impl VouchedKeys {
-    /// [`vouched_identity`], remembering the keys that passed.
+    /// The identity key the hub vouches for under `id` (none if it vouches for nothing),
+    /// checked by [`checked_key`]; the keys that passed are remembered.
     pub(super) fn check(
         &self,
         id: &str,
@@ -37,15 +38,13 @@ impl VouchedKeys {
                 return Ok(Some(*key));
             }
         }
-        let key = vouched_identity(id, address, identity)?;
-        if let Some(key) = key {
-            let mut vouched = self.0.lock();
-            if vouched.len() >= VOUCHED_KEYS {
-                vouched.clear();
-            }
-            vouched.insert(text.to_owned(), (id.to_owned(), key));
+        let key = checked_key(id, address, text)?;
+        let mut vouched = self.0.lock();
+        if vouched.len() >= VOUCHED_KEYS {
+            vouched.clear();
         }
-        Ok(key)
+        vouched.insert(text.to_owned(), (id.to_owned(), key));
+        Ok(Some(key))
     }
 }
 
@@ -67,18 +66,11 @@ impl Agent {
         if known.status.as_deref() == Some(status::OFFLINE) {
             return Err(AgentError::AgentOffline(id.to_owned()));
         }
-        let expect = self.vouched_identity(id, &known.address, known.identity.as_deref())?;
+        let expect = self
+            .inner
+            .vouched
+            .check(id, &known.address, known.identity.as_deref())?;
         Ok((known.address, expect))
-    }
-
-    /// The identity key the hub vouches for under `id`, checked (see [`VouchedKeys`]).
-    pub(super) fn vouched_identity(
-        &self,
-        id: &str,
-        address: &str,
-        identity: Option<&str>,
-    ) -> Result<Option<IdentityKey>> {
-        self.inner.vouched.check(id, address, identity)
     }
 
     /// How we connect to a peer whose identity the hub vouches for as `expect`.
@@ -97,14 +89,7 @@ impl Agent {
 /// The identity key a hub record vouches for, checked against the id it is filed under: the
 /// id is the hash of the key, so a record whose key does not hash to its id is a lie (a hub
 /// trying to pass someone else's key off for this id) and nothing is sent.
-fn vouched_identity(
-    id: &str,
-    address: &str,
-    identity: Option<&str>,
-) -> Result<Option<IdentityKey>> {
-    let Some(text) = identity else {
-        return Ok(None);
-    };
+fn checked_key(id: &str, address: &str, text: &str) -> Result<IdentityKey> {
     let refuse = |reason: String| AgentError::Authentication {
         address: address.to_owned(),
         reason,
@@ -113,5 +98,5 @@ fn vouched_identity(
         .map_err(|e| refuse(format!("the hub's identity for {id}: {e}")))?;
     key.check_id(id)
         .map_err(|_| refuse(format!("the hub's identity for {id} is not that id's key")))?;
-    Ok(Some(key))
+    Ok(key)
 }

@@ -61,43 +61,31 @@ pub(crate) trait Seal: Send + 'static {
     ) -> Result<(), SessionError>;
 }
 
-impl Seal for Initiator {
-    fn seal_into(
-        &mut self,
-        message_type: &str,
-        plaintext: &[u8],
-        correlation_id: &str,
-        out: &mut Vec<u8>,
-    ) -> Result<(), SessionError> {
-        Initiator::seal_into(
-            self,
-            message_type,
-            plaintext,
-            Some(correlation_id),
-            &mut rand::thread_rng(),
-            out,
-        )
-    }
+/// Both state machines seal with the same signature, with the thread's RNG.
+macro_rules! seal_with_thread_rng {
+    ($($machine:ty),*) => {$(
+        impl Seal for $machine {
+            fn seal_into(
+                &mut self,
+                message_type: &str,
+                plaintext: &[u8],
+                correlation_id: &str,
+                out: &mut Vec<u8>,
+            ) -> Result<(), SessionError> {
+                <$machine>::seal_into(
+                    self,
+                    message_type,
+                    plaintext,
+                    Some(correlation_id),
+                    &mut rand::thread_rng(),
+                    out,
+                )
+            }
+        }
+    )*};
 }
 
-impl Seal for Responder {
-    fn seal_into(
-        &mut self,
-        message_type: &str,
-        plaintext: &[u8],
-        correlation_id: &str,
-        out: &mut Vec<u8>,
-    ) -> Result<(), SessionError> {
-        Responder::seal_into(
-            self,
-            message_type,
-            plaintext,
-            Some(correlation_id),
-            &mut rand::thread_rng(),
-            out,
-        )
-    }
-}
+seal_with_thread_rng!(Initiator, Responder);
 
 /// How a queued message ended.
 #[derive(Debug)]
