@@ -84,8 +84,8 @@ pub const INBOX_CAPACITY: usize = 1024;
 pub const INBOX_BYTES: usize = 64 * 1024 * 1024;
 
 /// Quiet time after which a limit's refusals count as a new episode: the first refusal of
-/// an episode is logged at `warn`, the rest only counted ([`Agent::refusals`](crate::Agent::refusals)),
-/// so a flood cannot flood the log.
+/// an episode is logged at `warn`, the rest only counted
+/// ([`Agent::refusals`](crate::Agent::refusals)), so a flood cannot flood the log.
 pub const REFUSAL_EPISODE_QUIET: Duration = Duration::from_secs(60);
 
 // ---- hub ------------------------------------------------------------------------------------

@@ -19,9 +19,9 @@
 //! connection (sealed by the responder, acked by the initiator): an agent that accepts no
 //! inbound connections can still make requests. `respond` seals and writes the response
 //! itself through the connection engine ([`crate::conn`]); the connection's task only
-//! finishes writes the stream could not take at once. After a read that delivered messages the task lets the
-//! application run once before writing the acks, so that an immediate response leaves in
-//! the same write as the request's ack.
+//! finishes writes the stream could not take at once. After a read that delivered messages
+//! the task lets the application run once before writing the acks, so that an immediate
+//! response leaves in the same write as the request's ack.
 
 use std::collections::HashMap;
 use std::net::IpAddr;

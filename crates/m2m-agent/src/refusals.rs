@@ -1,6 +1,7 @@
-//! What the agent refused its peers, per limit: counted for [`Agent::refusals`](crate::Agent::refusals)
-//! and logged at `warn` once per episode (the first refusal after
-//! [`REFUSAL_EPISODE_QUIET`] without one), so an operator sees an attack without its flood.
+//! What the agent refused its peers, per limit: counted for
+//! [`Agent::refusals`](crate::Agent::refusals) and logged at `warn` once per episode (the
+//! first refusal after [`REFUSAL_EPISODE_QUIET`] without one), so an operator sees an attack
+//! without its flood.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -1,11 +1,11 @@
 //! Output of a connection, written by whichever task produced the bytes.
 //!
-//! A task that has frames to send appends them to the connection's [`PendingOutput`] under its lock
-//! and, when no other task is waiting on the socket, writes them at once with a
-//! non-blocking `try_write` ([`PendingOutput::try_flush`]): a request or a response costs no hand-off
-//! to a writer task. Only when the socket's buffer is full does a task have to wait
-//! ([`drain`]); meanwhile [`PendingOutput::busy`] is set and other tasks only append, so frames keep
-//! their order and are written together once the socket takes more.
+//! A task that has frames to send appends them to the connection's [`PendingOutput`] under
+//! its lock and, when no other task is waiting on the stream, writes them at once with a
+//! non-blocking `try_write` ([`PendingOutput::try_flush`]): a request or a response costs no
+//! hand-off to a writer task. Only when the stream's buffer is full does a task have to wait
+//! ([`drain`]); meanwhile [`PendingOutput::busy`] is set and other tasks only append, so
+//! frames keep their order and are written together once the stream takes more.
 
 use std::io::ErrorKind;
 use std::sync::Arc;
