@@ -307,6 +307,12 @@ impl<S: Seal, W: WriteHalf> Connection<S, W> {
         out::drain(&self.out, writer, timeout).await
     }
 
+    /// Messages sent and not yet acked (tests).
+    #[cfg(test)]
+    pub(crate) fn awaiting_ack(&self) -> usize {
+        self.awaiting_ack.lock().len()
+    }
+
     /// The peer acked the oldest queued message.
     pub(crate) fn acked(&self) {
         self.acks.fetch_add(1, Ordering::AcqRel);

@@ -352,13 +352,18 @@ async fn sends_beyond_the_socket_buffer_are_finished_by_the_writer_task() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
     let count = 24usize;
+    let (go, read_on) = tokio::sync::oneshot::channel::<()>();
     let peer = tokio::spawn(async move {
         let (stream, _) = listener.accept().await.unwrap();
         let (mut lines, mut w, mut responder) = accept_handshake(stream).await;
-        // Read nothing for a while: the sender's socket fills up.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut read_on = Some(read_on);
         let mut seen = Vec::new();
-        for _ in 0..count {
+        for n in 0..count {
+            if n == 1 {
+                // Read nothing more until every other message is queued: the sender's
+                // socket fills up.
+                read_on.take().unwrap().await.unwrap();
+            }
             let line = lines.next_line().await.unwrap().unwrap();
             let output = responder.handle_line(line.as_bytes(), &mut rand::thread_rng());
             match output {
@@ -413,6 +418,11 @@ async fn sends_beyond_the_socket_buffer_are_finished_by_the_writer_task() {
         // Spawned one after another, so that they queue in order.
         tokio::task::yield_now().await;
     }
+    let conn = pool.pooled(&address, &Credentials::plain("me")).unwrap();
+    while conn.awaiting_ack() < count - 1 {
+        tokio::task::yield_now().await;
+    }
+    go.send(()).unwrap();
     for s in sends {
         s.await.unwrap().unwrap();
     }

@@ -269,6 +269,12 @@ impl PeerConnection {
         self.conn.closed().cancel();
     }
 
+    /// Messages sent and not yet acked (tests).
+    #[cfg(test)]
+    pub(crate) fn awaiting_ack(&self) -> usize {
+        self.conn.awaiting_ack()
+    }
+
     /// Resolves once the connection is closed (tests wait for the peer's close with it).
     #[cfg(test)]
     pub(crate) async fn closed(&self) {
