@@ -92,6 +92,9 @@ pub enum AgentError {
         address: String,
         /// What went wrong (connect refused, reset, closed…).
         reason: String,
+        /// The OS error, when one said it.
+        #[source]
+        source: Option<IoError>,
     },
     /// An operation did not complete in time.
     #[error("{operation} timed out after {after:?}")]
@@ -176,6 +179,16 @@ impl AgentError {
         AgentError::Unreachable {
             address: address.to_owned(),
             reason: reason.to_string(),
+            source: None,
+        }
+    }
+
+    /// [`AgentError::Unreachable`] because of an OS error, kept as the source.
+    pub(crate) fn unreachable_io(address: &str, err: io::Error) -> Self {
+        AgentError::Unreachable {
+            address: address.to_owned(),
+            reason: err.to_string(),
+            source: Some(err.into()),
         }
     }
 
@@ -237,6 +250,14 @@ mod tests {
             e,
             AgentError::io("binding P2P port 1", io::ErrorKind::PermissionDenied.into())
         );
+    }
+
+    #[test]
+    fn an_unreachable_peer_keeps_the_os_error() {
+        let e = AgentError::unreachable_io("p:1", io::ErrorKind::ConnectionRefused.into());
+        let source = e.source().expect("the OS error is the source");
+        assert_eq!(e.to_string(), format!("peer p:1 unreachable: {source}"));
+        assert!(AgentError::unreachable("p:1", "closed").source().is_none());
     }
 
     #[test]

@@ -146,7 +146,7 @@ impl PeerConnection {
     ) -> Result<Arc<Self>> {
         let stream = TcpStream::connect(address)
             .await
-            .map_err(|e| AgentError::unreachable(address, e))?;
+            .map_err(|e| AgentError::unreachable_io(address, e))?;
         let _ = stream.set_nodelay(true);
         let (mut reader, mut writer) = stream.into_split();
         let (mut session, hello) = match credentials {
@@ -163,13 +163,13 @@ impl PeerConnection {
         writer
             .write_all(&hello.encode())
             .await
-            .map_err(|e| AgentError::unreachable(address, e))?;
+            .map_err(|e| AgentError::unreachable_io(address, e))?;
         let mut decoder = LineDecoder::new(settings.max_frame_len);
         'handshake: loop {
             let n = reader
                 .read(decoder.read_buf(READ_CHUNK))
                 .await
-                .map_err(|e| AgentError::unreachable(address, e))?;
+                .map_err(|e| AgentError::unreachable_io(address, e))?;
             if n == 0 {
                 return Err(AgentError::unreachable(
                     address,
@@ -195,7 +195,7 @@ impl PeerConnection {
             writer
                 .write_all(&auth.encode())
                 .await
-                .map_err(|e| AgentError::unreachable(address, e))?;
+                .map_err(|e| AgentError::unreachable_io(address, e))?;
         }
         let writer = Arc::new(writer);
         let conn = Arc::new(Connection::new(

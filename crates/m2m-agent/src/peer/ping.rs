@@ -16,7 +16,7 @@ use crate::error::{AgentError, Result};
 pub(crate) async fn ping(address: &str, max_frame_len: usize) -> Result<Duration> {
     let stream = TcpStream::connect(address)
         .await
-        .map_err(|e| AgentError::unreachable(address, e))?;
+        .map_err(|e| AgentError::unreachable_io(address, e))?;
     let _ = stream.set_nodelay(true);
     ping_on(stream, address, max_frame_len).await
 }
@@ -34,14 +34,14 @@ where
     stream
         .write_all(&Frame::Ping.encode())
         .await
-        .map_err(|e| AgentError::unreachable(address, e))?;
+        .map_err(|e| AgentError::unreachable_io(address, e))?;
     let mut decoder = LineDecoder::new(max_frame_len);
     let mut buf = vec![0u8; PING_READ_BUFFER];
     loop {
         let n = stream
             .read(&mut buf)
             .await
-            .map_err(|e| AgentError::unreachable(address, e))?;
+            .map_err(|e| AgentError::unreachable_io(address, e))?;
         if n == 0 {
             return Err(AgentError::unreachable(address, "closed without pong"));
         }

@@ -173,7 +173,9 @@ pub fn explain(error: AgentError) -> anyhow::Error {
         AgentError::Timeout { operation, after } => {
             anyhow!("{operation} timed out after {}", human(after))
         }
-        AgentError::Unreachable { address, reason } => {
+        AgentError::Unreachable {
+            address, reason, ..
+        } => {
             anyhow!("could not reach the agent at {address}: {reason}")
         }
         AgentError::DecryptionFailed { address } => {
