@@ -7,8 +7,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-/// Entries kept before expired ones are swept (a discover page adds at most 500).
-const MAX_ENTRIES: usize = 16 * 1024;
+use crate::defaults::ADDRESS_CACHE_ENTRIES as MAX_ENTRIES;
 
 /// What the hub last said about an agent.
 #[derive(Debug, Clone, PartialEq, Eq)]

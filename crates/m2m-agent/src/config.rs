@@ -5,7 +5,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use m2m_proto::{limits, Identity};
+use m2m_proto::Identity;
 
 use crate::defaults;
 use serde_json::{Map, Value};
@@ -20,9 +20,9 @@ pub const HUB_ENV: &str = "M2M_HUB";
 /// Messages the application has not read yet before peers are slowed down.
 pub const DEFAULT_INBOX_CAPACITY: usize = defaults::INBOX_CAPACITY;
 /// Longest wait between two reconnect attempts.
-pub const DEFAULT_MAX_RECONNECT_DELAY: Duration = Duration::from_secs(60);
+pub const DEFAULT_MAX_RECONNECT_DELAY: Duration = defaults::MAX_RECONNECT_DELAY;
 /// Sends running at once in a broadcast.
-pub const DEFAULT_BROADCAST_PARALLELISM: usize = 32;
+pub const DEFAULT_BROADCAST_PARALLELISM: usize = defaults::BROADCAST_PARALLELISM;
 
 /// Everything an [`Agent`](crate::Agent) needs to start. Build it with
 /// [`Agent::builder`](crate::Agent::builder) or fill it in and call
@@ -81,6 +81,9 @@ pub struct AgentConfig {
     pub unverified_respond_timeout: Duration,
     /// Messages buffered for the application before peers are slowed down.
     pub inbox_capacity: usize,
+    /// Bytes (their lines on the wire) of the messages buffered for the application and the
+    /// request handlers, all together, before peers are slowed down.
+    pub inbox_bytes: usize,
     /// 2.1: our long-term identity (PROTOCOL.md B). `None` generates a fresh one at
     /// connect, so every agent is 2.1; give one (e.g. from a key file) to keep the same id
     /// across restarts.
@@ -103,17 +106,17 @@ impl Default for AgentConfig {
             address: None,
             capabilities: Vec::new(),
             metadata: Map::new(),
-            heartbeat_interval: limits::HEARTBEAT_INTERVAL,
+            heartbeat_interval: defaults::HEARTBEAT_INTERVAL,
             auto_reconnect: true,
-            reconnect_delay: limits::RECONNECT_DELAY,
+            reconnect_delay: defaults::RECONNECT_DELAY,
             max_reconnect_delay: DEFAULT_MAX_RECONNECT_DELAY,
-            hub_request_timeout: limits::HUB_REQUEST_TIMEOUT,
-            request_timeout: limits::REQUEST_TIMEOUT,
+            hub_request_timeout: defaults::HUB_REQUEST_TIMEOUT,
+            request_timeout: defaults::REQUEST_TIMEOUT,
             send_timeout: defaults::SEND_TIMEOUT,
             handshake_timeout: defaults::HANDSHAKE_TIMEOUT,
             idle_timeout: defaults::IDLE_TIMEOUT,
-            pool_idle_close: limits::POOL_IDLE_CLOSE,
-            address_cache_ttl: limits::ADDRESS_CACHE_TTL,
+            pool_idle_close: defaults::POOL_IDLE_CLOSE,
+            address_cache_ttl: defaults::ADDRESS_CACHE_TTL,
             max_frame_len: defaults::MAX_FRAME_LEN,
             max_inbound_connections: defaults::MAX_INBOUND_CONNECTIONS,
             max_inbound_per_ip: defaults::MAX_INBOUND_PER_IP,
@@ -122,6 +125,7 @@ impl Default for AgentConfig {
             handshake_burst_per_ip: defaults::HANDSHAKE_BURST_PER_IP,
             unverified_respond_timeout: defaults::UNVERIFIED_RESPOND_TIMEOUT,
             inbox_capacity: DEFAULT_INBOX_CAPACITY,
+            inbox_bytes: defaults::INBOX_BYTES,
             identity: None,
             authenticated_peers_only: false,
             register: true,

@@ -74,3 +74,127 @@ pub const MAX_ANSWERS_PER_PEER: usize = 2;
 
 /// Messages buffered for the application before peers are slowed down.
 pub const INBOX_CAPACITY: usize = 1024;
+
+/// Bytes of the messages buffered for the application and the request handlers' queues,
+/// all together and counted as their lines on the wire, before peers are slowed down
+/// (acks stop, as at [`INBOX_CAPACITY`]). The count alone let the queue hold 1024 × 1 MiB;
+/// 64 MiB holds 64 maximal messages, or all 1024 of ~64 KiB (the bulk size of
+/// docs/PERFORMANCE.md). A message larger than the whole bound still gets into empty
+/// queues, so nothing legal is refused.
+pub const INBOX_BYTES: usize = 64 * 1024 * 1024;
+
+/// Quiet time after which a limit's refusals count as a new episode: the first refusal of
+/// an episode is logged at `warn`, the rest only counted
+/// ([`Agent::refusals`](crate::Agent::refusals)), so a flood cannot flood the log.
+pub const REFUSAL_EPISODE_QUIET: Duration = Duration::from_secs(60);
+
+// ---- hub ------------------------------------------------------------------------------------
+
+/// Time between heartbeats: the original's 30 s (the hub marks an agent offline after 90 s
+/// without one).
+pub const HEARTBEAT_INTERVAL: Duration = limits::HEARTBEAT_INTERVAL;
+
+/// First delay before reconnecting to the hub: the original's 5 s; doubles per failure.
+pub const RECONNECT_DELAY: Duration = limits::RECONNECT_DELAY;
+
+/// Longest wait between two reconnect attempts: a hub that is down for long is still
+/// retried every minute, and a thousand agents reconnecting do not hammer it.
+pub const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(60);
+
+/// Time a hub request may take: the original's 10 s.
+pub const HUB_REQUEST_TIMEOUT: Duration = limits::HUB_REQUEST_TIMEOUT;
+
+/// Default wait of [`Agent::request`](crate::Agent::request) for its response: the
+/// original's 30 s.
+pub const REQUEST_TIMEOUT: Duration = limits::REQUEST_TIMEOUT;
+
+/// Requests queued for the hub's WebSocket before callers wait: more than one agent's
+/// concurrent hub requests ever are, so a caller only waits for a stalled socket.
+pub const HUB_OUTGOING_QUEUE: usize = 64;
+
+/// Largest hub reply accepted: a full `discover` page (100 records) with large metadata
+/// fits; the hub's own records are bounded far below it.
+pub const MAX_HUB_REPLY: usize = 16 * 1024 * 1024;
+
+/// Time the search for our own IPv4 address (a route to the hub) may take before we
+/// register `127.0.0.1`: a UDP `connect` sends nothing, so this only bounds a slow DNS.
+pub const LOCAL_ADDRESS_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Shortest heartbeat interval used, whatever is configured: tokio's `interval` panics on
+/// zero.
+pub const MIN_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(1);
+
+// ---- outbound -------------------------------------------------------------------------------
+
+/// Pooled outbound connections idle this long are closed: 5 s before the peer's own 30 s
+/// idle close, so we never write into a connection the peer is tearing down.
+pub const POOL_IDLE_CLOSE: Duration = limits::POOL_IDLE_CLOSE;
+
+/// How long discover/find/lookup answers are trusted for sends by id: the original's 60 s.
+pub const ADDRESS_CACHE_TTL: Duration = limits::ADDRESS_CACHE_TTL;
+
+/// Addresses the cache keeps before expired entries are swept (a discover page adds at most
+/// 500). Bounds what a hub answering with many pages can make us hold.
+pub const ADDRESS_CACHE_ENTRIES: usize = 16 * 1024;
+
+/// Pool entries (address × credentials) kept before the dead ones are swept.
+pub const MAX_POOL_ENTRIES: usize = 1024;
+
+/// Hub-vouched identity keys remembered as checked against their ids before the memo starts
+/// over: decoding an Ed25519 point and hashing it cost ~10 µs on every send by id otherwise.
+pub const VOUCHED_KEYS: usize = 4096;
+
+/// Sends running at once in a broadcast: enough to hide one peer's latency behind others,
+/// few enough that a broadcast to thousands opens connections gradually.
+pub const BROADCAST_PARALLELISM: usize = 32;
+
+/// Read buffer of a `ping`'s connection: a pong is 16 bytes.
+pub const PING_READ_BUFFER: usize = 4096;
+
+// ---- every connection -----------------------------------------------------------------------
+
+/// Messages one connection may have sent and not yet had acked. Far more than a pipeline
+/// needs (acks come back within a round trip); at the bound a sender waits for a place
+/// before sealing, so a peer that stops acking costs us at most this many queued messages
+/// per connection, and its senders wait instead of queuing more (each send is bounded by
+/// [`SEND_TIMEOUT`]).
+pub const MAX_AWAITING_ACK: usize = 4096;
+
+/// Bytes read from a stream at once; also a connection's free read buffer
+/// ([`FREE_BUFFER_PER_CONNECTION`]).
+pub const READ_CHUNK: usize = FREE_BUFFER_PER_CONNECTION;
+
+/// Least room asked for a read while part of a line is buffered: the buffer then grows by
+/// what arrives, not by a whole read per byte trickled in.
+pub const MIN_READ: usize = 8 * 1024;
+
+/// Pending output an inbound connection writes at once, even mid-read: acks and answers to
+/// a long burst of small messages do not pile up in memory.
+pub const FLUSH_AT: usize = 256 * 1024;
+
+/// Output buffer a connection keeps between writes; a larger one is released once written,
+/// so that a burst of large messages does not pin its memory on an idle connection.
+pub const KEEP_OUTPUT_CAPACITY: usize = 1024 * 1024;
+
+/// Pause after a failed `accept` (out of file descriptors and the like) before the next:
+/// the error would otherwise repeat at once, in a busy loop.
+pub const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(50);
+
+// ---- the application side -------------------------------------------------------------------
+
+/// Requests of one type waiting for their handler ([`Agent::on_request`](crate::Agent::on_request))
+/// before senders are slowed down.
+pub const HANDLER_QUEUE: usize = 256;
+
+/// Handler calls of one [`Agent::on_request`](crate::Agent::on_request) running at once;
+/// further requests wait in the queue (and then in the senders' unacked messages): a flood
+/// of requests costs bounded memory and tasks.
+pub const HANDLERS_AT_ONCE: usize = 64;
+
+/// Events kept for a slow [`Agent::events`](crate::Agent::events) subscriber before it
+/// misses some: events are rare (connects, reconnects, errors).
+pub const EVENT_CAPACITY: usize = 64;
+
+/// How long [`Agent::disconnect`](crate::Agent::disconnect) waits for the agent's tasks to
+/// stop: each has a deadline of its own, so this only bounds a bug.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);

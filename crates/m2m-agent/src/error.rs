@@ -2,10 +2,79 @@
 //!
 //! Variants separate what the caller can act on: the target is unknown or offline (hub
 //! answers), the peer could not be reached or timed out (network), the peer refused the
-//! message (error frames), the hub refused a request (its error string), or the caller misused
-//! the API (invalid payload, not connected).
+//! message (error frames), the peer broke the protocol, the hub refused a request (its error
+//! string), or the caller misused the API (invalid payload, configuration, not registered).
+//! [`AgentError::kind`] sorts them into those classes, as rustls separates a peer that
+//! misbehaved from a caller that misused the API.
 
+use std::fmt;
+use std::io;
+use std::sync::Arc;
 use std::time::Duration;
+
+/// The class of an [`AgentError`]: whose fault it is, and what can be done about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The hub does not know the agent, or lists it offline.
+    NotFound,
+    /// The network: the peer or the hub could not be reached, or did not answer in time.
+    Network,
+    /// The peer answered with an error frame (it refused; nothing wrong with the protocol).
+    PeerRefused,
+    /// The peer broke the protocol: a malformed or oversized line, a frame its state does
+    /// not allow, a message that does not decrypt.
+    PeerMisbehaved,
+    /// The peer did not prove the identity required of it.
+    Authentication,
+    /// The hub refused a request or answered something malformed.
+    Hub,
+    /// The caller misused the API: a payload too large, a bad configuration, an action that
+    /// needs a registration the agent does not have.
+    ApiMisuse,
+    /// The agent is not connected to the hub now, or was disconnected.
+    NotConnected,
+    /// A local failure (binding the P2P port, …).
+    Local,
+}
+
+/// An OS error kept as the source of an [`AgentError`]: shared, so the error stays
+/// `Clone`; compared by kind and message.
+#[derive(Debug, Clone)]
+pub struct IoError(Arc<io::Error>);
+
+impl IoError {
+    /// The OS error.
+    pub fn get(&self) -> &io::Error {
+        &self.0
+    }
+}
+
+impl From<io::Error> for IoError {
+    fn from(e: io::Error) -> Self {
+        IoError(Arc::new(e))
+    }
+}
+
+impl fmt::Display for IoError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for IoError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl PartialEq for IoError {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.kind() == other.0.kind() && self.0.to_string() == other.0.to_string()
+    }
+}
+
+impl Eq for IoError {}
 
 /// Why an agent operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -23,6 +92,9 @@ pub enum AgentError {
         address: String,
         /// What went wrong (connect refused, reset, closed…).
         reason: String,
+        /// The OS error, when one said it.
+        #[source]
+        source: Option<IoError>,
     },
     /// An operation did not complete in time.
     #[error("{operation} timed out after {after:?}")]
@@ -38,13 +110,22 @@ pub enum AgentError {
         /// The peer's address.
         address: String,
     },
-    /// The peer answered with another error frame, or broke the protocol.
+    /// The peer answered with another error frame.
     #[error("peer {address} refused: {error}")]
     Peer {
         /// The peer's address.
         address: String,
-        /// The peer's `error` string, or the protocol violation.
+        /// The peer's `error` string.
         error: String,
+    },
+    /// The peer broke the protocol: a malformed or oversized line, a frame its state does
+    /// not allow, a message that does not decrypt.
+    #[error("peer {address} broke the protocol: {reason}")]
+    PeerMisbehaved {
+        /// The peer's address.
+        address: String,
+        /// What it did.
+        reason: String,
     },
     /// 2.1: the peer did not prove the identity required of it: the key the hub vouches for
     /// (a lying hub or a man in the middle answered instead), or any identity where
@@ -76,12 +157,13 @@ pub enum AgentError {
     #[error("invalid configuration: {0}")]
     Config(String),
     /// A local IO failure (binding the P2P port, …).
-    #[error("{context}: {reason}")]
+    #[error("{context}: {source}")]
     Io {
         /// What was being done.
         context: String,
         /// The OS error.
-        reason: String,
+        #[source]
+        source: IoError,
     },
 }
 
@@ -97,16 +179,105 @@ impl AgentError {
         AgentError::Unreachable {
             address: address.to_owned(),
             reason: reason.to_string(),
+            source: None,
         }
     }
 
-    pub(crate) fn io(context: impl Into<String>, err: &std::io::Error) -> Self {
+    /// [`AgentError::Unreachable`] because of an OS error, kept as the source.
+    pub(crate) fn unreachable_io(address: &str, err: io::Error) -> Self {
+        AgentError::Unreachable {
+            address: address.to_owned(),
+            reason: err.to_string(),
+            source: Some(err.into()),
+        }
+    }
+
+    pub(crate) fn io(context: impl Into<String>, err: io::Error) -> Self {
         AgentError::Io {
             context: context.into(),
-            reason: err.to_string(),
+            source: err.into(),
+        }
+    }
+
+    pub(crate) fn misbehaved(address: &str, reason: impl fmt::Display) -> Self {
+        AgentError::PeerMisbehaved {
+            address: address.to_owned(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Whose fault this error is: the peer's, the caller's, the network's, …
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            AgentError::AgentNotFound(_) | AgentError::AgentOffline(_) => ErrorKind::NotFound,
+            AgentError::Unreachable { .. } | AgentError::Timeout { .. } => ErrorKind::Network,
+            AgentError::DecryptionFailed { .. } | AgentError::Peer { .. } => ErrorKind::PeerRefused,
+            AgentError::PeerMisbehaved { .. } => ErrorKind::PeerMisbehaved,
+            AgentError::Authentication { .. } => ErrorKind::Authentication,
+            AgentError::Hub(_) => ErrorKind::Hub,
+            AgentError::InvalidPayload(_) | AgentError::NotRegistered | AgentError::Config(_) => {
+                ErrorKind::ApiMisuse
+            }
+            AgentError::NotConnected | AgentError::Disconnected => ErrorKind::NotConnected,
+            AgentError::Io { .. } => ErrorKind::Local,
         }
     }
 }
 
 /// Shorthand for results of this crate.
 pub type Result<T, E = AgentError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn io_errors_keep_their_source_and_compare_by_kind() {
+        let e = AgentError::io("binding P2P port 1", io::ErrorKind::AddrInUse.into());
+        assert_eq!(e.kind(), ErrorKind::Local);
+        let source = e.source().expect("the OS error is the source");
+        assert_eq!(
+            source.to_string(),
+            io::Error::from(io::ErrorKind::AddrInUse).to_string()
+        );
+        assert_eq!(e.to_string(), format!("binding P2P port 1: {source}"));
+        assert_eq!(
+            e,
+            AgentError::io("binding P2P port 1", io::ErrorKind::AddrInUse.into())
+        );
+        assert_ne!(
+            e,
+            AgentError::io("binding P2P port 1", io::ErrorKind::PermissionDenied.into())
+        );
+    }
+
+    #[test]
+    fn an_unreachable_peer_keeps_the_os_error() {
+        let e = AgentError::unreachable_io("p:1", io::ErrorKind::ConnectionRefused.into());
+        let source = e.source().expect("the OS error is the source");
+        assert_eq!(e.to_string(), format!("peer p:1 unreachable: {source}"));
+        assert!(AgentError::unreachable("p:1", "closed").source().is_none());
+    }
+
+    #[test]
+    fn the_peer_misbehaving_is_not_the_caller_misusing() {
+        assert_eq!(
+            AgentError::misbehaved("p", "line too long").kind(),
+            ErrorKind::PeerMisbehaved
+        );
+        assert_eq!(
+            AgentError::InvalidPayload("too large".into()).kind(),
+            ErrorKind::ApiMisuse
+        );
+        assert_eq!(AgentError::NotRegistered.kind(), ErrorKind::ApiMisuse);
+        assert_eq!(
+            AgentError::Peer {
+                address: "p".into(),
+                error: "busy".into()
+            }
+            .kind(),
+            ErrorKind::PeerRefused
+        );
+    }
+}

@@ -21,12 +21,8 @@ use crate::agent::Agent;
 use crate::error::{AgentError, Result};
 use crate::message::{Delivery, Message};
 
-/// Requests of one type waiting for their handler before senders are slowed down.
-const HANDLER_QUEUE: usize = 256;
-/// Handler calls of one [`Agent::on_request`] running at once; further requests wait in
-/// the queue (and then in the senders' unacked messages): a flood of requests costs
-/// bounded memory and tasks.
-pub const HANDLERS_AT_ONCE: usize = 64;
+pub use crate::defaults::HANDLERS_AT_ONCE;
+use crate::defaults::HANDLER_QUEUE;
 
 /// Why a request handler failed; answered to the requester as `{"error": "<message>"}`.
 ///

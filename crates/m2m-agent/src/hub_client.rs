@@ -26,12 +26,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::error::{AgentError, Result};
 
-/// Requests queued for the socket before callers wait.
-const OUTGOING_QUEUE: usize = 64;
-/// Largest hub reply accepted: a full `discover` page with large metadata fits.
-const MAX_HUB_REPLY: usize = 16 * 1024 * 1024;
+use crate::defaults::{HUB_OUTGOING_QUEUE as OUTGOING_QUEUE, MAX_HUB_REPLY};
 
-/// A live connection to the hub. Cheap to clone.
+/// One WebSocket connection to the hub; a reconnect makes a new one (our presence across
+/// them is [`HubPresence`](crate::hub_presence::HubPresence)). Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct HubClient {
     inner: Arc<Inner>,

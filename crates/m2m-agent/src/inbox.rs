@@ -9,26 +9,50 @@
 //! as an ordinary message: otherwise anyone able to make a third agent answer us (a 2.0
 //! message with our id as its `from`, issue 13 #8) could put words in that agent's mouth,
 //! authenticated as that agent. Everything else waits
-//! in one bounded queue; when it is full, delivery waits, the responder stops reading, and
-//! the sending peer stops getting acks: backpressure instead of loss.
+//! in one bounded queue (or a request handler's, [`Inbox::route`]); when it is full, delivery
+//! waits, the responder stops reading, and the sending peer stops getting acks: backpressure
+//! instead of loss. "Full" is either bound: the count of messages, or the bytes they took on
+//! the wire, summed over every queue of the inbox
+//! ([`crate::defaults::INBOX_BYTES`], in KiB permits of a semaphore held by each queued
+//! message until the application takes it).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::message::Message;
 
-/// Why a message was not taken.
+/// Why the inbox did not take a message.
 #[derive(Debug)]
-pub(crate) enum Refused {
+pub(crate) enum NotTaken {
     /// The queue is full; the message is given back.
     Full(Box<Message>),
     /// The agent is shutting down.
     Closed,
+}
+
+const KIB: usize = 1024;
+
+/// A queued message, holding its bytes of the inbox's budget until it is taken.
+#[derive(Debug)]
+pub(crate) struct Queued {
+    message: Message,
+    _bytes: OwnedSemaphorePermit,
+}
+
+/// A request handler's queue ([`Inbox::route`]).
+#[derive(Debug)]
+pub(crate) struct RouteReceiver(mpsc::Receiver<Queued>);
+
+impl RouteReceiver {
+    /// The next message of the route's type; `None` once the inbox is gone.
+    pub(crate) async fn recv(&mut self) -> Option<Message> {
+        self.0.recv().await.map(|q| q.message)
+    }
 }
 
 struct Waiter {
@@ -38,19 +62,26 @@ struct Waiter {
 
 /// The incoming side of an agent.
 pub(crate) struct Inbox {
-    tx: mpsc::Sender<Message>,
-    rx: tokio::sync::Mutex<mpsc::Receiver<Message>>,
+    tx: mpsc::Sender<Queued>,
+    rx: tokio::sync::Mutex<mpsc::Receiver<Queued>>,
+    /// KiB the queued messages may take, all queues together.
+    bytes: Arc<Semaphore>,
+    max_kib: usize,
     waiters: Mutex<HashMap<String, Waiter>>,
     /// Message types taken by a request handler ([`Agent::on_request`](crate::Agent::on_request)):
     /// each has its own bounded queue, so a handler never sees other messages and the
     /// application queue never sees its requests.
-    routes: RwLock<HashMap<String, mpsc::Sender<Message>>>,
+    routes: RwLock<HashMap<String, mpsc::Sender<Queued>>>,
 }
 
 impl std::fmt::Debug for Inbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Inbox")
             .field("queued", &(self.tx.max_capacity() - self.tx.capacity()))
+            .field(
+                "queued_kib",
+                &(self.max_kib - self.bytes.available_permits()),
+            )
             .field("waiting_requests", &self.waiters.lock().len())
             .finish()
     }
@@ -77,11 +108,15 @@ impl Drop for ResponseWaiter {
 }
 
 impl Inbox {
-    pub(crate) fn new(capacity: usize) -> Arc<Self> {
+    /// An inbox holding at most `capacity` messages of at most `bytes` on the wire in all.
+    pub(crate) fn new(capacity: usize, bytes: usize) -> Arc<Self> {
         let (tx, rx) = mpsc::channel(capacity.max(1));
+        let max_kib = (bytes / KIB).clamp(1, Semaphore::MAX_PERMITS);
         Arc::new(Inbox {
             tx,
             rx: tokio::sync::Mutex::new(rx),
+            bytes: Arc::new(Semaphore::new(max_kib)),
+            max_kib,
             waiters: Mutex::new(HashMap::new()),
             routes: RwLock::new(HashMap::new()),
         })
@@ -90,14 +125,14 @@ impl Inbox {
     /// Sends every later message of `message_type` to the returned queue instead of the
     /// application's (replacing an earlier route for that type). Its capacity bounds it as
     /// the application queue is bounded: when full, delivery waits.
-    pub(crate) fn route(&self, message_type: &str, capacity: usize) -> mpsc::Receiver<Message> {
+    pub(crate) fn route(&self, message_type: &str, capacity: usize) -> RouteReceiver {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         self.routes.write().insert(message_type.to_owned(), tx);
-        rx
+        RouteReceiver(rx)
     }
 
     /// The queue for `message_type` when a handler took that type.
-    fn routed(&self, message_type: &str) -> Option<mpsc::Sender<Message>> {
+    fn routed(&self, message_type: &str) -> Option<mpsc::Sender<Queued>> {
         let routes = self.routes.read();
         // Most agents route nothing: no clone, no lookup.
         if routes.is_empty() {
@@ -123,34 +158,62 @@ impl Inbox {
         }
     }
 
-    /// Gives `msg` to a waiting request, or to the application queue if it has room.
-    pub(crate) fn try_deliver(&self, msg: Message) -> Result<(), Refused> {
+    /// KiB permits a message of `wire_len` bytes holds: a message larger than the whole
+    /// budget takes all of it, so it still gets in once the queues are empty.
+    fn permits(&self, wire_len: usize) -> u32 {
+        u32::try_from(wire_len.div_ceil(KIB).clamp(1, self.max_kib)).unwrap_or(u32::MAX)
+    }
+
+    /// Gives `msg` (`wire_len` bytes on the wire) to a waiting request, or to its queue if
+    /// that has room for it, in count and in bytes.
+    pub(crate) fn try_deliver(&self, msg: Message, wire_len: usize) -> Result<(), NotTaken> {
         let Some(msg) = self.route_response(msg) else {
             return Ok(());
         };
+        let Ok(bytes) = self
+            .bytes
+            .clone()
+            .try_acquire_many_owned(self.permits(wire_len))
+        else {
+            return Err(NotTaken::Full(Box::new(msg)));
+        };
         let routed = self.routed(&msg.message_type);
+        let queued = Queued {
+            message: msg,
+            _bytes: bytes,
+        };
         routed
             .as_ref()
             .unwrap_or(&self.tx)
-            .try_send(msg)
+            .try_send(queued)
             .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(m) => Refused::Full(Box::new(m)),
-                mpsc::error::TrySendError::Closed(_) => Refused::Closed,
+                mpsc::error::TrySendError::Full(q) => NotTaken::Full(Box::new(q.message)),
+                mpsc::error::TrySendError::Closed(_) => NotTaken::Closed,
             })
     }
 
-    /// Like [`Inbox::try_deliver`], waiting for room in the application queue.
-    pub(crate) async fn deliver(&self, msg: Message) -> Result<(), Refused> {
+    /// Like [`Inbox::try_deliver`], waiting for room in its queue.
+    pub(crate) async fn deliver(&self, msg: Message, wire_len: usize) -> Result<(), NotTaken> {
         let Some(msg) = self.route_response(msg) else {
             return Ok(());
         };
+        let bytes = self
+            .bytes
+            .clone()
+            .acquire_many_owned(self.permits(wire_len))
+            .await
+            .map_err(|_| NotTaken::Closed)?;
         let routed = self.routed(&msg.message_type);
+        let queued = Queued {
+            message: msg,
+            _bytes: bytes,
+        };
         routed
             .as_ref()
             .unwrap_or(&self.tx)
-            .send(msg)
+            .send(queued)
             .await
-            .map_err(|_| Refused::Closed)
+            .map_err(|_| NotTaken::Closed)
     }
 
     /// Returns the message unless it is a response: a pending request takes it, or nobody.
@@ -188,11 +251,12 @@ impl Inbox {
     /// is drained.
     pub(crate) async fn next(&self, stop: &CancellationToken) -> Option<Message> {
         let mut rx = self.rx.lock().await;
-        tokio::select! {
+        let queued = tokio::select! {
             biased;
             m = rx.recv() => m,
             _ = stop.cancelled() => rx.try_recv().ok(),
-        }
+        };
+        queued.map(|q| q.message)
     }
 }
 
@@ -200,6 +264,42 @@ impl Inbox {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    impl Inbox {
+        fn try_deliver_small(&self, msg: Message) -> Result<(), NotTaken> {
+            self.try_deliver(msg, 100)
+        }
+    }
+
+    /// Issue 13 leftover: the count alone let 1024 messages of 1 MiB in. The bytes are bounded
+    /// over every queue, freed as the application takes messages, and a message larger than
+    /// the whole bound still gets into empty queues.
+    #[tokio::test]
+    async fn the_queues_hold_a_bounded_number_of_bytes() {
+        let inbox = Inbox::new(16, 10 * KIB);
+        let mut route = inbox.route("routed", 16);
+        inbox.try_deliver(msg("a", None), 6 * KIB).unwrap();
+        inbox.try_deliver(msg("routed", None), 3 * KIB).unwrap();
+        assert!(matches!(
+            inbox.try_deliver(msg("b", None), 2 * KIB),
+            Err(NotTaken::Full(_))
+        ));
+        // Taking a message frees its bytes.
+        let stop = CancellationToken::new();
+        assert_eq!(inbox.next(&stop).await.unwrap().message_type, "a");
+        inbox.try_deliver(msg("b", None), 2 * KIB).unwrap();
+        // A waiting delivery goes in once there is room.
+        let big = {
+            let inbox = inbox.clone();
+            tokio::spawn(async move { inbox.deliver(msg("big", None), 50 * KIB).await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!big.is_finished(), "50 KiB got past 5 KiB queued");
+        assert_eq!(route.recv().await.unwrap().message_type, "routed");
+        assert_eq!(inbox.next(&stop).await.unwrap().message_type, "b");
+        big.await.unwrap().unwrap();
+        assert_eq!(inbox.next(&stop).await.unwrap().message_type, "big");
+    }
 
     fn msg(kind: &str, cid: Option<&str>) -> Message {
         Message {
@@ -215,21 +315,25 @@ mod tests {
 
     #[tokio::test]
     async fn responses_bypass_the_queue() {
-        let inbox = Inbox::new(1);
+        let inbox = Inbox::new(1, 1 << 20);
         let mut waiter = inbox.expect_response("c1", "task:response".into());
-        inbox.try_deliver(msg("other", None)).unwrap();
+        inbox.try_deliver_small(msg("other", None)).unwrap();
         // Queue full now, but the matching response still gets through; responses nobody
         // waits for are dropped, not queued.
-        inbox.try_deliver(msg("task:response", Some("c2"))).unwrap();
         inbox
-            .try_deliver(msg("wrong:response", Some("c1")))
+            .try_deliver_small(msg("task:response", Some("c2")))
             .unwrap();
-        inbox.try_deliver(msg("task:response", None)).unwrap();
+        inbox
+            .try_deliver_small(msg("wrong:response", Some("c1")))
+            .unwrap();
+        inbox.try_deliver_small(msg("task:response", None)).unwrap();
         assert!(matches!(
-            inbox.try_deliver(msg("task", Some("c1"))),
-            Err(Refused::Full(_))
+            inbox.try_deliver_small(msg("task", Some("c1"))),
+            Err(NotTaken::Full(_))
         ));
-        inbox.try_deliver(msg("task:response", Some("c1"))).unwrap();
+        inbox
+            .try_deliver_small(msg("task:response", Some("c1")))
+            .unwrap();
         assert_eq!(waiter.recv().await, Some(json!({"k":"task:response"})));
         let stop = CancellationToken::new();
         assert_eq!(inbox.next(&stop).await.unwrap().message_type, "other");
@@ -239,14 +343,14 @@ mod tests {
 
     #[tokio::test]
     async fn routed_types_skip_the_application_queue() {
-        let inbox = Inbox::new(4);
+        let inbox = Inbox::new(4, 1 << 20);
         let mut compute = inbox.route("compute", 1);
-        inbox.try_deliver(msg("compute", Some("c1"))).unwrap();
-        inbox.try_deliver(msg("chat", None)).unwrap();
+        inbox.try_deliver_small(msg("compute", Some("c1"))).unwrap();
+        inbox.try_deliver_small(msg("chat", None)).unwrap();
         // The route is full now; the application queue is not involved.
         assert!(matches!(
-            inbox.try_deliver(msg("compute", Some("c2"))),
-            Err(Refused::Full(_))
+            inbox.try_deliver_small(msg("compute", Some("c2"))),
+            Err(NotTaken::Full(_))
         ));
         assert_eq!(
             compute.recv().await.unwrap().correlation_id.as_deref(),
@@ -257,18 +361,20 @@ mod tests {
         // A handler that went away refuses its messages rather than losing them silently.
         drop(compute);
         assert!(matches!(
-            inbox.try_deliver(msg("compute", None)),
-            Err(Refused::Closed)
+            inbox.try_deliver_small(msg("compute", None)),
+            Err(NotTaken::Closed)
         ));
     }
 
     #[test]
     fn dropped_waiter_withdraws() {
-        let inbox = Inbox::new(4);
+        let inbox = Inbox::new(4, 1 << 20);
         drop(inbox.expect_response("c1", "t:response".into()));
         assert!(inbox.waiters.lock().is_empty());
         // The response no request waits for any more is not queued for the application.
-        inbox.try_deliver(msg("t:response", Some("c1"))).unwrap();
+        inbox
+            .try_deliver_small(msg("t:response", Some("c1")))
+            .unwrap();
         assert_eq!(inbox.tx.capacity(), 4);
     }
 }

@@ -108,6 +108,39 @@
 //! glibc's per-thread arenas return each freed 64 KiB payload to the system and fault the
 //! next one in (docs/PERFORMANCE.md).
 //!
+//! ## How the crate is built
+//!
+//! How data flows through the modules (the files are named in `code`):
+//!
+//! - **Hub link**: `hub_presence` registers (a `challenge` probe, then `register`, signed on
+//!   a 2.1 hub), sends heartbeats and reconnects with backoff, restoring the registration;
+//!   each WebSocket it opens is a `hub_client::HubClient`, whose task matches replies to
+//!   requests by correlationId. `agent/hub.rs` (discover, find, lookup, status, stats)
+//!   asks through it and fills the address cache (`cache`).
+//! - **Send**: [`Agent::send`] (`agent/messaging.rs`) → resolve the id (`agent/routing.rs`:
+//!   the cache, else `lookup`; the identity key the hub vouches for, checked against the id)
+//!   → the pool (`peer/pool.rs`: one connection per address and credentials, dialled with
+//!   the initiator handshake in `peer/mod.rs`) → the connection engine (`conn`: seal, size
+//!   check, a bounded queue of messages awaiting their ack, the write) → the peer; the send
+//!   resolves on the peer's ack.
+//! - **Receive**: accept (`listener.rs`) → a slot (`slots`: a share per source address,
+//!   eviction of the least useful holder) → the connection's task (deadlines, the read buffer
+//!   budget of `budget`, the handshake rate of [`m2m_proto::rate`], the responder's
+//!   decisions) → the engine (acks, answers, responses sent back on the session) → the inbox
+//!   (`inbox`: responses to pending requests first, then the application's bounded queue or
+//!   a request handler's) → the application ([`Agent::next_message`], [`Agent::messages`],
+//!   [`Agent::on_message`]) or a handler ([`Agent::on_request`], `handler`), whose answer
+//!   goes out through [`Agent::respond`].
+//! - **Limits**: every number in [`defaults`], each a field of [`AgentConfig`]; what they
+//!   refused is counted in [`Agent::refusals`].
+//!
+//! Who owns each task: the agent's one `TaskTracker` and `CancellationToken` (made in
+//! `agent/mod.rs`). On it run the accept loop and one task per inbound connection, the hub
+//! supervisor and each `HubClient`'s socket task, a reader and a writer task per pooled
+//! outbound connection, and the loops and calls of [`Agent::on_message`] and
+//! [`Agent::on_request`]. [`Agent::disconnect`] cancels the token and waits for the
+//! tracker; dropping the last [`Agent`] handle cancels the token too.
+//!
 //! Runnable examples against a local hub are in `examples/`: `echo`, `chat`, `delegate`
 //! (request/respond) and `broadcast`.
 
@@ -118,26 +151,26 @@ mod agent;
 mod budget;
 mod cache;
 pub mod config;
+mod conn;
 pub mod defaults;
 mod error;
 mod handler;
 mod hub_client;
-mod hub_link;
+mod hub_presence;
 mod identity;
 mod inbox;
 mod listener;
 mod message;
 mod peer;
-mod rate;
+mod refusals;
 mod slots;
-mod wire;
 
 #[cfg(test)]
 mod p2p_tests;
 
 pub use agent::{Agent, AgentBuilder};
 pub use config::{hub_url, AgentConfig};
-pub use error::{AgentError, Result};
+pub use error::{AgentError, ErrorKind, IoError, Result};
 pub use handler::{HandlerError, HandlerResult, HANDLERS_AT_ONCE};
 pub use m2m_proto::hub::{AgentRecord, FoundAgent, Peer, Stats};
 pub use m2m_proto::{Identity, IdentityKey};
@@ -145,4 +178,5 @@ pub use message::{
     AgentEvent, BroadcastFailure, BroadcastOptions, BroadcastReport, Delivery, DiscoverOptions,
     Message,
 };
+pub use refusals::Refusals;
 pub use serde_json::{json, Map, Value};

@@ -8,7 +8,7 @@
 //! per source address and eviction of the least useful holder when they run short
 //! ([`crate::slots`]), an agent-wide budget for read buffers beyond one read each
 //! ([`crate::budget`]; over it the connection closes with `overloaded`), one handshake per
-//! connection and a handshake rate per source address ([`crate::rate`]), a handshake
+//! connection and a handshake rate per source address ([`m2m_proto::rate`]), a handshake
 //! deadline, an idle deadline and a write timeout.
 //!
 //! 2.1 (PROTOCOL.md B): while [`LocalIdentity::authenticates`], each connection gets a
@@ -18,64 +18,41 @@
 //! [`Agent::respond`](crate::Agent::respond) can send the response back on this very
 //! connection (sealed by the responder, acked by the initiator): an agent that accepts no
 //! inbound connections can still make requests. `respond` seals and writes the response
-//! itself (see [`crate::wire`]); the connection's task only finishes writes the socket
-//! could not take at once. After a read that delivered messages the task lets the
-//! application run once before writing the acks, so that an immediate response leaves in
-//! the same write as the request's ack.
+//! itself through the connection engine ([`crate::conn`]); the connection's task only
+//! finishes writes the stream could not take at once. After a read that delivered messages
+//! the task lets the application run once before writing the acks, so that an immediate
+//! response leaves in the same write as the request's ack.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use m2m_proto::frame::{errors, ParsedFrame};
-use m2m_proto::session::IncomingMessage;
-use m2m_proto::{Frame, LineDecoder, Responder, ResponderOutput, SessionError};
+use m2m_proto::rate::{KeyedBuckets, Rate};
+use m2m_proto::{Frame, LineDecoder, Responder, ResponderOutput};
 use parking_lot::Mutex;
 use serde_json::Value;
-use tokio::io::AsyncReadExt;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{oneshot, Notify};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::budget::{BufferBudget, BufferCharge};
+use crate::conn::{self, out, ConnLimits, Connection, SendError, WriteHalf};
+use crate::defaults::{ACCEPT_RETRY_DELAY, FLUSH_AT, MAX_AWAITING_ACK, MIN_READ, READ_CHUNK};
 use crate::error::AgentError;
 use crate::identity::LocalIdentity;
-use crate::inbox::{Inbox, Refused};
-use crate::message::Message;
-use crate::rate::HandshakeRate;
+use crate::inbox::Inbox;
+use crate::refusals::{Limit, RefusalCounter};
 use crate::slots::{InboundSlots, Slot, Stage};
-use crate::wire::{self, Flush, Out};
 
-/// Bytes read from a socket at once: a connection's free read buffer
-/// ([`crate::defaults::FREE_BUFFER_PER_CONNECTION`]).
-const READ_CHUNK: usize = 64 * 1024;
-/// Least room asked for a read while part of a line is buffered: the buffer then grows by
-/// what arrives, not by a whole read per byte trickled in.
-const MIN_READ: usize = 8 * 1024;
-/// Pending output is flushed once it reaches this size, even mid-read.
-const FLUSH_AT: usize = 256 * 1024;
-
-/// What an inbound connection's task shares with [`Agent::respond`](crate::Agent::respond)
-/// callers, which seal and write responses on it themselves.
-struct InboundConn {
-    responder: Mutex<Responder>,
-    out: Mutex<Out>,
-    /// Messages we sent back that await the initiator's ack (acks come in order).
-    sent_back: Mutex<VecDeque<oneshot::Sender<Result<(), AgentError>>>>,
-    /// Wakes the connection's task to wait for the socket on a writer's behalf.
-    wake: Notify,
-    max_frame_len: usize,
-}
-
-impl std::fmt::Debug for InboundConn {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InboundConn").finish_non_exhaustive()
-    }
-}
+/// The engine of one inbound connection: [`Agent::respond`](crate::Agent::respond) seals
+/// and writes responses on it; its task reads it.
+type InboundConn<W> = Connection<Responder, W>;
 
 /// Why a message could not go back on an inbound session.
 #[derive(Debug)]
@@ -88,23 +65,33 @@ pub(crate) enum NotSentBack {
 }
 
 /// One listed session: its key and its connection.
-type BackRoute = (u64, Arc<InboundConn>);
+type BackRoute<W> = (u64, Arc<InboundConn<W>>);
 
-/// Live authenticated inbound sessions by the peer's verified id.
-#[derive(Debug, Default)]
-pub(crate) struct InboundSessions {
+/// Live authenticated inbound sessions by the peer's verified id (over TCP in the agent;
+/// over in-memory streams in tests).
+#[derive(Debug)]
+pub(crate) struct InboundSessions<W = OwnedWriteHalf> {
     next_key: AtomicU64,
-    live: Mutex<HashMap<String, Vec<BackRoute>>>,
+    live: Mutex<HashMap<String, Vec<BackRoute<W>>>>,
+}
+
+impl<W> Default for InboundSessions<W> {
+    fn default() -> Self {
+        InboundSessions {
+            next_key: AtomicU64::new(0),
+            live: Mutex::new(HashMap::new()),
+        }
+    }
 }
 
 /// A session's entry in [`InboundSessions`]; dropping it removes the entry.
-struct Listed {
-    sessions: Arc<InboundSessions>,
+struct Listed<W> {
+    sessions: Arc<InboundSessions<W>>,
     peer: String,
     key: u64,
 }
 
-impl Drop for Listed {
+impl<W> Drop for Listed<W> {
     fn drop(&mut self) {
         let mut live = self.sessions.live.lock();
         if let Some(list) = live.get_mut(&self.peer) {
@@ -116,8 +103,8 @@ impl Drop for Listed {
     }
 }
 
-impl InboundSessions {
-    fn list(self: &Arc<Self>, peer: &str, conn: &Arc<InboundConn>) -> Listed {
+impl<W: WriteHalf> InboundSessions<W> {
+    fn list(self: &Arc<Self>, peer: &str, conn: &Arc<InboundConn<W>>) -> Listed<W> {
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
         self.live
             .lock()
@@ -149,58 +136,23 @@ impl InboundSessions {
             .get(peer)
             .and_then(|list| list.last().map(|(_, conn)| conn.clone()))
             .ok_or(NotSentBack::NoSession)?;
-        let plaintext = crate::peer::plaintext(payload);
-        let (done, acked) = oneshot::channel();
-        {
-            let mut out = conn.out.lock();
-            if out.is_closed() {
-                return Err(NotSentBack::NoSession);
-            }
-            let start = out.buf.len();
-            let sealed = {
-                let mut responder = conn.responder.lock();
-                // Re-keyed by a new handshake since it was listed: not that peer's session.
-                if responder.peer_id() == Some(peer) {
-                    responder.seal_into(
-                        message_type,
-                        &plaintext,
-                        Some(correlation_id),
-                        &mut rand::thread_rng(),
-                        &mut out.buf,
-                    )
-                } else {
-                    Err(SessionError::NotEstablished)
-                }
-            };
-            if sealed.is_err() {
-                out.buf.truncate(start);
-                return Err(NotSentBack::NoSession);
-            }
-            if out.buf.len() - start > conn.max_frame_len + 1 {
-                out.buf.truncate(start);
-                return Err(NotSentBack::Failed(AgentError::InvalidPayload(format!(
+        let plaintext = conn::plaintext(payload);
+        // Re-keyed by a new handshake since it was listed: not that peer's session.
+        let sent = conn
+            .send(message_type, &plaintext, correlation_id, |responder| {
+                responder.peer_id() == Some(peer)
+            })
+            .await;
+        match sent {
+            Ok(()) => Ok(()),
+            Err(SendError::Lost { .. } | SendError::Seal(_)) => Err(NotSentBack::NoSession),
+            Err(SendError::TooLarge { .. }) => {
+                Err(NotSentBack::Failed(AgentError::InvalidPayload(format!(
                     "response exceeds the {}-byte frame limit",
-                    conn.max_frame_len
-                ))));
+                    conn.max_frame_len()
+                ))))
             }
-            conn.sent_back.lock().push_back(done);
-            if !out.busy {
-                match out.try_flush() {
-                    Flush::Done => {}
-                    // The connection's task waits for the socket (or notices it failed).
-                    Flush::Blocked | Flush::Closed => {
-                        out.busy = true;
-                        conn.wake.notify_one();
-                    }
-                }
-            }
-        }
-        // Not held while waiting: the connection drops `done` when it ends.
-        drop(conn);
-        match acked.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(NotSentBack::Failed(e)),
-            Err(_) => Err(NotSentBack::NoSession),
+            Err(SendError::Refused(e)) => Err(NotSentBack::Failed(e)),
         }
     }
 }
@@ -221,18 +173,45 @@ pub(crate) struct InboundLimits {
 
 /// What the connections of one listener share to stay within the limits.
 #[derive(Debug)]
-struct Shared {
+pub(crate) struct SharedLimits {
     limits: InboundLimits,
     budget: BufferBudget,
-    rate: HandshakeRate,
+    /// Handshakes per source address (issue 13 #9): one costs us an X25519 exchange and,
+    /// for 2.1, an Ed25519 signature and a verification.
+    handshake_rate: Mutex<KeyedBuckets>,
+}
+
+impl SharedLimits {
+    pub(crate) fn new(limits: InboundLimits) -> Arc<Self> {
+        Arc::new(SharedLimits {
+            budget: BufferBudget::new(limits.buffer_budget, READ_CHUNK),
+            handshake_rate: Mutex::new(KeyedBuckets::new(
+                Rate::per_second(limits.handshakes_per_second, limits.handshake_burst),
+                crate::defaults::RATE_TRACKED_ADDRESSES,
+            )),
+            limits,
+        })
+    }
 }
 
 /// What every inbound connection shares.
-#[derive(Debug, Clone)]
-pub(crate) struct InboundContext {
+#[derive(Debug)]
+pub(crate) struct InboundContext<W = OwnedWriteHalf> {
     pub inbox: Arc<Inbox>,
     pub local: Arc<LocalIdentity>,
-    pub sessions: Arc<InboundSessions>,
+    pub sessions: Arc<InboundSessions<W>>,
+    pub refusals: Arc<RefusalCounter>,
+}
+
+impl<W> Clone for InboundContext<W> {
+    fn clone(&self) -> Self {
+        InboundContext {
+            inbox: self.inbox.clone(),
+            local: self.local.clone(),
+            sessions: self.sessions.clone(),
+            refusals: self.refusals.clone(),
+        }
+    }
 }
 
 /// Accepts P2P connections until `cancel`; each runs on `tracker`.
@@ -243,16 +222,12 @@ pub(crate) async fn serve(
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let slots = InboundSlots::new(limits.max_connections, limits.max_per_ip);
-    let shared = Arc::new(Shared {
-        budget: BufferBudget::new(limits.buffer_budget, READ_CHUNK),
-        rate: HandshakeRate::new(
-            limits.handshakes_per_second,
-            limits.handshake_burst,
-            crate::defaults::RATE_TRACKED_ADDRESSES,
-        ),
-        limits,
-    });
+    let slots = InboundSlots::new(
+        limits.max_connections,
+        limits.max_per_ip,
+        context.refusals.clone(),
+    );
+    let shared = SharedLimits::new(limits);
     loop {
         let accepted = tokio::select! {
             biased;
@@ -262,8 +237,11 @@ pub(crate) async fn serve(
         match accepted {
             Ok((stream, peer)) => match slots.admit(peer.ip(), Instant::now()) {
                 Ok(slot) => {
+                    let _ = stream.set_nodelay(true);
+                    let (reader, writer) = stream.into_split();
                     tracker.spawn(handle_connection(
-                        stream,
+                        reader,
+                        Arc::new(writer),
                         peer.ip(),
                         context.clone(),
                         shared.clone(),
@@ -271,44 +249,19 @@ pub(crate) async fn serve(
                         slot,
                     ));
                 }
-                Err(refused) => {
-                    tracing::debug!(%peer, ?refused, "no inbound slot for this source; closing");
-                    drop(stream);
-                }
+                // Counted and logged by the slots.
+                Err(_) => drop(stream),
             },
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
                 tracing::warn!(error = %e, "accept failed");
                 tokio::select! {
                     _ = cancel.cancelled() => break,
-                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                    _ = tokio::time::sleep(ACCEPT_RETRY_DELAY) => {}
                 }
             }
         }
     }
-}
-
-/// The application-facing form of an opened message.
-pub(crate) fn to_message(m: IncomingMessage) -> Message {
-    Message {
-        from: m.from,
-        message_type: m.message_type,
-        payload: m.payload,
-        correlation_id: m.correlation_id.map(|c| match c {
-            Value::String(s) => s,
-            other => other.to_string(),
-        }),
-        timestamp: now_ms(),
-        encrypted: true,
-        authenticated: m.authenticated,
-    }
-}
-
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Whether `line` is a handshake (which costs us a key exchange).
@@ -330,63 +283,71 @@ fn stage(responder: &Responder) -> Stage {
     }
 }
 
-async fn handle_connection(
-    stream: TcpStream,
+/// One inbound connection, from its first byte to its close: the deadlines, the read
+/// budget, the handshake rate, the responder's decisions, delivery to the inbox and the
+/// answers, over any byte stream (`reader`, `writer`).
+pub(crate) async fn handle_connection<R, W>(
+    mut reader: R,
+    writer: Arc<W>,
     ip: IpAddr,
-    context: InboundContext,
-    shared: Arc<Shared>,
+    context: InboundContext<W>,
+    shared: Arc<SharedLimits>,
     cancel: CancellationToken,
     slot: Slot,
-) {
+) where
+    R: AsyncRead + Unpin,
+    W: WriteHalf,
+{
     let limits = &shared.limits;
     let mut charge: BufferCharge = shared.budget.charge();
     let mut stage_seen = Stage::Handshaking;
-    let _ = stream.set_nodelay(true);
-    let (mut reader, writer) = stream.into_split();
-    let writer = Arc::new(writer);
     let inbox = &context.inbox;
     let responder = if context.local.authenticates() {
         Responder::with_identity(context.local.identity().clone(), context.local.policy())
     } else {
         Responder::new()
     };
-    let conn = Arc::new(InboundConn {
-        responder: Mutex::new(responder),
-        out: Mutex::new(Out::new(writer.clone())),
-        sent_back: Mutex::new(VecDeque::new()),
-        wake: Notify::new(),
-        max_frame_len: limits.max_frame_len,
-    });
+    let conn = Arc::new(Connection::new(
+        responder,
+        writer.clone(),
+        cancel.child_token(),
+        ConnLimits {
+            max_frame_len: limits.max_frame_len,
+            max_awaiting_ack: MAX_AWAITING_ACK,
+        },
+        false,
+    ));
     // Once authenticated: our entry in `InboundSessions`.
-    let mut listed: Option<Listed> = None;
+    let mut listed: Option<Listed<W>> = None;
     let mut decoder = LineDecoder::new(limits.max_frame_len);
     let handshake_deadline = Instant::now() + limits.handshake_timeout;
     let mut last_read = Instant::now();
-    // Writes what the connection owes (`wire::drain` tries at once, then waits for room).
-    let flush = || wire::drain(&conn.out, &writer, limits.write_timeout);
+    // Writes what the connection owes (tries at once, then waits for room).
+    let flush = || conn.drain(&writer, limits.write_timeout);
 
     'conn: loop {
         let idle_deadline = last_read + limits.idle_timeout;
-        let deadline = if conn.responder.lock().is_established() {
+        let deadline = if conn.session().is_established() {
             idle_deadline
         } else {
             idle_deadline.min(handshake_deadline)
         };
         let room = READ_CHUNK.saturating_sub(decoder.buffered()).max(MIN_READ);
         if charge.cover(decoder.grown_capacity(room)).is_err() {
-            tracing::debug!(%ip, "inbound buffer budget spent; closing");
-            Frame::error(errors::OVERLOADED).encode_into(&mut conn.out.lock().buf);
+            context.refusals.refused(Limit::BufferBudget, &ip);
+            Frame::error(errors::OVERLOADED).encode_into(&mut conn.out().buf);
             let _ = flush().await;
             break;
         }
         let read = tokio::select! {
             biased;
-            _ = cancel.cancelled() => break,
+            // The agent stops, or a write found the stream closed.
+            _ = conn.closed().cancelled() => break,
             // A newcomer took our slot (we were the least useful connection).
             _ = slot.evicted.cancelled() => break,
             _ = tokio::time::sleep_until(deadline) => break,
-            // A response writer found the socket full: wait for it on its behalf.
-            _ = conn.wake.notified() => {
+            // A response writer found the stream full: wait for it on its behalf.
+            _ = conn.writer_wanted() => {
                 if !flush().await {
                     break;
                 }
@@ -404,34 +365,34 @@ async fn handle_connection(
         let mut close = false;
         let mut delivered_any = false;
         loop {
+            let mut line_len = 0;
             let output = match decoder.next_line() {
                 Ok(Some(line)) => {
-                    let mut responder = conn.responder.lock();
+                    line_len = line.len();
+                    let mut responder = conn.session();
                     if responder.awaits_handshake()
                         && is_handshake(line)
-                        && !shared.rate.allow(ip, Instant::now())
+                        && !shared
+                            .handshake_rate
+                            .lock()
+                            .try_take(ip, Instant::now().into_std())
                     {
-                        tracing::debug!(%ip, "handshake rate exceeded; closing");
+                        context.refusals.refused(Limit::HandshakeRate, &ip);
                         ResponderOutput::SendAndClose(Frame::error(errors::RATE_LIMITED))
                     } else {
                         responder.handle_line(line, &mut rand::thread_rng())
                     }
                 }
                 Ok(None) => break,
-                Err(_) => conn.responder.lock().line_too_long(),
+                Err(_) => conn.session().line_too_long(),
             };
             match output {
                 ResponderOutput::Nothing => {}
                 // The initiator acked a message we sent back on this session.
-                ResponderOutput::Acked(_) => {
-                    let done = conn.sent_back.lock().pop_front();
-                    if let Some(done) = done {
-                        let _ = done.send(Ok(()));
-                    }
-                }
-                ResponderOutput::Send(frame) => frame.encode_into(&mut conn.out.lock().buf),
+                ResponderOutput::Acked(_) => conn.acked(),
+                ResponderOutput::Send(frame) => frame.encode_into(&mut conn.out().buf),
                 ResponderOutput::SendAndClose(frame) => {
-                    frame.encode_into(&mut conn.out.lock().buf);
+                    frame.encode_into(&mut conn.out().buf);
                     close = true;
                     break;
                 }
@@ -439,32 +400,22 @@ async fn handle_connection(
                     // Listed before the application sees the message, so that its
                     // response finds this session.
                     relist(&conn, &mut listed, &context.sessions);
-                    match inbox.try_deliver(to_message(message)) {
-                        Ok(()) => {}
-                        Err(Refused::Closed) => break 'conn,
-                        Err(Refused::Full(msg)) => {
-                            // The application is behind: send what we owe, then wait for room
-                            // without reading further, which slows the sender down.
-                            if !flush().await {
-                                break 'conn;
-                            }
-                            let delivered = tokio::select! {
-                                biased;
-                                _ = cancel.cancelled() => break 'conn,
-                                d = inbox.deliver(*msg) => d,
-                            };
-                            if delivered.is_err() {
-                                break 'conn;
-                            }
-                            // Time spent waiting for the application is not idleness.
-                            last_read = Instant::now();
-                        }
+                    // The application is behind: send what we owe, then wait for room
+                    // without reading further, which slows the sender down.
+                    match conn
+                        .deliver(inbox, conn::to_message(message), line_len, flush)
+                        .await
+                    {
+                        Ok(false) => {}
+                        // Time spent waiting for the application is not idleness.
+                        Ok(true) => last_read = Instant::now(),
+                        Err(_) => break 'conn,
                     }
-                    ack.encode_into(&mut conn.out.lock().buf);
+                    ack.encode_into(&mut conn.out().buf);
                     delivered_any = true;
                 }
             }
-            let full = conn.out.lock().buf.len() >= FLUSH_AT;
+            let full = conn.out().buf.len() >= FLUSH_AT;
             if full && !flush().await {
                 break 'conn;
             }
@@ -473,12 +424,12 @@ async fn handle_connection(
             // Let the application run before the acks go out: a response it sends at once
             // (a request's) then leaves in the same write as the ack, and the requester
             // reads both at once.
-            wire::let_others_write_first().await;
+            out::let_others_write_first().await;
         }
         if !flush().await || close {
             break;
         }
-        let now_stage = stage(&conn.responder.lock());
+        let now_stage = stage(&conn.session());
         if delivered_any || now_stage != stage_seen {
             stage_seen = now_stage;
             slot.useful(now_stage, Instant::now());
@@ -486,16 +437,20 @@ async fn handle_connection(
         relist(&conn, &mut listed, &context.sessions);
     }
     drop(listed);
-    conn.out.lock().close();
-    conn.sent_back.lock().clear();
+    // What we sent back and was not acked is lost: `send_back` callers use another route.
+    conn.close("connection closed");
     // The last handle on the write side: dropping it shuts it down.
     drop(writer);
 }
 
 /// Lists the session once authenticated; unlists it if a new handshake re-keyed it (as
 /// someone else, or as 2.0): what we sent back before is then lost.
-fn relist(conn: &Arc<InboundConn>, listed: &mut Option<Listed>, sessions: &Arc<InboundSessions>) {
-    let responder = conn.responder.lock();
+fn relist<W: WriteHalf>(
+    conn: &Arc<InboundConn<W>>,
+    listed: &mut Option<Listed<W>>,
+    sessions: &Arc<InboundSessions<W>>,
+) {
+    let responder = conn.session();
     let peer = responder
         .is_authenticated()
         .then(|| responder.peer_id())
@@ -504,6 +459,6 @@ fn relist(conn: &Arc<InboundConn>, listed: &mut Option<Listed>, sessions: &Arc<I
         let peer = peer.map(str::to_owned);
         drop(responder);
         *listed = peer.map(|p| sessions.list(&p, conn));
-        conn.sent_back.lock().clear();
+        conn.fail_all("re-keyed");
     }
 }

@@ -14,27 +14,12 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use m2m_proto::rate::SourceKey;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// The part of a peer's address that counts as one source: the IPv4 address, or the /64 of
-/// an IPv6 one (a host gets a whole /64; counting single v6 addresses would count nothing).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) struct SourceKey(u128);
-
-impl SourceKey {
-    pub(crate) fn of(ip: IpAddr) -> Self {
-        match ip {
-            IpAddr::V4(v4) => SourceKey(u128::from(u32::from(v4))),
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => SourceKey(u128::from(u32::from(v4))),
-                // Tagged above the IPv4 range so the two never collide.
-                None => SourceKey((u128::from(v6) & !0u128 << 64) | 1 << 32),
-            },
-        }
-    }
-}
+use crate::refusals::{Limit, RefusalCounter};
 
 /// How far a connection got, in eviction order (first evicted first).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -86,14 +71,22 @@ pub(crate) struct InboundSlots {
     max_total: usize,
     max_per_source: usize,
     table: Mutex<Table>,
+    refusals: Arc<RefusalCounter>,
 }
 
 impl InboundSlots {
-    pub(crate) fn new(max_total: usize, max_per_source: usize) -> Arc<Self> {
+    /// Slots for `max_total` connections, `max_per_source` from one source; refusals and
+    /// evictions are counted in `refusals`.
+    pub(crate) fn new(
+        max_total: usize,
+        max_per_source: usize,
+        refusals: Arc<RefusalCounter>,
+    ) -> Arc<Self> {
         Arc::new(InboundSlots {
             max_total: max_total.max(1),
             max_per_source: max_per_source.max(1),
             table: Mutex::new(Table::default()),
+            refusals,
         })
     }
 
@@ -102,9 +95,12 @@ impl InboundSlots {
         let source = SourceKey::of(ip);
         let mut table = self.table.lock();
         if table.per_source.get(&source).copied().unwrap_or(0) >= self.max_per_source {
+            drop(table);
+            self.refusals.refused(Limit::SourceShare, &ip);
             return Err(NoSlot::SourceShare);
         }
-        if table.holders.len() >= self.max_total {
+        let full = table.holders.len() >= self.max_total;
+        if full {
             // Handshaking holders first (`false` sorts first), then the oldest useful.
             let victim = table
                 .holders
@@ -132,6 +128,10 @@ impl InboundSlots {
             },
         );
         *table.per_source.entry(source).or_default() += 1;
+        drop(table);
+        if full {
+            self.refusals.refused(Limit::Evicted, &ip);
+        }
         Ok(Slot {
             slots: self.clone(),
             key,
@@ -181,27 +181,8 @@ mod tests {
     }
 
     #[test]
-    fn sources_are_v4_addresses_and_v6_prefixes() {
-        assert_eq!(SourceKey::of(ip("10.0.0.1")), SourceKey::of(ip("10.0.0.1")));
-        assert_ne!(SourceKey::of(ip("10.0.0.1")), SourceKey::of(ip("10.0.0.2")));
-        assert_eq!(
-            SourceKey::of(ip("2001:db8::1")),
-            SourceKey::of(ip("2001:db8::ffff:1"))
-        );
-        assert_ne!(
-            SourceKey::of(ip("2001:db8::1")),
-            SourceKey::of(ip("2001:db8:0:1::1"))
-        );
-        assert_eq!(
-            SourceKey::of(ip("::ffff:10.0.0.1")),
-            SourceKey::of(ip("10.0.0.1"))
-        );
-        assert_ne!(SourceKey::of(ip("::")), SourceKey::of(ip("0.0.0.0")));
-    }
-
-    #[test]
     fn a_source_gets_its_share_only() {
-        let slots = InboundSlots::new(8, 2);
+        let slots = InboundSlots::new(8, 2, Arc::default());
         let now = Instant::now();
         let a1 = slots.admit(ip("127.0.0.2"), now).unwrap();
         let _a2 = slots.admit(ip("127.0.0.2"), now).unwrap();
@@ -213,11 +194,13 @@ mod tests {
         drop(a1);
         let _a3 = slots.admit(ip("127.0.0.2"), now).unwrap();
         assert_eq!(slots.held(), 3);
+        assert_eq!(slots.refusals.snapshot().source_share, 1);
     }
 
     #[test]
     fn the_least_useful_holder_is_evicted_when_full() {
-        let slots = InboundSlots::new(3, 3);
+        let refusals = Arc::new(RefusalCounter::default());
+        let slots = InboundSlots::new(3, 3, refusals.clone());
         let t0 = Instant::now();
         let s = |n: u64| t0 + Duration::from_secs(n);
         let idle = slots.admit(ip("10.0.0.1"), t0).unwrap();
@@ -234,6 +217,7 @@ mod tests {
         assert!(idle.evicted.is_cancelled());
         assert!(!busy.evicted.is_cancelled() && !n1.evicted.is_cancelled());
         assert_eq!(slots.held(), 3);
+        assert_eq!(refusals.snapshot().evicted, 2);
         // Dropping an evicted slot frees nothing twice.
         drop(idle);
         drop(handshaking);

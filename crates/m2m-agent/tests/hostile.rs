@@ -133,6 +133,11 @@ async fn cheap_connections_cannot_lock_senders_out() {
         }
     }
     assert_eq!((held.len(), refused), (8, 4));
+    // Each refusal is counted (the accept loop may still be closing the last one).
+    while target.refusals().source_share < 4 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(target.refusals().source_share, 4);
 
     // Many sources: 40 more connections from 127.0.0.3..=7, each pinging; the slots are
     // all taken, and the oldest holders have been evicted to make room.
@@ -153,6 +158,8 @@ async fn cheap_connections_cannot_lock_senders_out() {
         }
     }
     assert_eq!(alive, 32, "every slot held by a flooder");
+    // 8 + 40 connections for 32 slots: 16 evictions.
+    assert_eq!(target.refusals().evicted, 16);
 
     // A legitimate sender still gets in (evicting a flooder), several times over.
     for n in 0..3 {
@@ -203,6 +210,7 @@ async fn unfinished_lines_share_one_budget() {
         "{holding} connections hold a line"
     );
     assert_eq!(overloaded + holding, 12);
+    assert_eq!(target.refusals().buffer_budget, overloaded);
 
     // Small messages need no budget: they still get through.
     scene.delivers("small", json!(1)).await;
@@ -268,6 +276,7 @@ async fn handshakes_are_one_per_connection_and_rate_limited_per_source() {
         "{answered} handshakes answered"
     );
     assert_eq!(answered + limited, 10);
+    assert_eq!(target.refusals().handshake_rate, limited);
     // Other sources are not limited by it.
     scene.delivers("real", json!(1)).await;
     scene.stop().await;

@@ -126,7 +126,7 @@ impl Join {
                 Kind::Timeout,
                 format!("the hub at {url} did not answer in time"),
             ),
-            AgentError::Io { context, reason } => anyhow!("{context}: {reason}"),
+            AgentError::Io { context, source } => anyhow!("{context}: {source}"),
             AgentError::Hub(error) => anyhow!("the hub at {url} refused to register us: {error}"),
             other => anyhow!("could not join the hub at {url}: {other}"),
         })
@@ -173,7 +173,9 @@ pub fn explain(error: AgentError) -> anyhow::Error {
         AgentError::Timeout { operation, after } => {
             anyhow!("{operation} timed out after {}", human(after))
         }
-        AgentError::Unreachable { address, reason } => {
+        AgentError::Unreachable {
+            address, reason, ..
+        } => {
             anyhow!("could not reach the agent at {address}: {reason}")
         }
         AgentError::DecryptionFailed { address } => {

@@ -1,5 +1,7 @@
-//! The agent's standing with the hub: the current WebSocket and registration, what to
-//! register again after a reconnect, and the supervisor that sends heartbeats and reconnects.
+//! The agent's presence at the hub, across reconnects ([`HubPresence`]): the current
+//! WebSocket ([`HubClient`], one per connection) and the id we are known by on it
+//! ([`Connected`]), the registration to restore after a reconnect, who the hub says we are
+//! ([`Standing`]), and the supervisor task that sends heartbeats and reconnects.
 //!
 //! Every (re)registration first probes the hub with the `challenge` action (PROTOCOL.md B):
 //! a 2.1 hub answers with the connection's nonce, and we register with our identity key and
@@ -22,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::is_loopback_host;
+use crate::defaults::{LOCAL_ADDRESS_PROBE_TIMEOUT, MIN_HEARTBEAT_INTERVAL};
 use crate::error::{AgentError, Result};
 use crate::hub_client::HubClient;
 use crate::identity::LocalIdentity;
@@ -53,11 +56,12 @@ struct ChallengeReply {
     nonce: String,
 }
 
+/// The current WebSocket and the id we are known by on it.
 #[derive(Debug, Clone)]
-struct Session {
+struct Connected {
     client: HubClient,
     id: String,
-    /// False for a connection that only asks ([`HubLink::attach`]): no id of ours to name
+    /// False for a connection that only asks ([`HubPresence::attach`]): no id of ours to name
     /// in requests, nothing to say goodbye to.
     registered: bool,
 }
@@ -68,7 +72,7 @@ pub(crate) const SUPERSEDED: &str =
 
 /// Timing of the supervisor.
 #[derive(Debug, Clone)]
-pub(crate) struct LinkTiming {
+pub(crate) struct PresenceTiming {
     pub request_timeout: Duration,
     pub heartbeat_interval: Duration,
     pub auto_reconnect: bool,
@@ -76,25 +80,26 @@ pub(crate) struct LinkTiming {
     pub max_reconnect_delay: Duration,
 }
 
+/// Our presence at the hub: outlives each WebSocket, restores the registration on the next.
 #[derive(Debug)]
-pub(crate) struct HubLink {
+pub(crate) struct HubPresence {
     url: String,
-    timing: LinkTiming,
+    timing: PresenceTiming,
     registration: Mutex<Registration>,
-    session: RwLock<Option<Session>>,
+    connected: RwLock<Option<Connected>>,
     standing: RwLock<Standing>,
     local: Arc<LocalIdentity>,
-    /// Set by [`HubLink::disconnect`]: the coming close is ours, not a loss.
+    /// Set by [`HubPresence::disconnect`]: the coming close is ours, not a loss.
     leaving: AtomicBool,
     cancel: CancellationToken,
     tracker: TaskTracker,
 }
 
-impl HubLink {
+impl HubPresence {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         url: String,
-        timing: LinkTiming,
+        timing: PresenceTiming,
         local: Arc<LocalIdentity>,
         address: String,
         capabilities: Vec<String>,
@@ -102,7 +107,7 @@ impl HubLink {
         cancel: CancellationToken,
         tracker: TaskTracker,
     ) -> Self {
-        HubLink {
+        HubPresence {
             url,
             timing,
             registration: Mutex::new(Registration {
@@ -111,7 +116,7 @@ impl HubLink {
                 metadata,
                 status: None,
             }),
-            session: RwLock::new(None),
+            connected: RwLock::new(None),
             standing: RwLock::new(Standing::default()),
             local,
             leaving: AtomicBool::new(false),
@@ -138,7 +143,7 @@ impl HubLink {
         }
     }
 
-    /// Opens the WebSocket and registers; the new session replaces the old one.
+    /// Opens a WebSocket and registers on it; it replaces the current one.
     pub(crate) async fn register(&self) -> Result<Standing> {
         let client = self.open().await?;
         let reg = self.registration.lock().clone();
@@ -167,7 +172,7 @@ impl HubLink {
             hub_verified,
         };
         self.install(
-            Session {
+            Connected {
                 client,
                 id: registered.id,
                 registered: true,
@@ -189,9 +194,9 @@ impl HubLink {
         .await
     }
 
-    /// Makes `session` the current one (closing the one it replaces).
-    fn install(&self, session: Session, standing: &Standing) {
-        let old = self.session.write().replace(session);
+    /// Makes `connected` the current connection (closing the one it replaces).
+    fn install(&self, connected: Connected, standing: &Standing) {
+        let old = self.connected.write().replace(connected);
         if let Some(old) = old {
             old.client.close();
         }
@@ -210,7 +215,7 @@ impl HubLink {
             hub_verified: false,
         };
         self.install(
-            Session {
+            Connected {
                 client,
                 id: standing.id.clone(),
                 registered: false,
@@ -254,8 +259,8 @@ impl HubLink {
         Ok((registered, nonce.is_some()))
     }
 
-    fn session(&self) -> Result<Session> {
-        match self.session.read().as_ref() {
+    fn connected(&self) -> Result<Connected> {
+        match self.connected.read().as_ref() {
             Some(s) if !s.client.is_closed() => Ok(s.clone()),
             _ => Err(AgentError::NotConnected),
         }
@@ -267,11 +272,11 @@ impl HubLink {
         mut req: HubRequest,
         with_id: bool,
     ) -> Result<T> {
-        let session = self.session()?;
-        if with_id && session.registered {
-            req.id = Some(Value::String(session.id.clone()));
+        let connected = self.connected()?;
+        if with_id && connected.registered {
+            req.id = Some(Value::String(connected.id.clone()));
         }
-        session.client.request(req).await
+        connected.client.request(req).await
     }
 
     /// `status`: remembered so that a reconnect restores it.
@@ -287,7 +292,7 @@ impl HubLink {
                 reg.metadata.insert(k.clone(), v.clone());
             }
         }
-        if !self.session()?.registered {
+        if !self.connected()?.registered {
             return Err(AgentError::NotRegistered);
         }
         let req = HubRequest {
@@ -302,49 +307,49 @@ impl HubLink {
     /// Says goodbye (best effort) and closes the WebSocket.
     pub(crate) async fn disconnect(&self) {
         self.leaving.store(true, Ordering::Release);
-        let Ok(session) = self.session() else {
+        let Ok(connected) = self.connected() else {
             return;
         };
-        if !session.registered {
-            session.client.close();
-            self.session.write().take();
+        if !connected.registered {
+            connected.client.close();
+            self.connected.write().take();
             return;
         }
         let req = HubRequest {
             action: Some("disconnect".into()),
-            id: Some(session.id.clone().into()),
+            id: Some(connected.id.clone().into()),
             ..HubRequest::default()
         };
-        if let Err(e) = session.client.request::<Empty>(req).await {
+        if let Err(e) = connected.client.request::<Empty>(req).await {
             tracing::debug!(error = %e, "hub disconnect failed");
         }
-        session.client.close();
-        self.session.write().take();
+        connected.client.close();
+        self.connected.write().take();
     }
 }
 
 /// Heartbeats while connected; on loss, reconnects with backoff and re-registers. Runs until
 /// `cancel`.
 pub(crate) async fn supervise(
-    link: Arc<HubLink>,
+    presence: Arc<HubPresence>,
     pool: Arc<Pool>,
     events: broadcast::Sender<AgentEvent>,
     cancel: CancellationToken,
 ) {
-    let timing = link.timing.clone();
+    let timing = presence.timing.clone();
     loop {
-        let Ok(session) = link.session() else {
+        let Ok(connected) = presence.connected() else {
             return;
         };
-        let reason = heartbeat_until_lost(&session, &timing, &cancel).await;
+        let reason = heartbeat_until_lost(&connected, &timing, &cancel).await;
         let Some(mut reason) = reason else { return };
-        if link.leaving.load(Ordering::Acquire) {
+        if presence.leaving.load(Ordering::Acquire) {
             return;
         }
-        session.client.close();
+        connected.client.close();
         // Another process registered with our identity: reconnecting would only take the
         // registration back from it, and it from us, in turn.
-        let superseded = session.client.is_superseded();
+        let superseded = connected.client.is_superseded();
         if superseded {
             reason = SUPERSEDED.to_owned();
         }
@@ -365,12 +370,12 @@ pub(crate) async fn supervise(
             let attempt = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return,
-                r = link.register() => r,
+                r = presence.register() => r,
             };
             match attempt {
                 Ok(standing) => {
                     // Pooled connections declared the old id in their handshakes.
-                    if standing.id != session.id {
+                    if standing.id != connected.id {
                         pool.clear();
                     }
                     tracing::info!(id = %standing.id, verified = standing.hub_verified, "re-registered at the hub");
@@ -392,29 +397,29 @@ pub(crate) async fn supervise(
 
 /// Returns why the connection was lost, or `None` when cancelled.
 async fn heartbeat_until_lost(
-    session: &Session,
-    timing: &LinkTiming,
+    connected: &Connected,
+    timing: &PresenceTiming,
     cancel: &CancellationToken,
 ) -> Option<String> {
-    let mut ticks = tokio::time::interval(timing.heartbeat_interval.max(Duration::from_millis(1)));
+    let mut ticks = tokio::time::interval(timing.heartbeat_interval.max(MIN_HEARTBEAT_INTERVAL));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticks.tick().await;
     loop {
         tokio::select! {
             biased;
             _ = cancel.cancelled() => return None,
-            _ = session.client.closed() => return Some("hub connection closed".into()),
+            _ = connected.client.closed() => return Some("hub connection closed".into()),
             _ = ticks.tick() => {}
         }
         let req = HubRequest {
             action: Some("heartbeat".into()),
-            id: Some(session.id.clone().into()),
+            id: Some(connected.id.clone().into()),
             ..HubRequest::default()
         };
         let beat = tokio::select! {
             biased;
             _ = cancel.cancelled() => return None,
-            r = session.client.request::<HeartbeatAck>(req) => r,
+            r = connected.client.request::<HeartbeatAck>(req) => r,
         };
         match beat {
             Ok(_) => {}
@@ -449,7 +454,7 @@ pub(crate) async fn local_ipv4(hub_url: &str) -> IpAddr {
         socket.connect((host, port)).await.ok()?;
         socket.local_addr().ok().map(|a| a.ip())
     };
-    match tokio::time::timeout(Duration::from_secs(5), probe).await {
+    match tokio::time::timeout(LOCAL_ADDRESS_PROBE_TIMEOUT, probe).await {
         Ok(Some(ip)) if ip.is_ipv4() && !ip.is_unspecified() => ip,
         _ => fallback,
     }

@@ -1,39 +1,37 @@
-//! Output of a P2P connection written by whichever task produced the bytes.
+//! Output of a connection, written by whichever task produced the bytes.
 //!
-//! A task that has frames to send appends them to the connection's [`Out`] under its lock
-//! and, when no other task is waiting on the socket, writes them at once with a
-//! non-blocking `try_write` ([`Out::try_flush`]): a request or a response costs no hand-off
-//! to a writer task. Only when the socket's buffer is full does a task have to wait
-//! ([`drain`]); meanwhile [`Out::busy`] is set and other tasks only append, so frames keep
-//! their order and are written together once the socket takes more.
+//! A task that has frames to send appends them to the connection's [`PendingOutput`] under
+//! its lock and, when no other task is waiting on the stream, writes them at once with a
+//! non-blocking `try_write` ([`PendingOutput::try_flush`]): a request or a response costs no
+//! hand-off to a writer task. Only when the stream's buffer is full does a task have to wait
+//! ([`drain`]); meanwhile [`PendingOutput::busy`] is set and other tasks only append, so
+//! frames keep their order and are written together once the stream takes more.
 
 use std::io::ErrorKind;
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::time::Instant;
 
-/// Buffer held at most between writes; a larger one is released once written, so that a
-/// burst of large messages does not pin its memory on an idle connection.
-const KEEP_CAPACITY: usize = 1024 * 1024;
+use super::transport::WriteHalf;
+use crate::defaults::KEEP_OUTPUT_CAPACITY;
 
 /// A connection's pending output.
 #[derive(Debug)]
-pub(crate) struct Out {
+pub(crate) struct PendingOutput<W> {
     /// Bytes to write: `buf[written..]`.
     pub buf: Vec<u8>,
     written: usize,
     /// A task is waiting for the socket to take `buf` ([`drain`]): others only append.
     pub busy: bool,
     /// `None` once the connection is closed.
-    writer: Option<Arc<OwnedWriteHalf>>,
+    writer: Option<Arc<W>>,
     /// When bytes last went out.
     pub last_write: Instant,
 }
 
-/// What [`Out::try_flush`] achieved.
+/// What [`PendingOutput::try_flush`] achieved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Flush {
     /// Everything is written.
@@ -44,9 +42,9 @@ pub(crate) enum Flush {
     Closed,
 }
 
-impl Out {
-    pub(crate) fn new(writer: Arc<OwnedWriteHalf>) -> Self {
-        Out {
+impl<W: WriteHalf> PendingOutput<W> {
+    pub(crate) fn new(writer: Arc<W>) -> Self {
+        PendingOutput {
             buf: Vec::new(),
             written: 0,
             busy: false,
@@ -95,7 +93,7 @@ impl Out {
         }
         if result == Flush::Done {
             self.written = 0;
-            if self.buf.capacity() > KEEP_CAPACITY {
+            if self.buf.capacity() > KEEP_OUTPUT_CAPACITY {
                 self.buf = Vec::new();
             } else {
                 self.buf.clear();
@@ -131,8 +129,12 @@ pub(crate) async fn let_others_append_first() {
 }
 
 /// Writes everything `out` holds, waiting for the socket as needed, until it is empty; then
-/// clears [`Out::busy`]. False when the socket failed or took nothing for `timeout`.
-pub(crate) async fn drain(out: &Mutex<Out>, writer: &OwnedWriteHalf, timeout: Duration) -> bool {
+/// clears [`PendingOutput::busy`]. False when the socket failed or took nothing for `timeout`.
+pub(crate) async fn drain<W: WriteHalf>(
+    out: &Mutex<PendingOutput<W>>,
+    writer: &W,
+    timeout: Duration,
+) -> bool {
     loop {
         {
             let mut o = out.lock();
@@ -170,7 +172,7 @@ mod tests {
         let (mut server, _) = listener.accept().await.unwrap();
         let (_r, w) = client.into_split();
         let w = Arc::new(w);
-        let out = Mutex::new(Out::new(w.clone()));
+        let out = Mutex::new(PendingOutput::new(w.clone()));
         let total = 32 * 1024 * 1024;
         let data: Vec<u8> = (0..total).map(|i| (i % 251) as u8).collect();
         let first = {

@@ -1,0 +1,287 @@
+//! Messaging: sends by id and by address, broadcast, request/respond and ping. Every send
+//! resolves its target ([`super::routing`]), takes a pooled connection ([`crate::peer`]) and
+//! completes when the peer acked; each is bounded by the send timeout. Responses go back on
+//! the requester's own authenticated session when there is one ([`crate::listener`]).
+
+use std::time::Duration;
+
+use futures_util::stream::{self, StreamExt};
+use m2m_proto::hub::status;
+use m2m_proto::{limits, IdentityKey};
+use serde_json::Value;
+
+use super::Agent;
+use crate::error::{AgentError, Result};
+use crate::hub_client::correlation_id;
+use crate::listener::NotSentBack;
+use crate::message::{
+    BroadcastFailure, BroadcastOptions, BroadcastReport, Delivery, DiscoverOptions, Message,
+};
+use crate::peer::{self, Credentials};
+
+impl Agent {
+    /// Sends one message to agent `id`; resolves once the peer acked it.
+    pub async fn send(&self, id: &str, message_type: &str, payload: Value) -> Result<Delivery> {
+        self.send_with_id(id, message_type, &payload, correlation_id())
+            .await
+    }
+
+    pub(super) async fn send_with_id(
+        &self,
+        id: &str,
+        message_type: &str,
+        payload: &Value,
+        correlation_id: String,
+    ) -> Result<Delivery> {
+        let timeout = self.inner.config.send_timeout;
+        let sent = tokio::time::timeout(timeout, async {
+            let (address, expect) = self.resolve(id).await?;
+            self.deliver(&address, expect, message_type, payload, &correlation_id)
+                .await
+        })
+        .await
+        .unwrap_or_else(|_| Err(AgentError::timeout("send", timeout)));
+        if let Err(
+            AgentError::Unreachable { .. }
+            | AgentError::Timeout { .. }
+            | AgentError::Authentication { .. },
+        ) = &sent
+        {
+            // The peer may have moved (or the hub's answer was wrong): look it up again next
+            // time.
+            self.inner.cache.remove(id);
+        }
+        sent.map(|()| Delivery {
+            delivered: true,
+            correlation_id,
+        })
+    }
+
+    /// Sends one message to `address` (`host:port`) without asking the hub. Nobody vouches
+    /// for the identity there: a 2.1 peer authenticates, but as whoever it is (and a 2.0
+    /// peer is refused with [`AgentBuilder::authenticated_peers_only`](crate::AgentBuilder::authenticated_peers_only)).
+    pub async fn send_direct(
+        &self,
+        address: &str,
+        message_type: &str,
+        payload: Value,
+    ) -> Result<Delivery> {
+        let correlation_id = correlation_id();
+        let timeout = self.inner.config.send_timeout;
+        tokio::time::timeout(
+            timeout,
+            self.deliver(address, None, message_type, &payload, &correlation_id),
+        )
+        .await
+        .unwrap_or_else(|_| Err(AgentError::timeout("send", timeout)))?;
+        Ok(Delivery {
+            delivered: true,
+            correlation_id,
+        })
+    }
+
+    async fn deliver(
+        &self,
+        address: &str,
+        expect: Option<IdentityKey>,
+        message_type: &str,
+        payload: &Value,
+        correlation_id: &str,
+    ) -> Result<()> {
+        if self.inner.cancel.is_cancelled() {
+            return Err(AgentError::Disconnected);
+        }
+        let credentials = self.credentials(expect);
+        self.inner
+            .pool
+            .send(address, &credentials, message_type, payload, correlation_id)
+            .await
+    }
+
+    /// Sends to every online agent (with any of `options.capabilities`), at most
+    /// `options.parallelism` at a time.
+    pub async fn broadcast(
+        &self,
+        message_type: &str,
+        payload: Value,
+        options: BroadcastOptions,
+    ) -> Result<BroadcastReport> {
+        let peers = self
+            .discover(DiscoverOptions {
+                capabilities: options.capabilities,
+                status: Some(status::ONLINE.to_owned()),
+                limit: Some(limits::MAX_PAGE),
+                offset: None,
+            })
+            .await?;
+        let payload = &payload;
+        let results: Vec<(String, Result<()>)> = stream::iter(peers)
+            .map(|peer| async move {
+                let timeout = self.inner.config.send_timeout;
+                let cid = correlation_id();
+                let sent = tokio::time::timeout(timeout, async {
+                    let expect = self.inner.vouched.check(
+                        &peer.id,
+                        &peer.address,
+                        peer.identity.as_deref(),
+                    )?;
+                    self.deliver(&peer.address, expect, message_type, payload, &cid)
+                        .await
+                })
+                .await
+                .unwrap_or_else(|_| Err(AgentError::timeout("send", timeout)));
+                (peer.id, sent)
+            })
+            .buffer_unordered(options.parallelism.max(1))
+            .collect()
+            .await;
+        let mut report = BroadcastReport {
+            total: results.len(),
+            ..BroadcastReport::default()
+        };
+        for (agent, result) in results {
+            match result {
+                Ok(()) => report.delivered += 1,
+                Err(error) => report.errors.push(BroadcastFailure { agent, error }),
+            }
+        }
+        report.failed = report.errors.len();
+        Ok(report)
+    }
+
+    /// Sends `message_type` to `id` and waits for its `<message_type>:response` carrying the
+    /// same correlationId; returns the response's payload. An object payload gets the
+    /// `correlationId` field added, as the original does. `timeout` defaults to the configured
+    /// request timeout.
+    pub async fn request(
+        &self,
+        id: &str,
+        message_type: &str,
+        payload: Value,
+        timeout: Option<Duration>,
+    ) -> Result<Value> {
+        let timeout = timeout.unwrap_or(self.inner.config.request_timeout);
+        let cid = correlation_id();
+        let payload = match payload {
+            Value::Object(mut fields) => {
+                fields.insert("correlationId".into(), Value::String(cid.clone()));
+                Value::Object(fields)
+            }
+            other => other,
+        };
+        let mut waiter = self
+            .inner
+            .inbox
+            .expect_response(&cid, format!("{message_type}:response"));
+        let exchange = async {
+            self.send_with_id(id, message_type, &payload, cid.clone())
+                .await?;
+            tokio::select! {
+                biased;
+                _ = self.inner.cancel.cancelled() => Err(AgentError::Disconnected),
+                r = waiter.recv() => r.ok_or(AgentError::Disconnected),
+            }
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .unwrap_or_else(|_| Err(AgentError::timeout("request", timeout)))
+    }
+
+    /// Answers `message`: sends `<type>:response` with its correlationId to its sender.
+    /// A message that came on an authenticated (2.1) inbound session is answered on that
+    /// same connection while it lives — the requester need not be reachable; otherwise,
+    /// as in 2.0, on a connection to the sender's address from the hub.
+    ///
+    /// **Ours (issue 13 #7, #8):** the `from` of an unauthenticated message is only declared,
+    /// so its answer never travels on an authenticated route: it goes as plain 2.0 (which
+    /// a real 2.0 sender expects), within [`AgentConfig::unverified_respond_timeout`](crate::AgentConfig::unverified_respond_timeout), and not
+    /// at all ([`AgentError::Authentication`]) when the hub vouches for an identity under
+    /// that id — whoever holds that key would have authenticated, so the claim is false and
+    /// answering would launder the sender's words into an authenticated message from us.
+    pub async fn respond(&self, message: &Message, payload: Value) -> Result<Delivery> {
+        let cid = message
+            .correlation_id
+            .clone()
+            .unwrap_or_else(correlation_id);
+        let response_type = format!("{}:response", message.message_type);
+        if !message.authenticated {
+            let config = &self.inner.config;
+            let timeout = config.unverified_respond_timeout.min(config.send_timeout);
+            let sent = tokio::time::timeout(
+                timeout,
+                self.respond_unverified(&message.from, &response_type, &payload, &cid),
+            )
+            .await
+            .unwrap_or_else(|_| Err(AgentError::timeout("respond", timeout)));
+            if let Err(AgentError::Unreachable { .. } | AgentError::Timeout { .. }) = &sent {
+                self.inner.cache.remove(&message.from);
+            }
+            return sent.map(|()| Delivery {
+                delivered: true,
+                correlation_id: cid,
+            });
+        }
+        let timeout = self.inner.config.send_timeout;
+        let back = self
+            .inner
+            .sessions
+            .send_back(&message.from, &response_type, &payload, &cid);
+        match tokio::time::timeout(timeout, back).await {
+            Ok(Ok(())) => {
+                return Ok(Delivery {
+                    delivered: true,
+                    correlation_id: cid,
+                })
+            }
+            Ok(Err(NotSentBack::Failed(e))) => return Err(e),
+            Ok(Err(NotSentBack::NoSession)) => {}
+            Err(_) => return Err(AgentError::timeout("respond", timeout)),
+        }
+        self.send_with_id(&message.from, &response_type, &payload, cid)
+            .await
+    }
+
+    /// The answer to an unauthenticated message: plain 2.0 to the address the hub has for
+    /// `from`, refused if the hub vouches for an identity under that id.
+    async fn respond_unverified(
+        &self,
+        from: &str,
+        response_type: &str,
+        payload: &Value,
+        cid: &str,
+    ) -> Result<()> {
+        let (address, vouched) = self.resolve(from).await?;
+        if vouched.is_some() {
+            return Err(AgentError::Authentication {
+                address,
+                reason: format!(
+                    "an unauthenticated message claimed to come from {from}, whose identity                      the hub vouches for; not answered"
+                ),
+            });
+        }
+        if self.inner.cancel.is_cancelled() {
+            return Err(AgentError::Disconnected);
+        }
+        self.inner
+            .pool
+            .send(
+                &address,
+                &Credentials::plain(&self.id()),
+                response_type,
+                payload,
+                cid,
+            )
+            .await
+    }
+
+    /// Round-trip time of a P2P `ping` to `address`.
+    pub async fn ping(&self, address: &str) -> Result<Duration> {
+        let timeout = self.inner.config.send_timeout;
+        tokio::time::timeout(
+            timeout,
+            peer::ping(address, self.inner.config.max_frame_len),
+        )
+        .await
+        .unwrap_or_else(|_| Err(AgentError::timeout("ping", timeout)))
+    }
+}
