@@ -29,7 +29,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::Message;
-use ws::WebSocketStream;
+use tokio_tungstenite::WebSocketStream;
 
 use crate::address;
 use crate::budget::Charge;
