@@ -88,6 +88,7 @@ pub enum Command {
     /// Start a hub and two agents in this process and show them talking.
     Demo,
     /// Measure a hub, the P2P transport or this machine; prints JSON (docs/PERFORMANCE.md).
+    #[cfg(feature = "bench")]
     Bench(m2m_bench::cli::BenchArgs),
     /// Print a shell completion script (e.g. `m2m completions bash > /etc/bash_completion.d/m2m`).
     Completions(CompletionsArgs),

@@ -42,6 +42,7 @@ fn main() -> ExitCode {
         eprintln!("m2m: {}", sentence(&e));
         return ExitCode::FAILURE;
     }
+    #[cfg(feature = "bench")]
     if let Command::Bench(args) = cli.command {
         return bench(args);
     }
@@ -93,12 +94,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Completions(args) => cmd::docs::completions(args),
         Command::Man(args) => cmd::docs::man(args),
         // Handled in `main`, before a runtime exists: the bench chooses its own.
+        #[cfg(feature = "bench")]
         Command::Bench(_) => anyhow::bail!("`m2m bench` runs on its own runtime"),
     }
 }
 
-/// `m2m bench …`: the bench builds its own runtime (`--threads`), and starts this program
+/// `m2m bench …` (the `bench` feature, on by default): the bench builds its own runtime (`--threads`), and starts this program
 /// again as `m2m bench <hidden subcommand>` for its second processes.
+#[cfg(feature = "bench")]
 fn bench(args: m2m_bench::cli::BenchArgs) -> ExitCode {
     match m2m_bench::cli::Invocation::current(&["bench"]).and_then(|me| args.run_and_print(&me)) {
         Ok(()) => ExitCode::SUCCESS,
