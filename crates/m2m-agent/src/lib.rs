@@ -119,6 +119,7 @@ mod budget;
 mod cache;
 pub mod config;
 pub mod defaults;
+pub mod duration;
 mod error;
 mod handler;
 mod hub_client;
