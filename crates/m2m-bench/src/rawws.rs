@@ -18,10 +18,7 @@ use anyhow::{bail, Context};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Largest handshake response accepted.
-const MAX_HANDSHAKE: usize = 16 * 1024;
-/// Largest message accepted from the hub (discover pages of 500 agents stay far below).
-const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+use crate::defaults::{MAX_WS_HANDSHAKE as MAX_HANDSHAKE, MAX_WS_MESSAGE as MAX_MESSAGE};
 
 const OP_CONTINUATION: u8 = 0x0;
 const OP_TEXT: u8 = 0x1;
