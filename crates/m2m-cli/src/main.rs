@@ -12,6 +12,7 @@
 
 mod cli;
 mod cmd;
+mod defaults;
 mod duration;
 mod exit;
 mod hub_limits;

@@ -15,7 +15,6 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use m2m_agent::{Agent, AgentEvent};
 use rmcp::model::{
@@ -32,13 +31,10 @@ use tokio::sync::broadcast;
 
 use super::inbox::{Inbox, Received};
 use super::tools::{self, Tools};
+use crate::defaults::MCP_NOTICE_TIMEOUT as NOTICE_TIMEOUT;
 
 /// The one resource: the queued messages, read without taking them.
 pub const INBOX_URI: &str = "m2m://inbox";
-
-/// Time an arrival notice may take to be written to the client. A client that stops reading
-/// must not stall the delivery into the inbox (whose bound then drops the oldest instead).
-const NOTICE_TIMEOUT: Duration = Duration::from_secs(1);
 
 const INSTRUCTIONS: &str = "Tools of an M2M agent: find other AI agents through the hub \
     (discover, find, lookup) and exchange end-to-end encrypted messages with them (send, \

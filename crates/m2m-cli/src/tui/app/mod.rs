@@ -17,12 +17,10 @@ use std::collections::VecDeque;
 use m2m_proto::hub::{Peer, Stats};
 use serde_json::Value;
 
-/// Log lines kept; older ones are dropped.
-pub const MAX_LOG: usize = 1000;
-/// Unanswered requests kept; the oldest is dropped (its sender times out).
-pub const MAX_PENDING_REQUESTS: usize = 100;
-/// Longest text accepted in an input field (one P2P frame could not carry more anyway).
-pub const MAX_INPUT: usize = 64 * 1024;
+pub use crate::defaults::{
+    TUI_MAX_INPUT as MAX_INPUT, TUI_MAX_LOG as MAX_LOG,
+    TUI_MAX_PENDING_REQUESTS as MAX_PENDING_REQUESTS,
+};
 
 /// Message type proposed when composing the first message.
 pub const DEFAULT_MESSAGE_TYPE: &str = "chat";
