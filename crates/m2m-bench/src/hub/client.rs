@@ -70,14 +70,14 @@ pub(super) fn outcome(reply: &str) -> Result<(), String> {
 }
 
 /// One registered client.
-pub(super) struct Conn {
+pub(super) struct RegisteredClient {
     pub(super) ws: RawWs,
     pub(super) index: usize,
     /// The agents registered on it (empty string: a failed registration).
     pub(super) ids: Vec<String>,
 }
 
-impl Conn {
+impl RegisteredClient {
     /// The first agent: the one that heartbeats and discovers in the action phases.
     pub(super) fn id(&self) -> &str {
         self.ids.first().map_or("", String::as_str)

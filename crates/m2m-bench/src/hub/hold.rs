@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use super::client::{call, outcome, Conn};
+use super::client::{call, outcome, RegisteredClient};
 use super::report::{mib, Tally};
 use super::target::HubUnderTest;
 use crate::defaults;
@@ -18,11 +18,11 @@ use crate::sys::{self, ProcSample};
 /// All agents stay connected; each heartbeats once per `interval` (spread evenly), while
 /// the hub's RSS is sampled every second.
 pub(super) async fn hold_phase(
-    chunks: Vec<Vec<Conn>>,
+    chunks: Vec<Vec<RegisteredClient>>,
     hub: &HubUnderTest,
     hold: Duration,
     interval: Duration,
-) -> anyhow::Result<(Vec<Vec<Conn>>, Value)> {
+) -> anyhow::Result<(Vec<Vec<RegisteredClient>>, Value)> {
     let started = Instant::now();
     let deadline = started + hold;
     let workers = chunks.len().max(1);
@@ -95,11 +95,11 @@ pub(super) async fn hold_phase(
 }
 
 async fn hold_worker(
-    mut conns: Vec<Conn>,
+    mut conns: Vec<RegisteredClient>,
     first: Instant,
     interval: Duration,
     deadline: Instant,
-) -> (Vec<Conn>, Tally, u64, usize) {
+) -> (Vec<RegisteredClient>, Tally, u64, usize) {
     let mut tally = Tally::default();
     let mut lost = 0;
     let mut beaten = std::collections::HashSet::new();

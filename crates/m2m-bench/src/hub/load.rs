@@ -8,7 +8,7 @@ use anyhow::Context;
 use serde_json::Value;
 use tokio::time::Instant;
 
-use super::client::{call, outcome, recv, Conn};
+use super::client::{call, outcome, recv, RegisteredClient};
 use super::report::Tally;
 use super::HubAction;
 use crate::defaults;
@@ -31,7 +31,7 @@ pub(super) async fn register_worker(
     groups: usize,
     agents: usize,
     per_connection: usize,
-) -> anyhow::Result<(Vec<Conn>, Tally)> {
+) -> anyhow::Result<(Vec<RegisteredClient>, Tally)> {
     let mut tally = Tally::default();
     let mut out = Vec::with_capacity(conns.len());
     for (index, mut ws) in conns {
@@ -64,7 +64,7 @@ pub(super) async fn register_worker(
                 }
             }
         }
-        out.push(Conn { ws, index, ids });
+        out.push(RegisteredClient { ws, index, ids });
     }
     Ok((out, tally))
 }
@@ -82,7 +82,7 @@ pub(super) struct PhaseJob {
 
 fn request_text(
     job: &PhaseJob,
-    conn: &Conn,
+    conn: &RegisteredClient,
     ids: &[String],
     spread: &mut Spread,
     n: u64,
@@ -112,10 +112,10 @@ fn request_text(
 }
 
 pub(super) async fn phase_worker(
-    mut conns: Vec<Conn>,
+    mut conns: Vec<RegisteredClient>,
     ids: Arc<Vec<String>>,
     job: PhaseJob,
-) -> anyhow::Result<(Vec<Conn>, Tally)> {
+) -> anyhow::Result<(Vec<RegisteredClient>, Tally)> {
     let mut tally = Tally::default();
     let mut spread = Spread(job.seed | 1);
     let mut n: u64 = 0;

@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use serde_json::{json, Map, Value};
 use tokio::time::Instant;
 
-use super::client::{call, open_ws, source_addresses, Conn};
+use super::client::{call, open_ws, source_addresses, RegisteredClient};
 use super::hold::hold_phase;
 use super::load::{phase_worker, register_worker, PhaseJob};
 use super::report::{mib, phase_figures, Tally};
@@ -80,7 +80,7 @@ pub(super) async fn measure(opts: &HubBenchOptions, hub: &HubUnderTest) -> anyho
             opts.agents_per_connection,
         )));
     }
-    let mut chunks: Vec<Vec<Conn>> = Vec::new();
+    let mut chunks: Vec<Vec<RegisteredClient>> = Vec::new();
     let mut tally = Tally::default();
     for t in tasks {
         let (conns, t) = t.await??;

@@ -47,11 +47,12 @@ const INSTRUCTIONS: &str = "Tools of an M2M agent: find other AI agents through 
 pub struct Server {
     tools: Tools,
     catalogue: Arc<Vec<Tool>>,
-    shared: Arc<Shared>,
+    client_prefs: Arc<ClientPreferences>,
 }
 
+/// What the client asked for; shared by every clone of the server.
 #[derive(Debug)]
-struct Shared {
+struct ClientPreferences {
     /// Lowest level of logging notification the client wants (`logging/setLevel`).
     min_level: AtomicU8,
     /// The client subscribed to `m2m://inbox`.
@@ -69,7 +70,7 @@ impl Server {
                 superseded: Arc::default(),
             },
             catalogue: Arc::new(tools::catalogue()),
-            shared: Arc::new(Shared {
+            client_prefs: Arc::new(ClientPreferences {
                 min_level: AtomicU8::new(rank(LoggingLevel::Info)),
                 subscribed: AtomicBool::new(false),
             }),
@@ -111,7 +112,7 @@ impl Server {
     }
 
     async fn announce(&self, peer: &Peer<RoleServer>, r: &Received) {
-        if rank(LoggingLevel::Info) >= self.shared.min_level.load(Ordering::Relaxed) {
+        if rank(LoggingLevel::Info) >= self.client_prefs.min_level.load(Ordering::Relaxed) {
             let data = json!({
                 "event": "message",
                 "messageId": r.id,
@@ -128,7 +129,7 @@ impl Server {
                 Err(_) => tracing::debug!("the client is not reading: arrival notice skipped"),
             }
         }
-        if self.shared.subscribed.load(Ordering::Relaxed) {
+        if self.client_prefs.subscribed.load(Ordering::Relaxed) {
             let update = ResourceUpdatedNotificationParam::new(INBOX_URI);
             match tokio::time::timeout(NOTICE_TIMEOUT, peer.notify_resource_updated(update)).await {
                 Ok(Ok(())) => {}
@@ -224,7 +225,7 @@ impl ServerHandler for Server {
         request: SetLevelRequestParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
-        self.shared
+        self.client_prefs
             .min_level
             .store(rank(request.level), Ordering::Relaxed);
         Ok(())
@@ -275,7 +276,7 @@ impl ServerHandler for Server {
         _context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
         only_the_inbox(&request.uri)?;
-        self.shared.subscribed.store(true, Ordering::Relaxed);
+        self.client_prefs.subscribed.store(true, Ordering::Relaxed);
         Ok(())
     }
 
@@ -285,7 +286,7 @@ impl ServerHandler for Server {
         _context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
         if request.uri == INBOX_URI {
-            self.shared.subscribed.store(false, Ordering::Relaxed);
+            self.client_prefs.subscribed.store(false, Ordering::Relaxed);
         }
         Ok(())
     }
