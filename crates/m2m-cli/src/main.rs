@@ -1,9 +1,22 @@
 //! `m2m`: the M2M command-line tool. Parses the command line, sets up logging, runs one
 //! command, and turns any failure into one clear sentence on stderr and a non-zero exit.
 //!
-//! Commands live in `cmd/` (the hub, `listen`, the one-shot commands, the demo) and `tui/`
-//! (the interactive agent). stdout carries results only — JSON when it is not a terminal or
-//! with `--json` — and logs go to stderr.
+//! Commands live in `cmd/` (the hub, `listen`, the one-shot commands, `mcp`, the demo) and
+//! `tui/` (the interactive agent). stdout carries results only — JSON when it is not a
+//! terminal or with `--json` — and logs go to stderr.
+//!
+//! ## How data flows
+//!
+//! ```text
+//!  argv ─► cli (clap; duration, hub_limits, defaults) ─► main: logging, runtime
+//!    ─► cmd::<command> ─► m2m_agent / m2m_hub ─► results ─► output (JSON or text) ─► stdout
+//!    ─► tui::run: terminal keys + agent events ─► tui::app (state) ─► tui::render ─► screen
+//!    ─► cmd::mcp: stdio JSON-RPC ─► server ─► tools (catalogue, checks, handlers) ◄─ inbox
+//!    ─► m2m_bench (feature `bench`): its own runtime and JSON document
+//!  any error ─► exit (code by kind) ─► one sentence on stderr
+//! ```
+//!
+//! `identity` loads or creates the key file; `payload` reads a payload argument or stdin.
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 // The doc comments of `cli.rs` are the `--help` text clap prints; usage like `[PAYLOAD]`
