@@ -113,8 +113,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// `m2m bench …` (the `bench` feature, on by default): the bench builds its own runtime (`--threads`), and starts this program
-/// again as `m2m bench <hidden subcommand>` for its second processes.
+/// `m2m bench …` (the `bench` feature, on by default): the bench builds its own runtime
+/// (`--threads`), and starts this program again as `m2m bench <hidden subcommand>` for its
+/// second processes.
 #[cfg(feature = "bench")]
 fn bench(args: m2m_bench::cli::BenchArgs) -> ExitCode {
     match m2m_bench::cli::Invocation::current(&["bench"]).and_then(|me| args.run_and_print(&me)) {
