@@ -145,7 +145,7 @@ pub struct DiscoverArgs {
 #[schemars(crate = "rmcp::schemars")]
 pub struct FindArgs {
     /// The capability looked for, e.g. "translate".
-    #[schemars(length(min = 1, max = 256))]
+    #[schemars(length(min = 1, max = MAX_NAME_LEN))]
     pub capability: String,
 }
 
@@ -155,7 +155,7 @@ pub struct FindArgs {
 #[schemars(crate = "rmcp::schemars")]
 pub struct LookupArgs {
     /// The agent's id, as `discover`, `find` or a message's `from` gives it.
-    #[schemars(length(min = 1, max = 256))]
+    #[schemars(length(min = 1, max = MAX_NAME_LEN))]
     pub id: String,
 }
 
@@ -170,7 +170,7 @@ pub struct SendArgs {
     pub address: Option<String>,
     /// Message type the receiver dispatches on, e.g. "chat" or "task".
     #[serde(rename = "type")]
-    #[schemars(length(min = 1, max = 256))]
+    #[schemars(length(min = 1, max = MAX_NAME_LEN))]
     pub message_type: String,
     /// The content: any JSON value (object, array, string, number…). A string that starts with
     /// `{` or `[` must be valid JSON and is sent as that JSON. Default: {}.
@@ -183,16 +183,16 @@ pub struct SendArgs {
 #[schemars(crate = "rmcp::schemars")]
 pub struct RequestArgs {
     /// The agent asked, by id.
-    #[schemars(length(min = 1, max = 256))]
+    #[schemars(length(min = 1, max = MAX_NAME_LEN))]
     pub id: String,
     /// Request type, e.g. "translate"; the answer comes back as `<type>:response`.
     #[serde(rename = "type")]
-    #[schemars(length(min = 1, max = 256))]
+    #[schemars(length(min = 1, max = MAX_NAME_LEN))]
     pub message_type: String,
     /// The request's content: any JSON value. Default: {}.
     pub payload: Option<Value>,
     /// Seconds to wait for the answer, 1 to 120 (default 30).
-    #[schemars(range(min = 1, max = 120))]
+    #[schemars(range(min = 1, max = MAX_REQUEST_TIMEOUT_SECS))]
     pub timeout: Option<u32>,
 }
 
@@ -203,7 +203,7 @@ pub struct RequestArgs {
 pub struct BroadcastArgs {
     /// Message type, e.g. "announcement".
     #[serde(rename = "type")]
-    #[schemars(length(min = 1, max = 256))]
+    #[schemars(length(min = 1, max = MAX_NAME_LEN))]
     pub message_type: String,
     /// The content: any JSON value. Default: {}.
     pub payload: Option<Value>,
@@ -221,7 +221,7 @@ pub struct InboxArgs {
     #[serde(rename = "type")]
     pub message_type: Option<String>,
     /// Most messages to return, 1 to 100 (default 20); the rest stay in the inbox.
-    #[schemars(range(min = 1, max = 100))]
+    #[schemars(range(min = 1, max = MAX_INBOX_LIMIT))]
     pub limit: Option<u32>,
 }
 
@@ -231,7 +231,7 @@ pub struct InboxArgs {
 #[schemars(crate = "rmcp::schemars")]
 pub struct WaitArgs {
     /// Seconds to wait, 0 to 120 (default 30); 0 only checks what is already there.
-    #[schemars(range(min = 0, max = 120))]
+    #[schemars(range(min = 0, max = MAX_WAIT_SECS))]
     pub timeout: Option<u32>,
     /// Only a message of this type; others stay in the inbox. Omit for any type.
     #[serde(rename = "type")]

@@ -27,6 +27,39 @@ fn every_tool_has_an_object_schema_that_refuses_unknown_fields() {
 }
 
 #[test]
+fn the_schemas_state_the_limits_in_defaults() {
+    // The descriptions are written out (a doc comment cannot name a constant): they must say
+    // what the schema and the checks enforce.
+    let tools = catalogue();
+    for (tool, field, min, max, default) in [
+        (
+            "request",
+            "timeout",
+            1,
+            MAX_REQUEST_TIMEOUT_SECS,
+            DEFAULT_REQUEST_TIMEOUT_SECS,
+        ),
+        ("inbox", "limit", 1, MAX_INBOX_LIMIT, DEFAULT_INBOX_LIMIT),
+        (
+            "wait_for_message",
+            "timeout",
+            0,
+            MAX_WAIT_SECS,
+            DEFAULT_WAIT_SECS,
+        ),
+    ] {
+        let t = tools.iter().find(|t| t.name == tool).unwrap();
+        let property = &t.input_schema["properties"][field];
+        assert_eq!(property["maximum"], max, "{tool}: {property}");
+        let text = property["description"].as_str().unwrap();
+        assert!(
+            text.contains(&format!("{min} to {max} (default {default})")),
+            "{tool}.{field}: {text}"
+        );
+    }
+}
+
+#[test]
 fn bad_arguments_are_sentences() {
     let e = parse::<FindArgs>("find", Some(Map::new())).unwrap_err();
     assert_eq!(
