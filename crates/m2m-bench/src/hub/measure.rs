@@ -19,12 +19,39 @@ use crate::rawws::RawWs;
 use crate::stats::{rate, round1, round3};
 use crate::sys::{self, ProcSample};
 
-pub(super) async fn measure(opts: &HubBenchOptions, hub: &HubUnderTest) -> anyhow::Result<Value> {
-    let mut figures = Map::new();
-    let mut report = Map::new();
-    let at_start = hub.sample();
+/// What a run reports: the whole document, and the figures `summary` compares across runs.
+#[derive(Default)]
+struct RunReport {
+    report: Map<String, Value>,
+    figures: Map<String, Value>,
+}
 
-    // ---- connect ----
+/// The connections of a run, one list per worker, with the agents registered on them.
+type Workers = Vec<Vec<RegisteredClient>>;
+
+pub(super) async fn measure(opts: &HubBenchOptions, hub: &HubUnderTest) -> anyhow::Result<Value> {
+    let mut out = RunReport::default();
+    let at_start = hub.sample();
+    let opened = connect(opts, hub, &mut out).await?;
+    let (chunks, registered, ids) = register(opts, hub, opened, &mut out).await?;
+    let chunks = action_phases(opts, hub, chunks, ids, &mut out).await?;
+    let mut chunks = match opts.hold {
+        Some(hold) => hold_run(opts, hub, chunks, hold, &mut out).await?,
+        None => chunks,
+    };
+    end_state(hub, &mut chunks, at_start, registered, &mut out).await;
+    let figures = std::mem::take(&mut out.figures);
+    out.report.insert("figures".into(), Value::Object(figures));
+    drop(chunks);
+    Ok(Value::Object(out.report))
+}
+
+/// Opens every WebSocket, `connect_concurrency` at a time; returns them by index.
+async fn connect(
+    opts: &HubBenchOptions,
+    hub: &HubUnderTest,
+    out: &mut RunReport,
+) -> anyhow::Result<Vec<(usize, RawWs)>> {
     let sources = source_addresses(opts, hub.addr);
     let started = Instant::now();
     let url: Arc<str> = hub.ws_url.clone().into();
@@ -48,11 +75,11 @@ pub(super) async fn measure(opts: &HubBenchOptions, hub: &HubUnderTest) -> anyho
         .collect::<anyhow::Result<_>>()?;
     let connect_time = started.elapsed();
     opened.sort_by_key(|(i, _)| *i);
-    figures.insert(
+    out.figures.insert(
         "connect_per_s".into(),
         json!(rate(connections as u64, connect_time)),
     );
-    report.insert(
+    out.report.insert(
         "connect".into(),
         json!({
             "connections": connections,
@@ -61,8 +88,18 @@ pub(super) async fn measure(opts: &HubBenchOptions, hub: &HubUnderTest) -> anyho
             "per_s": rate(connections as u64, connect_time),
         }),
     );
+    Ok(opened)
+}
 
-    // ---- register ----
+/// Registers every agent, one worker per share of the connections; returns the workers'
+/// connections, how many agents registered, and their ids.
+async fn register(
+    opts: &HubBenchOptions,
+    hub: &HubUnderTest,
+    opened: Vec<(usize, RawWs)>,
+    out: &mut RunReport,
+) -> anyhow::Result<(Workers, u64, Arc<Vec<String>>)> {
+    let connections = opened.len();
     let workers = opts.concurrency.clamp(1, connections);
     let mut chunks: Vec<Vec<(usize, RawWs)>> = (0..workers).map(|_| Vec::new()).collect();
     for (n, c) in opened.into_iter().enumerate() {
@@ -93,10 +130,11 @@ pub(super) async fn measure(opts: &HubBenchOptions, hub: &HubUnderTest) -> anyho
     let mut reg = tally.json(register_time);
     reg["hub_cpu_cores"] = sys::cores_used(before.0, after.0, register_time);
     reg["generator_cpu_cores"] = sys::cores_used(Some(before.1), Some(after.1), register_time);
-    phase_figures(&mut figures, "register", &tally, register_time);
-    report.insert("register".into(), reg);
+    phase_figures(&mut out.figures, "register", &tally, register_time);
+    out.report.insert("register".into(), reg);
     if let Some(s) = after.0 {
-        figures.insert("hub_rss_mib_registered".into(), json!(mib(s.rss_kib)));
+        out.figures
+            .insert("hub_rss_mib_registered".into(), json!(mib(s.rss_kib)));
     }
     if registered == 0 {
         bail!("no agent registered: {:?}", tally.errors);
@@ -110,8 +148,19 @@ pub(super) async fn measure(opts: &HubBenchOptions, hub: &HubUnderTest) -> anyho
             .cloned()
             .collect(),
     );
+    Ok((chunks, registered, ids))
+}
 
-    // ---- closed-loop phases ----
+/// Each action in turn (and again with dashboards open): a closed loop for `duration`
+/// after `warmup`.
+async fn action_phases(
+    opts: &HubBenchOptions,
+    hub: &HubUnderTest,
+    mut chunks: Workers,
+    ids: Arc<Vec<String>>,
+    out: &mut RunReport,
+) -> anyhow::Result<Workers> {
+    let groups = opts.capability_groups.max(1);
     let mut phases = Map::new();
     let variants: &[bool] = if opts.dashboards > 0 {
         &[false, true]
@@ -179,54 +228,72 @@ pub(super) async fn measure(opts: &HubBenchOptions, hub: &HubUnderTest) -> anyho
                 "events_read": d.events.load(std::sync::atomic::Ordering::Relaxed),
                 "page_queries": d.queries.load(std::sync::atomic::Ordering::Relaxed),
             });
-            let without = figures
+            let without = out
+                .figures
                 .get(&format!("{}_ops_per_s", action.name()))
                 .and_then(Value::as_f64);
             let with = rate(tally.ok, opts.duration);
             if let Some(without) = without.filter(|w| *w > 0.0) {
-                figures.insert(
+                out.figures.insert(
                     format!("{}_dashboard_cost_pct", action.name()),
                     json!(round1((1.0 - with / without) * 100.0)),
                 );
             }
         }
-        phase_figures(&mut figures, &name, &tally, opts.duration);
+        phase_figures(&mut out.figures, &name, &tally, opts.duration);
         phases.insert(name, j);
     }
-    report.insert("actions".into(), Value::Object(phases));
+    out.report.insert("actions".into(), Value::Object(phases));
+    Ok(chunks)
+}
 
-    // ---- hold ----
-    if let Some(hold) = opts.hold {
-        let (back, j) = hold_phase(chunks, hub, hold, opts.hold_heartbeat_interval).await?;
-        chunks = back;
-        if let Some(x) = j.get("hub_rss_mib_max").and_then(Value::as_f64) {
-            figures.insert("hold_hub_rss_mib_max".into(), json!(x));
-        }
-        if let Some(x) = j
-            .pointer("/heartbeats/latency/p99_us")
-            .and_then(Value::as_f64)
-        {
-            figures.insert("hold_heartbeat_p99_us".into(), json!(x));
-        }
-        report.insert("hold".into(), j);
+/// `--hold`: every agent connected and heartbeating for `hold`.
+async fn hold_run(
+    opts: &HubBenchOptions,
+    hub: &HubUnderTest,
+    chunks: Workers,
+    hold: std::time::Duration,
+    out: &mut RunReport,
+) -> anyhow::Result<Workers> {
+    let (chunks, j) = hold_phase(chunks, hub, hold, opts.hold_heartbeat_interval).await?;
+    if let Some(x) = j.get("hub_rss_mib_max").and_then(Value::as_f64) {
+        out.figures.insert("hold_hub_rss_mib_max".into(), json!(x));
     }
+    if let Some(x) = j
+        .pointer("/heartbeats/latency/p99_us")
+        .and_then(Value::as_f64)
+    {
+        out.figures.insert("hold_heartbeat_p99_us".into(), json!(x));
+    }
+    out.report.insert("hold".into(), j);
+    Ok(chunks)
+}
 
-    // ---- the hub's own view, then the end state ----
+/// The hub's own view (`stats`), then the memory of both processes at the end.
+async fn end_state(
+    hub: &HubUnderTest,
+    chunks: &mut Workers,
+    at_start: Option<ProcSample>,
+    registered: u64,
+    out: &mut RunReport,
+) {
     if let Some(conn) = chunks.iter_mut().flatten().next() {
         let text = r#"{"action":"stats","correlationId":"s"}"#.to_owned();
         if let Ok(reply) = call(&mut conn.ws, text).await {
             if let Ok(v) = serde_json::from_str::<Value>(&reply) {
-                report.insert("hub_stats".into(), v);
+                out.report.insert("hub_stats".into(), v);
             }
         }
     }
     let end = hub.sample();
     if let Some(s) = end {
-        figures.insert("hub_rss_mib_end".into(), json!(mib(s.rss_kib)));
-        figures.insert("hub_hwm_mib".into(), json!(mib(s.hwm_kib)));
+        out.figures
+            .insert("hub_rss_mib_end".into(), json!(mib(s.rss_kib)));
+        out.figures
+            .insert("hub_hwm_mib".into(), json!(mib(s.hwm_kib)));
     }
     let me = ProcSample::current();
-    report.insert(
+    out.report.insert(
         "hub_process".into(),
         json!({
             "pid": hub.pid,
@@ -235,12 +302,9 @@ pub(super) async fn measure(opts: &HubBenchOptions, hub: &HubUnderTest) -> anyho
             "hwm_mib": end.map(|s| mib(s.hwm_kib)),
         }),
     );
-    report.insert(
+    out.report.insert(
         "generator_process".into(),
         json!({"rss_mib": mib(me.rss_kib), "hwm_mib": mib(me.hwm_kib)}),
     );
-    report.insert("registered".into(), json!(registered));
-    report.insert("figures".into(), Value::Object(figures));
-    drop(chunks);
-    Ok(Value::Object(report))
+    out.report.insert("registered".into(), json!(registered));
 }
