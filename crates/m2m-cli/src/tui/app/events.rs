@@ -48,7 +48,7 @@ impl App {
                     if request { " (request: press r)" } else { "" },
                     compact(&message.payload)
                 );
-                self.push(message.timestamp, LogKind::In, text);
+                self.push(message.timestamp, LogKind::Received, text);
                 if request {
                     if self.requests.len() >= MAX_PENDING_REQUESTS {
                         self.requests.pop_front();
@@ -67,7 +67,7 @@ impl App {
                 Ok(response) => {
                     self.push(
                         at,
-                        LogKind::Out,
+                        LogKind::Sent,
                         format!(
                             "{} {message_type} (request) {}",
                             short(&to),
@@ -76,7 +76,7 @@ impl App {
                     );
                     self.push(
                         at,
-                        LogKind::In,
+                        LogKind::Received,
                         format!(
                             "{} {message_type}:response {}",
                             short(&to),
@@ -111,7 +111,7 @@ impl App {
                 Ok(()) => {
                     self.push(
                         at,
-                        LogKind::Out,
+                        LogKind::Sent,
                         format!("{} {message_type} {}", short(&to), compact(&payload)),
                     );
                     self.status = format!("Delivered {message_type} to {}.", short(&to));

@@ -160,9 +160,9 @@ pub enum AppEvent {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogKind {
     /// A message received.
-    In,
+    Received,
     /// A message sent.
-    Out,
+    Sent,
     /// Something about the agent itself.
     Info,
     /// Something failed.

@@ -78,7 +78,7 @@ fn select_and_send() {
         at: 0,
     });
     assert_eq!(app.log.back().unwrap().text, r#"bbbbbbbb task {"n":2}"#);
-    assert_eq!(app.log.back().unwrap().kind, LogKind::Out);
+    assert_eq!(app.log.back().unwrap().kind, LogKind::Sent);
 }
 
 #[test]
