@@ -15,7 +15,7 @@ use crate::defaults;
 use crate::rawws::RawWs;
 
 /// A tiny xorshift: lookup targets need to be spread, not unpredictable.
-pub(super) struct Spread(u64);
+struct Spread(u64);
 
 impl Spread {
     fn next(&mut self, n: usize) -> usize {

@@ -139,14 +139,14 @@ pub(super) async fn scenario_run(
 }
 
 #[derive(Clone, Copy)]
-pub(super) struct Window {
-    pub(super) warm_end: Instant,
-    pub(super) deadline: Instant,
+struct Window {
+    warm_end: Instant,
+    deadline: Instant,
 }
 
 /// `workers` closed loops of `op` until the window ends; operations that start during the
 /// warm-up are not recorded.
-pub(super) fn spawn_workers<F, Fut>(
+fn spawn_workers<F, Fut>(
     workers: usize,
     window: Window,
     op: F,
