@@ -153,6 +153,7 @@ mod cache;
 pub mod config;
 mod conn;
 pub mod defaults;
+pub mod duration;
 mod error;
 mod handler;
 mod hub_client;

@@ -164,7 +164,7 @@ pub struct HubArgs {
     #[arg(long, value_parser = parse_duration)]
     hold: Option<Duration>,
     /// Heartbeat interval of each agent during --hold.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = crate::stats::parse_interval)]
     hold_interval: Duration,
     /// Source addresses 127.0.0.1..=127.0.0.K (default: one per 25k agents).
     #[arg(long)]

@@ -6,16 +6,13 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{bail, Context};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
-/// How often a page queries its rows without being told (app.js: `setInterval(refresh,
-/// 10000)`).
-const PAGE_REFRESH: Duration = Duration::from_secs(10);
+use crate::defaults::{DASHBOARD_ANSWER_TIMEOUT, DASHBOARD_PAGE_REFRESH as PAGE_REFRESH};
 
 /// N open dashboards; dropping it closes them.
 #[derive(Debug)]
@@ -39,7 +36,7 @@ pub async fn open(addr: SocketAddr, n: usize) -> anyhow::Result<Dashboards> {
             "GET /dashboard/events HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n";
         tcp.write_all(req.as_bytes()).await?;
         let mut first = vec![0u8; 4096];
-        let got = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut first))
+        let got = tokio::time::timeout(DASHBOARD_ANSWER_TIMEOUT, tcp.read(&mut first))
             .await
             .with_context(|| format!("dashboard {i}: no answer"))??;
         let head = String::from_utf8_lossy(&first[..got]);

@@ -17,6 +17,20 @@
 //! Every runner repeats its measurement `repeat` times and reports each run plus a
 //! `summary` (median, min, max) of the run's `figures`.
 //!
+//! ## How data flows
+//!
+//! ```text
+//!  cli (clap: BenchArgs) ─► options struct ─► run_hub / run_p2p / run_crypto / run_loopback
+//!    hub/    target (start the hub) ─► client (raw WebSockets, rawws) ─► measure:
+//!            load (register, action phases) ─► hold ─► report (tally ─► figures)
+//!    p2p/    peer (second process) ─► scenario (workers, tally; fresh: raw initiator)
+//!    machine/ crypto (one core) | loopback (TCP, echo process)
+//!  each run's JSON ─► stats::summarize ─► one JSON document on stdout
+//! ```
+//!
+//! `sys` starts and samples processes (RSS, CPU, descriptor limits); `dashboard` holds
+//! dashboards open during a hub bench; `defaults` names every limit and timeout.
+//!
 //! The second processes (a hub, the P2P peer, the loopback echo) are started from a
 //! command line the caller chooses, so that both this crate's `m2m-bench` binary and the
 //! `m2m` tool (`m2m bench …`) can host them: see [`hub::HubCommand`], [`p2p::PeerCommand`],
@@ -45,6 +59,7 @@
 
 pub mod cli;
 pub mod dashboard;
+mod defaults;
 pub mod hub;
 pub mod machine;
 pub mod p2p;

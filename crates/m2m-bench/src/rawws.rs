@@ -18,10 +18,7 @@ use anyhow::{bail, Context};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Largest handshake response accepted.
-const MAX_HANDSHAKE: usize = 16 * 1024;
-/// Largest message accepted from the hub (discover pages of 500 agents stay far below).
-const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+use crate::defaults::{MAX_WS_HANDSHAKE as MAX_HANDSHAKE, MAX_WS_MESSAGE as MAX_MESSAGE};
 
 const OP_CONTINUATION: u8 = 0x0;
 const OP_TEXT: u8 = 0x1;
@@ -43,13 +40,13 @@ pub(crate) struct RawWs {
     /// reassembled here rather than lent from `rbuf`.
     assembled: Vec<u8>,
     /// The message the last [`RawWs::recv`] returned.
-    last: Lent,
+    last: LastMessageAt,
     mask_state: u64,
 }
 
 /// Where the message [`RawWs::recv`] returns lives.
 #[derive(Clone, Copy)]
-enum Lent {
+enum LastMessageAt {
     Read(usize, usize),
     Assembled,
 }
@@ -109,7 +106,7 @@ impl RawWs {
             end,
             wbuf: Vec::with_capacity(1024),
             assembled: Vec::new(),
-            last: Lent::Read(0, 0),
+            last: LastMessageAt::Read(0, 0),
             mask_state,
         })
     }
@@ -153,13 +150,13 @@ impl RawWs {
     /// The message the last [`RawWs::recv`] returned, again (empty before the first).
     pub(crate) fn last(&self) -> anyhow::Result<&str> {
         let bytes = match self.last {
-            Lent::Read(a, b) => &self.rbuf[a..b],
-            Lent::Assembled => &self.assembled[..],
+            LastMessageAt::Read(a, b) => &self.rbuf[a..b],
+            LastMessageAt::Assembled => &self.assembled[..],
         };
         std::str::from_utf8(bytes).context("the hub sent a message that is not UTF-8")
     }
 
-    async fn next_message(&mut self) -> anyhow::Result<Lent> {
+    async fn next_message(&mut self) -> anyhow::Result<LastMessageAt> {
         self.assembled.clear();
         let mut fragmented = false;
         loop {
@@ -176,7 +173,7 @@ impl RawWs {
             match op {
                 OP_TEXT | OP_BINARY if !fragmented => {
                     if fin {
-                        return Ok(Lent::Read(a, b));
+                        return Ok(LastMessageAt::Read(a, b));
                     }
                     fragmented = true;
                     self.assembled.extend_from_slice(&self.rbuf[a..b]);
@@ -187,7 +184,7 @@ impl RawWs {
                     }
                     self.assembled.extend_from_slice(&self.rbuf[a..b]);
                     if fin {
-                        return Ok(Lent::Assembled);
+                        return Ok(LastMessageAt::Assembled);
                     }
                 }
                 OP_PING => {

@@ -129,27 +129,17 @@ fn median_sorted(v: &[f64]) -> f64 {
     }
 }
 
-/// Parses `250ms`, `5s`, `2m`, `1h`, or a bare number of seconds.
+/// Parses `250ms`, `5s`, `2m`, `1h`, or a bare number of seconds: the workspace's one
+/// grammar ([`m2m_agent::duration`]). Zero is allowed: a bench's `0s` warm-up or pause is
+/// none.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let (num, unit) = match t.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
-        Some(i) => (&t[..i], t[i..].trim()),
-        None => (t, "s"),
-    };
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration (like 500ms, 5s, 2m)"))?;
-    let secs = match unit {
-        "ms" => n / 1_000.0,
-        "s" | "" => n,
-        "m" | "min" => n * 60.0,
-        "h" => n * 3_600.0,
-        _ => return Err(format!("`{text}`: unknown unit `{unit}` (ms, s, m, h)")),
-    };
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(format!("`{text}` is not a duration"));
-    }
-    Ok(Duration::from_secs_f64(secs))
+    m2m_agent::duration::parse(text, m2m_agent::duration::Zero::Allowed)
+}
+
+/// [`parse_duration`] for a period, where zero is refused: an interval of `0s` would have
+/// every agent heartbeat in a busy loop.
+pub fn parse_interval(text: &str) -> Result<Duration, String> {
+    m2m_agent::duration::parse(text, m2m_agent::duration::Zero::Refused)
 }
 
 #[cfg(test)]
@@ -162,6 +152,9 @@ mod tests {
         assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        assert!(parse_interval("0s").is_err());
+        assert_eq!(parse_interval("30s"), Ok(Duration::from_secs(30)));
         assert!(parse_duration("x").is_err());
         assert!(parse_duration("5y").is_err());
     }

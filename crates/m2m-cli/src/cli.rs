@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::duration;
+use crate::{defaults, duration};
 
 /// The M2M ("Molt To Molt") command-line tool: run a hub, chat from a terminal, and script
 /// agents that find each other through a hub and talk peer to peer, end-to-end encrypted.
@@ -88,6 +88,7 @@ pub enum Command {
     /// Start a hub and two agents in this process and show them talking.
     Demo,
     /// Measure a hub, the P2P transport or this machine; prints JSON (docs/PERFORMANCE.md).
+    #[cfg(feature = "bench")]
     Bench(m2m_bench::cli::BenchArgs),
     /// Print a shell completion script (e.g. `m2m completions bash > /etc/bash_completion.d/m2m`).
     Completions(CompletionsArgs),
@@ -185,7 +186,7 @@ pub struct OneShotArgs {
 #[derive(Debug, Args)]
 pub struct AgentArgs {
     /// P2P port to listen on (0: any free port).
-    #[arg(long, default_value_t = 4000)]
+    #[arg(long, default_value_t = defaults::AGENT_PORT)]
     pub port: u16,
 
     /// Public HOST:PORT to register (when behind NAT).
@@ -236,11 +237,11 @@ pub struct ListenArgs {
     pub exec: Option<String>,
 
     /// Time the --exec command may take before it is killed and an error is answered.
-    #[arg(long, value_parser = duration::parse, default_value = "30s")]
+    #[arg(long, value_parser = duration::parse, default_value = defaults::EXEC_TIMEOUT)]
     pub exec_timeout: Duration,
 
     /// --exec commands running at once; further messages wait.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = defaults::EXEC_PARALLELISM)]
     pub exec_parallelism: usize,
 
     #[command(flatten)]
@@ -273,7 +274,7 @@ pub struct ListenLimitArgs {
     pub max_answers_per_peer: usize,
 
     /// Time an answer to an unauthenticated (2.0) sender may take to be delivered.
-    #[arg(long, value_name = "DURATION", value_parser = duration::parse, default_value = "3s")]
+    #[arg(long, value_name = "DURATION", value_parser = duration::parse, default_value = defaults::UNVERIFIED_RESPOND_TIMEOUT)]
     pub unverified_respond_timeout: Duration,
 }
 
@@ -285,7 +286,8 @@ pub struct McpArgs {
 
     /// Received messages kept until a tool takes them; when full, the oldest is dropped
     /// (and counted in the `dropped` field of `inbox` results).
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    #[arg(long, default_value_t = defaults::MCP_INBOX_CAPACITY,
+          value_parser = clap::value_parser!(u32).range(1..=defaults::MAX_MCP_INBOX_CAPACITY as i64))]
     pub inbox_capacity: u32,
 }
 
@@ -375,7 +377,7 @@ pub struct RequestArgs {
     pub payload: Option<String>,
 
     /// How long to wait for the response.
-    #[arg(long, value_parser = duration::parse, default_value = "30s")]
+    #[arg(long, value_parser = duration::parse, default_value = defaults::REQUEST_TIMEOUT)]
     pub timeout: Duration,
 }
 
@@ -404,7 +406,7 @@ pub struct PingArgs {
     pub address: String,
 
     /// How long to wait for the pong.
-    #[arg(long, value_parser = duration::parse, default_value = "10s")]
+    #[arg(long, value_parser = duration::parse, default_value = defaults::PING_TIMEOUT)]
     pub timeout: Duration,
 }
 

@@ -1,33 +1,14 @@
 //! Durations as typed on the command line: `30s`, `500ms`, `2m`, `1h`, `1.5s`, or a bare
-//! number of seconds.
+//! number of seconds ([`m2m_agent::duration`], the grammar the benches share). Every
+//! duration the CLI takes is a timeout, a deadline or an interval, so zero is refused.
 
 use std::time::Duration;
 
+use m2m_agent::duration::Zero;
+
 /// Parses a duration for clap (`value_parser = duration::parse`).
 pub fn parse(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration (try 30s, 500ms, 2m)"))?;
-    let seconds = match unit.trim() {
-        "" | "s" | "sec" | "secs" => value,
-        "ms" => value / 1000.0,
-        "m" | "min" | "mins" => value * 60.0,
-        "h" => value * 3600.0,
-        other => {
-            return Err(format!(
-                "unknown unit `{other}` in `{text}` (use ms, s, m or h)"
-            ))
-        }
-    };
-    if !seconds.is_finite() || seconds <= 0.0 || seconds > 365.0 * 86400.0 {
-        return Err(format!("`{text}` is not a usable duration"));
-    }
-    Ok(Duration::from_secs_f64(seconds))
+    m2m_agent::duration::parse(text, Zero::Refused)
 }
 
 #[cfg(test)]

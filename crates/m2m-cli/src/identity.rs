@@ -13,10 +13,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context as _};
 use m2m_agent::Identity;
 
+use crate::defaults::MAX_KEY_FILE_LEN;
+
 /// Name of the key file in the config directory.
 pub const KEY_FILE_NAME: &str = "identity.key";
-/// A key file is one short line; anything much larger is not one.
-const MAX_KEY_FILE_LEN: u64 = 1024;
 
 /// Where the key lives unless `--identity` says otherwise.
 pub fn default_path() -> anyhow::Result<PathBuf> {

@@ -1,9 +1,22 @@
 //! `m2m`: the M2M command-line tool. Parses the command line, sets up logging, runs one
 //! command, and turns any failure into one clear sentence on stderr and a non-zero exit.
 //!
-//! Commands live in `cmd/` (the hub, `listen`, the one-shot commands, the demo) and `tui/`
-//! (the interactive agent). stdout carries results only — JSON when it is not a terminal or
-//! with `--json` — and logs go to stderr.
+//! Commands live in `cmd/` (the hub, `listen`, the one-shot commands, `mcp`, the demo) and
+//! `tui/` (the interactive agent). stdout carries results only — JSON when it is not a
+//! terminal or with `--json` — and logs go to stderr.
+//!
+//! ## How data flows
+//!
+//! ```text
+//!  argv ─► cli (clap; duration, hub_limits, defaults) ─► main: logging, runtime
+//!    ─► cmd::<command> ─► m2m_agent / m2m_hub ─► results ─► output (JSON or text) ─► stdout
+//!    ─► tui::run: terminal keys + agent events ─► tui::app (state) ─► tui::render ─► screen
+//!    ─► cmd::mcp: stdio JSON-RPC ─► server ─► tools (catalogue, checks, handlers) ◄─ inbox
+//!    ─► m2m_bench (feature `bench`): its own runtime and JSON document
+//!  any error ─► exit (code by kind) ─► one sentence on stderr
+//! ```
+//!
+//! `identity` loads or creates the key file; `payload` reads a payload argument or stdin.
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 // The doc comments of `cli.rs` are the `--help` text clap prints; usage like `[PAYLOAD]`
@@ -12,6 +25,7 @@
 
 mod cli;
 mod cmd;
+mod defaults;
 mod duration;
 mod exit;
 mod hub_limits;
@@ -42,6 +56,7 @@ fn main() -> ExitCode {
         eprintln!("m2m: {}", sentence(&e));
         return ExitCode::FAILURE;
     }
+    #[cfg(feature = "bench")]
     if let Command::Bench(args) = cli.command {
         return bench(args);
     }
@@ -93,12 +108,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Completions(args) => cmd::docs::completions(args),
         Command::Man(args) => cmd::docs::man(args),
         // Handled in `main`, before a runtime exists: the bench chooses its own.
+        #[cfg(feature = "bench")]
         Command::Bench(_) => anyhow::bail!("`m2m bench` runs on its own runtime"),
     }
 }
 
-/// `m2m bench …`: the bench builds its own runtime (`--threads`), and starts this program
-/// again as `m2m bench <hidden subcommand>` for its second processes.
+/// `m2m bench …` (the `bench` feature, on by default): the bench builds its own runtime
+/// (`--threads`), and starts this program again as `m2m bench <hidden subcommand>` for its
+/// second processes.
+#[cfg(feature = "bench")]
 fn bench(args: m2m_bench::cli::BenchArgs) -> ExitCode {
     match m2m_bench::cli::Invocation::current(&["bench"]).and_then(|me| args.run_and_print(&me)) {
         Ok(()) => ExitCode::SUCCESS,

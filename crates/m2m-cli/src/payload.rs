@@ -10,8 +10,7 @@ use std::io::Read;
 
 use serde_json::Value;
 
-/// Largest payload read from stdin: one P2P frame cannot carry more.
-pub const MAX_STDIN_PAYLOAD: usize = m2m_proto::limits::MAX_FRAME_LEN;
+pub use crate::defaults::MAX_STDIN_PAYLOAD;
 
 /// Why a payload was refused.
 #[derive(Debug, PartialEq, Eq)]

@@ -24,7 +24,8 @@ where
     // Metered as `/ws` meters it: partial frames count against the hub's memory budget.
     // No admission ticket: no accept loop saw this stream.
     let io = Metered::new(io, state.admission.memory.frames.empty());
-    let socket = ws::WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+    let socket =
+        tokio_tungstenite::WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
     crate::ws::run_session(state, socket, ip, (permit, None)).await;
 }
 

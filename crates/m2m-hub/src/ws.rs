@@ -26,10 +26,10 @@ use hyper_util::rt::TokioIo;
 use m2m_proto::hub::{Challenge, CLOSE_SUPERSEDED};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::OwnedSemaphorePermit;
+use tokio_tungstenite::WebSocketStream;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::Message;
-use ws::WebSocketStream;
 
 use crate::address;
 use crate::budget::Charge;

@@ -2,8 +2,6 @@
 //! free port, two agents (alice and bob), discovery, one message and one request/response,
 //! then a clean shutdown. Narrated for people; JSON lines for scripts.
 
-use std::time::Duration;
-
 use anyhow::{anyhow, Context as _};
 use m2m_agent::{Agent, DiscoverOptions, Message};
 use m2m_hub::{Hub, HubConfig};
@@ -11,10 +9,8 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use super::explain;
+use crate::defaults::DEMO_STEP_TIMEOUT as STEP_TIMEOUT;
 use crate::output::Output;
-
-/// The whole demo must not hang: every step is local.
-const STEP_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Prints a step: `value` as a JSON line in JSON mode, `text` otherwise.
 fn step(out: Output, value: Value, text: impl FnOnce() -> String) -> anyhow::Result<()> {

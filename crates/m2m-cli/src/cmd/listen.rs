@@ -32,12 +32,8 @@ use tokio::task::JoinSet;
 
 use super::{shutdown_signal, Join};
 use crate::cli::{ListenArgs, ListenLimitArgs};
+use crate::defaults::{MAX_HANDLER_OUTPUT, MAX_HANDLER_STDERR};
 use crate::output::print_line;
-
-/// Largest handler output read: a response must fit in one P2P frame.
-const MAX_HANDLER_OUTPUT: usize = m2m_proto::limits::MAX_FRAME_LEN;
-/// Handler stderr kept for the error message.
-const MAX_HANDLER_STDERR: usize = 16 * 1024;
 
 /// How incoming messages are answered.
 #[derive(Debug, Clone)]

@@ -22,6 +22,7 @@ use crate::cli::{
     BroadcastArgs, DiscoverArgs, FindArgs, LookupArgs, OneShotArgs, PingArgs, RequestArgs,
     SendArgs, StatsArgs,
 };
+use crate::defaults::MAX_PING_REPLY;
 use crate::exit::{self, Kind};
 use crate::output::{self, Output};
 use crate::payload;
@@ -271,9 +272,6 @@ pub async fn stats(
     .await?;
     out.either(&stats, || output::stats_text(&stats))
 }
-
-/// Longest line accepted in answer to a ping: a pong is a few bytes.
-const MAX_PING_REPLY: usize = 4096;
 
 /// `m2m ping`: a P2P `{"type":"ping"}` straight to the address; needs no hub.
 pub async fn ping(args: PingArgs, out: Output) -> anyhow::Result<()> {

@@ -162,8 +162,8 @@ fn draw_log(frame: &mut Frame, app: &App, area: Rect) {
         .skip(skip)
         .map(|entry| {
             let (arrow, colour) = match entry.kind {
-                LogKind::In => ("←", Color::Cyan),
-                LogKind::Out => ("→", Color::Green),
+                LogKind::Received => ("←", Color::Cyan),
+                LogKind::Sent => ("→", Color::Green),
                 LogKind::Info => ("·", Color::Gray),
                 LogKind::Error => ("!", Color::Red),
             };

@@ -5,7 +5,6 @@
 
 use std::io::IsTerminal;
 use std::path::Path;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use crossterm::event::{Event, EventStream};
@@ -19,11 +18,7 @@ use super::app::{App, AppEvent, Command, Incoming};
 use super::render;
 use crate::cli::AgentArgs;
 use crate::cmd::{explain, now_ms, shutdown_signal, Join};
-
-/// How often the peer list and stats refresh by themselves.
-const AUTO_REFRESH: Duration = Duration::from_secs(15);
-/// Network results waiting to be drawn.
-const EVENT_QUEUE: usize = 256;
+use crate::defaults::{TUI_AUTO_REFRESH as AUTO_REFRESH, TUI_EVENT_QUEUE as EVENT_QUEUE};
 
 /// `m2m agent`.
 pub async fn run(hub: &str, identity: Option<&Path>, args: AgentArgs) -> anyhow::Result<()> {

@@ -49,8 +49,9 @@ pub struct Taken {
     pub dropped: u64,
 }
 
+/// The queued messages and what is needed to answer them; behind the inbox's lock.
 #[derive(Debug, Default)]
-struct State {
+struct InboxContents {
     queue: VecDeque<Received>,
     dropped: u64,
     next_id: u64,
@@ -62,7 +63,7 @@ struct State {
 /// The bounded inbox; clones share it.
 #[derive(Debug, Clone)]
 pub struct Inbox {
-    state: Arc<Mutex<State>>,
+    contents: Arc<Mutex<InboxContents>>,
     arrived: Arc<Notify>,
     capacity: usize,
 }
@@ -71,7 +72,7 @@ impl Inbox {
     /// An inbox holding at most `capacity` messages (at least one).
     pub fn new(capacity: usize) -> Inbox {
         Inbox {
-            state: Arc::default(),
+            contents: Arc::default(),
             arrived: Arc::default(),
             capacity: capacity.max(1),
         }
@@ -80,7 +81,7 @@ impl Inbox {
     /// Queues `message`, dropping the oldest if the inbox is full; wakes waiters.
     pub fn push(&self, message: Message) -> Received {
         let received = {
-            let mut state = self.state.lock();
+            let mut state = self.contents.lock();
             state.next_id += 1;
             let received = Received {
                 id: format!("m{}", state.next_id),
@@ -110,7 +111,7 @@ impl Inbox {
 
     /// Removes and returns up to `limit` queued messages (of `message_type`, if given).
     pub fn take(&self, message_type: Option<&str>, limit: usize) -> Taken {
-        let mut state = self.state.lock();
+        let mut state = self.contents.lock();
         let mut messages = Vec::new();
         let mut kept = VecDeque::with_capacity(state.queue.len());
         while let Some(r) = state.queue.pop_front() {
@@ -149,12 +150,12 @@ impl Inbox {
 
     /// The answerable message `id`, if it is still remembered.
     pub fn answerable(&self, id: &str) -> Option<Message> {
-        self.state.lock().answerable.get(id).cloned()
+        self.contents.lock().answerable.get(id).cloned()
     }
 
     /// Forgets `id` once it was answered, so it is not answered twice by mistake.
     pub fn answered(&self, id: &str) {
-        let mut state = self.state.lock();
+        let mut state = self.contents.lock();
         if state.answerable.remove(id).is_some() {
             state.answerable_order.retain(|i| i != id);
         }
@@ -162,7 +163,7 @@ impl Inbox {
 
     /// Queued messages and the dropped count, without taking anything.
     pub fn peek(&self) -> (Vec<Received>, u64) {
-        let state = self.state.lock();
+        let state = self.contents.lock();
         (state.queue.iter().cloned().collect(), state.dropped)
     }
 }

@@ -15,7 +15,6 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use m2m_agent::{Agent, AgentEvent};
 use rmcp::model::{
@@ -32,13 +31,10 @@ use tokio::sync::broadcast;
 
 use super::inbox::{Inbox, Received};
 use super::tools::{self, Tools};
+use crate::defaults::MCP_NOTICE_TIMEOUT as NOTICE_TIMEOUT;
 
 /// The one resource: the queued messages, read without taking them.
 pub const INBOX_URI: &str = "m2m://inbox";
-
-/// Time an arrival notice may take to be written to the client. A client that stops reading
-/// must not stall the delivery into the inbox (whose bound then drops the oldest instead).
-const NOTICE_TIMEOUT: Duration = Duration::from_secs(1);
 
 const INSTRUCTIONS: &str = "Tools of an M2M agent: find other AI agents through the hub \
     (discover, find, lookup) and exchange end-to-end encrypted messages with them (send, \
@@ -51,11 +47,12 @@ const INSTRUCTIONS: &str = "Tools of an M2M agent: find other AI agents through 
 pub struct Server {
     tools: Tools,
     catalogue: Arc<Vec<Tool>>,
-    shared: Arc<Shared>,
+    client_prefs: Arc<ClientPreferences>,
 }
 
+/// What the client asked for; shared by every clone of the server.
 #[derive(Debug)]
-struct Shared {
+struct ClientPreferences {
     /// Lowest level of logging notification the client wants (`logging/setLevel`).
     min_level: AtomicU8,
     /// The client subscribed to `m2m://inbox`.
@@ -73,7 +70,7 @@ impl Server {
                 superseded: Arc::default(),
             },
             catalogue: Arc::new(tools::catalogue()),
-            shared: Arc::new(Shared {
+            client_prefs: Arc::new(ClientPreferences {
                 min_level: AtomicU8::new(rank(LoggingLevel::Info)),
                 subscribed: AtomicBool::new(false),
             }),
@@ -115,7 +112,7 @@ impl Server {
     }
 
     async fn announce(&self, peer: &Peer<RoleServer>, r: &Received) {
-        if rank(LoggingLevel::Info) >= self.shared.min_level.load(Ordering::Relaxed) {
+        if rank(LoggingLevel::Info) >= self.client_prefs.min_level.load(Ordering::Relaxed) {
             let data = json!({
                 "event": "message",
                 "messageId": r.id,
@@ -132,7 +129,7 @@ impl Server {
                 Err(_) => tracing::debug!("the client is not reading: arrival notice skipped"),
             }
         }
-        if self.shared.subscribed.load(Ordering::Relaxed) {
+        if self.client_prefs.subscribed.load(Ordering::Relaxed) {
             let update = ResourceUpdatedNotificationParam::new(INBOX_URI);
             match tokio::time::timeout(NOTICE_TIMEOUT, peer.notify_resource_updated(update)).await {
                 Ok(Ok(())) => {}
@@ -228,7 +225,7 @@ impl ServerHandler for Server {
         request: SetLevelRequestParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
-        self.shared
+        self.client_prefs
             .min_level
             .store(rank(request.level), Ordering::Relaxed);
         Ok(())
@@ -279,7 +276,7 @@ impl ServerHandler for Server {
         _context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
         only_the_inbox(&request.uri)?;
-        self.shared.subscribed.store(true, Ordering::Relaxed);
+        self.client_prefs.subscribed.store(true, Ordering::Relaxed);
         Ok(())
     }
 
@@ -289,7 +286,7 @@ impl ServerHandler for Server {
         _context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
         if request.uri == INBOX_URI {
-            self.shared.subscribed.store(false, Ordering::Relaxed);
+            self.client_prefs.subscribed.store(false, Ordering::Relaxed);
         }
         Ok(())
     }
