@@ -29,7 +29,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use m2m_proto::hub::{status, AgentCounts};
 use parking_lot::{Mutex, RwLock};
@@ -38,11 +38,8 @@ use serde_json::{Map, Value};
 use std::sync::OnceLock;
 use tokio_util::sync::CancellationToken;
 
+use crate::defaults::REORDER_AFTER;
 use crate::store::AgentRow;
-
-/// How stale the listing order may get from heartbeats alone. Reordering costs a sort of
-/// all agents; heartbeats arrive at tens of thousands per second.
-pub const REORDER_AFTER: Duration = Duration::from_secs(1);
 
 /// An agent id as a number: 16 bytes, printed as 32 lowercase hex characters.
 pub type AgentKey = u128;

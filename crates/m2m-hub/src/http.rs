@@ -19,10 +19,10 @@ use m2m_proto::limits::{self, PROTOCOL_VERSION};
 use serde_json::{json, Value};
 use tower_http::cors::CorsLayer;
 
-use crate::codes;
 use crate::directory::{AgentsPageView, Filter};
 use crate::server::LocalAddr;
 use crate::state::HubState;
+use m2m_proto::hub::errors;
 
 /// The remote address of a connection, for plain TCP and TLS listeners alike.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,7 +198,7 @@ async fn agents(
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Response {
     let Ok(Query(query)) = query else {
-        return json_error(StatusCode::BAD_REQUEST, codes::INVALID_QUERY);
+        return json_error(StatusCode::BAD_REQUEST, errors::INVALID_QUERY);
     };
     let as_value = |k: &str| query.get(k).map(|v| Value::String(v.clone()));
     let (limit, offset) = match proto::page(

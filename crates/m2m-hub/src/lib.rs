@@ -82,22 +82,24 @@
 // Every public item is documented (CI denies warnings, so a new undocumented one fails).
 #![warn(missing_docs)]
 
+mod actions;
 mod address;
 mod budget;
-pub mod codes;
+mod client;
 mod config;
 mod dashboard;
+pub mod defaults;
 mod directory;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod health;
 mod http;
-pub mod limits;
 mod maintenance;
 mod metered;
 mod metrics;
 mod per_ip;
+mod reply;
 mod server;
 mod state;
 pub mod store;
@@ -105,10 +107,12 @@ mod tls;
 mod writer;
 mod ws;
 
+/// The former name of [`defaults`] (the `m2m` binary's flags refer to it).
+pub use defaults as limits;
+
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -122,9 +126,6 @@ pub use server::raise_descriptor_limit;
 pub use state::HubState;
 
 use maintenance::FeedMarks;
-
-/// How long shutdown waits for WebSockets to close before it releases their agents anyway.
-const SESSION_DRAIN: Duration = Duration::from_secs(10);
 
 /// Starts hubs.
 #[derive(Debug, Clone, Copy)]
@@ -365,7 +366,7 @@ async fn stop_on(shutdown: impl Future<Output = ()>, state: &HubState, stop: &Ca
 async fn finish(state: &HubState) {
     state.shutdown.cancel();
     state.sessions.close();
-    if tokio::time::timeout(SESSION_DRAIN, state.sessions.wait())
+    if tokio::time::timeout(defaults::WEBSOCKET_DRAIN, state.sessions.wait())
         .await
         .is_err()
     {

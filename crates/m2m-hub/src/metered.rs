@@ -2,7 +2,7 @@
 //! receiving. tungstenite buffers a message until it is complete (up to
 //! `hard_max_message_bytes`); without this, 9,000 connections each holding an unfinished
 //! 256 KiB frame took 3.1 GB in 4 s. Every byte read since the last complete message
-//! beyond [`limits::FREE_FRAME_BYTES`] is charged; when the budget cannot cover a read,
+//! beyond [`defaults::FREE_FRAME_BYTES`] is charged; when the budget cannot cover a read,
 //! the read fails, [`Metered::starved`] says why, and the session closes with 1013.
 //!
 //! [`WriteDeadline`] gives every write on a connection a deadline for making progress.
@@ -16,7 +16,7 @@ use std::future::Future;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::budget::Charge;
-use crate::limits;
+use crate::defaults;
 
 /// A stream whose unread-message bytes are charged.
 #[derive(Debug)]
@@ -66,8 +66,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
         let before = buf.filled().len();
         ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
         this.pending += buf.filled().len() - before;
-        if this.pending > limits::FREE_FRAME_BYTES
-            && !this.charge.resize(this.pending - limits::FREE_FRAME_BYTES)
+        if this.pending > defaults::FREE_FRAME_BYTES
+            && !this
+                .charge
+                .resize(this.pending - defaults::FREE_FRAME_BYTES)
         {
             this.starved = true;
             return Poll::Ready(Err(io::Error::other("memory budget spent")));

@@ -14,7 +14,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
@@ -30,17 +29,12 @@ use tower::ServiceExt;
 
 use crate::budget::{Charge, Memory};
 use crate::config::HubLimits;
+use crate::defaults::{self, ACCEPT_RETRY, HTTP_DRAIN, HYPER_MIN_BUF};
 use crate::http::ClientAddr;
-use crate::limits;
 use crate::metered::WriteDeadline;
 use crate::metrics::{Metrics, Refusal};
 use crate::per_ip::{IpConnections, IpSlot};
 use crate::state::HubState;
-
-/// hyper refuses a read buffer smaller than this.
-const HYPER_MIN_BUF: usize = 8192;
-/// How long shutdown waits for HTTP requests in flight.
-const HTTP_DRAIN: Duration = Duration::from_secs(5);
 
 /// The local address a connection came in on (what `/info` shows when no public URL is
 /// configured: unlike `Host`, the client does not choose it).
@@ -136,7 +130,7 @@ impl Admission {
         let charge = self
             .memory
             .connections
-            .charge(limits::HTTP_CONNECTION_COST)
+            .charge(defaults::HTTP_CONNECTION_COST)
             .ok_or(Refusal::MemoryConnection)?;
         Ok(Ticket {
             charge,
@@ -273,7 +267,7 @@ pub(crate) async fn accept(
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(ACCEPT_RETRY).await;
                 continue;
             }
         };
@@ -435,7 +429,7 @@ mod tests {
             Refusal::MemoryConnection
         );
         // An upgraded connection costs less, which makes room.
-        assert!(b.resize(limits::WEBSOCKET_COST));
+        assert!(b.resize(defaults::WEBSOCKET_COST));
         assert!(admission.admit(ip, &metrics).is_ok());
     }
 }

@@ -17,12 +17,10 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::TlsConfig;
+use crate::defaults::TLS_READY_QUEUE as READY_QUEUE;
 use crate::error::HubError;
 use crate::server::Ticket;
 use crate::state::HubState;
-
-/// Handshaken connections waiting for the server.
-const READY_QUEUE: usize = 1024;
 
 /// Builds the acceptor from PEM files. HTTP/1.1 only: WebSockets upgrade from it.
 pub fn acceptor(cfg: &TlsConfig) -> Result<TlsAcceptor, HubError> {

@@ -33,13 +33,15 @@ use tungstenite::Message;
 
 use crate::address;
 use crate::budget::Charge;
-use crate::codes;
+use crate::client::Client;
+use crate::defaults::{self, BATCH_BYTES, BATCH_REPLIES, WEBSOCKET_READ_BUFFER as READ_BUFFER};
 use crate::http::{json_error, ClientAddr};
-use crate::limits;
 use crate::metered::Metered;
 use crate::metrics::Refusal;
+use crate::reply::error_text;
 use crate::server::{Ticket, TicketSlot};
-use crate::state::{error_text, HubState, Session};
+use crate::state::HubState;
+use m2m_proto::hub::errors;
 
 /// Close code: going away (hub shutting down).
 const CLOSE_GOING_AWAY: u16 = 1001;
@@ -51,16 +53,6 @@ const CLOSE_NORMAL: u16 = 1000;
 const CLOSE_INVALID_PAYLOAD: u16 = 1007;
 /// Close code: try again later (the memory budget is spent).
 const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
-/// Read buffer per connection. Hub requests are a few hundred bytes (eight pipelined
-/// lookups fit); a larger message grows the buffer for its read, up to the configured
-/// maximum. Every read also zero-fills the free part of the buffer first (tungstenite),
-/// so a small one is cheaper per read as well as per connection.
-const READ_BUFFER: usize = 1024;
-/// Replies written with one write at most: a client that keeps many requests in flight
-/// still gets its first replies while the hub answers the rest.
-const BATCH_REPLIES: usize = 32;
-/// … and at most this many bytes of them.
-const BATCH_BYTES: usize = 64 * 1024;
 
 /// `GET /ws`.
 pub(crate) async fn upgrade(
@@ -70,20 +62,23 @@ pub(crate) async fn upgrade(
 ) -> Response {
     let (mut parts, _body) = request.into_parts();
     let Some(accept) = handshake(&parts.method, parts.version, &parts.headers) else {
-        return json_error(StatusCode::BAD_REQUEST, codes::UPGRADE_REQUIRED);
+        return json_error(StatusCode::BAD_REQUEST, errors::UPGRADE_REQUIRED);
     };
     let Some(on_upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
-        return json_error(StatusCode::BAD_REQUEST, codes::UPGRADE_REQUIRED);
+        return json_error(StatusCode::BAD_REQUEST, errors::UPGRADE_REQUIRED);
     };
     if state.shutdown.is_cancelled() {
-        return json_error(StatusCode::SERVICE_UNAVAILABLE, codes::SHUTTING_DOWN);
+        return json_error(StatusCode::SERVICE_UNAVAILABLE, errors::SHUTTING_DOWN);
     }
     let Ok(permit) = state.slots.clone().try_acquire_owned() else {
         state
             .metrics
             .rejected_connections
             .fetch_add(1, Ordering::Relaxed);
-        return json_error(StatusCode::SERVICE_UNAVAILABLE, codes::TOO_MANY_CONNECTIONS);
+        return json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            errors::TOO_MANY_CONNECTIONS,
+        );
     };
     let ip = address::client_ip(peer, &parts.headers, state.config.trust_proxy);
     // The connection's admission ticket moves into the session: from now on it costs
@@ -93,13 +88,16 @@ pub(crate) async fn upgrade(
         .get::<TicketSlot>()
         .and_then(|slot| slot.0.lock().take());
     if let Some(ticket) = &mut ticket {
-        ticket.resize(limits::WEBSOCKET_COST);
+        ticket.resize(defaults::WEBSOCKET_COST);
         if state.config.trust_proxy {
             // Behind a proxy the accept loop saw only the proxy: the share is the
             // forwarded client's.
             let Some(share) = state.admission.share_of(ip) else {
                 state.metrics.refused(Refusal::ConnectionsPerIp);
-                return json_error(StatusCode::SERVICE_UNAVAILABLE, codes::TOO_MANY_CONNECTIONS);
+                return json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    errors::TOO_MANY_CONNECTIONS,
+                );
             };
             ticket.set_share(share);
         }
@@ -199,8 +197,8 @@ pub(crate) async fn run_session<S>(
     state.open.fetch_add(1, Ordering::Relaxed);
     let limits = state.config.limits.clone();
     let timeout = state.write_timeout();
-    let mut session = Session::new(ip, limits.request_burst);
-    let challenge = serde_json::to_string(&Challenge::new(session.nonce()))
+    let mut client = Client::new(ip, state.request_rate, state.instant());
+    let challenge = serde_json::to_string(&Challenge::new(client.nonce()))
         .unwrap_or_else(|_| String::from("{}"));
     let mut out = Outbox::charged(state.admission.memory.replies.empty());
     out.push(challenge);
@@ -210,7 +208,7 @@ pub(crate) async fn run_session<S>(
     }
     // Registered once as waiters, not once per message.
     let shutdown = state.shutdown.clone();
-    let evicted = session.evicted();
+    let evicted = client.evicted();
     let mut shutting_down = pin!(shutdown.cancelled());
     let mut superseded = pin!(evicted.cancelled());
     // One timer, re-armed lazily: messages only move `heard`; when the timer fires early
@@ -240,7 +238,7 @@ pub(crate) async fn run_session<S>(
                 break;
             }
             _ = &mut idle => {
-                let deadline = heard + quiet_limit(first, session.is_registered());
+                let deadline = heard + quiet_limit(first, client.is_registered());
                 if deadline > tokio::time::Instant::now() {
                     idle.as_mut().reset(deadline);
                     continue;
@@ -264,12 +262,12 @@ pub(crate) async fn run_session<S>(
                 Some(Err(e)) => {
                     if is_too_big(&e) {
                         state.metrics.oversized.fetch_add(1, Ordering::Relaxed);
-                        out.push(error_text(codes::MESSAGE_TOO_LARGE, None));
+                        out.push(error_text(errors::MESSAGE_TOO_LARGE, None));
                         break End::TooBig;
                     }
                     if socket.get_ref().starved() {
                         state.metrics.refused(Refusal::MemoryFrame);
-                        break End::Refused(CLOSE_TRY_AGAIN_LATER, codes::OVERLOADED);
+                        break End::Refused(CLOSE_TRY_AGAIN_LATER, errors::OVERLOADED);
                     }
                     if matches!(e, tungstenite::Error::Utf8(_)) {
                         state.metrics.refused(Refusal::InvalidUtf8);
@@ -279,7 +277,7 @@ pub(crate) async fn run_session<S>(
                 }
                 Some(Ok(Message::Text(t))) => {
                     socket.get_mut().message_done();
-                    let reply = state.handle_text(&mut session, t.as_str()).await;
+                    let reply = state.handle_text(&mut client, t.as_str()).await;
                     out.offer(reply, t.as_str(), &state);
                 }
                 // The original reads binary frames as text too.
@@ -287,10 +285,10 @@ pub(crate) async fn run_session<S>(
                     socket.get_mut().message_done();
                     match std::str::from_utf8(&b) {
                         Ok(t) => {
-                            let reply = state.handle_text(&mut session, t).await;
+                            let reply = state.handle_text(&mut client, t).await;
                             out.offer(reply, t, &state);
                         }
-                        Err(_) => out.push(error_text(codes::INVALID_JSON, None)),
+                        Err(_) => out.push(error_text(errors::INVALID_JSON, None)),
                     }
                 }
                 Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {
@@ -331,7 +329,7 @@ pub(crate) async fn run_session<S>(
                 close(
                     &mut socket,
                     CLOSE_TOO_BIG,
-                    codes::MESSAGE_TOO_LARGE,
+                    errors::MESSAGE_TOO_LARGE,
                     timeout,
                 )
                 .await;
@@ -340,7 +338,7 @@ pub(crate) async fn run_session<S>(
         }
     }
     // Once per connection: boxed, so that its future does not enlarge every session's.
-    Box::pin(state.close_session(&mut session)).await;
+    Box::pin(state.close_client(&mut client)).await;
     state.open.fetch_sub(1, Ordering::Relaxed);
 }
 
@@ -360,7 +358,7 @@ enum End {
 /// header each and the reply itself, written with one vectored write. Nothing is copied,
 /// and nothing outlives the write but a one-slot list.
 ///
-/// Reply bytes beyond [`limits::FREE_REPLY_BYTES`] are charged to the memory budget until
+/// Reply bytes beyond [`defaults::FREE_REPLY_BYTES`] are charged to the memory budget until
 /// written; a reply the budget cannot hold is replaced by an `overloaded` error.
 #[derive(Debug, Default)]
 struct Outbox {
@@ -383,8 +381,8 @@ impl Outbox {
     fn offer(&mut self, reply: String, request: &str, state: &HubState) {
         let total = self.bytes + reply.len();
         let fits = match &mut self.charge {
-            Some(charge) if total > limits::FREE_REPLY_BYTES => {
-                charge.resize(total - limits::FREE_REPLY_BYTES)
+            Some(charge) if total > defaults::FREE_REPLY_BYTES => {
+                charge.resize(total - defaults::FREE_REPLY_BYTES)
             }
             _ => true,
         };
@@ -393,7 +391,7 @@ impl Outbox {
         } else {
             drop(reply);
             state.metrics.refused(Refusal::MemoryReply);
-            self.push(error_text(codes::OVERLOADED, correlation_id(request)));
+            self.push(error_text(errors::OVERLOADED, correlation_id(request)));
         }
     }
 

@@ -173,7 +173,7 @@ async fn ownership_and_errors(backend: Backend) {
 
 async fn hostile_input(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let (mut cfg, _clock) = config(&db);
+    let (mut cfg, clock) = config(&db);
     cfg.limits.requests_per_second = 20;
     cfg.limits.request_burst = 40;
     let hub = Hub::start(cfg).await.unwrap();
@@ -234,7 +234,8 @@ async fn hostile_input(backend: Backend) {
     assert_eq!(rec["agent"]["capabilities"], json!(["chat"]));
 
     // A flood: answered, some refused with rate_limited (correlationId kept), none lost.
-    tokio::time::sleep(Duration::from_millis(1200)).await; // refill the budget
+    // The budget refills on the hub's clock: two seconds at 20/s fill the burst of 40.
+    clock.advance(Duration::from_secs(2));
     let n = 300;
     for i in 0..n {
         a.send_text(json!({"action":"lookup","id":a_id,"correlationId":i}).to_string())
@@ -542,7 +543,10 @@ async fn a_silent_anonymous_connection_is_closed_but_a_registered_one_is_kept() 
         silent.recv().await.is_none(),
         "the hub closed the silent connection"
     );
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // A second silent connection, opened once the first was closed, closes a full idle
+    // timeout later: by then the agent has been quiet for two, and its timer has fired.
+    let mut later = Client::connect(&hub.ws_url()).await;
+    assert!(later.recv().await.is_none(), "the second silent one too");
     let reply = agent.req(json!({"action":"heartbeat","id":id})).await;
     assert_eq!(reply["status"], "ok", "a registered agent may stay quiet");
     agent.close().await;
