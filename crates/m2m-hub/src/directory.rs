@@ -163,7 +163,7 @@ pub struct AgentEntry {
     /// 2.1 identity key.
     pub identity: Option<Box<str>>,
     /// Token of the registration this entry mirrors.
-    pub session: Box<str>,
+    pub token: Box<str>,
     /// The record's JSON text after `status`/`lastSeen`: `,"identity":"…"}` or `}`.
     tail: Cow<'static, str>,
     /// The local WebSocket holding the registration, if it was made through this hub.
@@ -508,7 +508,7 @@ impl Directory {
     fn upsert_held(&self, row: &AgentRow, holder: Option<Holder>) -> Option<Arc<AgentEntry>> {
         let key = parse_id(&row.id)?;
         if let Some(existing) = self.get(key) {
-            if *existing.session == *row.session {
+            if *existing.token == *row.token {
                 return Some(self.apply_held(existing, row, holder));
             }
         }
@@ -518,7 +518,7 @@ impl Directory {
             address: row.address.as_str().into(),
             capabilities: row.capabilities.clone().into_boxed_slice(),
             identity: row.identity.as_deref().map(Into::into),
-            session: row.session.as_str().into(),
+            token: row.token.as_str().into(),
             tail: record_tail(row.identity.as_deref()),
             holder: OnceLock::new(),
             last_seen: AtomicI64::new(row.last_seen),
@@ -541,7 +541,7 @@ impl Directory {
             self.changed();
             return Some(fresh);
         };
-        if *existing.session == *row.session {
+        if *existing.token == *row.token {
             // Lost a race with another inserter of this registration: apply to theirs.
             drop(agents);
             return Some(self.apply_held(existing, row, holder));
@@ -1072,7 +1072,7 @@ mod tests {
             last_seen,
             created_at: last_seen,
             hub: String::new(),
-            session: String::new(),
+            token: String::new(),
             version: 1,
         }
     }
@@ -1171,18 +1171,18 @@ mod tests {
             evict: CancellationToken::new(),
         };
         let mut first = row(3, 10, &["a"], "online");
-        first.session = "s1".into();
+        first.token = "s1".into();
         let (h1, h2) = (holder(1), holder(2));
         let old = d.register(&first, h1.clone()).unwrap();
 
         // An older registration arriving late (feed) changes nothing.
         let mut stale = row(3, 10, &["z"], "online");
-        stale.session = "s0".into();
+        stale.token = "s0".into();
         stale.version = 0;
         assert!(Arc::ptr_eq(&d.upsert(&stale).unwrap(), &old));
 
         let mut second = row(3, 20, &["b"], "busy");
-        second.session = "s2".into();
+        second.token = "s2".into();
         second.version = 2;
         let new = d.register(&second, h2.clone()).unwrap();
         assert!(!Arc::ptr_eq(&old, &new));
@@ -1202,7 +1202,7 @@ mod tests {
 
         // The same WebSocket registering again is not evicted.
         let mut third = row(3, 30, &["b"], "online");
-        third.session = "s3".into();
+        third.token = "s3".into();
         third.version = 3;
         let again = d.register(&third, holder(2)).unwrap();
         assert!(new.is_replaced() && !again.is_retired());

@@ -40,7 +40,7 @@ async fn probe(registry: &dyn Registry) -> bool {
     // Not a valid agent id (ids are 32 hex characters): matches no row, ever.
     let write = Write::SetStatus {
         id: "health-probe".to_owned(),
-        session: String::new(),
+        token: String::new(),
         status: m2m_proto::hub::status::OFFLINE.to_owned(),
         last_seen: None,
     };

@@ -8,7 +8,7 @@
 //! ## How data flows
 //!
 //! ```text
-//!  WebSocket ──► ws::run_session ──► HubState::handle_text ──► reply
+//!  WebSocket ──► ws::serve_client ──► HubState::handle_text ──► reply
 //!                                        │        │
 //!                          reads ◄───────┘        └──► Writer (group commit) ──► Registry
 //!                            │                                                    │
@@ -98,6 +98,7 @@ mod http;
 mod maintenance;
 mod metered;
 mod metrics;
+mod outbox;
 mod per_ip;
 mod reply;
 mod server;
@@ -354,19 +355,19 @@ pub async fn serve_tls(
     Ok(())
 }
 
-/// When `shutdown` resolves: sessions are told to close and the accept loop stops.
+/// When `shutdown` resolves: WebSockets are told to close and the accept loop stops.
 async fn stop_on(shutdown: impl Future<Output = ()>, state: &HubState, stop: &CancellationToken) {
     shutdown.await;
     state.shutdown.cancel();
     stop.cancel();
 }
 
-/// After the server stopped: let sessions close (they mark their agents offline), write
+/// After the server stopped: let WebSockets close (they mark their agents offline), write
 /// liveness, then release anything this hub still holds.
 async fn finish(state: &HubState) {
     state.shutdown.cancel();
-    state.sessions.close();
-    if tokio::time::timeout(defaults::WEBSOCKET_DRAIN, state.sessions.wait())
+    state.websockets.close();
+    if tokio::time::timeout(defaults::WEBSOCKET_DRAIN, state.websockets.wait())
         .await
         .is_err()
     {

@@ -41,7 +41,7 @@ pub struct HubState {
     pub(crate) registered: AtomicU64,
     pub(crate) slots: Arc<Semaphore>,
     pub(crate) shutdown: CancellationToken,
-    pub(crate) sessions: TaskTracker,
+    pub(crate) websockets: TaskTracker,
     /// Offline marks whose write failed (database down); retried by the maintenance task.
     pub(crate) pending_offline: Mutex<Vec<Arc<AgentEntry>>>,
     /// PostgreSQL: the change feed has been applied up to here.
@@ -108,7 +108,7 @@ impl HubState {
             registered: AtomicU64::new(0),
             slots,
             shutdown: CancellationToken::new(),
-            sessions: TaskTracker::new(),
+            websockets: TaskTracker::new(),
             pending_offline: Mutex::new(Vec::new()),
             config,
             feed_watermark: AtomicI64::new(loaded.watermark),

@@ -1,16 +1,14 @@
-//! `/ws`: the upgrade (connection cap, client address) and one session loop per
+//! `/ws`: the upgrade (connection cap, client address) and one client task per
 //! WebSocket.
 //!
 //! The hub does the upgrade itself (the same checks and response as axum's
 //! `WebSocketUpgrade`) so that it owns the
 //! [`WebSocketStream`]: tungstenite reads frames (and answers pings and closes), while
-//! replies are written by the session straight to the socket, in batches (see
+//! replies are written by the client task straight to the socket, in batches (see
 //! [`Outbox`]). Writing through tungstenite would copy every reply into a per-connection
 //! buffer that keeps the capacity of the largest reply ever sent: after a few 16 KB
 //! `discover` replies, 10,000 idle connections held over 250 MiB that way.
 
-use std::future::Future;
-use std::io::{self, IoSlice};
 use std::net::IpAddr;
 use std::pin::pin;
 use std::sync::atomic::Ordering;
@@ -24,7 +22,7 @@ use axum::response::Response;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
 use m2m_proto::hub::{Challenge, CLOSE_SUPERSEDED};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_tungstenite::WebSocketStream;
 use tungstenite::protocol::frame::coding::CloseCode;
@@ -32,12 +30,12 @@ use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::Message;
 
 use crate::address;
-use crate::budget::Charge;
 use crate::client::Client;
-use crate::defaults::{self, BATCH_BYTES, BATCH_REPLIES, WEBSOCKET_READ_BUFFER as READ_BUFFER};
+use crate::defaults::{self, WEBSOCKET_READ_BUFFER as READ_BUFFER};
 use crate::http::{json_error, ClientAddr};
 use crate::metered::Metered;
 use crate::metrics::Refusal;
+use crate::outbox::{Outbox, WriteFailed};
 use crate::reply::error_text;
 use crate::server::{Ticket, TicketSlot};
 use crate::state::HubState;
@@ -81,7 +79,7 @@ pub(crate) async fn upgrade(
         );
     };
     let ip = address::client_ip(peer, &parts.headers, state.config.trust_proxy);
-    // The connection's admission ticket moves into the session: from now on it costs
+    // The connection's admission ticket moves into the client task: from now on it costs
     // what a WebSocket costs (less than an HTTP head: the charge only shrinks).
     let mut ticket = parts
         .extensions
@@ -119,9 +117,9 @@ pub(crate) async fn upgrade(
             state.admission.memory.frames.empty(),
         );
         let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-        let tracker = state.sessions.clone();
+        let tracker = state.websockets.clone();
         tracker
-            .track_future(run_session(state, socket, ip, (permit, ticket)))
+            .track_future(serve_client(state, socket, ip, (permit, ticket)))
             .await;
     });
     let mut response = Response::new(Body::empty());
@@ -184,8 +182,8 @@ pub(crate) fn socket_config(state: &HubState) -> WebSocketConfig {
 /// ignore unsolicited messages).
 ///
 /// Requests already received are answered before any reply is written: the replies to
-/// everything a client pipelined go out in one write ([`BATCH_REPLIES`], [`BATCH_BYTES`]).
-pub(crate) async fn run_session<S>(
+/// everything a client pipelined go out in one write ([`crate::defaults::BATCH_REPLIES`], [`crate::defaults::BATCH_BYTES`]).
+pub(crate) async fn serve_client<S>(
     state: Arc<HubState>,
     mut socket: WebSocketStream<Metered<S>>,
     ip: IpAddr,
@@ -337,7 +335,7 @@ pub(crate) async fn run_session<S>(
             }
         }
     }
-    // Once per connection: boxed, so that its future does not enlarge every session's.
+    // Once per connection: boxed, so that its future does not enlarge every client task's.
     Box::pin(state.close_client(&mut client)).await;
     state.open.fetch_sub(1, Ordering::Relaxed);
 }
@@ -352,176 +350,6 @@ enum End {
     TooBig,
     /// A limit refused the message being received: close with this code and reason.
     Refused(u16, &'static str),
-}
-
-/// Replies waiting to be written, as unmasked text frames (RFC 6455 5.2): a 2–10 byte
-/// header each and the reply itself, written with one vectored write. Nothing is copied,
-/// and nothing outlives the write but a one-slot list.
-///
-/// Reply bytes beyond [`defaults::FREE_REPLY_BYTES`] are charged to the memory budget until
-/// written; a reply the budget cannot hold is replaced by an `overloaded` error.
-#[derive(Debug, Default)]
-struct Outbox {
-    frames: Vec<(FrameHeader, String)>,
-    bytes: usize,
-    charge: Option<Charge>,
-}
-
-impl Outbox {
-    /// An outbox whose replies are charged to `charge`'s budget.
-    fn charged(charge: Charge) -> Outbox {
-        Outbox {
-            charge: Some(charge),
-            ..Outbox::default()
-        }
-    }
-
-    /// Queues the reply to `request`, or, when the budget cannot hold it, an `overloaded`
-    /// error with the request's correlationId.
-    fn offer(&mut self, reply: String, request: &str, state: &HubState) {
-        let total = self.bytes + reply.len();
-        let fits = match &mut self.charge {
-            Some(charge) if total > defaults::FREE_REPLY_BYTES => {
-                charge.resize(total - defaults::FREE_REPLY_BYTES)
-            }
-            _ => true,
-        };
-        if fits {
-            self.push(reply);
-        } else {
-            drop(reply);
-            state.metrics.refused(Refusal::MemoryReply);
-            self.push(error_text(errors::OVERLOADED, correlation_id(request)));
-        }
-    }
-
-    fn push(&mut self, text: String) {
-        self.bytes += text.len();
-        self.frames.push((FrameHeader::text(text.len()), text));
-    }
-
-    fn is_full(&self) -> bool {
-        self.frames.len() >= BATCH_REPLIES || self.bytes >= BATCH_BYTES
-    }
-
-    /// Writes and flushes the frames within `timeout` (tried once at once, so that a
-    /// write the socket takes right away sets no timer), and empties the box. With
-    /// `after_tungstenite`, whatever tungstenite still holds (a pong) goes first, so that
-    /// frames never interleave.
-    async fn write<S>(
-        &mut self,
-        socket: &mut WebSocketStream<S>,
-        timeout: Duration,
-        after_tungstenite: bool,
-    ) -> Result<(), WriteFailed>
-    where
-        S: AsyncRead + AsyncWrite + Unpin,
-    {
-        if self.frames.is_empty() {
-            return Ok(());
-        }
-        let frames = &self.frames;
-        let result = within(timeout, async move {
-            if after_tungstenite {
-                socket.flush().await.map_err(|_| ())?;
-            }
-            write_frames(socket.get_mut(), frames).await.map_err(|_| ())
-        })
-        .await;
-        if self.frames.capacity() > 4 {
-            self.frames = Vec::new();
-        } else {
-            self.frames.clear();
-        }
-        self.bytes = 0;
-        if let Some(charge) = &mut self.charge {
-            charge.resize(0);
-        }
-        result
-    }
-}
-
-/// Runs `write`, bounded by `timeout`; a write that completes on its first poll (the
-/// usual case: the socket has room) does not touch the timer.
-async fn within<F>(timeout: Duration, write: F) -> Result<(), WriteFailed>
-where
-    F: Future<Output = Result<(), ()>>,
-{
-    let mut write = pin!(write);
-    match write.as_mut().now_or_never() {
-        Some(result) => result.map_err(|()| WriteFailed::Error),
-        None => match tokio::time::timeout(timeout, write).await {
-            Ok(result) => result.map_err(|()| WriteFailed::Error),
-            Err(_) => Err(WriteFailed::TimedOut),
-        },
-    }
-}
-
-/// Why a write failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum WriteFailed {
-    /// The connection failed.
-    Error,
-    /// The client did not read fast enough (`write_timeout`).
-    TimedOut,
-}
-
-/// The header of an unfragmented, unmasked text frame.
-#[derive(Debug, Clone, Copy)]
-struct FrameHeader {
-    bytes: [u8; 10],
-    len: u8,
-}
-
-impl FrameHeader {
-    fn text(payload: usize) -> FrameHeader {
-        let mut bytes = [0u8; 10];
-        bytes[0] = 0x81; // FIN + text
-        let len = match payload {
-            0..=125 => {
-                bytes[1] = payload as u8;
-                2
-            }
-            126..=0xffff => {
-                bytes[1] = 126;
-                bytes[2..4].copy_from_slice(&(payload as u16).to_be_bytes());
-                4
-            }
-            _ => {
-                bytes[1] = 127;
-                bytes[2..10].copy_from_slice(&(payload as u64).to_be_bytes());
-                10
-            }
-        };
-        FrameHeader { bytes, len }
-    }
-
-    fn as_bytes(&self) -> &[u8] {
-        &self.bytes[..usize::from(self.len)]
-    }
-}
-
-/// Writes every frame (vectored: headers and replies in place) and flushes.
-async fn write_frames<W>(w: &mut W, frames: &[(FrameHeader, String)]) -> io::Result<()>
-where
-    W: AsyncWrite + Unpin,
-{
-    let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(frames.len() * 2);
-    for (header, text) in frames {
-        slices.push(IoSlice::new(header.as_bytes()));
-        if !text.is_empty() {
-            slices.push(IoSlice::new(text.as_bytes()));
-        }
-    }
-    let mut bufs = &mut slices[..];
-    while !bufs.is_empty() {
-        let n = w.write_vectored(bufs).await?;
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        IoSlice::advance_slices(&mut bufs, n);
-    }
-    w.flush().await
 }
 
 async fn close<S>(
@@ -539,88 +367,6 @@ async fn close<S>(
     let _ = tokio::time::timeout(timeout, socket.send(Message::Close(Some(frame)))).await;
 }
 
-/// The correlationId of a request, for an error that replaces its reply (rare path: the
-/// request is parsed again).
-fn correlation_id(request: &str) -> Option<serde_json::Value> {
-    m2m_proto::hub::HubRequest::parse(request)
-        .ok()
-        .and_then(|r| r.correlation_id)
-}
-
 fn is_too_big(e: &tungstenite::Error) -> bool {
     matches!(e, tungstenite::Error::Capacity(_))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Frames the outbox writes read back, through tungstenite's client, as the same
-    /// messages, whatever their size and around tungstenite's own pongs.
-    #[tokio::test]
-    async fn outbox_frames_read_back_as_the_replies() {
-        let (server_io, client_io) = tokio::io::duplex(8 * 1024);
-        let mut server = WebSocketStream::from_raw_socket(server_io, Role::Server, None).await;
-        let mut client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
-        let sizes = [0usize, 1, 125, 126, 127, 65535, 65536, 70_000];
-        let replies: Vec<String> = sizes
-            .iter()
-            .enumerate()
-            .map(|(i, n)| {
-                let mut s = "é".repeat(n / 2);
-                s.push_str(&"x".repeat(n % 2));
-                s.push_str(&i.to_string());
-                s
-            })
-            .collect();
-        let reader = tokio::spawn(async move {
-            client
-                .send(Message::Ping(b"p".to_vec().into()))
-                .await
-                .unwrap();
-            client.send(Message::Text("hello".into())).await.unwrap();
-            let mut got = Vec::new();
-            while got.len() < 8 {
-                match client.next().await.unwrap().unwrap() {
-                    Message::Text(t) => got.push(t.as_str().to_owned()),
-                    Message::Pong(p) => assert_eq!(&p[..], b"p"),
-                    other => panic!("unexpected {other:?}"),
-                }
-            }
-            got
-        });
-        // The ping is answered by tungstenite while reading, before the replies go out.
-        match server.next().await.unwrap().unwrap() {
-            Message::Ping(_) => {}
-            other => panic!("unexpected {other:?}"),
-        }
-        assert!(matches!(server.next().await, Some(Ok(Message::Text(_)))));
-        let mut out = Outbox::default();
-        for (i, r) in replies.iter().enumerate() {
-            out.push(r.clone());
-            if i % 3 == 2 {
-                out.write(&mut server, Duration::from_secs(5), true)
-                    .await
-                    .unwrap();
-            }
-        }
-        out.write(&mut server, Duration::from_secs(5), true)
-            .await
-            .unwrap();
-        assert!(out.frames.is_empty() && out.frames.capacity() <= 4);
-        assert_eq!(reader.await.unwrap(), replies);
-    }
-
-    #[test]
-    fn frame_headers_follow_rfc_6455() {
-        assert_eq!(FrameHeader::text(0).as_bytes(), [0x81, 0]);
-        assert_eq!(FrameHeader::text(125).as_bytes(), [0x81, 125]);
-        assert_eq!(FrameHeader::text(126).as_bytes(), [0x81, 126, 0, 126]);
-        assert_eq!(FrameHeader::text(16184).as_bytes(), [0x81, 126, 0x3f, 0x38]);
-        assert_eq!(FrameHeader::text(65535).as_bytes(), [0x81, 126, 0xff, 0xff]);
-        assert_eq!(
-            FrameHeader::text(65536).as_bytes(),
-            [0x81, 127, 0, 0, 0, 0, 0, 1, 0, 0]
-        );
-    }
 }

@@ -25,7 +25,7 @@ impl HubState {
             // Rare: boxed (see `dispatch`).
             let version = Box::pin(self.writer.write(Write::SetStatus {
                 id: id.to_owned(),
-                session: entry.session.to_string(),
+                token: entry.token.to_string(),
                 status: m2m_proto::hub::status::ONLINE.to_owned(),
                 last_seen: Some(now),
             }))

@@ -173,7 +173,7 @@ impl HubState {
         self.writer
             .write(Write::SetStatus {
                 id: entry.id.to_string(),
-                session: entry.session.to_string(),
+                token: entry.token.to_string(),
                 status: m2m_proto::hub::status::OFFLINE.to_owned(),
                 last_seen: None,
             })

@@ -83,7 +83,7 @@ impl HubState {
             last_seen: now,
             created_at: now,
             hub: self.hub_id.clone(),
-            session: format!("{:032x}", rand::random::<u128>()),
+            token: format!("{:032x}", rand::random::<u128>()),
             version: 0,
         };
         row.version = self
@@ -99,7 +99,7 @@ impl HubState {
             .directory
             .register(&row, holder)
             .ok_or(ErrorCode::from(errors::UNAVAILABLE))?;
-        if *entry.session != *row.session {
+        if *entry.token != *row.token {
             // A newer registration of this id (through another hub) was mirrored before
             // ours: ours is already superseded, so this WebSocket closes as it would had
             // the newer one come a moment later.

@@ -41,7 +41,7 @@ impl HubState {
             .writer
             .write(Write::Update {
                 id: id.to_owned(),
-                session: entry.session.to_string(),
+                token: entry.token.to_string(),
                 status: new_status.as_str().to_owned(),
                 metadata: merged.clone(),
                 last_seen: now,

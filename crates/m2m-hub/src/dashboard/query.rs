@@ -349,7 +349,7 @@ mod tests {
             last_seen: 1000,
             created_at: 1000,
             hub: String::new(),
-            session: String::new(),
+            token: String::new(),
             version: 1,
         }
     }

@@ -49,7 +49,8 @@ pub struct AgentRow {
     /// Token of the registration that wrote the row (new on every `register`). Writes made
     /// on behalf of a WebSocket carry the token of the registration they belong to and
     /// change nothing once the row was registered again (2.1 ids outlive WebSockets).
-    pub session: String,
+    /// Stored in the `session` column.
+    pub token: String,
     /// Change counter; larger is newer.
     pub version: i64,
 }
@@ -60,23 +61,23 @@ pub enum Write {
     /// A registration: a new row, or (2.1, the same id registered again) the row replaced
     /// whole except `created_at`.
     Insert(AgentRow),
-    /// New status; `last_seen` moves forward when given. Only while `session` is the row's.
+    /// New status; `last_seen` moves forward when given. Only while `token` is the row's.
     SetStatus {
         /// Agent id.
         id: String,
         /// Registration token the change belongs to.
-        session: String,
+        token: String,
         /// New status.
         status: String,
         /// Seen at this time (never moves backwards).
         last_seen: Option<i64>,
     },
-    /// New status and metadata (the `status` action). Only while `session` is the row's.
+    /// New status and metadata (the `status` action). Only while `token` is the row's.
     Update {
         /// Agent id.
         id: String,
         /// Registration token the change belongs to.
-        session: String,
+        token: String,
         /// New status.
         status: String,
         /// The whole merged metadata.
@@ -210,7 +211,7 @@ where
         last_seen: row.try_get("last_seen")?,
         created_at: row.try_get("created_at")?,
         hub: row.try_get("hub")?,
-        session: row.try_get("session")?,
+        token: row.try_get("session")?,
         version: row.try_get("version")?,
         id,
     })

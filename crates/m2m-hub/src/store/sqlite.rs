@@ -178,7 +178,7 @@ impl Registry for SqliteRegistry {
                             .push_bind(row.last_seen)
                             .push_bind(row.created_at)
                             .push_bind(row.hub.clone())
-                            .push_bind(row.session.clone())
+                            .push_bind(row.token.clone())
                             .push_bind(first + n as i64);
                     });
                     // A 2.1 id registers again on every reconnect: the new registration
@@ -201,7 +201,7 @@ impl Registry for SqliteRegistry {
                     Write::Insert(_) => 0, // taken by the run above
                     Write::SetStatus {
                         id,
-                        session,
+                        token,
                         status,
                         last_seen,
                     } => sqlx::query(
@@ -213,13 +213,13 @@ impl Registry for SqliteRegistry {
                     .bind(status)
                     .bind(last_seen)
                     .bind(version)
-                    .bind(session)
+                    .bind(token)
                     .execute(&mut *tx)
                     .await?
                     .rows_affected(),
                     Write::Update {
                         id,
-                        session,
+                        token,
                         status,
                         metadata,
                         last_seen,
@@ -233,7 +233,7 @@ impl Registry for SqliteRegistry {
                     .bind(json_text(metadata))
                     .bind(last_seen)
                     .bind(version)
-                    .bind(session)
+                    .bind(token)
                     .execute(&mut *tx)
                     .await?
                     .rows_affected(),
