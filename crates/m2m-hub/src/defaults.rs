@@ -181,11 +181,6 @@ pub const WEBSOCKET_DRAIN: Duration = Duration::from_secs(10);
 /// used them) waits this long before the next, rather than spin on the error.
 pub const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 
-/// Handshaken TLS connections waiting for the server. The server takes them as fast as it
-/// spawns tasks; the bound only keeps a stalled server from holding unbounded streams
-/// (each is already charged to the memory budget).
-pub const TLS_READY_QUEUE: usize = 1024;
-
 /// Granularity of the memory budget: one semaphore permit a KiB, so a 1 GiB budget is 2^20
 /// permits (the semaphore's limit is far above) and rounding costs under a KiB a charge.
 pub const BUDGET_UNIT: usize = 1024;

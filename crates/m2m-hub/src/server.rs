@@ -2,8 +2,9 @@
 //!
 //! ```text
 //!  accept ─► admit (connection cap incl. descriptor reserve, per-IP share, memory charge)
-//!        └─► first byte (plain TCP) ─► hyper: head within header_timeout, ≤ max_header_bytes
-//!                                         └─► router ─► /ws takes the Ticket into its session
+//!        └─► task: first byte (plain TCP) or TLS handshake
+//!              └─► hyper: head within header_timeout, ≤ max_header_bytes
+//!                    └─► router ─► /ws takes the Ticket into its client task
 //! ```
 //!
 //! Every connection holds a [`Ticket`] for as long as it is open: its place in the
@@ -23,8 +24,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use crate::budget::{Charge, Memory};
@@ -231,24 +233,42 @@ pub fn raise_descriptor_limit() -> Option<u64> {
     }
 }
 
-/// Serves plain TCP until `stop` is cancelled.
-pub(crate) async fn serve_plain(
+/// Serves `listener` until `stop` is cancelled: one task per admitted connection, which
+/// waits for the first byte (plain TCP) or completes the TLS handshake (with `tls`), then
+/// serves HTTP on it. The tasks belong to this loop's [`JoinSet`]: at shutdown they get
+/// [`HTTP_DRAIN`] to finish, and whatever is left (or everything, if this future is
+/// dropped) is aborted.
+pub(crate) async fn serve(
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     state: Arc<HubState>,
     stop: CancellationToken,
 ) {
     let app = crate::http::router(state.clone());
-    let connections = TaskTracker::new();
+    let mut connections = JoinSet::new();
     loop {
         let (stream, peer, local, ticket) = tokio::select! {
             biased;
             _ = stop.cancelled() => break,
+            // Finished connections are reaped as they end, so the set holds open ones only.
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
             accepted = accept(&listener, &state) => accepted,
         };
-        let (state, app, stop) = (state.clone(), app.clone(), stop.clone());
+        let (state, app, stop, tls) = (state.clone(), app.clone(), stop.clone(), tls.clone());
         connections.spawn(async move {
-            if first_byte(&stream, &state).await {
-                serve_connection(state, app, stream, peer, local, ticket, stop).await;
+            match tls {
+                None => {
+                    if first_byte(&stream, &state).await {
+                        serve_connection(state, app, stream, peer, local, ticket, stop).await;
+                    }
+                }
+                Some(acceptor) => {
+                    if let Some(stream) =
+                        crate::tls::handshake(&acceptor, stream, peer, &state).await
+                    {
+                        serve_connection(state, app, stream, peer, local, ticket, stop).await;
+                    }
+                }
             }
         });
     }
@@ -258,7 +278,7 @@ pub(crate) async fn serve_plain(
 /// The next admitted connection on `listener`: the stream, the peer, the local address and
 /// its ticket. Refused connections are closed here; a failed `accept` (out of descriptors
 /// despite the reserve: another part of the process used them) backs off rather than spins.
-pub(crate) async fn accept(
+async fn accept(
     listener: &TcpListener,
     state: &HubState,
 ) -> (TcpStream, SocketAddr, SocketAddr, Ticket) {
@@ -280,34 +300,11 @@ pub(crate) async fn accept(
     }
 }
 
-/// Serves TLS connections (handshaken by `tls::TlsListener`) until `stop` is cancelled.
-pub(crate) async fn serve_tls(
-    mut listener: crate::tls::TlsListener,
-    state: Arc<HubState>,
-    stop: CancellationToken,
-) {
-    let app = crate::http::router(state.clone());
-    let connections = TaskTracker::new();
-    loop {
-        let (stream, peer, local, ticket) = tokio::select! {
-            biased;
-            _ = stop.cancelled() => break,
-            next = listener.next() => match next {
-                Some(c) => c,
-                None => break,
-            },
-        };
-        let (state, app, stop) = (state.clone(), app.clone(), stop.clone());
-        connections.spawn(serve_connection(
-            state, app, stream, peer, local, ticket, stop,
-        ));
-    }
-    drain(connections).await;
-}
-
-async fn drain(connections: TaskTracker) {
-    connections.close();
-    let _ = tokio::time::timeout(HTTP_DRAIN, connections.wait()).await;
+/// Lets the connections in flight finish, for at most [`HTTP_DRAIN`]; aborts the rest.
+async fn drain(mut connections: JoinSet<()>) {
+    let all_done = async { while connections.join_next().await.is_some() {} };
+    let _ = tokio::time::timeout(HTTP_DRAIN, all_done).await;
+    connections.abort_all();
 }
 
 /// Waits for the first byte of a plain connection; `false` (counted) when none came in time.

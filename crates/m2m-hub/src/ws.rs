@@ -101,26 +101,30 @@ pub(crate) async fn upgrade(
         }
     }
     let config = socket_config(&state);
-    tokio::spawn(async move {
+    // Owned by the hub's WebSocket tracker from the start (shutdown waits for it); the
+    // upgrade itself gives way to shutdown.
+    let tracker = state.websockets.clone();
+    tracker.spawn(async move {
         // A failed or slow upgrade (the client went away) just drops the permit.
-        let upgraded =
-            match tokio::time::timeout(state.config.limits.upgrade_timeout, on_upgrade).await {
+        let upgrade = tokio::time::timeout(state.config.limits.upgrade_timeout, on_upgrade);
+        let upgraded = tokio::select! {
+            biased;
+            _ = state.shutdown.cancelled() => return,
+            upgraded = upgrade => match upgraded {
                 Ok(Ok(upgraded)) => upgraded,
                 Ok(Err(_)) => return,
                 Err(_) => {
                     state.metrics.refused(Refusal::UpgradeTimeout);
                     return;
                 }
-            };
+            },
+        };
         let io = Metered::new(
             TokioIo::new(upgraded),
             state.admission.memory.frames.empty(),
         );
         let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-        let tracker = state.websockets.clone();
-        tracker
-            .track_future(serve_client(state, socket, ip, (permit, ticket)))
-            .await;
+        serve_client(state, socket, ip, (permit, ticket)).await;
     });
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{config, http, Backend, Client, TestDb};
+use common::{config, eventually, http, Backend, Client, TestDb};
 use futures_util::SinkExt;
 use m2m_hub::Hub;
 use serde_json::{json, Value};
@@ -589,4 +589,28 @@ async fn requests_larger_than_the_read_buffer_are_served_up_to_the_limit() {
     assert_eq!(reply["agent"]["id"], json!(id));
     a.close().await;
     hub.shutdown().await.unwrap();
+}
+
+/// Dropping a `RunningHub` stops the hub: its WebSockets are closed (their agents go
+/// offline) and the listener goes with the server task, so its port refuses connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_running_hub_stops_it() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let (cfg, _clock) = config(&db);
+    let hub = Hub::start(cfg).await.unwrap();
+    let addr = hub.local_addr();
+    let state = hub.state().clone();
+    let mut agent = Client::connect(&hub.ws_url()).await;
+    agent.register(4000, &[]).await;
+    drop(hub);
+    assert!(agent.recv().await.is_none(), "the hub closed the WebSocket");
+    eventually("the dropped hub's port refuses connections", || async {
+        tokio::net::TcpStream::connect(addr).await.is_err()
+    })
+    .await;
+    eventually("the closed WebSocket's agent is offline", || async {
+        let rows = state.registry().load().await.unwrap().rows;
+        rows.iter().all(|r| r.status == "offline")
+    })
+    .await;
 }
