@@ -48,10 +48,17 @@ pub const WEBSOCKET_COST: usize = 2 * 1024 + FREE_FRAME_BYTES + FREE_REPLY_BYTES
 /// every KiB received is charged until the message is complete.
 pub const FREE_FRAME_BYTES: usize = 1024;
 
-/// Reply bytes waiting to be written that [`WEBSOCKET_COST`] covers; beyond them every
-/// KiB is charged until the write completes. A 500-agent `discover` with large metadata is
-/// megabytes: 300 clients that never read held 3.8 GB before this bound.
+/// Reply bytes waiting to be written that [`WEBSOCKET_COST`] (or, for an HTTP response,
+/// [`HTTP_CONNECTION_COST`]) covers; beyond them every KiB is charged until the write
+/// completes. A 500-agent `discover` with large metadata is megabytes: 300 clients that
+/// never read held 3.8 GB before this bound.
 pub const FREE_REPLY_BYTES: usize = 1024;
+
+/// An HTTP response body is handed to hyper this many bytes at a time, so that what a
+/// slow reader has not taken yet stays charged to the reply share (hyper asks for more only
+/// as its write buffer drains). A quarter of [`crate::defaults::BATCH_BYTES`]: small
+/// against a big page, large enough that a fast reader costs a few polls.
+pub const HTTP_BODY_CHUNK: usize = 16 * 1024;
 
 /// Simultaneous TCP connections (HTTP or WebSocket). The 100k-agent design target plus
 /// headroom for reconnect storms and HTTP clients. Also bounded by the descriptor limit
