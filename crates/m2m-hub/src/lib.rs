@@ -157,7 +157,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{Clock, HubConfig, HubLimits, ManualClock, StorageTuning, SweepConfig, TlsConfig};
-pub use error::{HubError, StoreError};
+pub use error::{HubError, StoreError, TlsFileError};
 pub use http::{router, ClientAddr};
 pub use maintenance::SweepReport;
 pub use server::raise_descriptor_limit;

@@ -14,7 +14,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::TlsConfig;
-use crate::error::HubError;
+use crate::error::{HubError, TlsFileError};
 use crate::state::HubState;
 
 /// Builds the acceptor from PEM files. HTTP/1.1 only: WebSockets upgrade from it.
@@ -25,18 +25,15 @@ pub fn acceptor(cfg: &TlsConfig) -> Result<TlsAcceptor, HubError> {
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
-        .map_err(|e| HubError::Tls {
-            path: cfg.cert_path.clone(),
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| tls_error(&cfg.cert_path, e))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-fn tls_error(path: &Path, reason: impl ToString) -> HubError {
+fn tls_error(path: &Path, source: impl Into<TlsFileError>) -> HubError {
     HubError::Tls {
         path: path.to_owned(),
-        reason: reason.to_string(),
+        source: source.into(),
     }
 }
 
@@ -46,7 +43,7 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, HubError> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| tls_error(path, e))?;
     if certs.is_empty() {
-        return Err(tls_error(path, "no certificate found"));
+        return Err(tls_error(path, TlsFileError::NoCertificate));
     }
     Ok(certs)
 }
@@ -55,7 +52,7 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, HubError> {
     let file = File::open(path).map_err(|e| tls_error(path, e))?;
     rustls_pemfile::private_key(&mut BufReader::new(file))
         .map_err(|e| tls_error(path, e))?
-        .ok_or_else(|| tls_error(path, "no private key found"))
+        .ok_or_else(|| tls_error(path, TlsFileError::NoPrivateKey))
 }
 
 /// Completes the TLS handshake of an admitted connection within the hub's

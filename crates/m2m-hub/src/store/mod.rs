@@ -194,14 +194,14 @@ where
     let id: String = row.try_get("id")?;
     let capabilities: String = row.try_get("capabilities")?;
     let metadata: String = row.try_get("metadata")?;
-    let corrupt = |reason: String| StoreError::CorruptRow {
-        id: id.clone(),
-        reason,
+    let corrupt = |column: &'static str| {
+        let id = id.clone();
+        move |source| StoreError::CorruptRow { id, column, source }
     };
     let capabilities: Vec<String> =
-        serde_json::from_str(&capabilities).map_err(|e| corrupt(format!("capabilities: {e}")))?;
+        serde_json::from_str(&capabilities).map_err(corrupt("capabilities"))?;
     let metadata: Map<String, Value> =
-        serde_json::from_str(&metadata).map_err(|e| corrupt(format!("metadata: {e}")))?;
+        serde_json::from_str(&metadata).map_err(corrupt("metadata"))?;
     Ok(AgentRow {
         address: row.try_get("address")?,
         capabilities,
