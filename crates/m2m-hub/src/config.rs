@@ -43,7 +43,7 @@ pub struct HubConfig {
 impl Default for HubConfig {
     fn default() -> Self {
         HubConfig {
-            bind: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 3000)),
+            bind: SocketAddr::from((Ipv4Addr::UNSPECIFIED, defaults::PORT)),
             database: "sqlite://m2m-hub.db".to_owned(),
             trust_proxy: false,
             tls: None,

@@ -13,6 +13,9 @@
 
 use std::time::Duration;
 
+/// The port a hub listens on unless told otherwise: the original hub's.
+pub const PORT: u16 = 3000;
+
 /// Hub-wide memory budget for connection buffers. A 2-core, 4 GiB machine (the small
 /// public hub we size for) keeps room for the registry mirror (100k agents with modest
 /// metadata are ~200 MiB) and the database next to it.
