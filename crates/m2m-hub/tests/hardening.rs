@@ -247,13 +247,8 @@ async fn unfinished_frames_are_bounded_by_the_memory_budget() {
     hub.shutdown().await.unwrap();
 }
 
-/// Failure 3: replies waiting for a client that does not read are charged to the reply
-/// share; over it, a reply is replaced by `overloaded` (with its correlationId), and the
-/// hub keeps answering others.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replies_queued_for_slow_readers_are_bounded_by_the_memory_budget() {
-    // 2 MiB: 256 KiB for queued replies.
-    let (hub, _db) = sqlite_hub(|cfg| cfg.limits.memory_budget = 2 * 1024 * 1024).await;
+/// 40 agents with 8 KB of metadata each, registered (a 500-agent page of them is ~330 KB).
+async fn big_agents(hub: &RunningHub) -> Vec<Client> {
     let mut agents = Vec::new();
     for i in 0..40 {
         let mut c = Client::connect(&hub.ws_url()).await;
@@ -268,6 +263,17 @@ async fn replies_queued_for_slow_readers_are_bounded_by_the_memory_budget() {
         assert_eq!(reply["status"], "ok", "{reply}");
         agents.push(c);
     }
+    agents
+}
+
+/// Failure 3: replies waiting for a client that does not read are charged to the reply
+/// share; over it, a reply is replaced by `overloaded` (with its correlationId), and the
+/// hub keeps answering others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_queued_for_slow_readers_are_bounded_by_the_memory_budget() {
+    // 2 MiB: 256 KiB for queued replies.
+    let (hub, _db) = sqlite_hub(|cfg| cfg.limits.memory_budget = 2 * 1024 * 1024).await;
+    let agents = big_agents(&hub).await;
     // ~330 KB per discover: more than the whole reply share.
     let mut slow = slow_reader(&hub).await;
     for i in 0..8 {
@@ -308,20 +314,7 @@ async fn replies_queued_for_slow_readers_are_bounded_by_the_memory_budget() {
 async fn http_responses_to_slow_readers_are_bounded_by_the_memory_budget() {
     // 4 MiB: 512 KiB for replies, room for one ~330 KB page and not two.
     let (hub, _db) = sqlite_hub(|cfg| cfg.limits.memory_budget = 4 * 1024 * 1024).await;
-    let mut agents = Vec::new();
-    for i in 0..40 {
-        let mut c = Client::connect(&hub.ws_url()).await;
-        let reply = c
-            .req(json!({
-                "action":"register",
-                "address":format!("h:{}", 5000 + i),
-                "capabilities":["big"],
-                "metadata":{"pad":"m".repeat(8000)},
-            }))
-            .await;
-        assert_eq!(reply["status"], "ok", "{reply}");
-        agents.push(c);
-    }
+    let agents = big_agents(&hub).await;
     // Each slow reader pipelines more pages than the kernel's socket buffers take (4 MiB on
     // Linux): once they are full, the page being written stays in the hub, charged.
     let pages_each = 24;
