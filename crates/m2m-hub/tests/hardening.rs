@@ -273,7 +273,7 @@ async fn big_agents(hub: &RunningHub) -> Vec<Client> {
 async fn replies_queued_for_slow_readers_are_bounded_by_the_memory_budget() {
     // 2 MiB: 256 KiB for queued replies.
     let (hub, _db) = sqlite_hub(|cfg| cfg.limits.memory_budget = 2 * 1024 * 1024).await;
-    let agents = big_agents(&hub).await;
+    let _agents = big_agents(&hub).await;
     // ~330 KB per discover: more than the whole reply share.
     let mut slow = slow_reader(&hub).await;
     for i in 0..8 {
