@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures_util::{FutureExt, SinkExt};
 use m2m_proto::hub::errors;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use ws::WebSocketStream;
+use tokio_tungstenite::WebSocketStream;
 
 use crate::budget::Charge;
 use crate::defaults::{self, BATCH_BYTES, BATCH_REPLIES};
