@@ -20,10 +20,10 @@
 //!                   Directory (directory/, in-memory mirror) ◄── own writes, sweep, feed
 //! ```
 //!
-//! 1. **Accept** (the `server` loop): each connection is admitted against
-//!    the connection cap (descriptor reserve included), its source's share (`per_ip`) and
-//!    the memory budget (`budget`), or closed at once. Its own task then waits for the first
-//!    byte, or completes the TLS handshake (`tls`).
+//! 1. **Accept** (the `server` loop): each connection is admitted against the connection
+//!    cap (descriptor reserve included), its source's share (`per_ip`) and the memory
+//!    budget (`budget`), or closed at once. Its own task then waits for the first byte, or
+//!    completes the TLS handshake (`tls`).
 //! 2. **HTTP** (hyper, header size and time bounded): `http` routes `/agents`, `/stats`,
 //!    `/health`, `/metrics`, `/info`, and the dashboard (`dashboard/`); response bodies are
 //!    charged to the memory budget while they are written (`metered`).
@@ -51,6 +51,8 @@
 //!   by the serve future, so it ends with the server.
 //! * The **writer task** ends when the state (its last handle) goes, or is aborted by
 //!   shutdown after the last write.
+//!
+//! ## Storage and the mirror
 //!
 //! * **[`store::Registry`]** is the truth: SQLite (default, a file next to the hub) or
 //!   PostgreSQL. Schema migrations run at start.

@@ -269,11 +269,11 @@ pub(crate) async fn serve_client<S>(
                     }
                     if socket.get_ref().starved() {
                         state.metrics.refused(Refusal::MemoryFrame);
-                        break End::Refused(CLOSE_TRY_AGAIN_LATER, errors::OVERLOADED);
+                        break End::CloseWith(CLOSE_TRY_AGAIN_LATER, errors::OVERLOADED);
                     }
                     if matches!(e, tungstenite::Error::Utf8(_)) {
                         state.metrics.refused(Refusal::InvalidUtf8);
-                        break End::Refused(CLOSE_INVALID_PAYLOAD, "invalid UTF-8");
+                        break End::CloseWith(CLOSE_INVALID_PAYLOAD, "invalid UTF-8");
                     }
                     break End::Closed;
                 }
@@ -315,7 +315,7 @@ pub(crate) async fn serve_client<S>(
                     break;
                 }
             }
-            End::Refused(code, reason) => {
+            End::CloseWith(code, reason) => {
                 let _ = out.write(&mut socket, timeout, false).await;
                 close(&mut socket, code, reason, timeout).await;
                 break;
@@ -353,7 +353,7 @@ enum End {
     /// The client sent a message over the limit.
     TooBig,
     /// A limit refused the message being received: close with this code and reason.
-    Refused(u16, &'static str),
+    CloseWith(u16, &'static str),
 }
 
 async fn close<S>(

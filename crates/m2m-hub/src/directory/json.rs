@@ -98,7 +98,7 @@ impl Serialize for PeerView {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         #[derive(serde::Serialize)]
         #[serde(rename_all = "camelCase")]
-        struct Out<'a> {
+        struct PeerFields<'a> {
             id: &'a str,
             address: &'a str,
             capabilities: &'a [String],
@@ -108,7 +108,7 @@ impl Serialize for PeerView {
             #[serde(skip_serializing_if = "Option::is_none")]
             identity: Option<&'a str>,
         }
-        Out {
+        PeerFields {
             id: &self.entry.id,
             address: &self.entry.address,
             capabilities: &self.entry.capabilities,
