@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use axum::http::HeaderMap;
 
-use crate::codes;
+use m2m_proto::hub::errors;
 
 /// The client's IP: the socket's peer, or — only when the operator said the hub is behind a
 /// proxy — the first entry of `X-Forwarded-For`. IPv4-mapped IPv6 becomes plain IPv4 (the
@@ -29,19 +29,19 @@ pub fn client_ip(peer: SocketAddr, headers: &HeaderMap, trust_proxy: bool) -> Ip
 pub fn port_of(address: &str) -> Result<u16, &'static str> {
     let address = address.trim();
     let port = if let Some(rest) = address.strip_prefix('[') {
-        let (_, port) = rest.split_once("]:").ok_or(codes::INVALID_ADDRESS)?;
+        let (_, port) = rest.split_once("]:").ok_or(errors::INVALID_ADDRESS)?;
         port
     } else {
         match address.split_once(':') {
             // A bare IPv6 address has more colons: which part is the port is a guess we
             // refuse to make.
             Some((host, port)) if !host.is_empty() && !port.contains(':') => port,
-            _ => return Err(codes::INVALID_ADDRESS),
+            _ => return Err(errors::INVALID_ADDRESS),
         }
     };
     match port.parse::<u16>() {
         Ok(p) if p != 0 => Ok(p),
-        _ => Err(codes::INVALID_ADDRESS),
+        _ => Err(errors::INVALID_ADDRESS),
     }
 }
 
@@ -51,12 +51,12 @@ pub fn dial_address(
     given: Option<&str>,
     max_len: usize,
 ) -> Result<String, &'static str> {
-    let given = given.ok_or(codes::ADDRESS_REQUIRED)?;
+    let given = given.ok_or(errors::ADDRESS_REQUIRED)?;
     if given.trim().is_empty() {
-        return Err(codes::ADDRESS_REQUIRED);
+        return Err(errors::ADDRESS_REQUIRED);
     }
     if given.len() > max_len {
-        return Err(codes::ADDRESS_TOO_LONG);
+        return Err(errors::ADDRESS_TOO_LONG);
     }
     let port = port_of(given)?;
     Ok(SocketAddr::new(ip, port).to_string())
@@ -92,10 +92,10 @@ mod tests {
     #[test]
     fn refuses_what_no_one_could_dial() {
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
-        assert_eq!(dial_address(ip, None, 256), Err(codes::ADDRESS_REQUIRED));
+        assert_eq!(dial_address(ip, None, 256), Err(errors::ADDRESS_REQUIRED));
         assert_eq!(
             dial_address(ip, Some(""), 256),
-            Err(codes::ADDRESS_REQUIRED)
+            Err(errors::ADDRESS_REQUIRED)
         );
         for bad in [
             "1.2.3.4",
@@ -108,14 +108,14 @@ mod tests {
         ] {
             assert_eq!(
                 dial_address(ip, Some(bad), 256),
-                Err(codes::INVALID_ADDRESS),
+                Err(errors::INVALID_ADDRESS),
                 "{bad}"
             );
         }
         let long = format!("{}:80", "a".repeat(300));
         assert_eq!(
             dial_address(ip, Some(&long), 256),
-            Err(codes::ADDRESS_TOO_LONG)
+            Err(errors::ADDRESS_TOO_LONG)
         );
     }
 

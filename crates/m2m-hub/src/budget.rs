@@ -1,4 +1,4 @@
-//! The hub-wide memory budget (`crate::limits::MEMORY_BUDGET`): semaphores with one
+//! The hub-wide memory budget (`crate::defaults::MEMORY_BUDGET`): semaphores with one
 //! permit per KiB. A [`Charge`] holds the permits for the bytes a connection makes the hub
 //! keep (its buffers, an unfinished frame, queued replies) and gives them back when it
 //! shrinks or is dropped, so nothing can forget to release.
@@ -11,10 +11,8 @@ use std::sync::Arc;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::limits;
-
-/// One permit is this many bytes.
-const UNIT: usize = 1024;
+use crate::defaults;
+use crate::defaults::BUDGET_UNIT as UNIT;
 
 /// Permits for `bytes`, rounded up.
 fn units(bytes: usize) -> usize {
@@ -76,10 +74,10 @@ pub(crate) struct Memory {
 }
 
 impl Memory {
-    /// Splits `bytes` by [`limits::CONNECTION_SHARE`] (the rest halved between frames and
+    /// Splits `bytes` by [`defaults::CONNECTION_SHARE`] (the rest halved between frames and
     /// replies).
     pub(crate) fn new(bytes: usize) -> Memory {
-        let connections = bytes / limits::CONNECTION_SHARE_DIVISOR * limits::CONNECTION_SHARE;
+        let connections = bytes / defaults::CONNECTION_SHARE_DIVISOR * defaults::CONNECTION_SHARE;
         let rest = bytes.saturating_sub(connections);
         Memory {
             connections: Budget::new(connections),

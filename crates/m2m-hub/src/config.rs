@@ -5,11 +5,11 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use m2m_proto::limits;
 
-use crate::limits as hub;
+use crate::defaults;
 
 /// Everything [`crate::Hub::start`] needs.
 #[derive(Debug, Clone)]
@@ -43,7 +43,7 @@ pub struct HubConfig {
 impl Default for HubConfig {
     fn default() -> Self {
         HubConfig {
-            bind: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 3000)),
+            bind: SocketAddr::from((Ipv4Addr::UNSPECIFIED, defaults::PORT)),
             database: "sqlite://m2m-hub.db".to_owned(),
             trust_proxy: false,
             tls: None,
@@ -78,25 +78,25 @@ pub struct TlsConfig {
 }
 
 /// Bounds on client input and on the resources clients may hold. Defaults come from
-/// `m2m_proto::limits` and [`crate::limits`] (where each value is explained).
+/// `m2m_proto::limits` and [`crate::defaults`] (where each value is explained).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HubLimits {
     /// Hub-wide budget, in bytes, for connection buffers: read buffers, unfinished
-    /// requests and frames, queued replies ([`hub::MEMORY_BUDGET`]). When spent, new
+    /// requests and frames, queued replies ([`defaults::MEMORY_BUDGET`]). When spent, new
     /// connections are closed at once, a frame that needs more closes its WebSocket (1013)
     /// and a reply that needs more is replaced by an `overloaded` error.
     pub memory_budget: usize,
-    /// Largest HTTP request head ([`hub::MAX_HEADER_BYTES`]); larger get HTTP 431.
+    /// Largest HTTP request head ([`defaults::MAX_HEADER_BYTES`]); larger get HTTP 431.
     pub max_header_bytes: usize,
-    /// Simultaneous TCP connections, HTTP and WebSocket ([`hub::MAX_HTTP_CONNECTIONS`]).
+    /// Simultaneous TCP connections, HTTP and WebSocket ([`defaults::MAX_HTTP_CONNECTIONS`]).
     pub max_http_connections: usize,
-    /// Descriptors kept free below `RLIMIT_NOFILE` ([`hub::DESCRIPTOR_RESERVE`]).
+    /// Descriptors kept free below `RLIMIT_NOFILE` ([`defaults::DESCRIPTOR_RESERVE`]).
     pub descriptor_reserve: usize,
     /// Simultaneous connections per source IP, an IPv6 /64 counting as one
-    /// ([`hub::MAX_CONNECTIONS_PER_IP`]); 0: no limit. With `trust_proxy` the IP is the
+    /// ([`defaults::MAX_CONNECTIONS_PER_IP`]); 0: no limit. With `trust_proxy` the IP is the
     /// forwarded one and the bound applies to WebSockets.
     pub max_connections_per_ip: usize,
-    /// Registrations per source IP per hour ([`hub::REGISTRATIONS_PER_HOUR`]); 0: no limit.
+    /// Registrations per source IP per hour ([`defaults::REGISTRATIONS_PER_HOUR`]); 0: no limit.
     pub registrations_per_hour: u32,
     /// Registrations per source IP at once before the hourly rate applies.
     pub registration_burst: u32,
@@ -144,40 +144,32 @@ pub struct HubLimits {
 impl Default for HubLimits {
     fn default() -> Self {
         HubLimits {
-            memory_budget: hub::MEMORY_BUDGET,
-            max_header_bytes: hub::MAX_HEADER_BYTES,
-            max_http_connections: hub::MAX_HTTP_CONNECTIONS,
-            descriptor_reserve: hub::DESCRIPTOR_RESERVE,
-            max_connections_per_ip: hub::MAX_CONNECTIONS_PER_IP,
-            registrations_per_hour: hub::REGISTRATIONS_PER_HOUR,
-            registration_burst: hub::REGISTRATION_BURST,
-            first_byte_timeout: hub::FIRST_BYTE_TIMEOUT,
-            header_timeout: hub::HEADER_TIMEOUT,
-            upgrade_timeout: hub::UPGRADE_TIMEOUT,
-            first_frame_timeout: hub::FIRST_FRAME_TIMEOUT,
-            registered_idle_timeout: hub::REGISTERED_IDLE_TIMEOUT,
+            memory_budget: defaults::MEMORY_BUDGET,
+            max_header_bytes: defaults::MAX_HEADER_BYTES,
+            max_http_connections: defaults::MAX_HTTP_CONNECTIONS,
+            descriptor_reserve: defaults::DESCRIPTOR_RESERVE,
+            max_connections_per_ip: defaults::MAX_CONNECTIONS_PER_IP,
+            registrations_per_hour: defaults::REGISTRATIONS_PER_HOUR,
+            registration_burst: defaults::REGISTRATION_BURST,
+            first_byte_timeout: defaults::FIRST_BYTE_TIMEOUT,
+            header_timeout: defaults::HEADER_TIMEOUT,
+            upgrade_timeout: defaults::UPGRADE_TIMEOUT,
+            first_frame_timeout: defaults::FIRST_FRAME_TIMEOUT,
+            registered_idle_timeout: defaults::REGISTERED_IDLE_TIMEOUT,
             max_message_bytes: limits::MAX_HUB_MESSAGE,
-            hard_max_message_bytes: 4 * limits::MAX_HUB_MESSAGE,
+            hard_max_message_bytes: defaults::HARD_MAX_MESSAGE_FACTOR * limits::MAX_HUB_MESSAGE,
             max_capabilities: limits::MAX_CAPABILITIES,
             max_capability_len: limits::MAX_CAPABILITY_LEN,
             max_metadata_bytes: limits::MAX_METADATA_BYTES,
             max_address_len: limits::MAX_ADDRESS_LEN,
             max_status_len: limits::MAX_STATUS_LEN,
-            max_connections: hub::MAX_WEBSOCKETS,
-            max_agents_per_connection: 16,
-            // An agent sends one heartbeat per 30 s, but scripts and load tools legitimately
-            // drive one connection hard, and the original hub has no limit at all: a tool
-            // that works against it must work against us. One connection with one request
-            // in flight does 16-17k/s over loopback, with 8 in flight ~120k/s, with 32
-            // ~365k/s (`m2m bench hub --agents 1 --concurrency 1 --pipeline K`). The bound
-            // stops one socket from taking a whole 2-core hub (~100k req/s from 64
-            // connections), not a busy client (an earlier 5,000/s throttled a closed loop
-            // on two connections).
-            requests_per_second: 50_000,
-            request_burst: 100_000,
-            idle_timeout: hub::IDLE_TIMEOUT,
-            write_timeout: hub::WRITE_TIMEOUT,
-            tls_handshake_timeout: hub::TLS_HANDSHAKE_TIMEOUT,
+            max_connections: defaults::MAX_WEBSOCKETS,
+            max_agents_per_connection: defaults::MAX_AGENTS_PER_CONNECTION,
+            requests_per_second: defaults::REQUESTS_PER_SECOND,
+            request_burst: defaults::REQUEST_BURST,
+            idle_timeout: defaults::IDLE_TIMEOUT,
+            write_timeout: defaults::WRITE_TIMEOUT,
+            tls_handshake_timeout: defaults::TLS_HANDSHAKE_TIMEOUT,
         }
     }
 }
@@ -195,7 +187,7 @@ pub struct SweepConfig {
     /// `offline` rows unseen this long are deleted.
     pub retention: Duration,
     /// `offline` 2.0 rows (no identity) unseen this long are deleted
-    /// ([`hub::ANONYMOUS_RETENTION`]); the shorter of this and `retention` applies.
+    /// ([`defaults::ANONYMOUS_RETENTION`]); the shorter of this and `retention` applies.
     pub anonymous_retention: Duration,
 }
 
@@ -206,7 +198,7 @@ impl Default for SweepConfig {
             idle_after: limits::IDLE_AFTER,
             offline_after: limits::OFFLINE_AFTER,
             retention: limits::OFFLINE_RETENTION,
-            anonymous_retention: hub::ANONYMOUS_RETENTION,
+            anonymous_retention: defaults::ANONYMOUS_RETENTION,
         }
     }
 }
@@ -229,29 +221,35 @@ pub struct StorageTuning {
 impl Default for StorageTuning {
     fn default() -> Self {
         StorageTuning {
-            flush_interval: Duration::from_secs(2),
-            sync_interval: Duration::from_millis(500),
-            pool_size: 8,
-            acquire_timeout: Duration::from_secs(3),
-            max_batch: 512,
+            flush_interval: defaults::FLUSH_INTERVAL,
+            sync_interval: defaults::SYNC_INTERVAL,
+            pool_size: defaults::DB_POOL_SIZE,
+            acquire_timeout: defaults::DB_ACQUIRE_TIMEOUT,
+            max_batch: defaults::MAX_WRITE_BATCH,
         }
     }
 }
 
-/// Wall-clock source in milliseconds since the epoch.
+/// The hub's time source: wall-clock milliseconds since the epoch (what rows store and the
+/// sweep compares) and a monotonic [`Instant`] (what request budgets and registration shares
+/// are measured with).
 #[derive(Debug, Clone, Default)]
 pub enum Clock {
-    /// The system clock.
+    /// The system clock, and tokio's monotonic clock (which a test may pause).
     #[default]
     System,
-    /// A clock that moves only when told to (tests).
+    /// A clock that moves only when told to (tests): both sides move together.
     Manual(ManualClock),
 }
 
 impl Clock {
     /// A manual clock starting at `start_ms`, and the handle that moves it.
     pub fn manual(start_ms: i64) -> (Clock, ManualClock) {
-        let handle = ManualClock(Arc::new(AtomicI64::new(start_ms)));
+        let handle = ManualClock(Arc::new(ManualTime {
+            ms: AtomicI64::new(start_ms),
+            start_ms,
+            start: Instant::now(),
+        }));
         (Clock::Manual(handle.clone()), handle)
     }
 
@@ -259,24 +257,45 @@ impl Clock {
     pub fn now_ms(&self) -> i64 {
         match self {
             Clock::System => chrono::Utc::now().timestamp_millis(),
-            Clock::Manual(m) => m.0.load(Ordering::Relaxed),
+            Clock::Manual(m) => m.now_ms(),
+        }
+    }
+
+    /// Now on the monotonic side.
+    pub fn instant(&self) -> Instant {
+        match self {
+            Clock::System => tokio::time::Instant::now().into_std(),
+            Clock::Manual(m) => m.instant(),
         }
     }
 }
 
 /// Handle of a [`Clock::Manual`].
 #[derive(Debug, Clone)]
-pub struct ManualClock(Arc<AtomicI64>);
+pub struct ManualClock(Arc<ManualTime>);
+
+#[derive(Debug)]
+struct ManualTime {
+    ms: AtomicI64,
+    start_ms: i64,
+    start: Instant,
+}
 
 impl ManualClock {
     /// Moves the clock forward.
     pub fn advance(&self, by: Duration) {
         let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
-        self.0.fetch_add(ms, Ordering::Relaxed);
+        self.0.ms.fetch_add(ms, Ordering::Relaxed);
     }
 
     /// Current value.
     pub fn now_ms(&self) -> i64 {
-        self.0.load(Ordering::Relaxed)
+        self.0.ms.load(Ordering::Relaxed)
+    }
+
+    /// The monotonic side: the instant the clock was made at, plus how far it moved.
+    pub fn instant(&self) -> Instant {
+        let moved = self.now_ms().saturating_sub(self.0.start_ms).max(0);
+        self.0.start + Duration::from_millis(moved as u64)
     }
 }

@@ -23,12 +23,13 @@ pub enum HubError {
         source: io::Error,
     },
     /// Reading the TLS certificate or key failed.
-    #[error("TLS file {path}: {reason}")]
+    #[error("TLS file {path}: {source}")]
     Tls {
         /// Which file.
         path: PathBuf,
         /// What is wrong with it.
-        reason: String,
+        #[source]
+        source: TlsFileError,
     },
     /// Any other socket error of the server.
     #[error("server: {0}")]
@@ -44,15 +45,35 @@ pub enum StoreError {
     /// Schema migration failed at start.
     #[error("migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
-    /// A stored row could not be read back (corrupt JSON, bad id).
-    #[error("stored row {id}: {reason}")]
+    /// A stored row could not be read back (corrupt JSON).
+    #[error("stored row {id}: {column}: {source}")]
     CorruptRow {
         /// The row's id.
         id: String,
+        /// The column that does not parse.
+        column: &'static str,
         /// What is wrong with it.
-        reason: String,
+        #[source]
+        source: serde_json::Error,
     },
     /// The writer task is gone (hub shutting down).
     #[error("registry writer stopped")]
     WriterGone,
+}
+
+/// What is wrong with a TLS certificate or key file.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsFileError {
+    /// The file could not be read (or its PEM could not be parsed).
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// rustls refused the certificate chain or the key.
+    #[error("{0}")]
+    Rustls(#[from] rustls::Error),
+    /// The file holds no certificate.
+    #[error("no certificate found")]
+    NoCertificate,
+    /// The file holds no private key.
+    #[error("no private key found")]
+    NoPrivateKey,
 }

@@ -1,4 +1,4 @@
-//! Entry points for the fuzz targets in `fuzz/` (not a stable API): the `/ws` session loop
+//! Entry points for the fuzz targets in `fuzz/` (not a stable API): the `/ws` client task
 //! without a TCP listener or an HTTP upgrade in front of it.
 
 use std::net::IpAddr;
@@ -11,7 +11,7 @@ use crate::metered::Metered;
 use crate::state::HubState;
 
 /// Serves `io` as an upgraded `/ws` connection from `ip` (the frame reader, the hub's
-/// WebSocket limits, request handling, replies) until the stream ends or the session
+/// WebSocket limits, request handling, replies) until the stream ends or the client
 /// closes.
 pub async fn serve_websocket<S>(state: Arc<HubState>, io: S, ip: IpAddr)
 where
@@ -26,7 +26,7 @@ where
     let io = Metered::new(io, state.admission.memory.frames.empty());
     let socket =
         tokio_tungstenite::WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-    crate::ws::run_session(state, socket, ip, (permit, None)).await;
+    crate::ws::serve_client(state, socket, ip, (permit, None)).await;
 }
 
 /// Stops the state's writer task and closes its registry, so that a fuzz target can

@@ -3,15 +3,15 @@
 //! whether registrations succeed; a load balancer or monitor needs the latter.
 //!
 //! A probe is a real write that changes nothing (a status update of an id that cannot
-//! exist), bounded by [`limits::HEALTH_PROBE_TIMEOUT`] and run at most once per
-//! [`limits::HEALTH_PROBE_INTERVAL`] however many ask, so `/health` cannot load the
+//! exist), bounded by [`defaults::HEALTH_PROBE_TIMEOUT`] and run at most once per
+//! [`defaults::HEALTH_PROBE_INTERVAL`] however many ask, so `/health` cannot load the
 //! database.
 
 use std::time::Instant;
 
 use tokio::sync::Mutex;
 
-use crate::limits;
+use crate::defaults;
 use crate::store::{Registry, Write};
 
 /// The last probe and when it ran.
@@ -26,7 +26,7 @@ impl RegistryHealth {
     pub(crate) async fn writable(&self, registry: &dyn Registry) -> bool {
         let mut last = self.last.lock().await;
         if let Some((at, ok)) = *last {
-            if at.elapsed() < limits::HEALTH_PROBE_INTERVAL {
+            if at.elapsed() < defaults::HEALTH_PROBE_INTERVAL {
                 return ok;
             }
         }
@@ -40,12 +40,12 @@ async fn probe(registry: &dyn Registry) -> bool {
     // Not a valid agent id (ids are 32 hex characters): matches no row, ever.
     let write = Write::SetStatus {
         id: "health-probe".to_owned(),
-        session: String::new(),
+        token: String::new(),
         status: m2m_proto::hub::status::OFFLINE.to_owned(),
         last_seen: None,
     };
     let applied = tokio::time::timeout(
-        limits::HEALTH_PROBE_TIMEOUT,
+        defaults::HEALTH_PROBE_TIMEOUT,
         registry.apply(std::slice::from_ref(&write)),
     )
     .await;

@@ -6,11 +6,13 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::body::{Body, HttpBody};
 use axum::extract::connect_info::Connected;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::header::{self, HeaderValue};
 use axum::http::StatusCode;
+use axum::middleware::map_response_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
@@ -19,10 +21,12 @@ use m2m_proto::limits::{self, PROTOCOL_VERSION};
 use serde_json::{json, Value};
 use tower_http::cors::CorsLayer;
 
-use crate::codes;
 use crate::directory::{AgentsPageView, Filter};
+use crate::metered::ChargedBody;
+use crate::metrics::Refusal;
 use crate::server::LocalAddr;
 use crate::state::HubState;
+use m2m_proto::hub::errors;
 
 /// The remote address of a connection, for plain TCP and TLS listeners alike.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,10 +41,10 @@ impl Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>> for Cli
 /// The hub's routes. Tests can drive it with `tower::ServiceExt::oneshot` (the `/ws` route
 /// needs [`ClientAddr`] connect info, which `serve` supplies).
 pub fn router(state: Arc<HubState>) -> Router {
-    let dashboard = state
-        .config
-        .dashboard
-        .then(|| crate::dashboard::router(state.clone()));
+    let dashboard = state.config.dashboard.then(|| {
+        crate::dashboard::router(state.clone())
+            .layer(map_response_with_state(state.clone(), charge_response))
+    });
     let api = Router::new()
         .route("/", get(info))
         .route("/info", get(info))
@@ -51,6 +55,7 @@ pub fn router(state: Arc<HubState>) -> Router {
         .route("/ws", get(crate::ws::upgrade))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(map_response_with_state(state.clone(), charge_response))
         .layer(axum::middleware::map_response(allow_any_origin))
         .layer(CorsLayer::permissive())
         .with_state(state);
@@ -58,6 +63,31 @@ pub fn router(state: Arc<HubState>) -> Router {
     match dashboard {
         Some(d) => api.merge(d),
         None => api,
+    }
+}
+
+/// Charges a response body to the reply share of the memory budget until it is written
+/// ([`ChargedBody`]), as a WebSocket's queued replies are; a body the share cannot hold now
+/// is refused with 503 `overloaded` (`m2m_hub_refused_total{limit="memory_reply"}`).
+/// Streamed bodies (the dashboard's event stream, bounded by its own byte budget) and
+/// bodies within the allowance pass as they are.
+async fn charge_response(State(state): State<Arc<HubState>>, response: Response) -> Response {
+    let Some(len) = response.body().size_hint().exact() else {
+        return response;
+    };
+    let cost = ChargedBody::cost(usize::try_from(len).unwrap_or(usize::MAX));
+    if cost == 0 {
+        return response;
+    }
+    let Some(charge) = state.admission.memory.replies.charge(cost) else {
+        state.metrics.refused(Refusal::MemoryReply);
+        return json_error(StatusCode::SERVICE_UNAVAILABLE, errors::OVERLOADED);
+    };
+    let (parts, body) = response.into_parts();
+    // A whole body (its size is exact) is ready at once.
+    match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(bytes) => Response::from_parts(parts, Body::new(ChargedBody::new(bytes, charge))),
+        Err(_) => json_error(StatusCode::INTERNAL_SERVER_ERROR, "serialization_failed"),
     }
 }
 
@@ -198,7 +228,7 @@ async fn agents(
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Response {
     let Ok(Query(query)) = query else {
-        return json_error(StatusCode::BAD_REQUEST, codes::INVALID_QUERY);
+        return json_error(StatusCode::BAD_REQUEST, errors::INVALID_QUERY);
     };
     let as_value = |k: &str| query.get(k).map(|v| Value::String(v.clone()));
     let (limit, offset) = match proto::page(

@@ -8,12 +8,51 @@
 //! ## How data flows
 //!
 //! ```text
-//!  WebSocket ──► ws::run_session ──► HubState::handle_text ──► reply
-//!                                        │        │
-//!                          reads ◄───────┘        └──► Writer (group commit) ──► Registry
-//!                            │                                                    │
-//!                       Directory (in-memory mirror) ◄── own writes, sweep, feed ◄┘
+//!  TCP accept ─► admit ─► first byte / TLS ─► HTTP (hyper) ─► routes ─────────► reply
+//!  server.rs     server.rs  server.rs, tls.rs   server.rs      http.rs, dashboard/
+//!  (per_ip.rs, budget.rs)                                        │
+//!                                                      /ws upgrade (ws.rs)
+//!                                                                │
+//!                         client task (ws.rs, client.rs): frames in ─► action ─► Outbox
+//!                                                                 actions/*.rs  outbox.rs
+//!                                     reads ◄────────────────────┘   │
+//!                                       │                            └─► Writer ─► Registry
+//!                   Directory (directory/, in-memory mirror) ◄── own writes, sweep, feed
 //! ```
+//!
+//! 1. **Accept** (the `server` loop): each connection is admitted against the connection
+//!    cap (descriptor reserve included), its source's share (`per_ip`) and the memory
+//!    budget (`budget`), or closed at once. Its own task then waits for the first byte, or
+//!    completes the TLS handshake (`tls`).
+//! 2. **HTTP** (hyper, header size and time bounded): `http` routes `/agents`, `/stats`,
+//!    `/health`, `/metrics`, `/info`, and the dashboard (`dashboard/`); response bodies are
+//!    charged to the memory budget while they are written (`metered`).
+//! 3. **`/ws`** (`ws`): the upgrade, then one client task per WebSocket holding its
+//!    `Client` (`client`: nonce, owned agents, request budget). Each message goes to
+//!    `actions` (one action a file), which answers from the directory or writes through the
+//!    writer; replies are queued in the client's `Outbox` (`outbox`) and written in batches
+//!    straight to the socket, with the reply writers of `reply`.
+//! 4. **Storage**: `writer` group-commits to the `store` (SQLite or PostgreSQL);
+//!    `directory/` mirrors it; `maintenance` flushes liveness, sweeps, reads the feed.
+//!
+//! Every limit, timeout and buffer size is in [`defaults`], with its reason.
+//!
+//! ## Who owns which task
+//!
+//! * [`RunningHub`] owns the **server task** and the **maintenance task** (flush, sweep,
+//!   change feed): [`RunningHub::shutdown`] stops them in order; dropping it aborts both
+//!   and cancels the hub's shutdown token.
+//! * The server task's accept loop owns one **task per connection** (first byte or TLS
+//!   handshake, then HTTP) in a `JoinSet`: aborted if the loop goes, drained for
+//!   `HTTP_DRAIN` at shutdown and then aborted.
+//! * Every **WebSocket task** (from the upgrade on) is spawned on the state's `websockets`
+//!   tracker and ends on the shutdown token; shutdown waits `WEBSOCKET_DRAIN` for them.
+//! * The **dashboard sampler** (history and change poller) is an abort-on-drop handle held
+//!   by the serve future, so it ends with the server.
+//! * The **writer task** ends when the state (its last handle) goes, or is aborted by
+//!   shutdown after the last write.
+//!
+//! ## Storage and the mirror
 //!
 //! * **[`store::Registry`]** is the truth: SQLite (default, a file next to the hub) or
 //!   PostgreSQL. Schema migrations run at start.
@@ -82,22 +121,25 @@
 // Every public item is documented (CI denies warnings, so a new undocumented one fails).
 #![warn(missing_docs)]
 
+mod actions;
 mod address;
 mod budget;
-pub mod codes;
+mod client;
 mod config;
 mod dashboard;
+pub mod defaults;
 mod directory;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod health;
 mod http;
-pub mod limits;
 mod maintenance;
 mod metered;
 mod metrics;
+mod outbox;
 mod per_ip;
+mod reply;
 mod server;
 mod state;
 pub mod store;
@@ -105,26 +147,25 @@ mod tls;
 mod writer;
 mod ws;
 
+/// The former name of [`defaults`] (the `m2m` binary's flags refer to it).
+pub use defaults as limits;
+
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{Clock, HubConfig, HubLimits, ManualClock, StorageTuning, SweepConfig, TlsConfig};
-pub use error::{HubError, StoreError};
+pub use error::{HubError, StoreError, TlsFileError};
 pub use http::{router, ClientAddr};
 pub use maintenance::SweepReport;
 pub use server::raise_descriptor_limit;
 pub use state::HubState;
 
 use maintenance::FeedMarks;
-
-/// How long shutdown waits for WebSockets to close before it releases their agents anyway.
-const SESSION_DRAIN: Duration = Duration::from_secs(10);
 
 /// Starts hubs.
 #[derive(Debug, Clone, Copy)]
@@ -143,8 +184,10 @@ impl Hub {
     }
 }
 
-/// A hub serving in the background. Drop does not stop it cleanly: call
-/// [`RunningHub::shutdown`].
+/// A hub serving in the background. [`RunningHub::shutdown`] stops it gracefully; dropping
+/// it stops it too, at once: the server and maintenance tasks are aborted (with them the
+/// accept loop, its listener and every HTTP connection) and the WebSockets are told to
+/// close (their agents go offline as at shutdown).
 #[derive(Debug)]
 pub struct RunningHub {
     state: Arc<HubState>,
@@ -155,6 +198,15 @@ pub struct RunningHub {
     maintenance: JoinHandle<()>,
     maintenance_stop: CancellationToken,
     marks: Arc<FeedMarks>,
+}
+
+impl Drop for RunningHub {
+    fn drop(&mut self) {
+        // No-ops after `shutdown`, which awaited both tasks.
+        self.state.shutdown.cancel();
+        self.server.abort();
+        self.maintenance.abort();
+    }
 }
 
 impl RunningHub {
@@ -169,11 +221,7 @@ impl RunningHub {
                 None => None,
             };
             tokio::spawn(async move {
-                let shutdown = stop.cancelled_owned();
-                let result = match tls {
-                    Some(acceptor) => serve_tls(listener, acceptor, state, shutdown).await,
-                    None => serve(listener, state, shutdown).await,
-                };
+                let result = serve_with(listener, tls, state, stop.cancelled_owned()).await;
                 if let Err(e) = &result {
                     tracing::error!(error = %e, "hub server stopped");
                 }
@@ -276,14 +324,14 @@ impl RunningHub {
     /// Graceful shutdown: stop accepting, close every WebSocket (its agents go offline),
     /// write pending liveness, mark offline whatever this hub still holds, close the
     /// database.
-    pub async fn shutdown(self) -> Result<(), HubError> {
+    pub async fn shutdown(mut self) -> Result<(), HubError> {
         self.stop.cancel();
-        let served = match self.server.await {
+        let served = match (&mut self.server).await {
             Ok(r) => r,
             Err(e) => Err(HubError::Io(std::io::Error::other(e))),
         };
         self.maintenance_stop.cancel();
-        let _ = self.maintenance.await;
+        let _ = (&mut self.maintenance).await;
         self.state.stop_writer();
         self.state.registry.close().await;
         tracing::info!("hub stopped");
@@ -323,15 +371,7 @@ pub async fn serve(
     state: Arc<HubState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), HubError> {
-    let stop = CancellationToken::new();
-    // Records the dashboard's history and feeds its streams while the server runs.
-    let _sampler = dashboard::spawn_sampler(state.clone());
-    tokio::join!(
-        server::serve_plain(listener, state.clone(), stop.clone()),
-        stop_on(shutdown, &state, &stop)
-    );
-    finish(&state).await;
-    Ok(())
+    serve_with(listener, None, state, shutdown).await
 }
 
 /// As [`serve`], over TLS.
@@ -341,31 +381,39 @@ pub async fn serve_tls(
     state: Arc<HubState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), HubError> {
-    let listener = tls::TlsListener::new(listener, acceptor, state.clone());
+    serve_with(listener, Some(acceptor), state, shutdown).await
+}
+
+async fn serve_with(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    state: Arc<HubState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), HubError> {
     let stop = CancellationToken::new();
     // Records the dashboard's history and feeds its streams while the server runs.
     let _sampler = dashboard::spawn_sampler(state.clone());
     tokio::join!(
-        server::serve_tls(listener, state.clone(), stop.clone()),
+        server::serve(listener, tls, state.clone(), stop.clone()),
         stop_on(shutdown, &state, &stop)
     );
     finish(&state).await;
     Ok(())
 }
 
-/// When `shutdown` resolves: sessions are told to close and the accept loop stops.
+/// When `shutdown` resolves: WebSockets are told to close and the accept loop stops.
 async fn stop_on(shutdown: impl Future<Output = ()>, state: &HubState, stop: &CancellationToken) {
     shutdown.await;
     state.shutdown.cancel();
     stop.cancel();
 }
 
-/// After the server stopped: let sessions close (they mark their agents offline), write
+/// After the server stopped: let WebSockets close (they mark their agents offline), write
 /// liveness, then release anything this hub still holds.
 async fn finish(state: &HubState) {
     state.shutdown.cancel();
-    state.sessions.close();
-    if tokio::time::timeout(SESSION_DRAIN, state.sessions.wait())
+    state.websockets.close();
+    if tokio::time::timeout(defaults::WEBSOCKET_DRAIN, state.websockets.wait())
         .await
         .is_err()
     {

@@ -11,19 +11,11 @@ use tokio::time::{interval_at, Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::SweepConfig;
+use crate::defaults::{FEED_OVERLAP, FEED_PAGE, FLUSH_CHUNK, MIN_TIMER_PERIOD};
 use crate::directory::parse_id;
 use crate::error::StoreError;
 use crate::state::HubState;
 use crate::store::SweepCutoffs;
-
-/// Rows read from the change feed per query.
-const FEED_PAGE: i64 = 5000;
-/// The feed is re-read from the watermark of this many polls ago: a change whose
-/// transaction took its version number before a poll but committed after it is still
-/// seen (see the crate doc).
-const FEED_OVERLAP: usize = 3;
-/// Heartbeats written per statement.
-const FLUSH_CHUNK: usize = 5000;
 
 /// What one sweep did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -65,7 +57,7 @@ impl FeedMarks {
 pub(crate) async fn run(state: Arc<HubState>, marks: Arc<FeedMarks>, stop: CancellationToken) {
     let tuning = &state.config.storage;
     let every = |d: Duration| {
-        let d = d.max(Duration::from_millis(10));
+        let d = d.max(MIN_TIMER_PERIOD);
         let mut i = interval_at(Instant::now() + d, d);
         i.set_missed_tick_behavior(MissedTickBehavior::Delay);
         i

@@ -2,10 +2,13 @@
 //! receiving. tungstenite buffers a message until it is complete (up to
 //! `hard_max_message_bytes`); without this, 9,000 connections each holding an unfinished
 //! 256 KiB frame took 3.1 GB in 4 s. Every byte read since the last complete message
-//! beyond [`limits::FREE_FRAME_BYTES`] is charged; when the budget cannot cover a read,
+//! beyond [`defaults::FREE_FRAME_BYTES`] is charged; when the budget cannot cover a read,
 //! the read fails, [`Metered::starved`] says why, and the session closes with 1013.
 //!
 //! [`WriteDeadline`] gives every write on a connection a deadline for making progress.
+//!
+//! [`ChargedBody`] is an HTTP response body charged to the reply share while it waits to
+//! be written, as a WebSocket's queued replies are (`crate::outbox`).
 
 use std::io;
 use std::pin::Pin;
@@ -15,8 +18,10 @@ use std::future::Future;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use bytes::Bytes;
+
 use crate::budget::Charge;
-use crate::limits;
+use crate::defaults::{self, HTTP_BODY_CHUNK};
 
 /// A stream whose unread-message bytes are charged.
 #[derive(Debug)]
@@ -66,8 +71,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
         let before = buf.filled().len();
         ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
         this.pending += buf.filled().len() - before;
-        if this.pending > limits::FREE_FRAME_BYTES
-            && !this.charge.resize(this.pending - limits::FREE_FRAME_BYTES)
+        if this.pending > defaults::FREE_FRAME_BYTES
+            && !this
+                .charge
+                .resize(this.pending - defaults::FREE_FRAME_BYTES)
         {
             this.starved = true;
             return Poll::Ready(Err(io::Error::other("memory budget spent")));
@@ -103,6 +110,58 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// A whole HTTP response body, handed to hyper [`HTTP_BODY_CHUNK`] bytes at a time and
+/// charged for what has not been handed over yet (beyond [`defaults::FREE_REPLY_BYTES`]).
+/// hyper asks for the next chunk only once its write buffer has room, so a client that
+/// does not read keeps the rest charged until the write timeout closes the connection; the
+/// charge goes with the body when it is done or dropped. The size hint stays exact, so the
+/// response keeps its `Content-Length` and its bytes.
+#[derive(Debug)]
+pub(crate) struct ChargedBody {
+    rest: Bytes,
+    charge: Charge,
+}
+
+impl ChargedBody {
+    /// `body`, whose charge (already taken) is `charge`.
+    pub(crate) fn new(body: Bytes, charge: Charge) -> ChargedBody {
+        ChargedBody { rest: body, charge }
+    }
+
+    /// The bytes of `len` beyond the allowance: what a body of that size is charged for.
+    pub(crate) fn cost(len: usize) -> usize {
+        len.saturating_sub(defaults::FREE_REPLY_BYTES)
+    }
+}
+
+impl hyper::body::Body for ChargedBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        if this.rest.is_empty() {
+            this.charge.resize(0);
+            return Poll::Ready(None);
+        }
+        let chunk = this.rest.split_to(this.rest.len().min(HTTP_BODY_CHUNK));
+        // Shrinking always succeeds.
+        this.charge.resize(ChargedBody::cost(this.rest.len()));
+        Poll::Ready(Some(Ok(hyper::body::Frame::data(chunk))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.rest.is_empty()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.rest.len() as u64)
     }
 }
 

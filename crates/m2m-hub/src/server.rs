@@ -2,8 +2,9 @@
 //!
 //! ```text
 //!  accept ─► admit (connection cap incl. descriptor reserve, per-IP share, memory charge)
-//!        └─► first byte (plain TCP) ─► hyper: head within header_timeout, ≤ max_header_bytes
-//!                                         └─► router ─► /ws takes the Ticket into its session
+//!        └─► task: first byte (plain TCP) or TLS handshake
+//!              └─► hyper: head within header_timeout, ≤ max_header_bytes
+//!                    └─► router ─► /ws takes the Ticket into its client task
 //! ```
 //!
 //! Every connection holds a [`Ticket`] for as long as it is open: its place in the
@@ -14,7 +15,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
@@ -24,23 +24,19 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use crate::budget::{Charge, Memory};
 use crate::config::HubLimits;
+use crate::defaults::{self, ACCEPT_RETRY, HTTP_DRAIN, HYPER_MIN_BUF};
 use crate::http::ClientAddr;
-use crate::limits;
 use crate::metered::WriteDeadline;
 use crate::metrics::{Metrics, Refusal};
 use crate::per_ip::{IpConnections, IpSlot};
 use crate::state::HubState;
-
-/// hyper refuses a read buffer smaller than this.
-const HYPER_MIN_BUF: usize = 8192;
-/// How long shutdown waits for HTTP requests in flight.
-const HTTP_DRAIN: Duration = Duration::from_secs(5);
 
 /// The local address a connection came in on (what `/info` shows when no public URL is
 /// configured: unlike `Host`, the client does not choose it).
@@ -136,7 +132,7 @@ impl Admission {
         let charge = self
             .memory
             .connections
-            .charge(limits::HTTP_CONNECTION_COST)
+            .charge(defaults::HTTP_CONNECTION_COST)
             .ok_or(Refusal::MemoryConnection)?;
         Ok(Ticket {
             charge,
@@ -237,24 +233,42 @@ pub fn raise_descriptor_limit() -> Option<u64> {
     }
 }
 
-/// Serves plain TCP until `stop` is cancelled.
-pub(crate) async fn serve_plain(
+/// Serves `listener` until `stop` is cancelled: one task per admitted connection, which
+/// waits for the first byte (plain TCP) or completes the TLS handshake (with `tls`), then
+/// serves HTTP on it. The tasks belong to this loop's [`JoinSet`]: at shutdown they get
+/// [`HTTP_DRAIN`] to finish, and whatever is left (or everything, if this future is
+/// dropped) is aborted.
+pub(crate) async fn serve(
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     state: Arc<HubState>,
     stop: CancellationToken,
 ) {
     let app = crate::http::router(state.clone());
-    let connections = TaskTracker::new();
+    let mut connections = JoinSet::new();
     loop {
         let (stream, peer, local, ticket) = tokio::select! {
             biased;
             _ = stop.cancelled() => break,
+            // Finished connections are reaped as they end, so the set holds open ones only.
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
             accepted = accept(&listener, &state) => accepted,
         };
-        let (state, app, stop) = (state.clone(), app.clone(), stop.clone());
+        let (state, app, stop, tls) = (state.clone(), app.clone(), stop.clone(), tls.clone());
         connections.spawn(async move {
-            if first_byte(&stream, &state).await {
-                serve_connection(state, app, stream, peer, local, ticket, stop).await;
+            match tls {
+                None => {
+                    if first_byte(&stream, &state).await {
+                        serve_connection(state, app, stream, peer, local, ticket, stop).await;
+                    }
+                }
+                Some(acceptor) => {
+                    if let Some(stream) =
+                        crate::tls::handshake(&acceptor, stream, peer, &state).await
+                    {
+                        serve_connection(state, app, stream, peer, local, ticket, stop).await;
+                    }
+                }
             }
         });
     }
@@ -264,7 +278,7 @@ pub(crate) async fn serve_plain(
 /// The next admitted connection on `listener`: the stream, the peer, the local address and
 /// its ticket. Refused connections are closed here; a failed `accept` (out of descriptors
 /// despite the reserve: another part of the process used them) backs off rather than spins.
-pub(crate) async fn accept(
+async fn accept(
     listener: &TcpListener,
     state: &HubState,
 ) -> (TcpStream, SocketAddr, SocketAddr, Ticket) {
@@ -273,7 +287,7 @@ pub(crate) async fn accept(
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(ACCEPT_RETRY).await;
                 continue;
             }
         };
@@ -286,34 +300,11 @@ pub(crate) async fn accept(
     }
 }
 
-/// Serves TLS connections (handshaken by `tls::TlsListener`) until `stop` is cancelled.
-pub(crate) async fn serve_tls(
-    mut listener: crate::tls::TlsListener,
-    state: Arc<HubState>,
-    stop: CancellationToken,
-) {
-    let app = crate::http::router(state.clone());
-    let connections = TaskTracker::new();
-    loop {
-        let (stream, peer, local, ticket) = tokio::select! {
-            biased;
-            _ = stop.cancelled() => break,
-            next = listener.next() => match next {
-                Some(c) => c,
-                None => break,
-            },
-        };
-        let (state, app, stop) = (state.clone(), app.clone(), stop.clone());
-        connections.spawn(serve_connection(
-            state, app, stream, peer, local, ticket, stop,
-        ));
-    }
-    drain(connections).await;
-}
-
-async fn drain(connections: TaskTracker) {
-    connections.close();
-    let _ = tokio::time::timeout(HTTP_DRAIN, connections.wait()).await;
+/// Lets the connections in flight finish, for at most [`HTTP_DRAIN`]; aborts the rest.
+async fn drain(mut connections: JoinSet<()>) {
+    let all_done = async { while connections.join_next().await.is_some() {} };
+    let _ = tokio::time::timeout(HTTP_DRAIN, all_done).await;
+    connections.abort_all();
 }
 
 /// Waits for the first byte of a plain connection; `false` (counted) when none came in time.
@@ -435,7 +426,7 @@ mod tests {
             Refusal::MemoryConnection
         );
         // An upgraded connection costs less, which makes room.
-        assert!(b.resize(limits::WEBSOCKET_COST));
+        assert!(b.resize(defaults::WEBSOCKET_COST));
         assert!(admission.admit(ip, &metrics).is_ok());
     }
 }

@@ -10,11 +10,9 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use crate::defaults::WRITE_QUEUE as QUEUE;
 use crate::metrics::Metrics;
 use crate::store::{Registry, Write};
-
-/// Depth of the write queue; a full queue makes callers wait (backpressure).
-const QUEUE: usize = 16 * 1024;
 
 /// The write failed; the details are logged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

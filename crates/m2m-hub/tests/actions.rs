@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{config, http, Backend, Client, TestDb};
+use common::{config, eventually, http, Backend, Client, TestDb};
 use futures_util::SinkExt;
 use m2m_hub::Hub;
 use serde_json::{json, Value};
@@ -173,7 +173,7 @@ async fn ownership_and_errors(backend: Backend) {
 
 async fn hostile_input(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let (mut cfg, _clock) = config(&db);
+    let (mut cfg, clock) = config(&db);
     cfg.limits.requests_per_second = 20;
     cfg.limits.request_burst = 40;
     let hub = Hub::start(cfg).await.unwrap();
@@ -234,7 +234,8 @@ async fn hostile_input(backend: Backend) {
     assert_eq!(rec["agent"]["capabilities"], json!(["chat"]));
 
     // A flood: answered, some refused with rate_limited (correlationId kept), none lost.
-    tokio::time::sleep(Duration::from_millis(1200)).await; // refill the budget
+    // The budget refills on the hub's clock: two seconds at 20/s fill the burst of 40.
+    clock.advance(Duration::from_secs(2));
     let n = 300;
     for i in 0..n {
         a.send_text(json!({"action":"lookup","id":a_id,"correlationId":i}).to_string())
@@ -542,7 +543,10 @@ async fn a_silent_anonymous_connection_is_closed_but_a_registered_one_is_kept() 
         silent.recv().await.is_none(),
         "the hub closed the silent connection"
     );
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // A second silent connection, opened once the first was closed, closes a full idle
+    // timeout later: by then the agent has been quiet for two, and its timer has fired.
+    let mut later = Client::connect(&hub.ws_url()).await;
+    assert!(later.recv().await.is_none(), "the second silent one too");
     let reply = agent.req(json!({"action":"heartbeat","id":id})).await;
     assert_eq!(reply["status"], "ok", "a registered agent may stay quiet");
     agent.close().await;
@@ -585,4 +589,28 @@ async fn requests_larger_than_the_read_buffer_are_served_up_to_the_limit() {
     assert_eq!(reply["agent"]["id"], json!(id));
     a.close().await;
     hub.shutdown().await.unwrap();
+}
+
+/// Dropping a `RunningHub` stops the hub: its WebSockets are closed (their agents go
+/// offline) and the listener goes with the server task, so its port refuses connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_running_hub_stops_it() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let (cfg, _clock) = config(&db);
+    let hub = Hub::start(cfg).await.unwrap();
+    let addr = hub.local_addr();
+    let state = hub.state().clone();
+    let mut agent = Client::connect(&hub.ws_url()).await;
+    agent.register(4000, &[]).await;
+    drop(hub);
+    assert!(agent.recv().await.is_none(), "the hub closed the WebSocket");
+    eventually("the dropped hub's port refuses connections", || async {
+        tokio::net::TcpStream::connect(addr).await.is_err()
+    })
+    .await;
+    eventually("the closed WebSocket's agent is offline", || async {
+        let rows = state.registry().load().await.unwrap().rows;
+        rows.iter().all(|r| r.status == "offline")
+    })
+    .await;
 }

@@ -247,13 +247,8 @@ async fn unfinished_frames_are_bounded_by_the_memory_budget() {
     hub.shutdown().await.unwrap();
 }
 
-/// Failure 3: replies waiting for a client that does not read are charged to the reply
-/// share; over it, a reply is replaced by `overloaded` (with its correlationId), and the
-/// hub keeps answering others.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replies_queued_for_slow_readers_are_bounded_by_the_memory_budget() {
-    // 2 MiB: 256 KiB for queued replies.
-    let (hub, _db) = sqlite_hub(|cfg| cfg.limits.memory_budget = 2 * 1024 * 1024).await;
+/// 40 agents with 8 KB of metadata each, registered (a 500-agent page of them is ~330 KB).
+async fn big_agents(hub: &RunningHub) -> Vec<Client> {
     let mut agents = Vec::new();
     for i in 0..40 {
         let mut c = Client::connect(&hub.ws_url()).await;
@@ -268,6 +263,17 @@ async fn replies_queued_for_slow_readers_are_bounded_by_the_memory_budget() {
         assert_eq!(reply["status"], "ok", "{reply}");
         agents.push(c);
     }
+    agents
+}
+
+/// Failure 3: replies waiting for a client that does not read are charged to the reply
+/// share; over it, a reply is replaced by `overloaded` (with its correlationId), and the
+/// hub keeps answering others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_queued_for_slow_readers_are_bounded_by_the_memory_budget() {
+    // 2 MiB: 256 KiB for queued replies.
+    let (hub, _db) = sqlite_hub(|cfg| cfg.limits.memory_budget = 2 * 1024 * 1024).await;
+    let _agents = big_agents(&hub).await;
     // ~330 KB per discover: more than the whole reply share.
     let mut slow = slow_reader(&hub).await;
     for i in 0..8 {
@@ -298,6 +304,60 @@ async fn replies_queued_for_slow_readers_are_bounded_by_the_memory_budget() {
         }
     }
     assert!(overloaded >= 1);
+    hub.shutdown().await.unwrap();
+}
+
+/// Issue 13's leftover: HTTP responses are charged to the reply share as WebSocket replies
+/// are. Clients that ask for big `/agents` pages and do not read hold the share; over it, a
+/// page is refused with 503 `overloaded`, and small answers still come.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_responses_to_slow_readers_are_bounded_by_the_memory_budget() {
+    // 4 MiB: 512 KiB for replies, room for one ~330 KB page and not two.
+    let (hub, _db) = sqlite_hub(|cfg| cfg.limits.memory_budget = 4 * 1024 * 1024).await;
+    let agents = big_agents(&hub).await;
+    // Each slow reader pipelines more pages than the kernel's socket buffers take (4 MiB on
+    // Linux): once they are full, the page being written stays in the hub, charged.
+    let pages_each = 24;
+    let mut slow = Vec::new();
+    for _ in 0..4 {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut stream = socket.connect(hub.local_addr()).await.unwrap();
+        let mut requests =
+            "GET /agents?limit=500 HTTP/1.1\r\nHost: hub\r\n\r\n".repeat(pages_each - 1);
+        requests
+            .push_str("GET /agents?limit=500 HTTP/1.1\r\nHost: hub\r\nConnection: close\r\n\r\n");
+        stream.write_all(requests.as_bytes()).await.unwrap();
+        slow.push(stream);
+    }
+    eventually("a page was refused", || async {
+        refused(&hub, "memory_reply").await >= 1
+    })
+    .await;
+    let small = within("a small answer", http(hub.local_addr(), "GET", "/stats")).await;
+    assert_eq!(small.status, 200);
+    still_served(&hub).await;
+    // The slow readers read at last: every request got its whole page or `overloaded`.
+    let (mut pages, mut overloaded) = (0, 0);
+    for stream in &mut slow {
+        let raw = within("a slow reader's responses", read_until_closed(stream)).await;
+        let ok = raw.matches("HTTP/1.1 200 OK\r\n").count();
+        let refused = raw.matches("HTTP/1.1 503 Service Unavailable\r\n").count();
+        assert_eq!(ok + refused, pages_each, "each request answered");
+        assert_eq!(
+            raw.matches(r#"{"status":"error","error":"overloaded"}"#)
+                .count(),
+            refused
+        );
+        assert_eq!(raw.matches(r#""count": 40,"#).count(), ok, "whole pages");
+        pages += ok;
+        overloaded += refused;
+    }
+    assert!(
+        pages >= 1 && overloaded >= 1,
+        "{pages} pages, {overloaded} refused"
+    );
+    drop(agents);
     hub.shutdown().await.unwrap();
 }
 

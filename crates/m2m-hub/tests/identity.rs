@@ -464,7 +464,7 @@ async fn stale_registration_writes_change_nothing(backend: Backend) {
     let registry = store::open(&db.url, &StorageTuning::default())
         .await
         .unwrap();
-    let row = |session: &str, address: &str| AgentRow {
+    let row = |token: &str, address: &str| AgentRow {
         id: "0123456789abcdef0123456789abcdef".into(),
         address: address.into(),
         capabilities: vec!["chat".into()],
@@ -474,7 +474,7 @@ async fn stale_registration_writes_change_nothing(backend: Backend) {
         last_seen: 1000,
         created_at: 1000,
         hub: "h1".into(),
-        session: session.into(),
+        token: token.into(),
         version: 0,
     };
     let v1 = registry
@@ -488,13 +488,13 @@ async fn stale_registration_writes_change_nothing(backend: Backend) {
     let stale = [
         Write::SetStatus {
             id: "0123456789abcdef0123456789abcdef".into(),
-            session: "s1".into(),
+            token: "s1".into(),
             status: "offline".into(),
             last_seen: None,
         },
         Write::Update {
             id: "0123456789abcdef0123456789abcdef".into(),
-            session: "s1".into(),
+            token: "s1".into(),
             status: "busy".into(),
             metadata: serde_json::Map::new(),
             last_seen: 1500,
@@ -508,7 +508,7 @@ async fn stale_registration_writes_change_nothing(backend: Backend) {
         .unwrap();
     assert_eq!(stored.status, "online");
     assert_eq!(stored.address, "2.2.2.2:2");
-    assert_eq!(stored.session, "s2");
+    assert_eq!(stored.token, "s2");
     assert_eq!(
         stored.created_at, 1000,
         "created_at is the first registration's"
@@ -516,7 +516,7 @@ async fn stale_registration_writes_change_nothing(backend: Backend) {
     assert_eq!(stored.version, v2[0].unwrap());
     let current = Write::SetStatus {
         id: "0123456789abcdef0123456789abcdef".into(),
-        session: "s2".into(),
+        token: "s2".into(),
         status: "offline".into(),
         last_seen: None,
     };

@@ -289,7 +289,7 @@ async fn offline_batches_and_liveness_flushes_do_not_deadlock() {
             last_seen: 1_000,
             created_at: 1_000,
             hub: "h".into(),
-            session: format!("s{i}"),
+            token: format!("s{i}"),
             version: 0,
         })
         .collect();
@@ -301,7 +301,7 @@ async fn offline_batches_and_liveness_flushes_do_not_deadlock() {
             .rev()
             .map(|r| Write::SetStatus {
                 id: r.id.clone(),
-                session: r.session.clone(),
+                token: r.token.clone(),
                 status: if round % 2 == 0 { "offline" } else { "online" }.into(),
                 last_seen: None,
             })

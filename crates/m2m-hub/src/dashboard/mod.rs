@@ -13,11 +13,11 @@
 //! API, then listens to the event stream: a `stats` event redraws the header and chart, a
 //! `changed` event makes it query its current page again. So the hub pushes only small,
 //! fixed-size events, whatever the number of agents, and a page asks only for the rows it
-//! shows. Everything is read-only and answered from memory. The bounds are in `limits.rs`;
-//! `HubConfig::dashboard` = false mounts none of it.
+//! shows. Everything is read-only and answered from memory. The bounds are in
+//! `crate::defaults::dashboard`; `HubConfig::dashboard` = false mounts none of it.
 
 pub mod history;
-pub mod limits;
+use crate::defaults::dashboard as limits;
 pub mod push;
 pub mod query;
 mod routes;

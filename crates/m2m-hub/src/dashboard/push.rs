@@ -22,7 +22,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
-use super::limits::{CLIENT_QUEUE_EVENTS, MAX_PUSH_CLIENTS, PUSH_BYTE_BUDGET};
+use crate::defaults::dashboard::{CLIENT_QUEUE_EVENTS, MAX_PUSH_CLIENTS, PUSH_BYTE_BUDGET};
 
 /// One event as it goes on the wire (`event: …\ndata: …\n\n`), with its share of the byte
 /// budget, released when the stream hands the bytes to the connection.

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::limits::{MAX_PAGE, MAX_SEARCH_LEN, VIEW_REBUILD_AFTER};
+use crate::defaults::dashboard::{MAX_PAGE, MAX_SEARCH_LEN, VIEW_REBUILD_AFTER};
 use crate::directory::{parse_id, AgentEntry, AgentKey, Directory, Status};
 
 /// What a page asks for (`GET /dashboard/api/agents?…`).
@@ -349,7 +349,7 @@ mod tests {
             last_seen: 1000,
             created_at: 1000,
             hub: String::new(),
-            session: String::new(),
+            token: String::new(),
             version: 1,
         }
     }

@@ -16,9 +16,9 @@ use axum::Router;
 use bytes::Bytes;
 use serde::Serialize;
 
-use super::limits::{MAX_STREAM_LIFETIME, RETRY_MS, STATS_INTERVAL};
 use super::push::sse_event;
 use super::query::{self, AgentQuery};
+use crate::defaults::dashboard::{MAX_STREAM_LIFETIME, RETRY_MS, STATS_INTERVAL};
 use crate::state::HubState;
 
 /// No inline script or style, nothing from elsewhere, no framing, no plugins, no forms.

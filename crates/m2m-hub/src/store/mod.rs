@@ -49,7 +49,8 @@ pub struct AgentRow {
     /// Token of the registration that wrote the row (new on every `register`). Writes made
     /// on behalf of a WebSocket carry the token of the registration they belong to and
     /// change nothing once the row was registered again (2.1 ids outlive WebSockets).
-    pub session: String,
+    /// Stored in the `session` column.
+    pub token: String,
     /// Change counter; larger is newer.
     pub version: i64,
 }
@@ -60,23 +61,23 @@ pub enum Write {
     /// A registration: a new row, or (2.1, the same id registered again) the row replaced
     /// whole except `created_at`.
     Insert(AgentRow),
-    /// New status; `last_seen` moves forward when given. Only while `session` is the row's.
+    /// New status; `last_seen` moves forward when given. Only while `token` is the row's.
     SetStatus {
         /// Agent id.
         id: String,
         /// Registration token the change belongs to.
-        session: String,
+        token: String,
         /// New status.
         status: String,
         /// Seen at this time (never moves backwards).
         last_seen: Option<i64>,
     },
-    /// New status and metadata (the `status` action). Only while `session` is the row's.
+    /// New status and metadata (the `status` action). Only while `token` is the row's.
     Update {
         /// Agent id.
         id: String,
         /// Registration token the change belongs to.
-        session: String,
+        token: String,
         /// New status.
         status: String,
         /// The whole merged metadata.
@@ -193,14 +194,14 @@ where
     let id: String = row.try_get("id")?;
     let capabilities: String = row.try_get("capabilities")?;
     let metadata: String = row.try_get("metadata")?;
-    let corrupt = |reason: String| StoreError::CorruptRow {
-        id: id.clone(),
-        reason,
+    let corrupt = |column: &'static str| {
+        let id = id.clone();
+        move |source| StoreError::CorruptRow { id, column, source }
     };
     let capabilities: Vec<String> =
-        serde_json::from_str(&capabilities).map_err(|e| corrupt(format!("capabilities: {e}")))?;
+        serde_json::from_str(&capabilities).map_err(corrupt("capabilities"))?;
     let metadata: Map<String, Value> =
-        serde_json::from_str(&metadata).map_err(|e| corrupt(format!("metadata: {e}")))?;
+        serde_json::from_str(&metadata).map_err(corrupt("metadata"))?;
     Ok(AgentRow {
         address: row.try_get("address")?,
         capabilities,
@@ -210,7 +211,7 @@ where
         last_seen: row.try_get("last_seen")?,
         created_at: row.try_get("created_at")?,
         hub: row.try_get("hub")?,
-        session: row.try_get("session")?,
+        token: row.try_get("session")?,
         version: row.try_get("version")?,
         id,
     })

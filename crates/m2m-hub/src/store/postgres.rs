@@ -122,7 +122,7 @@ async fn insert_many(
     .bind(last_seen)
     .bind(created_at)
     .bind(col(|r| r.hub.clone()))
-    .bind(col(|r| r.session.clone()))
+    .bind(col(|r| r.token.clone()))
     .fetch_all(&mut *tx)
     .await?;
     let mut by_id = std::collections::HashMap::with_capacity(returned.len());
@@ -230,7 +230,7 @@ impl Registry for PostgresRegistry {
                     Write::Insert(_) => None, // taken by the run above
                     Write::SetStatus {
                         id,
-                        session,
+                        token,
                         status,
                         last_seen,
                     } => {
@@ -243,13 +243,13 @@ impl Registry for PostgresRegistry {
                         .bind(id)
                         .bind(status)
                         .bind(last_seen)
-                        .bind(session)
+                        .bind(token)
                         .fetch_optional(&mut *tx)
                         .await?
                     }
                     Write::Update {
                         id,
-                        session,
+                        token,
                         status,
                         metadata,
                         last_seen,
@@ -264,7 +264,7 @@ impl Registry for PostgresRegistry {
                         .bind(status)
                         .bind(json_text(metadata))
                         .bind(last_seen)
-                        .bind(session)
+                        .bind(token)
                         .fetch_optional(&mut *tx)
                         .await?
                     }

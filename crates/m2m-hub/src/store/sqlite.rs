@@ -6,7 +6,6 @@
 
 use std::str::FromStr;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
@@ -16,11 +15,9 @@ use super::{
     SweepOutcome, Write, COLUMNS,
 };
 use crate::config::StorageTuning;
+use crate::defaults::{SQLITE_BUSY_TIMEOUT, SQLITE_INSERT_CHUNK as INSERT_CHUNK};
 use crate::error::StoreError;
 use m2m_proto::hub::status;
-
-/// Rows per multi-row INSERT (SQLite allows 32766 bound values; 11 per row).
-const INSERT_CHUNK: usize = 1000;
 
 /// The embedded registry.
 #[derive(Debug)]
@@ -41,7 +38,7 @@ impl SqliteRegistry {
                 SqliteJournalMode::Wal
             })
             .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(5));
+            .busy_timeout(SQLITE_BUSY_TIMEOUT);
         let mut pool = SqlitePoolOptions::new().acquire_timeout(tuning.acquire_timeout);
         pool = if in_memory {
             // Every connection to `:memory:` is its own database: keep exactly one, forever.
@@ -181,7 +178,7 @@ impl Registry for SqliteRegistry {
                             .push_bind(row.last_seen)
                             .push_bind(row.created_at)
                             .push_bind(row.hub.clone())
-                            .push_bind(row.session.clone())
+                            .push_bind(row.token.clone())
                             .push_bind(first + n as i64);
                     });
                     // A 2.1 id registers again on every reconnect: the new registration
@@ -204,7 +201,7 @@ impl Registry for SqliteRegistry {
                     Write::Insert(_) => 0, // taken by the run above
                     Write::SetStatus {
                         id,
-                        session,
+                        token,
                         status,
                         last_seen,
                     } => sqlx::query(
@@ -216,13 +213,13 @@ impl Registry for SqliteRegistry {
                     .bind(status)
                     .bind(last_seen)
                     .bind(version)
-                    .bind(session)
+                    .bind(token)
                     .execute(&mut *tx)
                     .await?
                     .rows_affected(),
                     Write::Update {
                         id,
-                        session,
+                        token,
                         status,
                         metadata,
                         last_seen,
@@ -236,7 +233,7 @@ impl Registry for SqliteRegistry {
                     .bind(json_text(metadata))
                     .bind(last_seen)
                     .bind(version)
-                    .bind(session)
+                    .bind(token)
                     .execute(&mut *tx)
                     .await?
                     .rows_affected(),

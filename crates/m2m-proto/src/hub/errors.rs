@@ -71,5 +71,10 @@ pub const TOO_MANY_CONNECTIONS: &str = "too_many_connections";
 pub const UPGRADE_REQUIRED: &str = "websocket_upgrade_required";
 /// **Ours:** the hub is shutting down (HTTP 503 at upgrade).
 pub const SHUTTING_DOWN: &str = "shutting_down";
+/// **Ours:** the hub's memory budget cannot hold this reply now; try again later (or ask
+/// for less).
+pub const OVERLOADED: &str = "overloaded";
+/// **Ours:** this source IP registered `registrations_per_hour` times already; wait.
+pub const TOO_MANY_REGISTRATIONS: &str = "too_many_registrations";
 /// **Ours:** a query parameter of an HTTP endpoint is malformed (HTTP 400).
 pub const INVALID_QUERY: &str = "invalid_query";
