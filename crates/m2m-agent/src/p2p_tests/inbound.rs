@@ -247,21 +247,7 @@ async fn inbound_connections_are_capped() {
 async fn a_full_inbox_holds_back_acks_instead_of_dropping() {
     let server = server_with(limits(), 1).await;
     let pool = Arc::new(pool_with(Duration::from_secs(25)));
-    let mut sends = tokio::task::JoinSet::new();
-    for i in 0..3 {
-        let pool = pool.clone();
-        let address = server.address.clone();
-        sends.spawn(async move {
-            pool.send(
-                &address,
-                &Credentials::plain("me"),
-                "n",
-                &json!(i),
-                &format!("c{i}"),
-            )
-            .await
-        });
-    }
+    let mut sends = spawn_sends(&pool, &server.address, 3, |i| json!(i));
     // One message fits in the queue, so at least one send is still waiting for its ack.
     let done = tokio::time::timeout(Duration::from_millis(300), async {
         while let Some(r) = sends.join_next().await {

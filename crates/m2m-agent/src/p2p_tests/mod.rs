@@ -89,6 +89,33 @@ async fn server_with(limits: InboundLimits, capacity: usize) -> Server {
     }
 }
 
+/// Sends `payload(i)` for each `i` in `0..n` from `pool` to `address` at once (message type
+/// `n`, correlationId `c{i}`), each in its own task.
+fn spawn_sends(
+    pool: &Arc<Pool>,
+    address: &str,
+    n: usize,
+    payload: impl Fn(usize) -> Value,
+) -> tokio::task::JoinSet<Result<(), AgentError>> {
+    let mut sends = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let pool = pool.clone();
+        let address = address.to_owned();
+        let payload = payload(i);
+        sends.spawn(async move {
+            pool.send(
+                &address,
+                &Credentials::plain("me"),
+                "n",
+                &payload,
+                &format!("c{i}"),
+            )
+            .await
+        });
+    }
+    sends
+}
+
 fn pool_with(idle: Duration) -> Pool {
     Pool::new(
         OutboundSettings {

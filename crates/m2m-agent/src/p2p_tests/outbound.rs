@@ -7,21 +7,7 @@ use super::*;
 async fn pool_reuses_one_connection_for_many_pipelined_messages() {
     let server = server_with(limits(), 4096).await;
     let pool = Arc::new(pool_with(Duration::from_secs(25)));
-    let mut sends = tokio::task::JoinSet::new();
-    for i in 0..2000 {
-        let pool = pool.clone();
-        let address = server.address.clone();
-        sends.spawn(async move {
-            pool.send(
-                &address,
-                &Credentials::plain("me"),
-                "n",
-                &json!({ "i": i }),
-                &format!("c{i}"),
-            )
-            .await
-        });
-    }
+    let mut sends = spawn_sends(&pool, &server.address, 2000, |i| json!({ "i": i }));
     while let Some(r) = sends.join_next().await {
         r.unwrap().unwrap();
     }
