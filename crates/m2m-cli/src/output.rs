@@ -226,6 +226,8 @@ mod tests {
             status: "online".into(),
             last_seen: 3,
             identity: None,
+            relay: None,
+            reachable: None,
         }
     }
 

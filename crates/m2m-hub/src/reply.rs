@@ -139,6 +139,8 @@ mod tests {
             status: "busy".into(),
             last_seen: i * 1000,
             identity: (i % 2 == 0).then(|| "a2V5".to_owned()),
+            relay: None,
+            reachable: None,
         }
     }
 
@@ -187,6 +189,8 @@ mod tests {
                     capabilities: p.capabilities.clone(),
                     metadata: p.metadata.clone(),
                     identity: p.identity.clone(),
+                    relay: None,
+                    reachable: None,
                 })
                 .collect();
             let found_page = JsonPage {
@@ -227,6 +231,8 @@ mod tests {
             metadata: p.metadata,
             status: p.status,
             identity: p.identity,
+            relay: None,
+            reachable: None,
         };
         for cid in cids() {
             let mine = ok_text(0, cid.clone(), |out| {

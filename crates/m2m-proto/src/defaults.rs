@@ -110,3 +110,20 @@ pub const OFFLINE_AFTER: Duration = Duration::from_secs(300);
 /// shorter): a day keeps the row of an agent that is away overnight, and bounds the
 /// table.
 pub const OFFLINE_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+// --- Relay (docs/RELAY.md) -----------------------------------------------------------------
+
+/// Initial flow-control window of a relayed stream, each direction: a few 64 KiB bulk
+/// messages in flight (enough for full speed over a LAN or loopback round trip), while a
+/// thousand streams still fit in the hub's default relay budget when half of them are full.
+pub const RELAY_WINDOW: u32 = 256 * 1024;
+/// Streams one WebSocket may have open at once: more peers than one agent talks to at once
+/// (the same order as [`MAX_INBOUND_CONNECTIONS`]).
+pub const RELAY_MAX_STREAMS: u32 = 1024;
+/// How long the hub's reachability probe waits for the `pong` of a registered address: a
+/// reachable agent answers a local network round trip within milliseconds; behind NAT the
+/// SYN is dropped and only the timeout ends it.
+pub const RELAY_PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
+/// How long a sender waits for a direct TCP connection before it tries the relay: short,
+/// because an agent behind NAT never answers and every message to it would wait this long.
+pub const DIRECT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);

@@ -168,6 +168,16 @@ fn domain_message(label: &str, fields: &[&[u8]]) -> Vec<u8> {
     m
 }
 
+/// Label of the relay attach proof ([`relay_attach_message`]).
+pub const RELAY_ATTACH_LABEL: &str = "m2m/2.1 relay attach";
+
+/// The message a client that did not register signs to attach to a hub's relay
+/// (docs/RELAY.md): the connection's challenge nonce and the identity key, length-prefixed.
+/// The nonce is fresh per WebSocket, so a captured proof attaches nothing elsewhere.
+pub fn relay_attach_message(nonce: &str, identity: &IdentityKey) -> Vec<u8> {
+    domain_message(RELAY_ATTACH_LABEL, &[nonce.as_bytes(), &identity.0])
+}
+
 /// Label of the hub registration signature.
 pub const REGISTER_LABEL: &str = "m2m/2.1 register";
 

@@ -4,7 +4,8 @@
 //! ([`hub`]), the P2P frames ([`frame`]) and their line framing ([`codec`]), the 2.0 crypto
 //! envelope ([`crypto`]) and 2.1 identities ([`identity`]), the P2P session state machines
 //! ([`session`]), per-source rate accounting ([`rate`]) that the hub and the agent both
-//! apply, and every bound and timeout ([`defaults`]). The hub, the agent SDK, the tests and
+//! apply, the relay's frames and flow control ([`relay`], docs/RELAY.md), and every bound
+//! and timeout ([`defaults`]). The hub, the agent SDK, the tests and
 //! the fuzzers all use this one implementation.
 //!
 //! ## How data flows through it
@@ -40,6 +41,7 @@ pub mod frame;
 pub mod hub;
 pub mod identity;
 pub mod rate;
+pub mod relay;
 pub mod session;
 
 /// The old name of [`defaults`], kept for the crates that import `m2m_proto::limits`.

@@ -268,6 +268,7 @@ fn hub_transcript_parses_into_typed_models_and_back() {
                 roundtrip::<Reply<hub::Empty>>(label, received)
             }
             Action::Stats => roundtrip::<Reply<hub::Stats>>(label, received),
+            Action::Relay { .. } => panic!("{label}: the original has no relay action"),
         }
         seen += 1;
     }

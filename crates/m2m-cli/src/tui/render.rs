@@ -388,6 +388,8 @@ mod tests {
             status: status.into(),
             last_seen: 0,
             identity: None,
+            relay: None,
+            reachable: None,
         }
     }
 

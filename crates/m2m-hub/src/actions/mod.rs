@@ -140,6 +140,9 @@ impl HubState {
                 .await
                 .map(|b| ok(b, cid)),
             Action::Stats => Ok(ok(self.stats(), cid)),
+            // The relay (docs/RELAY.md) is not served yet: refused as a hub with the relay
+            // turned off would.
+            Action::Relay { .. } => Err(errors::RELAY_UNAVAILABLE.into()),
         }
     }
 

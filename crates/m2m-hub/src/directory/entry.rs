@@ -237,6 +237,8 @@ impl AgentEntry {
             metadata: (*st.metadata).clone(),
             status: st.status.as_str().to_owned(),
             identity: self.identity.as_deref().map(str::to_owned),
+            relay: None,
+            reachable: None,
         }
     }
 }

@@ -170,6 +170,8 @@ mod tests {
                     status: r.status,
                     last_seen: secs_since(now, v.entry.last_seen()),
                     identity: r.identity,
+                    relay: None,
+                    reachable: None,
                 }
             })
             .collect();
@@ -188,6 +190,8 @@ mod tests {
                     capabilities: r.capabilities,
                     metadata: r.metadata,
                     identity: r.identity,
+                    relay: None,
+                    reachable: None,
                 }
             })
             .collect();

@@ -47,6 +47,11 @@ pub const MESSAGE_TOO_LARGE: &str = "message_too_large";
 pub const UNAVAILABLE: &str = "unavailable";
 /// **Ours (2.1):** identity proof did not verify (also: `identity` without `signature`).
 pub const INVALID_SIGNATURE: &str = "invalid_signature";
+/// **Ours (relay):** `relay` on a WebSocket with neither a 2.1 registration nor an
+/// `identity` proof.
+pub const IDENTITY_REQUIRED: &str = "identity_required";
+/// **Ours (relay):** this hub does not relay (its operator turned the relay off).
+pub const RELAY_UNAVAILABLE: &str = "relay_unavailable";
 /// **Ours (2.1):** `identity` is not base64 of a valid, non-weak Ed25519 public key.
 pub const INVALID_IDENTITY: &str = "invalid_identity";
 /// **Ours:** `register` without an address.

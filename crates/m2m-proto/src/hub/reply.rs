@@ -102,6 +102,12 @@ pub struct Peer {
     /// 2.1: base64 Ed25519 identity key the hub verified.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<String>,
+    /// Relay: the public WebSocket URL of the hub relaying for the agent (docs/RELAY.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay: Option<String>,
+    /// Relay: how the agent can be reached, when the hub knows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reachable: Option<crate::relay::Reachable>,
 }
 
 /// An agent as `find` lists it (no status, no lastSeen).
@@ -120,6 +126,12 @@ pub struct FoundAgent {
     /// 2.1: verified identity key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<String>,
+    /// Relay: the public WebSocket URL of the hub relaying for the agent (docs/RELAY.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay: Option<String>,
+    /// Relay: how the agent can be reached, when the hub knows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reachable: Option<crate::relay::Reachable>,
 }
 
 /// An agent as `lookup` returns it.
@@ -141,6 +153,29 @@ pub struct AgentRecord {
     /// 2.1: verified identity key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<String>,
+    /// Relay: the public WebSocket URL of the hub relaying for the agent (docs/RELAY.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay: Option<String>,
+    /// Relay: how the agent can be reached, when the hub knows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reachable: Option<crate::relay::Reachable>,
+}
+
+/// `relay` reply body (docs/RELAY.md section 1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RelayAttached {
+    /// This hub's public WebSocket URL, as records name it.
+    pub relay: String,
+    /// The agent id the hub routes to this WebSocket.
+    pub agent_id: String,
+    /// The reachability probe's result, when one was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reachable: Option<crate::relay::Reachable>,
+    /// Initial flow-control window of every stream, each direction, in bytes.
+    pub window: u32,
+    /// Streams this WebSocket may have open at once.
+    pub max_streams: u32,
 }
 
 /// `discover` reply body.

@@ -89,6 +89,14 @@ pub enum Action {
     },
     /// Hub statistics.
     Stats,
+    /// Attach this WebSocket to the hub's relay (docs/RELAY.md). `identity` and `signature`
+    /// prove the key when the WebSocket did not register with one.
+    Relay {
+        /// 2.1 identity key (base64), for a WebSocket that did not register.
+        identity: Option<String>,
+        /// Signature (base64) over [`crate::identity::relay_attach_message`].
+        signature: Option<String>,
+    },
 }
 
 /// `register` request fields.
@@ -305,6 +313,10 @@ impl HubRequest {
                 id: req_string(&self.id, "id")?,
             }),
             Some("stats") => Ok(Action::Stats),
+            Some(crate::relay::ACTION) => Ok(Action::Relay {
+                identity: opt_string(&self.identity, "identity")?,
+                signature: opt_string(&self.signature, "signature")?,
+            }),
             _ => Err(RequestError::UnknownAction),
         }
     }

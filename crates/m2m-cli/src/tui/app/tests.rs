@@ -24,6 +24,8 @@ fn peer(id: &str) -> Peer {
         status: "online".into(),
         last_seen: 0,
         identity: None,
+        relay: None,
+        reachable: None,
     }
 }
 
