@@ -551,3 +551,33 @@ async fn a_stream_idle_past_its_limit_is_closed_idle_at_both_ends() {
     a.send(F::Data(3, b"y".to_vec())).await;
     assert_eq!(b.frame().await, F::Data(b3, b"y".to_vec()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_only_port_0_is_accepted_for_2_1_and_refused_for_2_0() {
+    let hub = hub().await;
+    let identity = new_identity();
+    let mut c = Client::connect(&hub.ws_url()).await;
+    let reply = c
+        .register_signed(
+            &identity,
+            m2m_proto::relay::RELAY_ONLY_ADDRESS,
+            &[],
+            json!({}),
+        )
+        .await;
+    assert_eq!(reply["status"], "ok", "{reply}");
+    assert_eq!(reply["address"], "127.0.0.1:0");
+    // Never probed: relay-only.
+    let reply = c.req(json!({"action":"relay"})).await;
+    assert_eq!(reply["reachable"], "relay", "{reply}");
+    assert_eq!(reply["agentId"], identity.public().agent_id().as_str());
+
+    let mut old = Client::connect(&hub.ws_url()).await;
+    let reply = old
+        .req(json!({"action":"register","address":"relay:0","correlationId":"o"}))
+        .await;
+    assert_eq!(
+        reply,
+        json!({"status":"error","error":"invalid_address","correlationId":"o"})
+    );
+}
