@@ -305,8 +305,10 @@ pub(crate) async fn serve_client<S>(
         };
         // What other WebSockets relayed to this one goes out with the replies; what this
         // one relayed to others is handed over, one push per destination.
-        if relay_turn(&state, &mut client, &mut out) {
-            client.relay = None;
+        match relay_turn(&state, &mut client, &mut out) {
+            Turn::Quiet => {}
+            Turn::Attached => Box::pin(state.publish_relay(&client)).await,
+            Turn::Detached => client.relay = None,
         }
         match end {
             End::Open => {
@@ -440,20 +442,34 @@ where
     }
 }
 
+/// What a relay turn changed.
+enum Turn {
+    /// Frames only.
+    Quiet,
+    /// The deferred `relay` reply went out: publish the record's relay fields.
+    Attached,
+    /// A newer attachment replaced this one: the caller drops it (its streams were closed
+    /// `gone`).
+    Detached,
+}
+
 /// The relay's turn after a read batch or a wake-up: drains the inbox into `out` and
-/// pushes what this client relayed. `true` when a newer attachment replaced this one (the
-/// caller drops it; its streams were closed `gone`).
-fn relay_turn(state: &HubState, client: &mut Client, out: &mut Outbox) -> bool {
+/// pushes what this client relayed.
+fn relay_turn(state: &HubState, client: &mut Client, out: &mut Outbox) -> Turn {
     let Some(att) = client.relay.as_deref_mut() else {
-        return false;
+        return Turn::Quiet;
     };
     let events = att.on_inbox(&state.relay, &state.metrics, state.instant(), out);
     if events.detached {
         att.end(&state.relay, Some(out));
-        return true;
+        return Turn::Detached;
     }
     att.push(&state.relay, out);
-    false
+    if events.attached {
+        Turn::Attached
+    } else {
+        Turn::Quiet
+    }
 }
 
 /// How a run of received messages ended.

@@ -581,3 +581,125 @@ async fn a_relay_only_port_0_is_accepted_for_2_1_and_refused_for_2_0() {
         json!({"status":"error","error":"invalid_address","correlationId":"o"})
     );
 }
+
+/// The record of `id` as lookup, discover, find and `/agents` show it (each must agree).
+async fn records(hub: &RunningHub, w: &mut Client, id: &str) -> Vec<Value> {
+    let lookup = w
+        .req(json!({"action":"lookup","id":id}))
+        .await
+        .get("agent")
+        .cloned()
+        .unwrap_or(Value::Null);
+    let pick = |list: &Value| {
+        list["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["id"] == id)
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let discover = pick(&w.req(json!({"action":"discover"})).await);
+    let find = pick(&w.req(json!({"action":"find","capability":"relayed"})).await);
+    let agents = pick(&http(hub.local_addr(), "GET", "/agents").await.json());
+    vec![lookup, discover, find, agents]
+}
+
+async fn records_show_relay_and_reachable_until_offline(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let (mut cfg, _clock) = config(&db);
+    cfg.limits.max_connections_per_ip = 0;
+    cfg.limits.requests_per_second = 0;
+    cfg.public_url = Some("wss://hub.example/ws".into());
+    let hub = Hub::start(cfg.clone()).await.unwrap();
+    let identity = new_identity();
+    let id = identity.public().agent_id();
+    let mut c = Client::connect(&hub.ws_url()).await;
+    let reply = c
+        .register_signed(
+            &identity,
+            m2m_proto::relay::RELAY_ONLY_ADDRESS,
+            &["relayed"],
+            json!({}),
+        )
+        .await;
+    assert_eq!(reply["status"], "ok", "{reply}");
+    let mut w = Client::connect(&hub.ws_url()).await;
+    // Registered relay-only, not attached yet: reachable, no relay.
+    for r in records(&hub, &mut w, &id).await {
+        assert_eq!(r["reachable"], "relay", "{r}");
+        assert!(r.get("relay").is_none(), "{r}");
+    }
+    let reply = c.req(json!({"action":"relay"})).await;
+    assert_eq!(reply["relay"], "wss://hub.example/ws", "{reply}");
+    for r in records(&hub, &mut w, &id).await {
+        assert_eq!(r["relay"], "wss://hub.example/ws", "{r}");
+        assert_eq!(r["reachable"], "relay", "{r}");
+        let keys: Vec<&str> = r.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            &keys[keys.len() - 3..],
+            ["identity", "relay", "reachable"],
+            "{r}"
+        );
+    }
+    // Stored, so another hub on the same database publishes it too.
+    if backend == Backend::Postgres {
+        let other = Hub::start(cfg.clone()).await.unwrap();
+        other.sync_now().await.unwrap();
+        let mut w2 = Client::connect(&other.ws_url()).await;
+        let r = w2.req(json!({"action":"lookup","id":id})).await;
+        assert_eq!(r["agent"]["relay"], "wss://hub.example/ws", "{r}");
+        w2.close().await;
+        other.shutdown().await.unwrap();
+    }
+    let row = hub.state().registry().get(&id).await.unwrap().unwrap();
+    assert_eq!(row.relay.as_deref(), Some("wss://hub.example/ws"));
+    assert_eq!(row.reachable.as_deref(), Some("relay"));
+    // The WebSocket closes: offline, and `relay` is gone everywhere.
+    c.close().await;
+    common::eventually("the agent is offline", || {
+        let (hub, id) = (&hub, id.clone());
+        async move {
+            let row = hub.state().registry().get(&id).await.unwrap().unwrap();
+            row.status == "offline"
+        }
+    })
+    .await;
+    let row = hub.state().registry().get(&id).await.unwrap().unwrap();
+    assert_eq!(row.relay, None);
+    let r = w.req(json!({"action":"lookup","id":id})).await;
+    assert!(r["agent"].get("relay").is_none(), "{r}");
+    assert_eq!(r["agent"]["reachable"], "relay", "{r}");
+    w.close().await;
+    hub.shutdown().await.unwrap();
+    db.drop_db().await;
+}
+
+async fn a_2_0_record_is_unchanged_byte_for_byte(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let (cfg, _clock) = config(&db);
+    let hub = Hub::start(cfg).await.unwrap();
+    let mut c = Client::connect(&hub.ws_url()).await;
+    let id = c.register(4000, &["relayed"]).await;
+    c.send_text(json!({"action":"lookup","id":id}).to_string())
+        .await;
+    let text = loop {
+        match c.ws.next().await.unwrap().unwrap() {
+            Message::Text(t) => break t.as_str().to_owned(),
+            _ => continue,
+        }
+    };
+    assert_eq!(
+        text,
+        format!(
+            r#"{{"status":"ok","agent":{{"id":"{id}","address":"127.0.0.1:4000","capabilities":["relayed"],"metadata":{{}},"status":"online"}}}}"#
+        )
+    );
+    hub.shutdown().await.unwrap();
+    db.drop_db().await;
+}
+
+on_both_backends! {
+    records_show_relay_and_reachable => super::records_show_relay_and_reachable_until_offline;
+    records_without_relay_fields => super::a_2_0_record_is_unchanged_byte_for_byte;
+}

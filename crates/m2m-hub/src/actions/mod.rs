@@ -144,7 +144,7 @@ impl HubState {
             Action::Relay {
                 identity,
                 signature,
-            } => self.relay_attach(client, identity, signature, cid),
+            } => Box::pin(self.relay_attach(client, identity, signature, cid)).await,
         }
     }
 

@@ -81,7 +81,7 @@ impl HubState {
         let now = self.now_ms();
         let mut row = AgentRow {
             id,
-            address,
+            address: address.clone(),
             capabilities: r.capabilities,
             metadata: r.metadata,
             identity,
@@ -91,6 +91,11 @@ impl HubState {
             hub: self.hub_id.clone(),
             token: format!("{:032x}", rand::random::<u128>()),
             version: 0,
+            // Attached nowhere yet (a new registration attaches again); a relay-only
+            // agent can only be reached through a relay.
+            relay: None,
+            reachable: m2m_proto::relay::is_relay_only_address(&address)
+                .then(|| m2m_proto::relay::Reachable::Relay.as_str().to_owned()),
         };
         row.version = self
             .writer

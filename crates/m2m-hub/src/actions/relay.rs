@@ -13,7 +13,7 @@ use std::sync::Arc;
 use m2m_proto::hub::errors;
 use m2m_proto::hub::reply::RelayAttached;
 use m2m_proto::identity::{relay_attach_message, IdentityKey};
-use m2m_proto::relay::{raw_id, Reachable};
+use m2m_proto::relay::{id_text, raw_id, Reachable};
 use serde_json::Value;
 
 use super::ErrorCode;
@@ -22,12 +22,13 @@ use crate::metrics::Refusal;
 use crate::relay::{probe, Attachment, Msg};
 use crate::reply::ok;
 use crate::state::HubState;
+use crate::store::Write;
 
 /// The reply of a `relay` whose answer comes later (after the probe): nothing now.
 pub(crate) const DEFERRED: String = String::new();
 
 impl HubState {
-    pub(super) fn relay_attach(
+    pub(super) async fn relay_attach(
         &self,
         client: &mut Client,
         identity: Option<String>,
@@ -108,12 +109,40 @@ impl HubState {
         att.reachable = reachable;
         self.relay.insert(&att.port);
         client.relay = Some(att);
+        self.publish_relay(client).await;
         Ok(reply.text(reachable))
+    }
+
+    /// Writes the record's relay fields for the registered agent this WebSocket is
+    /// attached as (a WebSocket attached with a proof only has no record to change).
+    pub(crate) async fn publish_relay(&self, client: &Client) {
+        let Some(att) = client.relay.as_deref().filter(|a| a.active) else {
+            return;
+        };
+        let id = id_text(&att.port.id);
+        let Some(entry) = client.owned(&id).filter(|e| !e.is_replaced()) else {
+            return;
+        };
+        let url = self.relay_url(client);
+        let reachable = att.reachable;
+        let write = Write::SetRelay {
+            id,
+            token: entry.token.to_string(),
+            relay: Some(url.to_string()),
+            reachable: reachable.map(|r| r.as_str().to_owned()),
+        };
+        match self.writer.write(write).await {
+            Ok(Some(version)) => self
+                .directory
+                .set_relay(&entry, version, Some(url), reachable),
+            Ok(None) => {}
+            Err(_) => tracing::warn!("relay fields of a record not written"),
+        }
     }
 
     /// The URL records name for this hub's relay: `public_url`, or the URL this client
     /// reached the hub at.
-    fn relay_url(&self, client: &Client) -> Arc<str> {
+    pub(crate) fn relay_url(&self, client: &Client) -> Arc<str> {
         match (&self.config.public_url, &client.hub_url) {
             (Some(url), _) => Arc::from(url.as_str()),
             (None, Some(url)) => url.clone(),
