@@ -703,3 +703,28 @@ on_both_backends! {
     records_show_relay_and_reachable => super::records_show_relay_and_reachable_until_offline;
     records_without_relay_fields => super::a_2_0_record_is_unchanged_byte_for_byte;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bytes_per_second_limit_makes_the_sender_wait_and_loses_nothing() {
+    // 256 KiB/s with a 64 KiB burst: four 64 KiB frames take at least half a second.
+    let (hub, _) = hub_with(|cfg| {
+        cfg.relay.rate = 256 * 1024;
+        cfg.relay.burst = 64 * 1024;
+    })
+    .await;
+    let mut a = Peer::proof(&hub).await;
+    let mut b = Peer::proof(&hub).await;
+    let b1 = open(&mut a, 1, &mut b).await;
+    let started = std::time::Instant::now();
+    let sent: Vec<u8> = (0..4 * 64 * 1024).map(|i| (i % 253) as u8).collect();
+    for chunk in sent.chunks(64 * 1024) {
+        a.send(F::Data(1, chunk.to_vec())).await;
+    }
+    assert_eq!(b.data(b1, sent.len()).await, sent);
+    assert!(
+        started.elapsed() >= Duration::from_millis(450),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(metric(&hub, "m2m_hub_refused_total{limit=\"relay_rate\"} ").await >= 2);
+}
