@@ -53,6 +53,29 @@ pub struct HubLimitArgs {
     /// A reply that cannot be written this fast closes its connection.
     #[arg(long, value_parser = duration::parse, default_value = "10s", value_name = "DURATION")]
     pub write_timeout: Duration,
+
+    /// Turn the relay off (docs/RELAY.md): `relay` is answered `relay_unavailable` and
+    /// relay-only (port 0) registrations are refused.
+    #[arg(long)]
+    pub no_relay: bool,
+
+    /// Flow-control window of every relayed stream, each direction (e.g. 256KiB).
+    #[arg(long, value_parser = parse_size, default_value = "256KiB", value_name = "SIZE")]
+    pub relay_window: usize,
+
+    /// Relayed streams one WebSocket may have open at once.
+    #[arg(long, default_value_t = m2m_proto::defaults::RELAY_MAX_STREAMS, value_name = "N")]
+    pub relay_streams: u32,
+
+    /// Relay memory: all bytes queued towards destinations for all streams (e.g. 256MiB);
+    /// when spent, the stream that needed more is closed (`budget`).
+    #[arg(long, value_parser = parse_size, default_value = "256MiB", value_name = "SIZE")]
+    pub relay_budget: usize,
+
+    /// Relayed bytes per second per WebSocket (e.g. 64MiB; burst a quarter of it); reading
+    /// waits when spent. 0: no limit.
+    #[arg(long, value_parser = parse_rate, default_value = "64MiB", value_name = "SIZE")]
+    pub relay_rate: usize,
 }
 
 impl HubLimitArgs {
@@ -69,7 +92,24 @@ impl HubLimitArgs {
         l.idle_timeout = self.idle_timeout;
         l.write_timeout = self.write_timeout;
         config.sweep.anonymous_retention = self.anonymous_retention;
+        let r = &mut config.relay;
+        r.enabled = !self.no_relay;
+        r.window = u32::try_from(self.relay_window).unwrap_or(u32::MAX);
+        r.max_streams = self.relay_streams;
+        r.budget = self.relay_budget;
+        r.rate = self.relay_rate as u64;
+        // A quarter second of the rate (the default: 16 MiB of 64 MiB/s), and at least one
+        // full DATA frame.
+        r.burst = (r.rate / 4).max(m2m_proto::relay::MAX_DATA as u64);
     }
+}
+
+/// A bytes/s rate: a size, or 0 for no limit.
+pub fn parse_rate(text: &str) -> Result<usize, String> {
+    if text.trim() == "0" {
+        return Ok(0);
+    }
+    parse_size(text)
 }
 
 /// A size: bytes, or with a unit `KiB`, `MiB`, `GiB` (`K`, `M`, `G`, `KB`… mean the same
@@ -129,6 +169,7 @@ mod tests {
         probe.limits.apply(&mut config);
         assert_eq!(config.limits, HubConfig::default().limits);
         assert_eq!(config.sweep, HubConfig::default().sweep);
+        assert_eq!(config.relay, HubConfig::default().relay);
         let probe = Probe::parse_from([
             "probe",
             "--memory-budget",
@@ -139,5 +180,23 @@ mod tests {
         probe.limits.apply(&mut config);
         assert_eq!(config.limits.memory_budget, 64 << 20);
         assert_eq!(config.limits.registrations_per_hour, 0);
+        let probe = Probe::parse_from([
+            "probe",
+            "--no-relay",
+            "--relay-streams",
+            "8",
+            "--relay-budget",
+            "1MiB",
+            "--relay-rate",
+            "0",
+            "--relay-window",
+            "64KiB",
+        ]);
+        probe.limits.apply(&mut config);
+        assert!(!config.relay.enabled);
+        assert_eq!(config.relay.max_streams, 8);
+        assert_eq!(config.relay.budget, 1 << 20);
+        assert_eq!(config.relay.rate, 0);
+        assert_eq!(config.relay.window, 64 << 10);
     }
 }

@@ -206,6 +206,8 @@ async fn the_page_is_served_with_a_strict_policy_and_answers_queries() {
         (json!(1), json!(1))
     );
     assert_eq!(stats["connections"], 2);
+    // The relay is on by default: its figure is there (nothing relayed yet).
+    assert_eq!(stats["relayBytesPerSec"], json!(0.0));
 
     let metrics = get(addr, "/metrics").await.body;
     assert_eq!(metric(&metrics, "m2m_hub_dashboard_streams_open"), 0);

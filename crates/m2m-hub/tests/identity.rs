@@ -476,6 +476,8 @@ async fn stale_registration_writes_change_nothing(backend: Backend) {
         hub: "h1".into(),
         token: token.into(),
         version: 0,
+        relay: None,
+        reachable: None,
     };
     let v1 = registry
         .apply(&[Write::Insert(row("s1", "1.1.1.1:1"))])

@@ -291,6 +291,8 @@ async fn offline_batches_and_liveness_flushes_do_not_deadlock() {
             hub: "h".into(),
             token: format!("s{i}"),
             version: 0,
+            relay: None,
+            reachable: None,
         })
         .collect();
     let inserts: Vec<Write> = rows.iter().cloned().map(Write::Insert).collect();

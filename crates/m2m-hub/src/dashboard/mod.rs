@@ -43,6 +43,15 @@ pub struct Dashboard {
     pub push: Arc<Push>,
     history: Mutex<History>,
     views: Views,
+    /// The relay's byte counter at the last reading, and the rate it gave.
+    relayed: Mutex<Relayed>,
+}
+
+/// Relayed bytes/s between two readings.
+#[derive(Debug, Default)]
+struct Relayed {
+    last: Option<(i64, u64)>,
+    per_sec: f64,
 }
 
 impl Default for Dashboard {
@@ -51,6 +60,7 @@ impl Default for Dashboard {
             push: Arc::new(Push::default()),
             history: Mutex::new(History::new(limits::HISTORY_POINTS)),
             views: Views::default(),
+            relayed: Mutex::new(Relayed::default()),
         }
     }
 }
@@ -81,6 +91,9 @@ pub struct Figures {
     pub generation: u64,
     /// Dashboard streams open.
     pub dashboards: usize,
+    /// Relayed stream bytes per second over the last interval (absent with the relay off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relay_bytes_per_sec: Option<f64>,
 }
 
 impl Dashboard {
@@ -92,6 +105,14 @@ impl Dashboard {
             .history
             .lock()
             .record(now, online, state.metrics.requests_total());
+        let bytes = state.relay.bytes_total.load(Ordering::Relaxed);
+        let mut relayed = self.relayed.lock();
+        relayed.per_sec = match relayed.last {
+            Some((t, n)) if now > t => bytes.saturating_sub(n) as f64 * 1000.0 / (now - t) as f64,
+            _ => 0.0,
+        };
+        relayed.last = Some((now, bytes));
+        drop(relayed);
         self.figures_at(state, now, point.rps)
     }
 
@@ -114,6 +135,11 @@ impl Dashboard {
             rps,
             generation: state.directory.generation(),
             dashboards: self.push.open(),
+            relay_bytes_per_sec: state
+                .config
+                .relay
+                .enabled
+                .then(|| self.relayed.lock().per_sec),
         }
     }
 

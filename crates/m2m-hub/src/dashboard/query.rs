@@ -351,6 +351,8 @@ mod tests {
             hub: String::new(),
             token: String::new(),
             version: 1,
+            relay: None,
+            reachable: None,
         }
     }
 

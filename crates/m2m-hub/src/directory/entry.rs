@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::OnceLock;
 
 use m2m_proto::hub::status;
+use m2m_proto::relay::Reachable;
 use parking_lot::Mutex;
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
@@ -80,6 +81,10 @@ pub struct EntryState {
     pub version: i64,
     /// No longer mirrored (see [`Retired`]): changes are ignored.
     pub retired: Option<Retired>,
+    /// Relay: the URL of the hub the agent is attached to (docs/RELAY.md "Records").
+    pub relay: Option<Arc<str>>,
+    /// Relay: the reachability probe's result, when known.
+    pub reachable: Option<Reachable>,
     /// The record's JSON text up to its metadata, `{"id":…,"address":…,"capabilities":[…],
     /// "metadata":{…}` (no closing brace): what replies share and what does not change
     /// with status or time. Built on first use, dropped when the metadata changes.
@@ -97,8 +102,17 @@ impl EntryState {
             metadata,
             version,
             retired: None,
+            relay: None,
+            reachable: None,
             base: None,
         }
+    }
+
+    /// The relay fields of a stored row (an unknown `reachable` text is left out).
+    pub(super) fn with_relay(mut self, relay: Option<&str>, reachable: Option<&str>) -> Self {
+        self.relay = relay.map(Arc::from);
+        self.reachable = reachable.and_then(Reachable::parse);
+        self
     }
 
     /// Replaces the metadata (and forgets the text made from the old one).
@@ -208,7 +222,27 @@ impl AgentEntry {
         push_json_str(out, st.status.as_str());
         out.push_str(",\"lastSeen\":");
         push_u64(out, last_seen);
-        out.push_str(&self.tail);
+        self.push_tail(st, out);
+    }
+
+    /// Appends the end of the record: `identity` (the cached tail), then the relay fields
+    /// when there are any (none: the tail alone, byte for byte as before the relay).
+    fn push_tail(&self, st: &EntryState, out: &mut String) {
+        if st.relay.is_none() && st.reachable.is_none() {
+            out.push_str(&self.tail);
+            return;
+        }
+        out.push_str(&self.tail[..self.tail.len() - 1]);
+        if let Some(relay) = &st.relay {
+            out.push_str(",\"relay\":");
+            push_json_str(out, relay);
+        }
+        if let Some(reachable) = st.reachable {
+            out.push_str(",\"reachable\":\"");
+            out.push_str(reachable.as_str());
+            out.push('"');
+        }
+        out.push('}');
     }
 
     /// Appends the entry as `lookup` returns it ([`m2m_proto::hub::AgentRecord`]).
@@ -217,13 +251,13 @@ impl AgentEntry {
         out.push_str(self.base(&mut st));
         out.push_str(",\"status\":");
         push_json_str(out, st.status.as_str());
-        out.push_str(&self.tail);
+        self.push_tail(&st, out);
     }
 
     /// Appends the entry as `find` lists it ([`m2m_proto::hub::FoundAgent`]), from a locked state.
     pub(super) fn write_found(&self, st: &mut EntryState, out: &mut String) {
         out.push_str(self.base(st));
-        out.push_str(&self.tail);
+        self.push_tail(st, out);
     }
 
     /// The entry as `lookup` returns it, through serde (tests compare the text with it).
@@ -237,8 +271,8 @@ impl AgentEntry {
             metadata: (*st.metadata).clone(),
             status: st.status.as_str().to_owned(),
             identity: self.identity.as_deref().map(str::to_owned),
-            relay: None,
-            reachable: None,
+            relay: st.relay.as_deref().map(str::to_owned),
+            reachable: st.reachable,
         }
     }
 }

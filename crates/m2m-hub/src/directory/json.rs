@@ -7,6 +7,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use m2m_proto::hub::status;
+use m2m_proto::relay::Reachable;
 use serde::ser::{Serialize, Serializer};
 use serde_json::{Map, Value};
 
@@ -92,6 +93,8 @@ pub struct PeerView {
     pub(super) status: Status,
     pub(super) metadata: Arc<Map<String, Value>>,
     pub(super) last_seen: u64,
+    pub(super) relay: Option<Arc<str>>,
+    pub(super) reachable: Option<Reachable>,
 }
 
 impl Serialize for PeerView {
@@ -107,6 +110,10 @@ impl Serialize for PeerView {
             last_seen: u64,
             #[serde(skip_serializing_if = "Option::is_none")]
             identity: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            relay: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            reachable: Option<Reachable>,
         }
         PeerFields {
             id: &self.entry.id,
@@ -116,6 +123,8 @@ impl Serialize for PeerView {
             status: self.status.as_str(),
             last_seen: self.last_seen,
             identity: self.entry.identity.as_deref(),
+            relay: self.relay.as_deref(),
+            reachable: self.reachable,
         }
         .serialize(s)
     }
@@ -143,6 +152,8 @@ impl PeerView {
             status: st.status.clone(),
             metadata: st.metadata.clone(),
             last_seen: secs_since(now, entry.last_seen()),
+            relay: st.relay.clone(),
+            reachable: st.reachable,
         }
     }
 }
@@ -170,8 +181,8 @@ mod tests {
                     status: r.status,
                     last_seen: secs_since(now, v.entry.last_seen()),
                     identity: r.identity,
-                    relay: None,
-                    reachable: None,
+                    relay: r.relay,
+                    reachable: r.reachable,
                 }
             })
             .collect();
@@ -190,8 +201,8 @@ mod tests {
                     capabilities: r.capabilities,
                     metadata: r.metadata,
                     identity: r.identity,
-                    relay: None,
-                    reachable: None,
+                    relay: r.relay,
+                    reachable: r.reachable,
                 }
             })
             .collect();
@@ -245,6 +256,27 @@ mod tests {
         d.upsert(&r);
         assert_text_matches_serde(&d, 1000);
         assert_text_matches_serde(&d, 1_000_000_000_000);
+        // The relay fields (docs/RELAY.md "Records"), with and without an identity, one
+        // or both, from a stored row and set later.
+        let mut r = row(11, 950, &["chat"], "online");
+        r.identity = Some("a2V5".into());
+        r.relay = Some("wss://hub.example/ws \"x\"".into());
+        r.reachable = Some("relay".into());
+        d.upsert(&r);
+        let mut r = row(12, 950, &["chat"], "online");
+        r.reachable = Some("direct".into());
+        d.upsert(&r);
+        let mut r = row(13, 950, &["other"], "online");
+        r.relay = Some("ws://127.0.0.1:3000/ws".into());
+        let e = d.upsert(&r).unwrap();
+        assert_text_matches_serde(&d, 1000);
+        d.set_relay(&e, 2, Some(Arc::from("ws://h/ws")), Some(Reachable::Direct));
+        assert!(written_record(&e).ends_with(r#","relay":"ws://h/ws","reachable":"direct"}"#));
+        assert_text_matches_serde(&d, 1000);
+        // Offline clears `relay` (the registry does the same), keeps `reachable`.
+        d.set(&e, 3, Some(Status::Offline), None, None);
+        assert!(written_record(&e).ends_with(r#""status":"offline","reachable":"direct"}"#));
+        assert_text_matches_serde(&d, 1000);
     }
 
     #[test]

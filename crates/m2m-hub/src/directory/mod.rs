@@ -49,6 +49,7 @@ use json::record_tail;
 pub use json::{AgentsPageView, JsonPage};
 pub use listing::Filter;
 use listing::Snapshot;
+use m2m_proto::relay::Reachable;
 
 /// The mirror.
 #[derive(Debug)]
@@ -147,11 +148,14 @@ impl Directory {
             last_seen: AtomicI64::new(row.last_seen),
             seq: AtomicU64::new(self.next_seq()),
             dirty: AtomicBool::new(false),
-            state: Mutex::new(EntryState::new(
-                Status::from_wire(&row.status),
-                Arc::new(row.metadata.clone()),
-                row.version,
-            )),
+            state: Mutex::new(
+                EntryState::new(
+                    Status::from_wire(&row.status),
+                    Arc::new(row.metadata.clone()),
+                    row.version,
+                )
+                .with_relay(row.relay.as_deref(), row.reachable.as_deref()),
+            ),
         });
         let mut agents = self.agents.write();
         let Some(existing) = agents.get(&key).cloned() else {
@@ -228,6 +232,12 @@ impl Directory {
             st.set_metadata(Arc::new(row.metadata.clone()));
             changed = true;
         }
+        let reachable = row.reachable.as_deref().and_then(Reachable::parse);
+        if st.relay.as_deref() != row.relay.as_deref() || st.reachable != reachable {
+            st.relay = row.relay.as_deref().map(Arc::from);
+            st.reachable = reachable;
+            changed = true;
+        }
         drop(st);
         if changed {
             entry.seq.store(self.next_seq(), Ordering::Relaxed);
@@ -255,6 +265,10 @@ impl Directory {
         }
         st.version = version;
         if let Some(new) = status {
+            if new == Status::Offline {
+                // As the registry does: an offline agent is attached nowhere.
+                st.relay = None;
+            }
             if new != st.status {
                 self.count(&st.status, -1);
                 self.count(&new, 1);
@@ -268,6 +282,26 @@ impl Directory {
         if touched_at.is_some() {
             entry.seq.store(self.next_seq(), Ordering::Relaxed);
         }
+        self.changed();
+    }
+
+    /// Applies a stored change of the relay fields (docs/RELAY.md "Records") if `version`
+    /// is newer than what the entry holds.
+    pub fn set_relay(
+        &self,
+        entry: &AgentEntry,
+        version: i64,
+        relay: Option<Arc<str>>,
+        reachable: Option<Reachable>,
+    ) {
+        let mut st = entry.state.lock();
+        if version <= st.version || st.retired.is_some() {
+            return;
+        }
+        st.version = version;
+        st.relay = relay;
+        st.reachable = reachable;
+        drop(st);
         self.changed();
     }
 

@@ -17,6 +17,8 @@ pub(super) fn row(id: u128, last_seen: i64, caps: &[&str], status: &str) -> Agen
         hub: String::new(),
         token: String::new(),
         version: 1,
+        relay: None,
+        reachable: None,
     }
 }
 

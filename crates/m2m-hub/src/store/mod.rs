@@ -53,6 +53,11 @@ pub struct AgentRow {
     pub token: String,
     /// Change counter; larger is newer.
     pub version: i64,
+    /// Relay: the public WebSocket URL of the hub the agent is attached to (docs/RELAY.md);
+    /// cleared when it goes offline.
+    pub relay: Option<String>,
+    /// Relay: `direct` or `relay` (the reachability probe), when known.
+    pub reachable: Option<String>,
 }
 
 /// A change to the registry. [`Registry::apply`] commits a batch of them in one transaction.
@@ -85,9 +90,22 @@ pub enum Write {
         /// Seen at this time (never moves backwards).
         last_seen: i64,
     },
+    /// The relay fields of the record (docs/RELAY.md "Records"). Only while `token` is the
+    /// row's.
+    SetRelay {
+        /// Agent id.
+        id: String,
+        /// Registration token the change belongs to.
+        token: String,
+        /// The hub's public WebSocket URL while attached; `None` clears it.
+        relay: Option<String>,
+        /// `direct` / `relay`, when known.
+        reachable: Option<String>,
+    },
 }
 
-/// A status the registry changed by itself (sweep, release).
+/// A status the registry changed by itself (sweep, release). Going `offline` clears the
+/// record's `relay` everywhere (no WebSocket holds the agent any more).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatusChange {
     /// Agent id.
@@ -180,7 +198,7 @@ pub async fn open(url: &str, tuning: &StorageTuning) -> Result<Box<dyn Registry>
 /// Columns every query selects, in this order.
 pub(crate) const COLUMNS: &str =
     "id, address, capabilities, metadata, identity, status, last_seen, created_at, hub, session, \
-     version";
+     version, relay, reachable";
 
 /// Decodes a row selected with [`COLUMNS`]. Corrupt JSON is an error, not a panic.
 pub(crate) fn decode_row<R>(row: &R) -> Result<AgentRow, StoreError>
@@ -213,6 +231,8 @@ where
         hub: row.try_get("hub")?,
         token: row.try_get("session")?,
         version: row.try_get("version")?,
+        relay: row.try_get("relay")?,
+        reachable: row.try_get("reachable")?,
         id,
     })
 }

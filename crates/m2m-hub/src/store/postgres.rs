@@ -98,19 +98,22 @@ async fn insert_many(
     let identity: Vec<Option<String>> = rows.iter().map(|r| r.identity.clone()).collect();
     let last_seen: Vec<i64> = rows.iter().map(|r| r.last_seen).collect();
     let created_at: Vec<i64> = rows.iter().map(|r| r.created_at).collect();
+    let relay: Vec<Option<String>> = rows.iter().map(|r| r.relay.clone()).collect();
+    let reachable: Vec<Option<String>> = rows.iter().map(|r| r.reachable.clone()).collect();
     // A 2.1 id registers again on every reconnect: the new registration replaces the row
     // (keeping `created_at`) with a new version. The same id twice in one statement is an
     // error here; the writer then retries the batch one write at a time.
     let returned = sqlx::query(
         "INSERT INTO m2m_agents (id, address, capabilities, metadata, identity, status, \
-         last_seen, created_at, hub, session) \
+         last_seen, created_at, hub, session, relay, reachable) \
          SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], \
-         $6::TEXT[], $7::BIGINT[], $8::BIGINT[], $9::TEXT[], $10::TEXT[]) \
+         $6::TEXT[], $7::BIGINT[], $8::BIGINT[], $9::TEXT[], $10::TEXT[], $11::TEXT[], \
+         $12::TEXT[]) \
          ON CONFLICT (id) DO UPDATE SET address = EXCLUDED.address, \
          capabilities = EXCLUDED.capabilities, metadata = EXCLUDED.metadata, \
          identity = EXCLUDED.identity, status = EXCLUDED.status, \
          last_seen = EXCLUDED.last_seen, hub = EXCLUDED.hub, session = EXCLUDED.session, \
-         version = EXCLUDED.version \
+         version = EXCLUDED.version, relay = EXCLUDED.relay, reachable = EXCLUDED.reachable \
          RETURNING id, version",
     )
     .bind(col(|r| r.id.clone()))
@@ -123,6 +126,8 @@ async fn insert_many(
     .bind(created_at)
     .bind(col(|r| r.hub.clone()))
     .bind(col(|r| r.token.clone()))
+    .bind(relay)
+    .bind(reachable)
     .fetch_all(&mut *tx)
     .await?;
     let mut by_id = std::collections::HashMap::with_capacity(returned.len());
@@ -202,7 +207,9 @@ impl Registry for PostgresRegistry {
                 .iter()
                 .filter_map(|w| match w {
                     Write::Insert(_) => None,
-                    Write::SetStatus { id, .. } | Write::Update { id, .. } => Some(id.as_str()),
+                    Write::SetStatus { id, .. }
+                    | Write::Update { id, .. }
+                    | Write::SetRelay { id, .. } => Some(id.as_str()),
                 })
                 .collect();
             if updated.len() > 1 {
@@ -237,7 +244,8 @@ impl Registry for PostgresRegistry {
                         sqlx::query(
                             "UPDATE m2m_agents SET status = $2, \
                          last_seen = GREATEST(last_seen, COALESCE($3, last_seen)), \
-                         version = nextval('m2m_agents_version_seq') \
+                         version = nextval('m2m_agents_version_seq'), \
+                         relay = CASE WHEN $2 = 'offline' THEN NULL ELSE relay END \
                          WHERE id = $1 AND session = $4 RETURNING version",
                         )
                         .bind(id)
@@ -264,6 +272,24 @@ impl Registry for PostgresRegistry {
                         .bind(status)
                         .bind(json_text(metadata))
                         .bind(last_seen)
+                        .bind(token)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                    }
+                    Write::SetRelay {
+                        id,
+                        token,
+                        relay,
+                        reachable,
+                    } => {
+                        sqlx::query(
+                            "UPDATE m2m_agents SET relay = $2, reachable = $3, \
+                         version = nextval('m2m_agents_version_seq') \
+                         WHERE id = $1 AND session = $4 RETURNING version",
+                        )
+                        .bind(id)
+                        .bind(relay)
+                        .bind(reachable)
                         .bind(token)
                         .fetch_optional(&mut *tx)
                         .await?
@@ -337,7 +363,7 @@ impl Registry for PostgresRegistry {
             .fetch_all(&mut *tx)
             .await?;
             let offlined = sqlx::query(
-                "UPDATE m2m_agents SET status = 'offline', \
+                "UPDATE m2m_agents SET status = 'offline', relay = NULL, \
                  version = nextval('m2m_agents_version_seq') \
                  WHERE status = 'idle' AND last_seen < $1 RETURNING id, status, version",
             )
@@ -378,7 +404,7 @@ impl Registry for PostgresRegistry {
             .execute(&mut *tx)
             .await?;
             let rows = sqlx::query(
-                "UPDATE m2m_agents SET status = 'offline', \
+                "UPDATE m2m_agents SET status = 'offline', relay = NULL, \
                  version = nextval('m2m_agents_version_seq') \
                  WHERE status <> 'offline' AND ($1::TEXT IS NULL OR hub = $1) \
                  RETURNING id, status, version",

@@ -166,7 +166,7 @@ impl Registry for SqliteRegistry {
                     let first = self.version.fetch_add(run.len() as i64, Ordering::Relaxed) + 1;
                     let mut q = QueryBuilder::<Sqlite>::new(
                         "INSERT INTO m2m_agents (id, address, capabilities, metadata, identity, \
-                         status, last_seen, created_at, hub, session, version) ",
+                         status, last_seen, created_at, hub, session, version, relay, reachable) ",
                     );
                     q.push_values(run.iter().enumerate(), |mut b, (n, row)| {
                         b.push_bind(row.id.clone())
@@ -179,7 +179,9 @@ impl Registry for SqliteRegistry {
                             .push_bind(row.created_at)
                             .push_bind(row.hub.clone())
                             .push_bind(row.token.clone())
-                            .push_bind(first + n as i64);
+                            .push_bind(first + n as i64)
+                            .push_bind(row.relay.clone())
+                            .push_bind(row.reachable.clone());
                     });
                     // A 2.1 id registers again on every reconnect: the new registration
                     // replaces the row (rows are applied in order, so within one statement
@@ -189,7 +191,8 @@ impl Registry for SqliteRegistry {
                          capabilities = excluded.capabilities, metadata = excluded.metadata, \
                          identity = excluded.identity, status = excluded.status, \
                          last_seen = excluded.last_seen, hub = excluded.hub, \
-                         session = excluded.session, version = excluded.version",
+                         session = excluded.session, version = excluded.version, \
+                         relay = excluded.relay, reachable = excluded.reachable",
                     );
                     q.build().execute(&mut *tx).await?;
                     versions.extend((0..run.len()).map(|n| Some(first + n as i64)));
@@ -206,7 +209,8 @@ impl Registry for SqliteRegistry {
                         last_seen,
                     } => sqlx::query(
                         "UPDATE m2m_agents SET status = ?2, \
-                         last_seen = MAX(last_seen, COALESCE(?3, last_seen)), version = ?4 \
+                         last_seen = MAX(last_seen, COALESCE(?3, last_seen)), version = ?4, \
+                         relay = CASE WHEN ?2 = 'offline' THEN NULL ELSE relay END \
                          WHERE id = ?1 AND session = ?5",
                     )
                     .bind(id)
@@ -232,6 +236,23 @@ impl Registry for SqliteRegistry {
                     .bind(status)
                     .bind(json_text(metadata))
                     .bind(last_seen)
+                    .bind(version)
+                    .bind(token)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected(),
+                    Write::SetRelay {
+                        id,
+                        token,
+                        relay,
+                        reachable,
+                    } => sqlx::query(
+                        "UPDATE m2m_agents SET relay = ?2, reachable = ?3, version = ?4 \
+                         WHERE id = ?1 AND session = ?5",
+                    )
+                    .bind(id)
+                    .bind(relay)
+                    .bind(reachable)
                     .bind(version)
                     .bind(token)
                     .execute(&mut *tx)
@@ -277,7 +298,7 @@ impl Registry for SqliteRegistry {
                 .await?;
             changed.extend(
                 self.status_changes(
-                    "UPDATE m2m_agents SET status = 'offline', version = ?1 \
+                    "UPDATE m2m_agents SET status = 'offline', version = ?1, relay = NULL \
                      WHERE status = 'idle' AND last_seen < ?2 RETURNING id, status, version",
                     self.next_version(),
                     Some(cut.offline_before),
@@ -309,10 +330,10 @@ impl Registry for SqliteRegistry {
         Box::pin(async move {
             let mut conn = self.pool.acquire().await?;
             let sql = if hub.is_some() {
-                "UPDATE m2m_agents SET status = 'offline', version = ?1 \
+                "UPDATE m2m_agents SET status = 'offline', version = ?1, relay = NULL \
                  WHERE status <> 'offline' AND hub = ?2 RETURNING id, status, version"
             } else {
-                "UPDATE m2m_agents SET status = 'offline', version = ?1 \
+                "UPDATE m2m_agents SET status = 'offline', version = ?1, relay = NULL \
                  WHERE status <> 'offline' RETURNING id, status, version"
             };
             debug_assert_eq!(status::OFFLINE, "offline");
