@@ -283,12 +283,14 @@ pub(crate) async fn serve_client<S>(
                 close(&mut socket, CLOSE_NORMAL, "idle", timeout).await;
                 break;
             }
-            _ = woken => None,
             _ = resume => {
                 resume_at = None;
                 None
             }
+            // Reading first: every turn drains the inbox too, so a busy inbox cannot keep
+            // this client's own frames (its CREDIT among them) from being read.
             next = socket.next(), if resume_at.is_none() => Some(next),
+            _ = woken => None,
         };
         let end = match event {
             Some(next) => {
