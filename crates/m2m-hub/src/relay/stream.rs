@@ -14,12 +14,9 @@ use m2m_proto::relay::{
 
 use super::rate::ByteBucket;
 use super::{Msg, Port, Relay};
+use crate::defaults::{RELAY_MIN_FRAME_COST as MIN_FRAME_COST, RELAY_PUSH_BYTES as PUSH_BYTES};
 use crate::metrics::{Metrics, Refusal};
 use crate::outbox::Outbox;
-
-/// Queued messages towards other WebSockets are pushed once this many bytes are waiting
-/// (or at the end of a read batch, whichever is first): a few DATA frames per push.
-const PUSH_BYTES: usize = 256 * 1024;
 
 /// One end of a stream.
 #[derive(Debug)]
@@ -166,28 +163,47 @@ impl Attachment {
         now: Instant,
         out: &mut Outbox,
     ) -> Result<Option<Duration>, Malformed> {
+        // Every frame costs at least MIN_FRAME_COST of the bytes/s budget: control frames
+        // make the hub and the other end work too.
+        let cost = message.len().max(MIN_FRAME_COST) as u64;
+        self.frame(relay, metrics, message, now, out)?;
+        let wait = self.rate.take(cost, tokio::time::Instant::now());
+        if wait.is_some() {
+            metrics.refused(Refusal::RelayRate);
+        }
+        Ok(wait)
+    }
+
+    fn frame(
+        &mut self,
+        relay: &Relay,
+        metrics: &Metrics,
+        message: Bytes,
+        now: Instant,
+        out: &mut Outbox,
+    ) -> Result<(), Malformed> {
         match RelayFrame::parse(&message)? {
             RelayFrame::Open { stream, peer } => {
                 if Opener::of(stream) != Some(Opener::Client) {
                     return Err(Malformed::Parity);
                 }
                 self.open(relay, metrics, stream, peer, now, out);
-                Ok(None)
+                Ok(())
             }
             RelayFrame::Data { stream, bytes } => {
                 let n = bytes.len();
                 let Some(end) = self.streams.get_mut(&stream) else {
-                    return Ok(None);
+                    return Ok(());
                 };
                 if end.send.consume(n).is_err() {
                     metrics.refused(Refusal::RelayProtocol);
                     self.close_both(relay, stream, CloseReason::Protocol, out);
-                    return Ok(None);
+                    return Ok(());
                 }
                 if !relay.charge(n) {
                     metrics.refused(Refusal::RelayBudget);
                     self.close_both(relay, stream, CloseReason::Budget, out);
-                    return Ok(None);
+                    return Ok(());
                 }
                 end.last_data = now;
                 let (peer, peer_stream) = (end.peer.clone(), end.peer_stream);
@@ -200,11 +216,7 @@ impl Attachment {
                         bytes,
                     },
                 );
-                let wait = self.rate.take(n as u64, tokio::time::Instant::now());
-                if wait.is_some() {
-                    metrics.refused(Refusal::RelayRate);
-                }
-                Ok(wait)
+                Ok(())
             }
             RelayFrame::Credit { stream, bytes } => {
                 if let Some(end) = self.streams.get(&stream) {
@@ -217,7 +229,7 @@ impl Attachment {
                         },
                     );
                 }
-                Ok(None)
+                Ok(())
             }
             RelayFrame::Close { stream, reason, .. } => {
                 if let Some(end) = self.remove(relay, stream) {
@@ -232,7 +244,7 @@ impl Attachment {
                         },
                     );
                 }
-                Ok(None)
+                Ok(())
             }
         }
     }
