@@ -93,10 +93,12 @@ impl Attachment {
                 Msg::Attached { reply, reachable } => {
                     if !self.active {
                         self.active = true;
-                        self.reachable = reachable;
                         relay.insert(&self.port);
-                        events.attached = true;
                     }
+                    // Also when a second `relay` activated the attachment meanwhile: the
+                    // probe's result is stored all the same.
+                    self.reachable = reachable;
+                    events.attached = true;
                     out.push(reply);
                 }
                 Msg::Detach => events.detached = true,
