@@ -56,6 +56,16 @@ pub const RELAY_PROBES_IN_FLIGHT: usize = 64;
 /// Source IPs whose probe rate is tracked at once (least recently seen forgotten first).
 pub const RELAY_PROBE_IPS_TRACKED: usize = 65_536;
 
+/// What any relay frame costs of its WebSocket's bytes/s budget at least ([`RELAY_RATE`]):
+/// roughly what forwarding it costs the hub and the other end (a queued message, a frame
+/// header), so a flood of OPEN/CLOSE/CREDIT frames is bounded like DATA.
+pub const RELAY_MIN_FRAME_COST: usize = 64;
+
+/// What a client's task queues towards other WebSockets is handed over once this many
+/// bytes wait (or at the end of its read batch, whichever is first): a few 64 KiB DATA
+/// frames per lock of the destination's inbox, without holding them back long.
+pub const RELAY_PUSH_BYTES: usize = 256 * 1024;
+
 /// Longest `pong` line the probe reads: a P2P pong is a few dozen bytes.
 pub const RELAY_PROBE_MAX_LINE: usize = 1024;
 

@@ -34,6 +34,11 @@
 //!    straight to the socket, with the reply writers of `reply`.
 //! 4. **Storage**: `writer` group-commits to the `store` (SQLite or PostgreSQL);
 //!    `directory/` mirrors it; `maintenance` flushes liveness, sweeps, reads the feed.
+//! 5. **Relay** (`relay/`, docs/RELAY.md): a WebSocket that sent `relay`
+//!    (`actions/relay.rs`) is attached under its verified agent id; its binary messages
+//!    are relay frames, handled in its own task (`relay/stream.rs`) and queued for the
+//!    destination's task through that one's port (`relay/mod.rs`, one lock per batch),
+//!    which writes them with its replies (`relay/inbox.rs`, binary frames of the outbox).
 //!
 //! Every limit, timeout and buffer size is in [`defaults`], with its reason.
 //!

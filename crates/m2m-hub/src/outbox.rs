@@ -31,6 +31,8 @@ use crate::state::HubState;
 pub(crate) struct Outbox {
     frames: Vec<(FrameHeader, Payload)>,
     bytes: usize,
+    /// Of `bytes`, those of replies (relay frames are charged to the relay budget instead).
+    text_bytes: usize,
     charge: Option<Charge>,
 }
 
@@ -46,7 +48,7 @@ impl Outbox {
     /// Queues the reply to `request`, or, when the budget cannot hold it, an `overloaded`
     /// error with the request's correlationId.
     pub(crate) fn offer(&mut self, reply: String, request: &str, state: &HubState) {
-        let total = self.bytes + reply.len();
+        let total = self.text_bytes + reply.len();
         let fits = match &mut self.charge {
             Some(charge) if total > defaults::FREE_REPLY_BYTES => {
                 charge.resize(total - defaults::FREE_REPLY_BYTES)
@@ -64,6 +66,7 @@ impl Outbox {
 
     pub(crate) fn push(&mut self, text: String) {
         self.bytes += text.len();
+        self.text_bytes += text.len();
         self.frames
             .push((FrameHeader::text(text.len()), Payload::Text(text)));
     }
@@ -122,6 +125,7 @@ impl Outbox {
             self.frames.clear();
         }
         self.bytes = 0;
+        self.text_bytes = 0;
         if let Some(charge) = &mut self.charge {
             charge.resize(0);
         }
@@ -316,6 +320,43 @@ mod tests {
             .unwrap();
         assert!(out.frames.is_empty() && out.frames.capacity() <= 4);
         assert_eq!(reader.await.unwrap(), replies);
+    }
+
+    /// Binary frames (a fixed head and a payload written in place) read back as binary
+    /// messages, in order with the text replies around them.
+    #[tokio::test]
+    async fn binary_frames_read_back_between_the_replies() {
+        let (server_io, client_io) = tokio::io::duplex(8 * 1024);
+        let mut server = WebSocketStream::from_raw_socket(server_io, Role::Server, None).await;
+        let mut client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
+        let big = Bytes::from(vec![7u8; 65_536]);
+        let mut out = Outbox::default();
+        out.push("first".into());
+        out.push_binary(&[2, 0, 0, 0, 4], big.clone());
+        out.push_binary(&[4, 0, 0, 0, 6, 3], Bytes::new());
+        out.push("last".into());
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            while got.len() < 4 {
+                got.push(client.next().await.unwrap().unwrap());
+            }
+            got
+        });
+        out.write(&mut server, Duration::from_secs(5), true)
+            .await
+            .unwrap();
+        let mut expected_data = vec![2, 0, 0, 0, 4];
+        expected_data.extend_from_slice(&big);
+        assert_eq!(
+            reader.await.unwrap(),
+            vec![
+                Message::Text("first".into()),
+                Message::Binary(expected_data.into()),
+                Message::Binary(vec![4, 0, 0, 0, 6, 3].into()),
+                Message::Text("last".into()),
+            ]
+        );
+        assert_eq!(FrameHeader::binary(5).as_bytes(), [0x82, 5]);
     }
 
     #[test]

@@ -728,3 +728,52 @@ async fn the_bytes_per_second_limit_makes_the_sender_wait_and_loses_nothing() {
     );
     assert!(metric(&hub, "m2m_hub_refused_total{limit=\"relay_rate\"} ").await >= 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_beyond_the_per_ip_rate_are_not_made_and_leave_reachable_absent() {
+    let (hub, _) = hub_with(|cfg| {
+        cfg.relay.probes_per_ip = 1;
+        cfg.relay.probe_burst = 1;
+    })
+    .await;
+    let port = pong_listener().await;
+    let mut replies = Vec::new();
+    for _ in 0..2 {
+        let identity = new_identity();
+        let mut c = Client::connect(&hub.ws_url()).await;
+        let reply = c
+            .register_signed(&identity, &format!("127.0.0.1:{port}"), &[], json!({}))
+            .await;
+        assert_eq!(reply["status"], "ok", "{reply}");
+        replies.push(c.req(json!({"action":"relay"})).await);
+    }
+    assert_eq!(replies[0]["reachable"], "direct", "{}", replies[0]);
+    assert_eq!(replies[1]["status"], "ok", "{}", replies[1]);
+    assert!(replies[1].get("reachable").is_none(), "{}", replies[1]);
+    assert_eq!(
+        metric(&hub, "m2m_hub_refused_total{limit=\"relay_probes\"} ").await,
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_asked_twice_while_the_probe_runs_answers_both() {
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let (hub, _) = hub_with(|cfg| cfg.relay.probe_timeout = Duration::from_millis(500)).await;
+    let identity = new_identity();
+    let mut c = Client::connect(&hub.ws_url()).await;
+    let reply = c
+        .register_signed(&identity, &format!("127.0.0.1:{port}"), &[], json!({}))
+        .await;
+    assert_eq!(reply["status"], "ok", "{reply}");
+    c.send_text(json!({"action":"relay","correlationId":1}).to_string())
+        .await;
+    let second = c.req(json!({"action":"relay","correlationId":2})).await;
+    assert_eq!(second["correlationId"], 2, "{second}");
+    assert!(second.get("reachable").is_none(), "{second}");
+    let first = c.recv().await.unwrap();
+    assert_eq!(first["correlationId"], 1, "{first}");
+    assert_eq!(first["reachable"], "relay", "{first}");
+    drop(silent);
+}

@@ -68,7 +68,13 @@ impl HubState {
             cid,
         };
         if let Some(att) = client.relay.as_deref_mut() {
-            if att.port.id == raw && att.active {
+            if att.port.id == raw {
+                if !att.active {
+                    // Asked again while the probe runs: routable now, answered without
+                    // the probe's result (its own reply still follows it).
+                    att.active = true;
+                    self.relay.insert(&att.port);
+                }
                 // Attaching twice is harmless: the same reply.
                 return Ok(reply.text(att.reachable));
             }

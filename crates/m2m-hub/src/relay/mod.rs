@@ -21,7 +21,9 @@
 //! Bytes queued towards a destination are charged to one hub-wide budget and released once
 //! the destination's task has written them; the window bounds what one stream may queue.
 
+mod inbox;
 mod probe;
+mod rate;
 mod stream;
 
 use std::collections::HashMap;
