@@ -27,6 +27,11 @@ pub(crate) struct Client {
     pub(crate) nonce: String,
     pub(crate) serial: u64,
     pub(crate) evict: CancellationToken,
+    /// The relay attachment of this WebSocket (docs/RELAY.md), once it sent `relay`.
+    pub(crate) relay: Option<Box<crate::relay::Attachment>>,
+    /// This hub's WebSocket URL as this client reached it (the relay's URL when no
+    /// `public_url` is configured).
+    pub(crate) hub_url: Option<std::sync::Arc<str>>,
 }
 
 impl Client {
@@ -41,6 +46,8 @@ impl Client {
             nonce: hex::encode(rand::random::<[u8; 32]>()),
             serial: NEXT_CLIENT.fetch_add(1, Ordering::Relaxed),
             evict: CancellationToken::new(),
+            relay: None,
+            hub_url: None,
         }
     }
 
@@ -53,6 +60,11 @@ impl Client {
     /// this WebSocket registered: the WebSocket is then closed.
     pub(crate) fn evicted(&self) -> CancellationToken {
         self.evict.clone()
+    }
+
+    /// The attachment when it is routable (its `relay` reply went out).
+    pub(crate) fn attached(&mut self) -> Option<&mut crate::relay::Attachment> {
+        self.relay.as_deref_mut().filter(|a| a.active)
     }
 
     /// Whether this client registered an agent (and still holds it).

@@ -38,6 +38,8 @@ pub struct HubConfig {
     /// Serve the web dashboard at `/dashboard` (its event stream and query API included).
     /// Default on.
     pub dashboard: bool,
+    /// The relay (docs/RELAY.md): on by default.
+    pub relay: RelayConfig,
 }
 
 impl Default for HubConfig {
@@ -53,6 +55,7 @@ impl Default for HubConfig {
             storage: StorageTuning::default(),
             clock: Clock::System,
             dashboard: true,
+            relay: RelayConfig::default(),
         }
     }
 }
@@ -170,6 +173,56 @@ impl Default for HubLimits {
             idle_timeout: defaults::IDLE_TIMEOUT,
             write_timeout: defaults::WRITE_TIMEOUT,
             tls_handshake_timeout: defaults::TLS_HANDSHAKE_TIMEOUT,
+        }
+    }
+}
+
+/// The relay's switches and bounds (docs/RELAY.md section 5; defaults in
+/// [`crate::defaults`] and `m2m_proto::defaults`, with their reasons).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayConfig {
+    /// Serve the `relay` action (`--no-relay` turns it off: `relay_unavailable`).
+    pub enabled: bool,
+    /// Initial flow-control window of every stream, each direction, in bytes.
+    pub window: u32,
+    /// Streams one WebSocket may have open at once; beyond, CLOSE `limit`.
+    pub max_streams: u32,
+    /// Bytes held for all streams at once (queued towards destinations, not yet written);
+    /// when spent, the stream that needed more is closed (`budget`).
+    pub budget: usize,
+    /// Relayed bytes per second one WebSocket may send; 0: no limit. Reading waits.
+    pub rate: u64,
+    /// Bucket size of `rate`, in bytes.
+    pub burst: u64,
+    /// A stream with no DATA either way this long is closed (`idle`).
+    pub stream_idle: Duration,
+    /// How often idle streams are looked for.
+    pub idle_sweep: Duration,
+    /// The reachability probe's whole deadline (connect, ping, pong).
+    pub probe_timeout: Duration,
+    /// Probes per source IP per second (sustained); 0: no limit.
+    pub probes_per_ip: u32,
+    /// Probes one source IP may cause at once before the rate applies.
+    pub probe_burst: u32,
+    /// Probes in flight at once, hub-wide.
+    pub probes_in_flight: usize,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            enabled: true,
+            window: m2m_proto::defaults::RELAY_WINDOW,
+            max_streams: m2m_proto::defaults::RELAY_MAX_STREAMS,
+            budget: defaults::RELAY_BUDGET,
+            rate: defaults::RELAY_RATE,
+            burst: defaults::RELAY_BURST,
+            stream_idle: defaults::RELAY_STREAM_IDLE,
+            idle_sweep: defaults::RELAY_IDLE_SWEEP,
+            probe_timeout: m2m_proto::defaults::RELAY_PROBE_TIMEOUT,
+            probes_per_ip: defaults::RELAY_PROBES_PER_IP,
+            probe_burst: defaults::RELAY_PROBE_BURST,
+            probes_in_flight: defaults::RELAY_PROBES_IN_FLIGHT,
         }
     }
 }

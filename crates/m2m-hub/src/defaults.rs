@@ -16,6 +16,49 @@ use std::time::Duration;
 /// The port a hub listens on unless told otherwise: the original hub's.
 pub const PORT: u16 = 3000;
 
+// --- Relay (docs/RELAY.md section 5) --------------------------------------------------------
+
+/// Most bytes the relay holds at once for all streams, queued towards destinations and
+/// not yet written: a full window (256 KiB) for a thousand streams, which the 1 GiB memory
+/// budget of a small public hub can spare next to its connections.
+pub const RELAY_BUDGET: usize = 256 * 1024 * 1024;
+
+/// Relayed bytes per second a WebSocket may send (token bucket refill): above the 1 GB/s
+/// bulk target shared by a handful of agents, far below what one client could make a
+/// two-core hub spend on it alone. 0 would mean no limit.
+pub const RELAY_RATE: u64 = 64 * 1024 * 1024;
+
+/// Bucket size of [`RELAY_RATE`]: a quarter second of it, so that short bursts (a 64 KiB
+/// message, a window's worth) never wait.
+pub const RELAY_BURST: u64 = 16 * 1024 * 1024;
+
+/// A relayed stream with no DATA in either direction this long is closed (`idle`): long
+/// enough for a pooled P2P session between requests, short enough that abandoned streams
+/// do not hold a slot of `maxStreams` forever.
+pub const RELAY_STREAM_IDLE: Duration = Duration::from_secs(300);
+
+/// How often the maintenance task asks every attached WebSocket to close its idle streams:
+/// a tenth of [`RELAY_STREAM_IDLE`], so a stream is closed at most 10 % late.
+pub const RELAY_IDLE_SWEEP: Duration = Duration::from_secs(30);
+
+/// Reachability probes one source IP may cause per second, sustained: an agent probes once
+/// per (re)connect, so two a second is plenty, and a hostile client cannot make the hub
+/// dial its own address more often.
+pub const RELAY_PROBES_PER_IP: u32 = 2;
+
+/// Burst of [`RELAY_PROBES_PER_IP`]: a few agents behind one NAT starting together.
+pub const RELAY_PROBE_BURST: u32 = 10;
+
+/// Probes in flight at once, hub-wide: each holds a socket for up to
+/// `m2m_proto::defaults::RELAY_PROBE_TIMEOUT`, so this bounds the descriptors they take.
+pub const RELAY_PROBES_IN_FLIGHT: usize = 64;
+
+/// Source IPs whose probe rate is tracked at once (least recently seen forgotten first).
+pub const RELAY_PROBE_IPS_TRACKED: usize = 65_536;
+
+/// Longest `pong` line the probe reads: a P2P pong is a few dozen bytes.
+pub const RELAY_PROBE_MAX_LINE: usize = 1024;
+
 /// Hub-wide memory budget for connection buffers. A 2-core, 4 GiB machine (the small
 /// public hub we size for) keeps room for the registry mirror (100k agents with modest
 /// metadata are ~200 MiB) and the database next to it.

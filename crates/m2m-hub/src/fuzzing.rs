@@ -26,7 +26,7 @@ where
     let io = Metered::new(io, state.admission.memory.frames.empty());
     let socket =
         tokio_tungstenite::WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-    crate::ws::serve_client(state, socket, ip, (permit, None)).await;
+    crate::ws::serve_client(state, socket, ip, None, (permit, None)).await;
 }
 
 /// Stops the state's writer task and closes its registry, so that a fuzz target can

@@ -128,7 +128,7 @@ pub(crate) fn json_error(status: StatusCode, code: &str) -> Response {
 /// This hub's WebSocket URL: configured (`--public-url`), or the address the client
 /// connected to. Never the request's `Host`: the client chooses that, and a page or cache
 /// that shows `/info` would then point other agents wherever the client liked.
-fn websocket_url(state: &HubState, local: Option<LocalAddr>) -> String {
+pub(crate) fn websocket_url(state: &HubState, local: Option<LocalAddr>) -> String {
     if let Some(url) = &state.config.public_url {
         return url.clone();
     }

@@ -139,6 +139,7 @@ mod metered;
 mod metrics;
 mod outbox;
 mod per_ip;
+mod relay;
 mod reply;
 mod server;
 mod state;
@@ -158,7 +159,9 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{Clock, HubConfig, HubLimits, ManualClock, StorageTuning, SweepConfig, TlsConfig};
+pub use config::{
+    Clock, HubConfig, HubLimits, ManualClock, RelayConfig, StorageTuning, SweepConfig, TlsConfig,
+};
 pub use error::{HubError, StoreError, TlsFileError};
 pub use http::{router, ClientAddr};
 pub use maintenance::SweepReport;
@@ -296,6 +299,13 @@ impl RunningHub {
     /// Writes batched heartbeats now; returns how many.
     pub async fn flush_now(&self) -> Result<usize, HubError> {
         Ok(maintenance::flush_liveness(&self.state).await?)
+    }
+
+    /// Asks every WebSocket attached to the relay to close its streams idle past
+    /// `relay.stream_idle` on the configured clock now (as the periodic relay sweep does);
+    /// the closes go out as each WebSocket's task gets to them.
+    pub fn relay_sweep_now(&self) {
+        self.state.relay.sweep();
     }
 
     /// Reads the change feed of other hubs now (PostgreSQL; a no-op count of 0 otherwise).

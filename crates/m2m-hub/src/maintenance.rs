@@ -65,6 +65,7 @@ pub(crate) async fn run(state: Arc<HubState>, marks: Arc<FeedMarks>, stop: Cance
     let mut flush = every(tuning.flush_interval);
     let mut sweep = every(state.config.sweep.interval);
     let mut sync = every(tuning.sync_interval);
+    let mut relay_idle = every(state.config.relay.idle_sweep);
     let shared = state.registry.shared();
     loop {
         tokio::select! {
@@ -85,6 +86,8 @@ pub(crate) async fn run(state: Arc<HubState>, marks: Arc<FeedMarks>, stop: Cance
                     Err(e) => tracing::warn!(error = %e, "sweep failed; will retry"),
                 }
             }
+            // Each attached WebSocket closes its own idle streams when asked.
+            _ = relay_idle.tick() => state.relay.sweep(),
             _ = sync.tick(), if shared => {
                 if let Err(e) = sync_feed(&state, &marks).await {
                     tracing::warn!(error = %e, "change feed read failed; will retry");

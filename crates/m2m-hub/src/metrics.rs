@@ -8,7 +8,7 @@ use std::time::Duration;
 use m2m_proto::hub::AgentCounts;
 
 /// Actions as metric labels; the last one counts requests that named no valid action.
-pub const ACTIONS: [&str; 10] = [
+pub const ACTIONS: [&str; 11] = [
     "register",
     "discover",
     "find",
@@ -18,6 +18,7 @@ pub const ACTIONS: [&str; 10] = [
     "disconnect",
     "stats",
     "challenge",
+    "relay",
     "invalid",
 ];
 
@@ -59,10 +60,25 @@ pub enum Refusal {
     WriteTimeout,
     /// A text frame that is not UTF-8 (closed 1007).
     InvalidUtf8,
+    /// A relay OPEN to an agent id not attached here (CLOSE `unreachable`).
+    RelayUnreachable,
+    /// A relay stream beyond `maxStreams` (CLOSE `limit`).
+    RelayStreams,
+    /// Relay bytes the relay budget could not hold (CLOSE `budget`).
+    RelayBudget,
+    /// A relay frame against the rules: DATA beyond credit, credit beyond the window, a
+    /// reused stream id (CLOSE `protocol`), or a malformed frame (closed 1002).
+    RelayProtocol,
+    /// A relay reader made to wait by the bytes/s limit (`relay_rate`).
+    RelayRate,
+    /// A relay stream closed for idling (CLOSE `idle`).
+    RelayIdle,
+    /// A reachability probe not made (per-IP rate or probes in flight).
+    RelayProbes,
 }
 
 impl Refusal {
-    const ALL: [Refusal; 14] = [
+    const ALL: [Refusal; 21] = [
         Refusal::HttpConnections,
         Refusal::ConnectionsPerIp,
         Refusal::MemoryConnection,
@@ -77,6 +93,13 @@ impl Refusal {
         Refusal::IdleTimeout,
         Refusal::WriteTimeout,
         Refusal::InvalidUtf8,
+        Refusal::RelayUnreachable,
+        Refusal::RelayStreams,
+        Refusal::RelayBudget,
+        Refusal::RelayProtocol,
+        Refusal::RelayRate,
+        Refusal::RelayIdle,
+        Refusal::RelayProbes,
     ];
 
     /// The metric label.
@@ -96,6 +119,13 @@ impl Refusal {
             Refusal::IdleTimeout => "idle_timeout",
             Refusal::WriteTimeout => "write_timeout",
             Refusal::InvalidUtf8 => "invalid_utf8",
+            Refusal::RelayUnreachable => "relay_unreachable",
+            Refusal::RelayStreams => "relay_streams",
+            Refusal::RelayBudget => "relay_budget",
+            Refusal::RelayProtocol => "relay_protocol",
+            Refusal::RelayRate => "relay_rate",
+            Refusal::RelayIdle => "relay_idle",
+            Refusal::RelayProbes => "relay_probes",
         }
     }
 }
@@ -165,6 +195,14 @@ pub struct Gauges {
     pub memory_used: u64,
     /// The memory budget.
     pub memory_budget: u64,
+    /// Relayed DATA bytes since start.
+    pub relay_bytes: u64,
+    /// Relayed streams opened since start.
+    pub relay_streams_total: u64,
+    /// Relayed streams open now.
+    pub relay_streams: u64,
+    /// Bytes charged to the relay budget now.
+    pub relay_used: u64,
 }
 
 impl Metrics {
@@ -311,6 +349,16 @@ impl Metrics {
                 "Rows read from the registry's change feed.",
                 load(&self.feed_rows),
             ),
+            (
+                "m2m_hub_relay_bytes_total",
+                "Bytes of stream data relayed.",
+                g.relay_bytes,
+            ),
+            (
+                "m2m_hub_relay_streams_total",
+                "Streams opened through the relay.",
+                g.relay_streams_total,
+            ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} counter");
@@ -344,6 +392,16 @@ impl Metrics {
                 "m2m_hub_memory_budget_bytes",
                 "The memory budget for connection buffers.",
                 g.memory_budget,
+            ),
+            (
+                "m2m_hub_relay_streams",
+                "Streams open through the relay now.",
+                g.relay_streams,
+            ),
+            (
+                "m2m_hub_relay_used_bytes",
+                "Relayed bytes queued towards destinations, charged to the relay budget.",
+                g.relay_used,
             ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}");

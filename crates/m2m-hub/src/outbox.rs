@@ -1,5 +1,6 @@
-//! The reply side of a WebSocket: an [`Outbox`] of replies written straight to the socket
-//! as unmasked text frames, in batches, within the write timeout. tungstenite only reads
+//! The reply side of a WebSocket: an [`Outbox`] of replies (unmasked text frames) and relay
+//! frames (unmasked binary frames) written straight to the socket, in batches, within the
+//! write timeout. tungstenite only reads
 //! (and answers pings and closes): writing through it would copy every reply into a
 //! per-connection buffer that keeps the capacity of the largest reply ever sent.
 
@@ -8,6 +9,7 @@ use std::io::{self, IoSlice};
 use std::pin::pin;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::{FutureExt, SinkExt};
 use m2m_proto::hub::errors;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -27,7 +29,7 @@ use crate::state::HubState;
 /// written; a reply the budget cannot hold is replaced by an `overloaded` error.
 #[derive(Debug, Default)]
 pub(crate) struct Outbox {
-    frames: Vec<(FrameHeader, String)>,
+    frames: Vec<(FrameHeader, Payload)>,
     bytes: usize,
     charge: Option<Charge>,
 }
@@ -62,7 +64,28 @@ impl Outbox {
 
     pub(crate) fn push(&mut self, text: String) {
         self.bytes += text.len();
-        self.frames.push((FrameHeader::text(text.len()), text));
+        self.frames
+            .push((FrameHeader::text(text.len()), Payload::Text(text)));
+    }
+
+    /// Queues one binary frame: `head` (at most [`MAX_HEAD`] bytes: a relay frame's kind,
+    /// stream id and fixed fields) followed by `body`, which is written in place (a
+    /// forwarded DATA payload is not copied).
+    pub(crate) fn push_binary(&mut self, head: &[u8], body: Bytes) {
+        debug_assert!(head.len() <= MAX_HEAD);
+        let len = head.len().min(MAX_HEAD);
+        let mut bytes = [0u8; MAX_HEAD];
+        bytes[..len].copy_from_slice(&head[..len]);
+        let total = len + body.len();
+        self.bytes += total;
+        self.frames.push((
+            FrameHeader::binary(total),
+            Payload::Binary {
+                head: bytes,
+                len: len as u8,
+                body,
+            },
+        ));
     }
 
     pub(crate) fn is_full(&self) -> bool {
@@ -122,6 +145,23 @@ where
     }
 }
 
+/// Longest fixed part of a binary frame the outbox holds inline (an OPEN: kind, stream,
+/// agent id).
+pub(crate) const MAX_HEAD: usize = 21;
+
+/// What follows a frame header.
+#[derive(Debug)]
+enum Payload {
+    /// A reply.
+    Text(String),
+    /// A relay frame: its fixed part, then its payload.
+    Binary {
+        head: [u8; MAX_HEAD],
+        len: u8,
+        body: Bytes,
+    },
+}
+
 /// Why a write failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum WriteFailed {
@@ -140,8 +180,16 @@ struct FrameHeader {
 
 impl FrameHeader {
     fn text(payload: usize) -> FrameHeader {
+        FrameHeader::new(0x81, payload) // FIN + text
+    }
+
+    fn binary(payload: usize) -> FrameHeader {
+        FrameHeader::new(0x82, payload) // FIN + binary
+    }
+
+    fn new(first: u8, payload: usize) -> FrameHeader {
         let mut bytes = [0u8; 10];
-        bytes[0] = 0x81; // FIN + text
+        bytes[0] = first;
         let len = match payload {
             0..=125 => {
                 bytes[1] = payload as u8;
@@ -167,15 +215,25 @@ impl FrameHeader {
 }
 
 /// Writes every frame (vectored: headers and replies in place) and flushes.
-async fn write_frames<W>(w: &mut W, frames: &[(FrameHeader, String)]) -> io::Result<()>
+async fn write_frames<W>(w: &mut W, frames: &[(FrameHeader, Payload)]) -> io::Result<()>
 where
     W: AsyncWrite + Unpin,
 {
-    let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(frames.len() * 2);
-    for (header, text) in frames {
+    let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(frames.len() * 3);
+    for (header, payload) in frames {
         slices.push(IoSlice::new(header.as_bytes()));
-        if !text.is_empty() {
-            slices.push(IoSlice::new(text.as_bytes()));
+        match payload {
+            Payload::Text(text) => {
+                if !text.is_empty() {
+                    slices.push(IoSlice::new(text.as_bytes()));
+                }
+            }
+            Payload::Binary { head, len, body } => {
+                slices.push(IoSlice::new(&head[..usize::from(*len)]));
+                if !body.is_empty() {
+                    slices.push(IoSlice::new(body));
+                }
+            }
         }
     }
     let mut bufs = &mut slices[..];

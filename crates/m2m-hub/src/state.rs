@@ -56,6 +56,8 @@ pub struct HubState {
     pub(crate) health: RegistryHealth,
     /// The web dashboard's history, streams and query view.
     pub(crate) dashboard: crate::dashboard::Dashboard,
+    /// The relay (docs/RELAY.md): attached WebSockets, budget, probes, counters.
+    pub(crate) relay: crate::relay::Relay,
 }
 
 impl HubState {
@@ -110,13 +112,14 @@ impl HubState {
             shutdown: CancellationToken::new(),
             websockets: TaskTracker::new(),
             pending_offline: Mutex::new(Vec::new()),
-            config,
             feed_watermark: AtomicI64::new(loaded.watermark),
             admission,
             registrations,
             request_rate,
             health: RegistryHealth::default(),
             dashboard: crate::dashboard::Dashboard::default(),
+            relay: crate::relay::Relay::new(&config.relay),
+            config,
         }))
     }
 
@@ -157,6 +160,10 @@ impl HubState {
             http_connections: self.admission.open() as u64,
             memory_used: self.admission.memory.used_bytes() as u64,
             memory_budget: self.admission.memory.total_bytes() as u64,
+            relay_bytes: self.relay.bytes_total.load(Ordering::Relaxed),
+            relay_streams_total: self.relay.streams_total.load(Ordering::Relaxed),
+            relay_streams: self.relay.streams_open.load(Ordering::Relaxed),
+            relay_used: self.relay.used() as u64,
         }
     }
 

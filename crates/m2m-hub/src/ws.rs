@@ -32,12 +32,12 @@ use tungstenite::Message;
 use crate::address;
 use crate::client::Client;
 use crate::defaults::{self, WEBSOCKET_READ_BUFFER as READ_BUFFER};
-use crate::http::{json_error, ClientAddr};
+use crate::http::{json_error, websocket_url, ClientAddr};
 use crate::metered::Metered;
 use crate::metrics::Refusal;
 use crate::outbox::{Outbox, WriteFailed};
 use crate::reply::error_text;
-use crate::server::{Ticket, TicketSlot};
+use crate::server::{LocalAddr, Ticket, TicketSlot};
 use crate::state::HubState;
 use m2m_proto::hub::errors;
 
@@ -49,6 +49,8 @@ const CLOSE_TOO_BIG: u16 = 1009;
 const CLOSE_NORMAL: u16 = 1000;
 /// Close code: a text frame that is not UTF-8 (RFC 6455 7.4.1).
 const CLOSE_INVALID_PAYLOAD: u16 = 1007;
+/// Close code: protocol error (a malformed relay frame, docs/RELAY.md).
+const CLOSE_PROTOCOL: u16 = 1002;
 /// Close code: try again later (the memory budget is spent).
 const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
 
@@ -101,6 +103,8 @@ pub(crate) async fn upgrade(
         }
     }
     let config = socket_config(&state);
+    let local = parts.extensions.get::<LocalAddr>().copied();
+    let hub_url: Arc<str> = Arc::from(websocket_url(&state, local));
     // Owned by the hub's WebSocket tracker from the start (shutdown waits for it); the
     // upgrade itself gives way to shutdown.
     let tracker = state.websockets.clone();
@@ -124,7 +128,7 @@ pub(crate) async fn upgrade(
             state.admission.memory.frames.empty(),
         );
         let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-        serve_client(state, socket, ip, (permit, ticket)).await;
+        serve_client(state, socket, ip, Some(hub_url), (permit, ticket)).await;
     });
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -170,7 +174,13 @@ fn header_contains(headers: &HeaderMap, key: HeaderName, value: &str) -> bool {
 /// The tungstenite configuration of a hub WebSocket.
 pub(crate) fn socket_config(state: &HubState) -> WebSocketConfig {
     let limits = &state.config.limits;
-    let hard = limits.hard_max_message_bytes.max(limits.max_message_bytes);
+    // Relay DATA frames are binary messages of up to 5 + 64 KiB whatever the text limit
+    // (text over `max_message_bytes` is refused by the action layer, as before).
+    let relay_frame = m2m_proto::relay::DATA_HEADER + m2m_proto::relay::MAX_DATA;
+    let hard = limits
+        .hard_max_message_bytes
+        .max(limits.max_message_bytes)
+        .max(relay_frame);
     // Only close and pong frames go through tungstenite's writer: they are written at once.
     WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
@@ -191,6 +201,7 @@ pub(crate) async fn serve_client<S>(
     state: Arc<HubState>,
     mut socket: WebSocketStream<Metered<S>>,
     ip: IpAddr,
+    hub_url: Option<Arc<str>>,
     _held: (OwnedSemaphorePermit, Option<Ticket>),
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -200,6 +211,7 @@ pub(crate) async fn serve_client<S>(
     let limits = state.config.limits.clone();
     let timeout = state.write_timeout();
     let mut client = Client::new(ip, state.request_rate, state.instant());
+    client.hub_url = hub_url;
     let challenge = serde_json::to_string(&Challenge::new(client.nonce()))
         .unwrap_or_else(|_| String::from("{}"));
     let mut out = Outbox::charged(state.admission.memory.replies.empty());
@@ -228,8 +240,23 @@ pub(crate) async fn serve_client<S>(
     };
     let idle = tokio::time::sleep(quiet_limit(true, false));
     let mut idle = pin!(idle);
+    // While the relay's bytes/s limit makes the reader wait: until when.
+    let mut resume_at: Option<tokio::time::Instant> = None;
     loop {
-        let mut next = tokio::select! {
+        let port = client.relay.as_ref().map(|a| a.port.clone());
+        let woken = async {
+            match &port {
+                Some(port) => port.woken().await,
+                None => std::future::pending().await,
+            }
+        };
+        let resume = async {
+            match resume_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        let event = tokio::select! {
             biased;
             _ = &mut shutting_down => {
                 close(&mut socket, CLOSE_GOING_AWAY, "hub shutting down", timeout).await;
@@ -253,59 +280,34 @@ pub(crate) async fn serve_client<S>(
                 close(&mut socket, CLOSE_NORMAL, "idle", timeout).await;
                 break;
             }
-            next = socket.next() => next,
+            _ = woken => None,
+            _ = resume => {
+                resume_at = None;
+                None
+            }
+            next = socket.next(), if resume_at.is_none() => Some(next),
         };
-        heard = tokio::time::Instant::now();
-        first = false;
-        // Answer what has arrived, then write the replies together.
-        let end = loop {
-            match next {
-                None | Some(Ok(Message::Close(_))) => break End::Closed,
-                Some(Err(e)) => {
-                    if is_too_big(&e) {
-                        state.metrics.oversized.fetch_add(1, Ordering::Relaxed);
-                        out.push(error_text(errors::MESSAGE_TOO_LARGE, None));
-                        break End::TooBig;
-                    }
-                    if socket.get_ref().starved() {
-                        state.metrics.refused(Refusal::MemoryFrame);
-                        break End::CloseWith(CLOSE_TRY_AGAIN_LATER, errors::OVERLOADED);
-                    }
-                    if matches!(e, tungstenite::Error::Utf8(_)) {
-                        state.metrics.refused(Refusal::InvalidUtf8);
-                        break End::CloseWith(CLOSE_INVALID_PAYLOAD, "invalid UTF-8");
-                    }
-                    break End::Closed;
-                }
-                Some(Ok(Message::Text(t))) => {
-                    socket.get_mut().message_done();
-                    let reply = state.handle_text(&mut client, t.as_str()).await;
-                    out.offer(reply, t.as_str(), &state);
-                }
-                // The original reads binary frames as text too.
-                Some(Ok(Message::Binary(b))) => {
-                    socket.get_mut().message_done();
-                    match std::str::from_utf8(&b) {
-                        Ok(t) => {
-                            let reply = state.handle_text(&mut client, t).await;
-                            out.offer(reply, t, &state);
-                        }
-                        Err(_) => out.push(error_text(errors::INVALID_JSON, None)),
-                    }
-                }
-                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {
-                    socket.get_mut().message_done();
-                }
+        let end = match event {
+            Some(next) => {
+                heard = tokio::time::Instant::now();
+                first = false;
+                read_batch(
+                    &state,
+                    &mut socket,
+                    &mut client,
+                    &mut out,
+                    next,
+                    &mut resume_at,
+                )
+                .await
             }
-            if out.is_full() {
-                break End::Open;
-            }
-            // `next` is cancel-safe: when nothing is buffered or readable, nothing is lost.
-            match socket.next().now_or_never() {
-                Some(more) => next = more,
-                None => break End::Open,
-            }
+            None => End::Open,
         };
+        // What other WebSockets relayed to this one goes out with the replies; what this
+        // one relayed to others is handed over, one push per destination.
+        if relay_turn(&state, &mut client, &mut out) {
+            client.relay = None;
+        }
         match end {
             End::Open => {
                 if let Err(failed) = out.write(&mut socket, timeout, true).await {
@@ -313,6 +315,9 @@ pub(crate) async fn serve_client<S>(
                         state.metrics.refused(Refusal::WriteTimeout);
                     }
                     break;
+                }
+                if let Some(att) = client.relay.as_deref_mut() {
+                    att.written(&state.relay);
                 }
             }
             End::CloseWith(code, reason) => {
@@ -339,9 +344,116 @@ pub(crate) async fn serve_client<S>(
             }
         }
     }
+    if let Some(mut att) = client.relay.take() {
+        att.end(&state.relay, None);
+    }
     // Once per connection: boxed, so that its future does not enlarge every client task's.
     Box::pin(state.close_client(&mut client)).await;
     state.open.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Answers what has arrived, starting with `next`, until nothing more is readable at once
+/// or the outbox is full; relay frames of an attached client go to its attachment.
+async fn read_batch<S>(
+    state: &HubState,
+    socket: &mut WebSocketStream<Metered<S>>,
+    client: &mut Client,
+    out: &mut Outbox,
+    mut next: Option<Result<Message, tungstenite::Error>>,
+    resume_at: &mut Option<tokio::time::Instant>,
+) -> End
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    loop {
+        match next {
+            None | Some(Ok(Message::Close(_))) => return End::Closed,
+            Some(Err(e)) => {
+                if is_too_big(&e) {
+                    state.metrics.oversized.fetch_add(1, Ordering::Relaxed);
+                    out.push(error_text(errors::MESSAGE_TOO_LARGE, None));
+                    return End::TooBig;
+                }
+                if socket.get_ref().starved() {
+                    state.metrics.refused(Refusal::MemoryFrame);
+                    return End::CloseWith(CLOSE_TRY_AGAIN_LATER, errors::OVERLOADED);
+                }
+                if matches!(e, tungstenite::Error::Utf8(_)) {
+                    state.metrics.refused(Refusal::InvalidUtf8);
+                    return End::CloseWith(CLOSE_INVALID_PAYLOAD, "invalid UTF-8");
+                }
+                return End::Closed;
+            }
+            Some(Ok(Message::Text(t))) => {
+                socket.get_mut().message_done();
+                let reply = state.handle_text(client, t.as_str()).await;
+                // A deferred reply (`relay` waiting for its probe) comes later.
+                if !reply.is_empty() {
+                    out.offer(reply, t.as_str(), state);
+                }
+            }
+            Some(Ok(Message::Binary(b))) => {
+                socket.get_mut().message_done();
+                if let Some(att) = client.attached() {
+                    let now = state.instant();
+                    match att.on_frame(&state.relay, &state.metrics, b, now, out) {
+                        Ok(None) => {}
+                        Ok(Some(wait)) => {
+                            // Backpressure: nothing more is read until the bytes are paid.
+                            *resume_at = Some(tokio::time::Instant::now() + wait);
+                            return End::Open;
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, "relay frame refused");
+                            state.metrics.refused(Refusal::RelayProtocol);
+                            return End::CloseWith(CLOSE_PROTOCOL, "malformed relay frame");
+                        }
+                    }
+                    if att.should_push() {
+                        return End::Open;
+                    }
+                } else {
+                    // The original reads binary frames as text too.
+                    match std::str::from_utf8(&b) {
+                        Ok(t) => {
+                            let reply = state.handle_text(client, t).await;
+                            if !reply.is_empty() {
+                                out.offer(reply, t, state);
+                            }
+                        }
+                        Err(_) => out.push(error_text(errors::INVALID_JSON, None)),
+                    }
+                }
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {
+                socket.get_mut().message_done();
+            }
+        }
+        if out.is_full() {
+            return End::Open;
+        }
+        // `next` is cancel-safe: when nothing is buffered or readable, nothing is lost.
+        match socket.next().now_or_never() {
+            Some(more) => next = more,
+            None => return End::Open,
+        }
+    }
+}
+
+/// The relay's turn after a read batch or a wake-up: drains the inbox into `out` and
+/// pushes what this client relayed. `true` when a newer attachment replaced this one (the
+/// caller drops it; its streams were closed `gone`).
+fn relay_turn(state: &HubState, client: &mut Client, out: &mut Outbox) -> bool {
+    let Some(att) = client.relay.as_deref_mut() else {
+        return false;
+    };
+    let events = att.on_inbox(&state.relay, &state.metrics, state.instant(), out);
+    if events.detached {
+        att.end(&state.relay, Some(out));
+        return true;
+    }
+    att.push(&state.relay, out);
+    false
 }
 
 /// How a run of received messages ended.

@@ -18,6 +18,7 @@ mod find;
 mod heartbeat;
 mod lookup;
 mod register;
+mod relay;
 mod stats;
 mod status;
 
@@ -140,9 +141,10 @@ impl HubState {
                 .await
                 .map(|b| ok(b, cid)),
             Action::Stats => Ok(ok(self.stats(), cid)),
-            // The relay (docs/RELAY.md) is not served yet: refused as a hub with the relay
-            // turned off would.
-            Action::Relay { .. } => Err(errors::RELAY_UNAVAILABLE.into()),
+            Action::Relay {
+                identity,
+                signature,
+            } => self.relay_attach(client, identity, signature, cid),
         }
     }
 

@@ -48,8 +48,14 @@ impl HubState {
         if client.owned.len() >= limits.max_agents_per_connection && r.identity.is_none() {
             return Err(errors::TOO_MANY_AGENTS.into());
         }
-        let address =
-            address::dial_address(client.ip, r.address.as_deref(), limits.max_address_len)?;
+        // Port 0 says "relay-only" (docs/RELAY.md): only a 2.1 agent can be relayed to.
+        let relay_only = r.identity.is_some() && self.config.relay.enabled;
+        let address = address::dial_address(
+            client.ip,
+            r.address.as_deref(),
+            limits.max_address_len,
+            relay_only,
+        )?;
         self.check_capabilities(&r.capabilities)?;
         self.check_metadata(&r.metadata)?;
         // Without `identity`: 2.0, a new random id every time (a `signature` alone proves
