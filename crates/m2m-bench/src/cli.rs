@@ -48,7 +48,7 @@ impl Invocation {
     }
 
     /// `<program> <prefix…> [--threads N]`, to which a bench subcommand is appended.
-    fn bench(&self, threads: Option<usize>) -> CommandLine {
+    pub(crate) fn bench(&self, threads: Option<usize>) -> CommandLine {
         let mut args = self.prefix.clone();
         if let Some(n) = threads {
             args.extend(["--threads".to_owned(), n.to_string()]);

@@ -5,7 +5,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context};
-use m2m_hub::{Hub, HubConfig, HubLimits, RunningHub};
+use m2m_hub::{Hub, HubConfig, HubLimits, RelayConfig, RunningHub};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::http::Uri;
 
@@ -180,7 +180,8 @@ impl HubUnderTest {
 /// The hub configuration of `hub-serve` and the in-process hub: the defaults, except that
 /// the per-connection request rate limit is lifted (the bench measures capacity, and a few
 /// connections may carry the whole load when `--agents` is small), and so are the
-/// per-source-IP shares (every bench client is 127.0.0.1).
+/// per-source-IP shares (every bench client is 127.0.0.1), and the relay's bytes/s per
+/// WebSocket (the relay bench measures the hub's relay capacity, two clients carry it all).
 pub(crate) fn bench_hub_config(bind: SocketAddr, database: String) -> HubConfig {
     HubConfig {
         bind,
@@ -190,6 +191,10 @@ pub(crate) fn bench_hub_config(bind: SocketAddr, database: String) -> HubConfig 
             max_connections_per_ip: 0,
             registrations_per_hour: 0,
             ..HubLimits::default()
+        },
+        relay: RelayConfig {
+            rate: 0,
+            ..RelayConfig::default()
         },
         ..HubConfig::default()
     }

@@ -37,9 +37,10 @@ pub struct RelayArgs {
     /// Registry: postgres://… (default: a new SQLite file in a temporary directory).
     #[arg(long)]
     database: Option<String>,
-    /// Hub command line, `{port}` and `{database}` substituted. Default: `m2m hub` on
-    /// 127.0.0.1 with the per-IP shares, the request rate and the relay rate limit lifted
-    /// (`--relay-rate 0`: the bench measures capacity).
+    /// Hub command line, `{port}` and `{database}` substituted; `m2m` for the `m2m hub`
+    /// command (its relay rate limit then applies). Default: the bench's own hub-serve, the
+    /// hub's defaults with the per-IP shares, the request rate and the relay rate limit
+    /// lifted (the bench measures capacity).
     #[arg(long, conflicts_with = "hub_url")]
     hub_cmd: Option<String>,
     /// Measure an already-running hub at this ws:// URL instead.
@@ -60,7 +61,8 @@ impl RelayArgs {
             }
         } else {
             match self.hub_cmd.as_deref() {
-                None => HubTarget::Spawn(relay_hub(me)),
+                None => HubTarget::Spawn(HubCommand::bench_serve(me.bench(None))),
+                Some("m2m") => HubTarget::Spawn(HubCommand::m2m_cli(me.m2m.clone())),
                 Some(line) => HubTarget::Spawn(HubCommand(CommandLine::parse(line)?)),
             }
         };
@@ -84,14 +86,6 @@ impl RelayArgs {
     }
 }
 
-/// `m2m hub` as the hub bench runs it, plus no request rate limit and no relay rate limit.
-fn relay_hub(me: &Invocation) -> HubCommand {
-    let HubCommand(mut line) = HubCommand::m2m_cli(me.m2m.clone());
-    line.args
-        .extend(["--rate-limit", "0", "--relay-rate", "0"].map(str::to_owned));
-    HubCommand(line)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,7 +98,7 @@ mod tests {
     }
 
     #[test]
-    fn the_default_hub_is_m2m_with_the_relay_rate_lifted() {
+    fn the_default_hub_is_the_benches_own() {
         let me = Invocation {
             program: "/bin/m2m".into(),
             prefix: vec!["bench".into()],
@@ -122,11 +116,10 @@ mod tests {
             panic!("the hub is not spawned");
         };
         let shown = line.display();
-        assert!(
-            shown.starts_with("/bin/m2m hub --bind 127.0.0.1"),
-            "{shown}"
+        assert_eq!(
+            shown,
+            "/bin/m2m bench hub-serve --port {port} --database {database}"
         );
-        assert!(shown.ends_with("--rate-limit 0 --relay-rate 0"), "{shown}");
         assert!(Cli::parse_from(["x", "--scenarios", "bogus"])
             .relay
             .options(&me)

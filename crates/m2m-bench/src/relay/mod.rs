@@ -201,6 +201,45 @@ mod tests {
         assert!("bogus".parse::<RelayScenario>().is_err());
     }
 
+    /// Every scenario against a real hub (in this process): the clients register, attach,
+    /// keep within their credit (the hub would close the stream with `protocol`) and all
+    /// 64 streams get their echo.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_scenario_runs_against_a_relaying_hub() {
+        let doc = run_relay(RelayBenchOptions {
+            target: HubTarget::InProcess,
+            database: None,
+            scenarios: vec![
+                RelayScenario::Frames,
+                RelayScenario::Bulk,
+                RelayScenario::Request,
+                RelayScenario::Streams,
+            ],
+            duration: Duration::from_millis(300),
+            warmup: Duration::from_millis(50),
+            size: 200,
+            bulk_size: 65_536,
+            streams: 64,
+            repeat: 1,
+        })
+        .await
+        .unwrap();
+        let f = &doc["runs"][0]["figures"];
+        for name in [
+            "frames_per_s",
+            "bulk_mb_per_s",
+            "request_per_s",
+            "request_p99_us",
+        ] {
+            assert!(f[name].as_f64().unwrap() > 0.0, "{name}: {doc}");
+        }
+        let s = &doc["runs"][0]["scenarios"];
+        assert_eq!(s["bulk"]["frame_bytes"], 65_536);
+        assert!(s["bulk"]["frames"].as_u64().unwrap() > 0, "{doc}");
+        assert_eq!(s["streams"]["streams"], 64);
+        assert!(s["streams"]["hub_rss_with_streams_kib"].as_u64().unwrap() > 0);
+    }
+
     #[test]
     fn figures_are_flat_numbers() {
         let mut out = Map::new();

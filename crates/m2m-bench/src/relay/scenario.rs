@@ -316,7 +316,8 @@ pub(super) async fn streams(
     let (y, served) = echo.await.context("the echo task failed")?;
     served?;
     let per_stream = match (before, with) {
-        (Some(b), Some(w)) => json!(round1((w.saturating_sub(b) * 1024) as f64 / count as f64)),
+        // Signed: the allocator may give back more than the streams take (shown as is).
+        (Some(b), Some(w)) => json!(round1((w as f64 - b as f64) * 1024.0 / count as f64)),
         _ => Value::Null,
     };
     let figures = json!({
