@@ -29,7 +29,10 @@ SCENARIOS = {
     "p2p-threads1": ["--threads", "1", "p2p"],
     "hold-16667": ["hub", "--agents", "16667", "--actions", "none", "--hold", "35s"],
     "crypto": ["crypto", "--duration", "1s"],
+    # Opt-in (--only relay): builds from before the relay have no `relay` bench.
+    "relay": ["relay"],
 }
+OPT_IN = {"hub-postgres", "relay"}
 
 
 def figures(doc):
@@ -47,7 +50,7 @@ def figures(doc):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--only", default=",".join(k for k in SCENARIOS if k != "hub-postgres"))
+    ap.add_argument("--only", default=",".join(k for k in SCENARIOS if k not in OPT_IN))
     ap.add_argument("builds", nargs="+")
     args = ap.parse_args()
     builds = [b.split("=", 1) for b in args.builds]

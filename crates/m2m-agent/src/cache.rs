@@ -17,6 +17,29 @@ pub(crate) struct Known {
     pub status: Option<String>,
     /// 2.1: the identity key (base64) the hub verified for this id.
     pub identity: Option<String>,
+    /// Relay: the public WebSocket URL of the hub relaying for it.
+    pub relay: Option<String>,
+    /// Relay: the hub's reachability verdict.
+    pub reachable: Option<m2m_proto::relay::Reachable>,
+}
+
+impl Known {
+    /// What a hub record says (`status` absent from `find`'s records).
+    pub(crate) fn of(
+        address: &str,
+        status: Option<&str>,
+        identity: Option<&str>,
+        relay: Option<&str>,
+        reachable: Option<m2m_proto::relay::Reachable>,
+    ) -> Self {
+        Known {
+            address: address.to_owned(),
+            status: status.map(str::to_owned),
+            identity: identity.map(str::to_owned),
+            relay: relay.map(str::to_owned),
+            reachable,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -33,13 +56,7 @@ impl AddressCache {
         }
     }
 
-    pub(crate) fn insert(
-        &self,
-        id: &str,
-        address: &str,
-        status: Option<&str>,
-        identity: Option<&str>,
-    ) {
+    pub(crate) fn insert(&self, id: &str, known: Known) {
         let now = Instant::now();
         let mut entries = self.entries.lock();
         if entries.len() >= MAX_ENTRIES {
@@ -49,17 +66,7 @@ impl AddressCache {
                 entries.clear();
             }
         }
-        entries.insert(
-            id.to_owned(),
-            (
-                Known {
-                    address: address.to_owned(),
-                    status: status.map(str::to_owned),
-                    identity: identity.map(str::to_owned),
-                },
-                now,
-            ),
-        );
+        entries.insert(id.to_owned(), (known, now));
     }
 
     /// The entry for `id` if it is younger than the TTL.
@@ -87,7 +94,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn entries_expire() {
         let cache = AddressCache::new(Duration::from_secs(60));
-        cache.insert("a", "1.2.3.4:5", Some("online"), None);
+        cache.insert(
+            "a",
+            Known::of("1.2.3.4:5", Some("online"), None, None, None),
+        );
         assert_eq!(cache.get("a").unwrap().address, "1.2.3.4:5");
         tokio::time::advance(Duration::from_secs(61)).await;
         assert_eq!(cache.get("a"), None);

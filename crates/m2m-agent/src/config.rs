@@ -95,6 +95,16 @@ pub struct AgentConfig {
     /// appearing in it: queries, sends and 2.1 requests work, no P2P port is opened, and
     /// nobody can find or message it (see [`AgentBuilder::register`](crate::AgentBuilder::register)).
     pub register: bool,
+    /// Relay (docs/RELAY.md): attach to a 2.1 hub's relay, so that agents that cannot dial
+    /// us reach us through it, and use it to reach agents we cannot dial (default true).
+    pub relay: bool,
+    /// Relay: open no TCP listener at all and register port 0
+    /// ([`m2m_proto::relay::RELAY_ONLY_ADDRESS`]): reachable only through the relay of a
+    /// 2.1 hub (connect fails on any other).
+    pub relay_only: bool,
+    /// How long a direct dial (connect and handshake) of a send by id may take before it
+    /// falls back to the relay, when the record names one.
+    pub direct_connect_timeout: Duration,
 }
 
 impl Default for AgentConfig {
@@ -129,6 +139,9 @@ impl Default for AgentConfig {
             identity: None,
             authenticated_peers_only: false,
             register: true,
+            relay: true,
+            relay_only: false,
+            direct_connect_timeout: defaults::DIRECT_CONNECT_TIMEOUT,
         }
     }
 }

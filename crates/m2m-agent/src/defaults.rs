@@ -198,3 +198,19 @@ pub const EVENT_CAPACITY: usize = 64;
 /// How long [`Agent::disconnect`](crate::Agent::disconnect) waits for the agent's tasks to
 /// stop: each has a deadline of its own, so this only bounds a bug.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+// ---- the relay (docs/RELAY.md) ---------------------------------------------------------------
+
+/// How long a direct dial may take before a send falls back to the relay (when the record
+/// has one): long enough for a slow link's TCP handshake, short enough that an agent behind
+/// NAT is reached through the relay without the sender noticing much (the proto default).
+pub const DIRECT_CONNECT_TIMEOUT: Duration = m2m_proto::defaults::DIRECT_CONNECT_TIMEOUT;
+
+/// Relay frames that may arrive between the hub's `relay` reply and the moment the reply's
+/// reader installed the relay client (an OPEN right after the attach): kept, not dropped;
+/// beyond this the hub is misbehaving and the rest is dropped (each stream then fails).
+pub const RELAY_EARLY_FRAMES: usize = 256;
+
+/// Relay frames written to the hub's WebSocket in one batch before a flush: many small
+/// frames (acks, credits) cost one write, and a large batch still yields to text requests.
+pub const RELAY_WRITE_BATCH: usize = 64;

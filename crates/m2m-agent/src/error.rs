@@ -156,6 +156,24 @@ pub enum AgentError {
     /// The configuration is unusable (bad hub URL, …).
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// Relay: the hub closed the relayed stream to `agent` (docs/RELAY.md, CLOSE reasons).
+    #[error("relay to {agent} closed ({reason}): {}", relay_explanation(*.reason, .detail))]
+    RelayClosed {
+        /// The agent at the other end.
+        agent: String,
+        /// The CLOSE frame's reason.
+        reason: m2m_proto::relay::CloseReason,
+        /// The hub's detail text (may be empty).
+        detail: String,
+    },
+    /// Relay: no route reaches `agent` (only a relay would, and it cannot be used).
+    #[error("no route to {agent}: {reason}")]
+    NoRoute {
+        /// The agent.
+        agent: String,
+        /// Why no route works.
+        reason: String,
+    },
     /// A local IO failure (binding the P2P port, …).
     #[error("{context}: {source}")]
     Io {
@@ -210,7 +228,10 @@ impl AgentError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             AgentError::AgentNotFound(_) | AgentError::AgentOffline(_) => ErrorKind::NotFound,
-            AgentError::Unreachable { .. } | AgentError::Timeout { .. } => ErrorKind::Network,
+            AgentError::Unreachable { .. }
+            | AgentError::Timeout { .. }
+            | AgentError::RelayClosed { .. }
+            | AgentError::NoRoute { .. } => ErrorKind::Network,
             AgentError::DecryptionFailed { .. } | AgentError::Peer { .. } => ErrorKind::PeerRefused,
             AgentError::PeerMisbehaved { .. } => ErrorKind::PeerMisbehaved,
             AgentError::Authentication { .. } => ErrorKind::Authentication,
@@ -223,6 +244,30 @@ impl AgentError {
         }
     }
 }
+
+/// What a CLOSE reason means for the sender, in one clause.
+fn relay_explanation(reason: m2m_proto::relay::CloseReason, detail: &str) -> String {
+    use m2m_proto::relay::CloseReason as R;
+    let text = match reason {
+        R::Normal => "the other end closed the stream",
+        R::Unreachable => "the agent is not attached to its hub",
+        R::Refused => "the agent refused the stream (no free inbound slot)",
+        R::Gone => "the other end's hub connection closed or was replaced",
+        R::Budget => "the hub's relay memory budget is spent",
+        R::Limit => "too many relayed streams on this hub connection",
+        R::Idle => "the stream was idle too long",
+        R::Protocol => "a relay frame broke the rules",
+    };
+    if detail.is_empty() {
+        text.to_owned()
+    } else {
+        format!("{text} ({detail})")
+    }
+}
+
+/// The message of a relay that only the relay would help and that needs 2.1 on both ends.
+pub(crate) const RELAY_NEEDS_21: &str =
+    "reachable only through a relay, which needs 2.1 on both ends";
 
 /// Shorthand for results of this crate.
 pub type Result<T, E = AgentError> = std::result::Result<T, E>;

@@ -6,6 +6,11 @@
 //! matching request. Messages with no waiting request (a 2.1 `{"event":"challenge"}`, late
 //! replies) are ignored. When the socket closes, every waiting request fails and
 //! [`HubClient::closed`] resolves, which is what the agent's supervisor waits for.
+//!
+//! Relay (docs/RELAY.md): once [`HubClient::attach_relay`] got the hub's ok, binary messages
+//! are relay frames, handed to the WebSocket's [`RelayClient`]; the frames its streams queue
+//! are written as binary messages, a batch of them per flush. Before that (and on a 2.0 hub,
+//! forever) no binary frame is sent, and a binary message is read as text, as before.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,8 +30,22 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::error::{AgentError, Result};
+use crate::relay::{OnOpen, RelayClient};
 
-use crate::defaults::{HUB_OUTGOING_QUEUE as OUTGOING_QUEUE, MAX_HUB_REPLY};
+use crate::defaults::{
+    HUB_OUTGOING_QUEUE as OUTGOING_QUEUE, MAX_HUB_REPLY, RELAY_EARLY_FRAMES, RELAY_WRITE_BATCH,
+};
+
+/// Whether this WebSocket carries relay frames.
+enum RelaySlot {
+    /// Not attached: binary messages are read as text.
+    Off,
+    /// The `relay` action is on its way: frames that arrive before its reply is handled
+    /// are kept for the relay client.
+    Early(Vec<Vec<u8>>),
+    /// Attached.
+    On(Arc<RelayClient>),
+}
 
 /// One WebSocket connection to the hub; a reconnect makes a new one (our presence across
 /// them is [`HubPresence`](crate::hub_presence::HubPresence)). Cheap to clone.
@@ -42,6 +61,9 @@ struct Inner {
     timeout: Duration,
     /// The hub closed us with 4001: our identity registered again elsewhere.
     superseded: AtomicBool,
+    /// Relay frames to write (binary).
+    frames: mpsc::UnboundedSender<Vec<u8>>,
+    relay: Mutex<RelaySlot>,
 }
 
 impl std::fmt::Debug for HubClient {
@@ -75,14 +97,17 @@ impl HubClient {
             .map_err(|_| AgentError::timeout("hub connect", timeout))?
             .map_err(|e| AgentError::unreachable(url, e))?;
         let (tx, rx) = mpsc::channel(OUTGOING_QUEUE);
+        let (frames, frames_rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             outgoing: tx,
             pending: Mutex::new(HashMap::new()),
             closed: parent.child_token(),
             timeout,
             superseded: AtomicBool::new(false),
+            frames,
+            relay: Mutex::new(RelaySlot::Off),
         });
-        tracker.spawn(run(ws, rx, inner.clone()));
+        tracker.spawn(run(ws, rx, frames_rx, inner.clone()));
         Ok(HubClient { inner })
     }
 
@@ -105,6 +130,63 @@ impl HubClient {
     /// Closes the connection (a close frame, then the socket).
     pub(crate) fn close(&self) {
         self.inner.closed.cancel();
+    }
+
+    /// Sends the `relay` action `req` and, on the hub's ok, attaches this WebSocket's
+    /// [`RelayClient`] (streams the hub opens go to `on_open`).
+    pub(crate) async fn attach_relay(
+        &self,
+        req: HubRequest,
+        on_open: Option<OnOpen>,
+    ) -> Result<Arc<RelayClient>> {
+        {
+            let mut slot = self.inner.relay.lock();
+            match &*slot {
+                RelaySlot::On(client) => return Ok(client.clone()),
+                RelaySlot::Early(_) => {}
+                RelaySlot::Off => *slot = RelaySlot::Early(Vec::new()),
+            }
+        }
+        let attached = match self
+            .request::<m2m_proto::hub::reply::RelayAttached>(req)
+            .await
+        {
+            Ok(a) => a,
+            Err(e) => {
+                *self.inner.relay.lock() = RelaySlot::Off;
+                return Err(e);
+            }
+        };
+        let client = RelayClient::new(attached, self.inner.frames.clone(), on_open);
+        let early = {
+            let mut slot = self.inner.relay.lock();
+            match std::mem::replace(&mut *slot, RelaySlot::On(client.clone())) {
+                RelaySlot::Early(frames) => frames,
+                RelaySlot::On(other) => {
+                    // Another attach won the race: keep its client.
+                    *slot = RelaySlot::On(other.clone());
+                    return Ok(other);
+                }
+                RelaySlot::Off => Vec::new(),
+            }
+        };
+        for frame in early {
+            if client.on_frame(&frame).is_err() {
+                self.close();
+            }
+        }
+        if self.is_closed() {
+            client.shutdown();
+        }
+        Ok(client)
+    }
+
+    /// The relay client of this WebSocket, once attached.
+    pub(crate) fn relay(&self) -> Option<Arc<RelayClient>> {
+        match &*self.inner.relay.lock() {
+            RelaySlot::On(client) => Some(client.clone()),
+            _ => None,
+        }
     }
 
     /// Sends `req` (its correlationId is replaced) and waits for the matching reply; an
@@ -165,7 +247,61 @@ fn install_crypto_provider() {
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn run(mut ws: Ws, mut outgoing: mpsc::Receiver<String>, inner: Arc<Inner>) {
+/// Writes `first` and the relay frames queued behind it (up to a batch), then flushes.
+async fn write_frames(
+    ws: &mut Ws,
+    first: Vec<u8>,
+    frames: &mut mpsc::UnboundedReceiver<Vec<u8>>,
+) -> std::result::Result<(), tokio_tungstenite::tungstenite::Error> {
+    ws.feed(WsMessage::binary(first)).await?;
+    for _ in 1..RELAY_WRITE_BATCH {
+        match frames.try_recv() {
+            Ok(frame) => ws.feed(WsMessage::binary(frame)).await?,
+            Err(_) => break,
+        }
+    }
+    ws.flush().await
+}
+
+/// A binary message from the hub: a relay frame once attached, else text as before.
+/// False when the WebSocket must close (a malformed frame).
+fn on_binary(inner: &Inner, bytes: &[u8]) -> bool {
+    let client = {
+        let mut slot = inner.relay.lock();
+        match &mut *slot {
+            RelaySlot::Off => None,
+            RelaySlot::Early(frames) => {
+                if frames.len() < RELAY_EARLY_FRAMES {
+                    frames.push(bytes.to_vec());
+                }
+                return true;
+            }
+            RelaySlot::On(client) => Some(client.clone()),
+        }
+    };
+    match client {
+        Some(client) => match client.on_frame(bytes) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(error = %e, "hub sent a malformed relay frame");
+                false
+            }
+        },
+        None => {
+            if let Ok(text) = std::str::from_utf8(bytes) {
+                dispatch(inner, text);
+            }
+            true
+        }
+    }
+}
+
+async fn run(
+    mut ws: Ws,
+    mut outgoing: mpsc::Receiver<String>,
+    mut frames: mpsc::UnboundedReceiver<Vec<u8>>,
+    inner: Arc<Inner>,
+) {
     let write_timeout = inner.timeout;
     loop {
         tokio::select! {
@@ -181,11 +317,18 @@ async fn run(mut ws: Ws, mut outgoing: mpsc::Receiver<String>, inner: Arc<Inner>
                     break;
                 }
             }
+            Some(frame) = frames.recv() => {
+                let sent = tokio::time::timeout(write_timeout, write_frames(&mut ws, frame, &mut frames)).await;
+                if !matches!(sent, Ok(Ok(()))) {
+                    tracing::debug!("hub relay write failed or timed out");
+                    break;
+                }
+            }
             incoming = ws.next() => match incoming {
                 Some(Ok(WsMessage::Text(text))) => dispatch(&inner, text.as_str()),
                 Some(Ok(WsMessage::Binary(bytes))) => {
-                    if let Ok(text) = std::str::from_utf8(&bytes) {
-                        dispatch(&inner, text);
+                    if !on_binary(&inner, &bytes) {
+                        break;
                     }
                 }
                 Some(Ok(WsMessage::Close(frame))) => {
@@ -206,6 +349,10 @@ async fn run(mut ws: Ws, mut outgoing: mpsc::Receiver<String>, inner: Arc<Inner>
     inner.closed.cancel();
     // Dropping the senders fails every waiting request at once.
     inner.pending.lock().clear();
+    let relay = std::mem::replace(&mut *inner.relay.lock(), RelaySlot::Off);
+    if let RelaySlot::On(client) = relay {
+        client.shutdown();
+    }
 }
 
 fn dispatch(inner: &Inner, text: &str) {

@@ -8,6 +8,12 @@
 //! a signature over the nonce and the registration fields, which gets us the id derived from
 //! our key (the same on every reconnect); a 2.0 hub answers `unknown_action` at once, and we
 //! register the 2.0 way and note that the hub vouches for nothing.
+//!
+//! Relay (docs/RELAY.md): on a 2.1 hub, every (re)registration is followed by the `relay`
+//! action (unless the agent was built with `relay(false)`), so that the hub can open streams
+//! towards us; a WebSocket that did not register attaches lazily, the first time a send
+//! needs the relay ([`HubPresence::relay`]), proving our key with a signature over the
+//! connection's nonce. A 2.0 hub never gets the action.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,13 +29,17 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use m2m_proto::identity::relay_attach_message;
+use m2m_proto::relay::Reachable;
+
 use crate::config::is_loopback_host;
 use crate::defaults::{LOCAL_ADDRESS_PROBE_TIMEOUT, MIN_HEARTBEAT_INTERVAL};
-use crate::error::{AgentError, Result};
+use crate::error::{AgentError, Result, RELAY_NEEDS_21};
 use crate::hub_client::HubClient;
 use crate::identity::LocalIdentity;
 use crate::message::AgentEvent;
 use crate::peer::Pool;
+use crate::relay::{OnOpen, RelayClient};
 
 /// What `register` sends, kept up to date by `update_status` so a reconnect restores it.
 #[derive(Debug, Clone)]
@@ -48,6 +58,28 @@ pub(crate) struct Standing {
     pub address: String,
     /// The hub verified our identity (2.1): `id` is derived from our key.
     pub hub_verified: bool,
+    /// The attach reply's reachability verdict (relay attached and probed).
+    pub reachable: Option<Reachable>,
+}
+
+/// How the agent uses the hub's relay.
+#[derive(Clone)]
+pub(crate) struct RelaySettings {
+    /// Attach and use the relay (`AgentBuilder::relay`).
+    pub enabled: bool,
+    /// No TCP listener: registration needs the relay.
+    pub relay_only: bool,
+    /// Where streams the hub opens towards us go.
+    pub on_open: Option<OnOpen>,
+}
+
+impl std::fmt::Debug for RelaySettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelaySettings")
+            .field("enabled", &self.enabled)
+            .field("relay_only", &self.relay_only)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The reply to the `challenge` probe of a 2.1 hub.
@@ -89,6 +121,7 @@ pub(crate) struct HubPresence {
     connected: RwLock<Option<Connected>>,
     standing: RwLock<Standing>,
     local: Arc<LocalIdentity>,
+    relay: RelaySettings,
     /// Set by [`HubPresence::disconnect`]: the coming close is ours, not a loss.
     leaving: AtomicBool,
     cancel: CancellationToken,
@@ -104,6 +137,7 @@ impl HubPresence {
         address: String,
         capabilities: Vec<String>,
         metadata: Map<String, Value>,
+        relay: RelaySettings,
         cancel: CancellationToken,
         tracker: TaskTracker,
     ) -> Self {
@@ -119,6 +153,7 @@ impl HubPresence {
             connected: RwLock::new(None),
             standing: RwLock::new(Standing::default()),
             local,
+            relay,
             leaving: AtomicBool::new(false),
             cancel,
             tracker,
@@ -166,10 +201,18 @@ impl HubPresence {
                 tracing::debug!(error = %e, "restoring status after register failed");
             }
         }
+        let reachable = match self.attach_registered(&client, hub_verified).await {
+            Ok(reachable) => reachable,
+            Err(e) => {
+                client.close();
+                return Err(e);
+            }
+        };
         let standing = Standing {
             id: registered.id.clone(),
             address: registered.address,
             hub_verified,
+            reachable,
         };
         self.install(
             Connected {
@@ -181,6 +224,95 @@ impl HubPresence {
         );
         self.local.set_hub_verified(hub_verified);
         Ok(standing)
+    }
+
+    /// After a registration: attaches to the relay on a 2.1 hub (unless turned off). Fails
+    /// only for a relay-only agent, which is unreachable without it.
+    async fn attach_registered(
+        &self,
+        client: &HubClient,
+        hub_verified: bool,
+    ) -> Result<Option<Reachable>> {
+        let relay_only = self.relay.relay_only;
+        if !self.relay.enabled || !hub_verified {
+            if relay_only {
+                return Err(AgentError::Config(format!(
+                    "a relay-only agent needs a 2.1 hub with its relay on: {}",
+                    if hub_verified {
+                        "the relay is turned off (relay(false))"
+                    } else {
+                        "this hub is 2.0"
+                    }
+                )));
+            }
+            return Ok(None);
+        }
+        let req = HubRequest {
+            action: Some(m2m_proto::relay::ACTION.into()),
+            ..HubRequest::default()
+        };
+        match client.attach_relay(req, self.relay.on_open.clone()).await {
+            Ok(relay) => Ok(relay.reachable()),
+            Err(e) if relay_only => Err(AgentError::Config(format!(
+                "a relay-only agent needs the hub's relay, which refused: {e}"
+            ))),
+            Err(e) => {
+                tracing::debug!(error = %e, "the hub does not relay for us");
+                Ok(None)
+            }
+        }
+    }
+
+    /// The relay of the current WebSocket, attaching it now if it is not yet (a WebSocket
+    /// that did not register proves our key with the connection's nonce).
+    pub(crate) async fn relay(&self) -> Result<Arc<RelayClient>> {
+        let connected = self.connected()?;
+        if let Some(relay) = connected.client.relay() {
+            return Ok(relay);
+        }
+        if !self.relay.enabled {
+            return Err(AgentError::NoRoute {
+                agent: String::new(),
+                reason: "the relay is turned off (relay(false))".into(),
+            });
+        }
+        let mut req = HubRequest {
+            action: Some(m2m_proto::relay::ACTION.into()),
+            ..HubRequest::default()
+        };
+        if connected.registered {
+            if !self.local.hub_verified() {
+                return Err(AgentError::NoRoute {
+                    agent: String::new(),
+                    reason: format!("{RELAY_NEEDS_21} (this hub is 2.0)"),
+                });
+            }
+        } else {
+            let Some(nonce) = Self::probe_challenge(&connected.client).await? else {
+                return Err(AgentError::NoRoute {
+                    agent: String::new(),
+                    reason: format!("{RELAY_NEEDS_21} (this hub is 2.0)"),
+                });
+            };
+            let identity = self.local.identity();
+            let public = identity.public();
+            req.identity = Some(public.to_b64().into());
+            req.signature = Some(
+                identity
+                    .sign_b64(&relay_attach_message(&nonce, &public))
+                    .into(),
+            );
+        }
+        let on_open = connected
+            .registered
+            .then(|| self.relay.on_open.clone())
+            .flatten();
+        connected.client.attach_relay(req, on_open).await
+    }
+
+    /// The relay of the current WebSocket if it is attached (no request).
+    pub(crate) fn attached_relay(&self) -> Option<Arc<RelayClient>> {
+        self.connected().ok()?.client.relay()
     }
 
     /// A new WebSocket to the hub.
@@ -213,6 +345,7 @@ impl HubPresence {
             id: self.local.identity().agent_id().to_owned(),
             address: String::new(),
             hub_verified: false,
+            reachable: None,
         };
         self.install(
             Connected {
@@ -382,6 +515,7 @@ pub(crate) async fn supervise(
                     let _ = events.send(AgentEvent::Reconnected {
                         id: standing.id,
                         address: standing.address,
+                        reachable: standing.reachable,
                     });
                     break;
                 }

@@ -303,6 +303,7 @@ mod tests {
 
     fn msg(kind: &str, cid: Option<&str>) -> Message {
         Message {
+            route: crate::message::Route::Direct,
             from: "p".into(),
             message_type: kind.into(),
             payload: json!({"k": kind}),

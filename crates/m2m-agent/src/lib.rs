@@ -164,6 +164,7 @@ mod listener;
 mod message;
 mod peer;
 mod refusals;
+mod relay;
 mod slots;
 
 #[cfg(test)]
@@ -174,10 +175,11 @@ pub use config::{hub_url, AgentConfig};
 pub use error::{AgentError, ErrorKind, IoError, Result};
 pub use handler::{HandlerError, HandlerResult, HANDLERS_AT_ONCE};
 pub use m2m_proto::hub::{AgentRecord, FoundAgent, Peer, Stats};
+pub use m2m_proto::relay::{CloseReason, Reachable};
 pub use m2m_proto::{Identity, IdentityKey};
 pub use message::{
     AgentEvent, BroadcastFailure, BroadcastOptions, BroadcastReport, Delivery, DiscoverOptions,
-    Message,
+    Message, Route,
 };
 pub use refusals::Refusals;
 pub use serde_json::{json, Map, Value};

@@ -22,9 +22,16 @@
 //! finishes writes the stream could not take at once. After a read that delivered messages
 //! the task lets the application run once before writing the acks, so that an immediate
 //! response leaves in the same write as the request's ack.
+//!
+//! Relay (docs/RELAY.md section 4): a stream the hub opens towards us runs on this same path
+//! ([`handle_connection`] over a [`crate::relay::RelayStream`]): the same slots, budget and
+//! handshake rate, with the source key being the agent id the hub stamped in the OPEN
+//! ([`relay_source`]) instead of an IP. Over the relay only 2.1 is served, and the identity
+//! the initiator proves must be the stamped id, or the connection closes before anything
+//! reaches the application.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +54,7 @@ use crate::defaults::{ACCEPT_RETRY_DELAY, FLUSH_AT, MAX_AWAITING_ACK, MIN_READ, 
 use crate::error::AgentError;
 use crate::identity::LocalIdentity;
 use crate::inbox::Inbox;
+use crate::message::Route;
 use crate::refusals::{Limit, RefusalCounter};
 use crate::slots::{InboundSlots, Slot, Stage};
 
@@ -201,6 +209,8 @@ pub(crate) struct InboundContext<W = OwnedWriteHalf> {
     pub local: Arc<LocalIdentity>,
     pub sessions: Arc<InboundSessions<W>>,
     pub refusals: Arc<RefusalCounter>,
+    /// How these connections reach us: over the relay only 2.1 is served.
+    pub route: Route,
 }
 
 impl<W> Clone for InboundContext<W> {
@@ -210,24 +220,28 @@ impl<W> Clone for InboundContext<W> {
             local: self.local.clone(),
             sessions: self.sessions.clone(),
             refusals: self.refusals.clone(),
+            route: self.route,
         }
     }
+}
+
+/// The source key of a relayed connection: the raw bytes of the agent id the hub stamped,
+/// read as an IPv6 address, so that the slots and the handshake rate (keyed by source,
+/// IPv6 by /64) count each relayed agent apart, as they count each IP. The first 64 bits of
+/// an id are a hash: no real network prefix is singled out, and none can be aimed at.
+pub(crate) fn relay_source(raw: &m2m_proto::relay::RawAgentId) -> IpAddr {
+    IpAddr::V6(Ipv6Addr::from(*raw))
 }
 
 /// Accepts P2P connections until `cancel`; each runs on `tracker`.
 pub(crate) async fn serve(
     listener: TcpListener,
     context: InboundContext,
-    limits: InboundLimits,
+    slots: Arc<InboundSlots>,
+    shared: Arc<SharedLimits>,
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let slots = InboundSlots::new(
-        limits.max_connections,
-        limits.max_per_ip,
-        context.refusals.clone(),
-    );
-    let shared = SharedLimits::new(limits);
     loop {
         let accepted = tokio::select! {
             biased;
@@ -243,6 +257,7 @@ pub(crate) async fn serve(
                         reader,
                         Arc::new(writer),
                         peer.ip(),
+                        None,
                         context.clone(),
                         shared.clone(),
                         cancel.clone(),
@@ -285,11 +300,14 @@ fn stage(responder: &Responder) -> Stage {
 
 /// One inbound connection, from its first byte to its close: the deadlines, the read
 /// budget, the handshake rate, the responder's decisions, delivery to the inbox and the
-/// answers, over any byte stream (`reader`, `writer`).
+/// answers, over any byte stream (`reader`, `writer`). `stamped`: over the relay, the agent
+/// id the hub says opened the stream, which the initiator's identity must prove.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn handle_connection<R, W>(
     mut reader: R,
     writer: Arc<W>,
     ip: IpAddr,
+    stamped: Option<String>,
     context: InboundContext<W>,
     shared: Arc<SharedLimits>,
     cancel: CancellationToken,
@@ -302,7 +320,14 @@ pub(crate) async fn handle_connection<R, W>(
     let mut charge: BufferCharge = shared.budget.charge();
     let mut stage_seen = Stage::Handshaking;
     let inbox = &context.inbox;
-    let responder = if context.local.authenticates() {
+    let relayed = context.route == Route::Relay;
+    let responder = if relayed {
+        // No 2.0 over the relay: the stamped id must be proven.
+        Responder::with_identity(
+            context.local.identity().clone(),
+            m2m_proto::PeerPolicy::AuthenticatedOnly,
+        )
+    } else if context.local.authenticates() {
         Responder::with_identity(context.local.identity().clone(), context.local.policy())
     } else {
         Responder::new()
@@ -397,13 +422,28 @@ pub(crate) async fn handle_connection<R, W>(
                     break;
                 }
                 ResponderOutput::Deliver { message, ack } => {
+                    if let Some(stamped) = &stamped {
+                        if conn.session().peer_id() != Some(stamped.as_str()) {
+                            // The hub stamped someone other than who proved it: a lying hub.
+                            tracing::debug!(%stamped, "relayed peer proved another identity");
+                            Frame::error(errors::AUTHENTICATION_FAILED)
+                                .encode_into(&mut conn.out().buf);
+                            close = true;
+                            break;
+                        }
+                    }
                     // Listed before the application sees the message, so that its
                     // response finds this session.
                     relist(&conn, &mut listed, &context.sessions);
                     // The application is behind: send what we owe, then wait for room
                     // without reading further, which slows the sender down.
                     match conn
-                        .deliver(inbox, conn::to_message(message), line_len, flush)
+                        .deliver(
+                            inbox,
+                            conn::to_message(message, context.route),
+                            line_len,
+                            flush,
+                        )
                         .await
                     {
                         Ok(false) => {}

@@ -32,6 +32,43 @@ pub struct Message {
     /// Whether `from` is proven (2.1 sessions). Always false in 2.0.
     #[serde(default, skip_serializing_if = "is_false")]
     pub authenticated: bool,
+    /// How it arrived: over a direct connection or through the hub's relay. Serialized only
+    /// when `relay`, so a direct message keeps the original shape.
+    #[serde(default, skip_serializing_if = "Route::is_direct")]
+    pub route: Route,
+}
+
+/// How a message travelled between two agents: a direct TCP connection, or the hub's relay
+/// (docs/RELAY.md; the session inside is the same end-to-end encrypted 2.1 session).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Route {
+    /// A TCP connection between the two agents.
+    #[default]
+    Direct,
+    /// Through the relay of the hub the agents are attached to.
+    Relay,
+}
+
+impl Route {
+    /// Whether this is [`Route::Direct`].
+    pub fn is_direct(&self) -> bool {
+        *self == Route::Direct
+    }
+
+    /// `"direct"` or `"relay"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Route::Direct => "direct",
+            Route::Relay => "relay",
+        }
+    }
+}
+
+impl std::fmt::Display for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 fn is_false(b: &bool) -> bool {
@@ -48,6 +85,9 @@ pub enum AgentEvent {
         id: String,
         /// The address the hub stored.
         address: String,
+        /// How others reach us, as the hub's relay attach said (`None`: not attached, or
+        /// not probed).
+        reachable: Option<m2m_proto::relay::Reachable>,
     },
     /// The hub connection was lost (or closed by `disconnect`). No reconnect follows when
     /// the reason starts with `superseded`: another process registered with this agent's
@@ -62,6 +102,9 @@ pub enum AgentEvent {
         id: String,
         /// The address the hub stored.
         address: String,
+        /// How others reach us, as the hub's relay attach said (`None`: not attached, or
+        /// not probed).
+        reachable: Option<m2m_proto::relay::Reachable>,
     },
     /// A background failure (heartbeat, reconnect attempt).
     Error {
@@ -70,7 +113,7 @@ pub enum AgentEvent {
     },
 }
 
-/// The result of a delivered send: `{delivered, correlationId}`.
+/// The result of a delivered send: `{delivered, correlationId, route}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Delivery {
     /// True: the peer acked the message.
@@ -78,6 +121,9 @@ pub struct Delivery {
     /// The correlationId the message carried.
     #[serde(rename = "correlationId")]
     pub correlation_id: String,
+    /// The route it took.
+    #[serde(default)]
+    pub route: Route,
 }
 
 /// Filters and page of [`Agent::discover`](crate::Agent::discover).
@@ -178,6 +224,8 @@ pub struct BroadcastReport {
     pub delivered: usize,
     /// Agents that did not.
     pub failed: usize,
+    /// How many of the delivered went through the relay.
+    pub relayed: usize,
     /// Why each failed.
     pub errors: Vec<BroadcastFailure>,
 }
@@ -211,10 +259,11 @@ mod tests {
             timestamp: 5,
             encrypted: true,
             authenticated: false,
+            route: Route::Relay,
         };
         assert_eq!(
             serde_json::to_value(&m).unwrap(),
-            json!({"from":"a","type":"chat","payload":{"x":1},"correlationId":"c1","timestamp":5,"encrypted":true})
+            json!({"from":"a","type":"chat","payload":{"x":1},"correlationId":"c1","timestamp":5,"encrypted":true,"route":"relay"})
         );
         let back: Message = serde_json::from_value(serde_json::to_value(&m).unwrap()).unwrap();
         assert_eq!(back, m);
@@ -226,6 +275,7 @@ mod tests {
             total: 1,
             delivered: 0,
             failed: 1,
+            relayed: 0,
             errors: vec![BroadcastFailure {
                 agent: "b".into(),
                 error: AgentError::AgentOffline("b".into()),
@@ -233,7 +283,7 @@ mod tests {
         };
         assert_eq!(
             serde_json::to_value(&r).unwrap(),
-            json!({"total":1,"delivered":0,"failed":1,"errors":[{"agent":"b","error":"Agent is offline: b"}]})
+            json!({"total":1,"delivered":0,"failed":1,"relayed":0,"errors":[{"agent":"b","error":"Agent is offline: b"}]})
         );
     }
 }

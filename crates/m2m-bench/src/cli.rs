@@ -48,7 +48,7 @@ impl Invocation {
     }
 
     /// `<program> <prefix…> [--threads N]`, to which a bench subcommand is appended.
-    fn bench(&self, threads: Option<usize>) -> CommandLine {
+    pub(crate) fn bench(&self, threads: Option<usize>) -> CommandLine {
         let mut args = self.prefix.clone();
         if let Some(n) = threads {
             args.extend(["--threads".to_owned(), n.to_string()]);
@@ -80,6 +80,9 @@ pub enum BenchCommand {
     Hub(HubArgs),
     /// P2P: two agents in two processes; messages, bulk, fresh connections, requests.
     P2p(P2pArgs),
+    /// Relay: two attached WebSocket clients; frames, bulk, one-at-a-time requests, many
+    /// streams (the hub's RSS per stream).
+    Relay(crate::relay::RelayArgs),
     /// Loopback TCP limits: throughput, round trips (in one process and across two),
     /// small records, connections per second.
     Loopback(LimitArgs),
@@ -280,6 +283,7 @@ impl BenchArgs {
                 };
                 Ok(Some(crate::run_p2p(a.options(peer)?).await?))
             }
+            BenchCommand::Relay(a) => Ok(Some(crate::run_relay(a.options(&me)?).await?)),
             BenchCommand::Loopback(a) => Ok(Some(
                 crate::run_loopback(LoopbackOptions {
                     duration: a.duration,

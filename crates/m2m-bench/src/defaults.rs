@@ -68,3 +68,10 @@ pub const THROUGHPUT_CHUNK: usize = 64 * 1024;
 /// Unmeasured start of a throughput test (at most a quarter of it): TCP's window grows
 /// during the first round trips.
 pub const THROUGHPUT_WARMUP: Duration = Duration::from_millis(200);
+
+// ---- the relay bench ----
+
+/// Queued bytes after which a relay bench sender writes (one `write` per batch of DATA
+/// frames): 64 KiB is one bulk frame, or ~300 small ones — few system calls per window of
+/// credit (256 KiB), and still several writes per window so the hub reads while it comes.
+pub const RELAY_WRITE_BATCH: usize = 64 * 1024;

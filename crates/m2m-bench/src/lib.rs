@@ -11,6 +11,9 @@
 //! * [`p2p`] — two SDK agents in two processes on loopback: pipelined acknowledged
 //!   messages, bulk transfer, request/response, and a fresh connection + handshake per
 //!   message (the original implementation's pattern).
+//! * [`relay`] — the hub's relay (docs/RELAY.md): two raw WebSocket clients attached to a
+//!   hub process push DATA frames within their credit, echo records one at a time, and
+//!   hold many streams open while the hub's RSS is read.
 //! * [`machine`] — what this machine can do at all: AES-256-GCM, X25519, base64 per core;
 //!   loopback TCP throughput, round trip and connection rate.
 //!
@@ -64,6 +67,7 @@ pub mod hub;
 pub mod machine;
 pub mod p2p;
 mod rawws;
+pub mod relay;
 pub mod stats;
 pub mod sys;
 
@@ -72,4 +76,5 @@ pub use hub::{
 };
 pub use machine::{run_crypto, run_loopback, CryptoOptions, LoopbackOptions};
 pub use p2p::{run_p2p, run_peer, P2pBenchOptions, P2pScenario, PeerCommand, PeerOptions};
+pub use relay::{run_relay, RelayBenchOptions, RelayScenario};
 pub use stats::parse_duration;

@@ -116,6 +116,17 @@ impl RawWs {
         self.queue(OP_TEXT, text.as_bytes());
     }
 
+    /// Queues a masked binary frame whose payload is `parts` one after the other (a relay
+    /// frame's header and its bytes, without joining them first).
+    pub(crate) fn feed_binary(&mut self, parts: &[&[u8]]) {
+        self.queue_parts(OP_BINARY, parts);
+    }
+
+    /// Bytes queued and not yet written.
+    pub(crate) fn queued(&self) -> usize {
+        self.wbuf.len()
+    }
+
     /// Writes every queued frame.
     pub(crate) async fn flush(&mut self) -> anyhow::Result<()> {
         if !self.wbuf.is_empty() {
@@ -143,22 +154,35 @@ impl RawWs {
 
     /// The next text (or binary, read as UTF-8) message; answers pings on the way.
     pub(crate) async fn recv(&mut self) -> anyhow::Result<&str> {
-        self.last = self.next_message().await?;
+        self.last = self.next_message().await?.0;
         self.last()
+    }
+
+    /// The next message as bytes, and whether it came as a binary frame; answers pings on
+    /// the way.
+    pub(crate) async fn recv_any(&mut self) -> anyhow::Result<(bool, &[u8])> {
+        let (at, binary) = self.next_message().await?;
+        self.last = at;
+        Ok((binary, self.last_bytes()))
+    }
+
+    fn last_bytes(&self) -> &[u8] {
+        match self.last {
+            LastMessageAt::Read(a, b) => &self.rbuf[a..b],
+            LastMessageAt::Assembled => &self.assembled[..],
+        }
     }
 
     /// The message the last [`RawWs::recv`] returned, again (empty before the first).
     pub(crate) fn last(&self) -> anyhow::Result<&str> {
-        let bytes = match self.last {
-            LastMessageAt::Read(a, b) => &self.rbuf[a..b],
-            LastMessageAt::Assembled => &self.assembled[..],
-        };
-        std::str::from_utf8(bytes).context("the hub sent a message that is not UTF-8")
+        std::str::from_utf8(self.last_bytes()).context("the hub sent a message that is not UTF-8")
     }
 
-    async fn next_message(&mut self) -> anyhow::Result<LastMessageAt> {
+    /// The next message and whether it is binary.
+    async fn next_message(&mut self) -> anyhow::Result<(LastMessageAt, bool)> {
         self.assembled.clear();
         let mut fragmented = false;
+        let mut binary = false;
         loop {
             let Some((fin, op, payload_at, len)) = self.parse_header()? else {
                 self.fill().await?;
@@ -172,8 +196,9 @@ impl RawWs {
             self.start = b;
             match op {
                 OP_TEXT | OP_BINARY if !fragmented => {
+                    binary = op == OP_BINARY;
                     if fin {
-                        return Ok(LastMessageAt::Read(a, b));
+                        return Ok((LastMessageAt::Read(a, b), binary));
                     }
                     fragmented = true;
                     self.assembled.extend_from_slice(&self.rbuf[a..b]);
@@ -184,7 +209,7 @@ impl RawWs {
                     }
                     self.assembled.extend_from_slice(&self.rbuf[a..b]);
                     if fin {
-                        return Ok(LastMessageAt::Assembled);
+                        return Ok((LastMessageAt::Assembled, binary));
                     }
                 }
                 OP_PING => {
@@ -267,7 +292,11 @@ impl RawWs {
     }
 
     fn queue(&mut self, op: u8, payload: &[u8]) {
-        let len = payload.len();
+        self.queue_parts(op, &[payload]);
+    }
+
+    fn queue_parts(&mut self, op: u8, parts: &[&[u8]]) {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
         self.wbuf.push(0x80 | op);
         if len < 126 {
             self.wbuf.push(0x80 | len as u8);
@@ -281,7 +310,9 @@ impl RawWs {
         let mask = (next_u64(&mut self.mask_state) as u32).to_ne_bytes();
         self.wbuf.extend_from_slice(&mask);
         let at = self.wbuf.len();
-        self.wbuf.extend_from_slice(payload);
+        for part in parts {
+            self.wbuf.extend_from_slice(part);
+        }
         for (i, b) in self.wbuf[at..].iter_mut().enumerate() {
             *b ^= mask[i & 3];
         }
@@ -356,6 +387,7 @@ mod tests {
             ws.send(Message::Ping(vec![1, 2, 3].into())).await.unwrap();
             let last = Frame::message(&b"mented"[..], OpCode::Data(Data::Continue), true);
             ws.send(Message::Frame(last)).await.unwrap();
+            ws.send(Message::binary(vec![0u8, 1, 0xff])).await.unwrap();
             let mut got = Vec::new();
             while let Some(Ok(m)) = ws.next().await {
                 match m {
@@ -366,6 +398,7 @@ mod tests {
                         }
                     }
                     Message::Pong(p) => got.push(format!("pong {:?}", &p[..])),
+                    Message::Binary(b) => got.push(format!("binary {:?}", &b[..])),
                     Message::Close(_) => break,
                     _ => {}
                 }
@@ -380,6 +413,10 @@ mod tests {
         assert_eq!(ws.recv().await.unwrap(), "x".repeat(300));
         assert_eq!(ws.recv().await.unwrap(), "y".repeat(70_000));
         assert_eq!(ws.recv().await.unwrap(), "fragmented");
+        let (binary, bytes) = ws.recv_any().await.unwrap();
+        assert!(binary);
+        assert_eq!(bytes, [0u8, 1, 0xff]);
+        ws.feed_binary(&[&[1u8, 2], &[], &[3u8]]);
         ws.feed("a");
         ws.feed(&"b".repeat(200));
         ws.feed(&"c".repeat(70_000));
@@ -391,6 +428,7 @@ mod tests {
             got,
             vec![
                 "pong [1, 2, 3]".to_owned(),
+                "binary [1, 2, 3]".to_owned(),
                 "a".to_owned(),
                 "b".repeat(200),
                 "c".repeat(70_000)

@@ -88,6 +88,26 @@ fn bench_loopback_and_crypto_probe_the_machine() {
     positive(&v, "/aes256gcm_seal_64k_mb_per_s");
 }
 
+/// `m2m bench relay`: its hub is `m2m bench hub-serve` started again from this binary, and
+/// every scenario relays through it.
+#[test]
+fn bench_relay_relays_through_its_own_hub() {
+    let v = bench(&[
+        "relay",
+        "--duration",
+        "150ms",
+        "--warmup",
+        "50ms",
+        "--streams",
+        "16",
+    ]);
+    assert_eq!(v["bench"], "relay", "{v:#}");
+    positive(&v, "/runs/0/figures/frames_per_s");
+    positive(&v, "/runs/0/figures/bulk_mb_per_s");
+    positive(&v, "/runs/0/figures/request_per_s");
+    positive(&v, "/runs/0/scenarios/streams/hub_rss_with_streams_kib");
+}
+
 #[test]
 fn bench_errors_are_sentences() {
     let mut c = m2m();

@@ -174,6 +174,29 @@ impl AgentBuilder {
         self
     }
 
+    /// Relay (docs/RELAY.md): attach to a 2.1 hub's relay and use it (default true). With
+    /// `false` nobody reaches us through the hub, and sends to agents that only the relay
+    /// reaches fail with [`AgentError::NoRoute`](crate::AgentError::NoRoute).
+    pub fn relay(mut self, on: bool) -> Self {
+        self.config.relay = on;
+        self
+    }
+
+    /// Relay: run with no TCP listener at all (default false): the agent registers port 0
+    /// and is reached only through the hub's relay, which needs a 2.1 hub with its relay
+    /// on (otherwise [`AgentBuilder::connect`] fails with a clear error).
+    pub fn relay_only(mut self, on: bool) -> Self {
+        self.config.relay_only = on;
+        self
+    }
+
+    /// How long a direct dial of a send by id may take (connect and handshake) before the
+    /// send falls back to the relay (default 2 s, [`crate::defaults::DIRECT_CONNECT_TIMEOUT`]).
+    pub fn direct_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.config.direct_connect_timeout = timeout;
+        self
+    }
+
     /// The hub named by the `M2M_HUB` environment variable, if it is set and not empty;
     /// otherwise the hub stays as it was (default `m2m.dev`). Lets an example or a program
     /// run against a local hub without code changes.

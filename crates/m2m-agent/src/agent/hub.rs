@@ -9,6 +9,7 @@ use m2m_proto::hub::{
 use serde_json::{Map, Value};
 
 use super::Agent;
+use crate::cache::Known;
 use crate::error::{AgentError, Result};
 use crate::message::DiscoverOptions;
 
@@ -25,9 +26,16 @@ impl Agent {
         };
         let found: Discovered = self.inner.presence.request(req, true).await?;
         for p in &found.agents {
-            self.inner
-                .cache
-                .insert(&p.id, &p.address, Some(&p.status), p.identity.as_deref());
+            self.inner.cache.insert(
+                &p.id,
+                Known::of(
+                    &p.address,
+                    Some(&p.status),
+                    p.identity.as_deref(),
+                    p.relay.as_deref(),
+                    p.reachable,
+                ),
+            );
         }
         Ok(found.agents)
     }
@@ -41,9 +49,16 @@ impl Agent {
         };
         let found: Found = self.inner.presence.request(req, false).await?;
         for a in &found.agents {
-            self.inner
-                .cache
-                .insert(&a.id, &a.address, None, a.identity.as_deref());
+            self.inner.cache.insert(
+                &a.id,
+                Known::of(
+                    &a.address,
+                    None,
+                    a.identity.as_deref(),
+                    a.relay.as_deref(),
+                    a.reachable,
+                ),
+            );
         }
         Ok(found.agents)
     }
@@ -62,9 +77,16 @@ impl Agent {
             other => other?,
         };
         let a = &found.agent;
-        self.inner
-            .cache
-            .insert(&a.id, &a.address, Some(&a.status), a.identity.as_deref());
+        self.inner.cache.insert(
+            &a.id,
+            Known::of(
+                &a.address,
+                Some(&a.status),
+                a.identity.as_deref(),
+                a.relay.as_deref(),
+                a.reachable,
+            ),
+        );
         Ok(found.agent)
     }
 

@@ -10,12 +10,13 @@ use m2m_proto::hub::status;
 use m2m_proto::{limits, IdentityKey};
 use serde_json::Value;
 
+use super::routing::Target;
 use super::Agent;
 use crate::error::{AgentError, Result};
 use crate::hub_client::correlation_id;
 use crate::listener::NotSentBack;
 use crate::message::{
-    BroadcastFailure, BroadcastOptions, BroadcastReport, Delivery, DiscoverOptions, Message,
+    BroadcastFailure, BroadcastOptions, BroadcastReport, Delivery, DiscoverOptions, Message, Route,
 };
 use crate::peer::{self, Credentials};
 
@@ -35,8 +36,8 @@ impl Agent {
     ) -> Result<Delivery> {
         let timeout = self.inner.config.send_timeout;
         let sent = tokio::time::timeout(timeout, async {
-            let (address, expect) = self.resolve(id).await?;
-            self.deliver(&address, expect, message_type, payload, &correlation_id)
+            let target = self.resolve(id).await?;
+            self.deliver_to(&target, message_type, payload, &correlation_id)
                 .await
         })
         .await
@@ -44,6 +45,7 @@ impl Agent {
         if let Err(
             AgentError::Unreachable { .. }
             | AgentError::Timeout { .. }
+            | AgentError::RelayClosed { .. }
             | AgentError::Authentication { .. },
         ) = &sent
         {
@@ -51,15 +53,17 @@ impl Agent {
             // time.
             self.inner.cache.remove(id);
         }
-        sent.map(|()| Delivery {
+        sent.map(|route| Delivery {
             delivered: true,
             correlation_id,
+            route,
         })
     }
 
     /// Sends one message to `address` (`host:port`) without asking the hub. Nobody vouches
     /// for the identity there: a 2.1 peer authenticates, but as whoever it is (and a 2.0
     /// peer is refused with [`AgentBuilder::authenticated_peers_only`](crate::AgentBuilder::authenticated_peers_only)).
+    /// Always direct: an address names no relay.
     pub async fn send_direct(
         &self,
         address: &str,
@@ -77,9 +81,11 @@ impl Agent {
         Ok(Delivery {
             delivered: true,
             correlation_id,
+            route: Route::Direct,
         })
     }
 
+    /// A direct send to `address`, demanding `expect` of the peer.
     async fn deliver(
         &self,
         address: &str,
@@ -115,7 +121,7 @@ impl Agent {
             })
             .await?;
         let payload = &payload;
-        let results: Vec<(String, Result<()>)> = stream::iter(peers)
+        let results: Vec<(String, Result<Route>)> = stream::iter(peers)
             .map(|peer| async move {
                 let timeout = self.inner.config.send_timeout;
                 let cid = correlation_id();
@@ -125,8 +131,14 @@ impl Agent {
                         &peer.address,
                         peer.identity.as_deref(),
                     )?;
-                    self.deliver(&peer.address, expect, message_type, payload, &cid)
-                        .await
+                    let target = Target {
+                        id: peer.id.clone(),
+                        address: peer.address.clone(),
+                        expect,
+                        relay: peer.relay.clone(),
+                        reachable: peer.reachable,
+                    };
+                    self.deliver_to(&target, message_type, payload, &cid).await
                 })
                 .await
                 .unwrap_or_else(|_| Err(AgentError::timeout("send", timeout)));
@@ -141,7 +153,12 @@ impl Agent {
         };
         for (agent, result) in results {
             match result {
-                Ok(()) => report.delivered += 1,
+                Ok(route) => {
+                    report.delivered += 1;
+                    if route == Route::Relay {
+                        report.relayed += 1;
+                    }
+                }
                 Err(error) => report.errors.push(BroadcastFailure { agent, error }),
             }
         }
@@ -219,22 +236,49 @@ impl Agent {
             return sent.map(|()| Delivery {
                 delivered: true,
                 correlation_id: cid,
+                route: Route::Direct,
             });
         }
         let timeout = self.inner.config.send_timeout;
-        let back = self
-            .inner
-            .sessions
-            .send_back(&message.from, &response_type, &payload, &cid);
+        // The session it came on first: relayed or direct.
+        let mut routes = [Route::Direct, Route::Relay];
+        if message.route == Route::Relay {
+            routes.reverse();
+        }
+        let back = async {
+            for route in routes {
+                let sent = match route {
+                    Route::Direct => {
+                        self.inner
+                            .sessions
+                            .send_back(&message.from, &response_type, &payload, &cid)
+                            .await
+                    }
+                    Route::Relay => {
+                        self.inner
+                            .relay_sessions
+                            .send_back(&message.from, &response_type, &payload, &cid)
+                            .await
+                    }
+                };
+                match sent {
+                    Ok(()) => return Ok(Some(route)),
+                    Err(NotSentBack::Failed(e)) => return Err(e),
+                    Err(NotSentBack::NoSession) => {}
+                }
+            }
+            Ok(None)
+        };
         match tokio::time::timeout(timeout, back).await {
-            Ok(Ok(())) => {
+            Ok(Ok(Some(route))) => {
                 return Ok(Delivery {
                     delivered: true,
                     correlation_id: cid,
+                    route,
                 })
             }
-            Ok(Err(NotSentBack::Failed(e))) => return Err(e),
-            Ok(Err(NotSentBack::NoSession)) => {}
+            Ok(Err(e)) => return Err(e),
+            Ok(Ok(None)) => {}
             Err(_) => return Err(AgentError::timeout("respond", timeout)),
         }
         self.send_with_id(&message.from, &response_type, &payload, cid)
@@ -250,8 +294,9 @@ impl Agent {
         payload: &Value,
         cid: &str,
     ) -> Result<()> {
-        let (address, vouched) = self.resolve(from).await?;
-        if vouched.is_some() {
+        let target = self.resolve(from).await?;
+        let address = target.address;
+        if target.expect.is_some() {
             return Err(AgentError::Authentication {
                 address,
                 reason: format!(

@@ -14,6 +14,10 @@
 //! by id carry the identity the hub published for the peer into the handshake, so a hub that
 //! lies about an address gets the send refused, not redirected; responses to messages that
 //! came on an authenticated inbound session go back on that session.
+//!
+//! Relay (docs/RELAY.md): the inbound slots and limits are made here and shared by the TCP
+//! listener and the streams the hub's relay opens towards us (`relay_inbound`); a
+//! relay-only agent has no listener and registers port 0.
 
 mod builder;
 mod hub;
@@ -39,13 +43,17 @@ use crate::cache::AddressCache;
 use crate::config::{hub_url, AgentConfig};
 use crate::defaults::{EVENT_CAPACITY, SHUTDOWN_GRACE};
 use crate::error::{AgentError, Result};
+use crate::hub_presence::RelaySettings;
 use crate::hub_presence::{self, HubPresence, PresenceTiming};
 use crate::identity::LocalIdentity;
 use crate::inbox::Inbox;
-use crate::listener::{self, InboundContext, InboundLimits, InboundSessions};
-use crate::message::{AgentEvent, Message};
+use crate::listener::{self, InboundContext, InboundLimits, InboundSessions, SharedLimits};
+use crate::message::{AgentEvent, Message, Route};
 use crate::peer::{OutboundSettings, Pool};
 use crate::refusals::{RefusalCounter, Refusals};
+use crate::relay::{OnOpen, RelayStream, RelayWriter};
+use crate::slots::InboundSlots;
+use m2m_proto::relay::{raw_id, CloseReason, Reachable, RELAY_ONLY_ADDRESS};
 
 /// An M2M agent: registered at a hub, listening for peers, able to send to them.
 ///
@@ -63,6 +71,8 @@ pub(crate) struct Inner {
     local: Arc<LocalIdentity>,
     inbox: Arc<Inbox>,
     sessions: Arc<InboundSessions>,
+    /// Authenticated sessions that came through the relay.
+    relay_sessions: Arc<InboundSessions<RelayWriter>>,
     refusals: Arc<RefusalCounter>,
     pool: Arc<Pool>,
     cache: AddressCache,
@@ -99,9 +109,20 @@ impl Agent {
             config.authenticated_peers_only,
             !config.register,
         ));
+        if config.relay_only && !config.relay {
+            return Err(AgentError::Config(
+                "relay_only(true) needs the relay: not with relay(false)".into(),
+            ));
+        }
+        if config.relay_only && !config.register {
+            return Err(AgentError::Config(
+                "relay_only(true) needs a registration: not with register(false)".into(),
+            ));
+        }
         // An agent that does not register announces no address, so nobody could dial a
-        // listener: it opens none (2.1 peers answer on its own connections).
-        let listener = if config.register {
+        // listener: it opens none (2.1 peers answer on its own connections). A relay-only
+        // agent opens none either.
+        let listener = if config.register && !config.relay_only {
             Some(
                 TcpListener::bind(SocketAddr::new(config.bind_ip, config.port))
                     .await
@@ -118,6 +139,7 @@ impl Agent {
             None => 0,
         };
         let address = match (&config.address, &listener) {
+            _ if config.relay_only => RELAY_ONLY_ADDRESS.to_owned(),
             (Some(a), _) => a.clone(),
             (None, Some(_)) => format!("{}:{}", hub_presence::local_ipv4(&url).await, local_port),
             (None, None) => String::new(),
@@ -127,7 +149,21 @@ impl Agent {
         let tracker = TaskTracker::new();
         let inbox = Inbox::new(config.inbox_capacity, config.inbox_bytes);
         let sessions = Arc::new(InboundSessions::default());
+        let relay_sessions = Arc::new(InboundSessions::<RelayWriter>::default());
         let refusals = Arc::new(RefusalCounter::default());
+        let limits = InboundLimits {
+            max_frame_len: config.max_frame_len,
+            handshake_timeout: config.handshake_timeout,
+            idle_timeout: config.idle_timeout,
+            write_timeout: config.send_timeout,
+            max_connections: config.max_inbound_connections,
+            max_per_ip: config.max_inbound_per_ip,
+            buffer_budget: config.inbound_buffer_budget,
+            handshakes_per_second: config.handshakes_per_ip_per_second,
+            handshake_burst: config.handshake_burst_per_ip,
+        };
+        let slots = InboundSlots::new(limits.max_connections, limits.max_per_ip, refusals.clone());
+        let shared = SharedLimits::new(limits);
         if let Some(listener) = listener {
             tracker.spawn(listener::serve(
                 listener,
@@ -136,22 +172,27 @@ impl Agent {
                     local: local.clone(),
                     sessions: sessions.clone(),
                     refusals: refusals.clone(),
+                    route: Route::Direct,
                 },
-                InboundLimits {
-                    max_frame_len: config.max_frame_len,
-                    handshake_timeout: config.handshake_timeout,
-                    idle_timeout: config.idle_timeout,
-                    write_timeout: config.send_timeout,
-                    max_connections: config.max_inbound_connections,
-                    max_per_ip: config.max_inbound_per_ip,
-                    buffer_budget: config.inbound_buffer_budget,
-                    handshakes_per_second: config.handshakes_per_ip_per_second,
-                    handshake_burst: config.handshake_burst_per_ip,
-                },
+                slots.clone(),
+                shared.clone(),
                 cancel.clone(),
                 tracker.clone(),
             ));
         }
+        let on_open = relay_inbound(
+            InboundContext {
+                inbox: inbox.clone(),
+                local: local.clone(),
+                sessions: relay_sessions.clone(),
+                refusals: refusals.clone(),
+                route: Route::Relay,
+            },
+            slots,
+            shared,
+            cancel.clone(),
+            tracker.clone(),
+        );
         let pool = Arc::new(Pool::new(
             OutboundSettings {
                 max_frame_len: config.max_frame_len,
@@ -176,6 +217,11 @@ impl Agent {
             address,
             config.capabilities.clone(),
             config.metadata.clone(),
+            RelaySettings {
+                enabled: config.relay,
+                relay_only: config.relay_only,
+                on_open: Some(on_open),
+            },
             cancel.clone(),
             tracker.clone(),
         ));
@@ -189,6 +235,7 @@ impl Agent {
                 local,
                 inbox,
                 sessions,
+                relay_sessions,
                 refusals,
                 pool: pool.clone(),
                 events: events.clone(),
@@ -215,6 +262,7 @@ impl Agent {
         let _ = events.send(AgentEvent::Connected {
             id: standing.id,
             address: standing.address,
+            reachable: standing.reachable,
         });
         tracker.spawn(hub_presence::supervise(presence, pool, events, cancel));
         Ok(agent)
@@ -241,6 +289,18 @@ impl Agent {
     /// 2.1: our long-term identity (its secret signs our handshakes; keep it private).
     pub fn identity(&self) -> &Identity {
         self.inner.local.identity()
+    }
+
+    /// How others reach us, as the hub's relay said when it attached us: [`Reachable::Relay`]
+    /// for a relay-only agent or one whose address did not answer the hub's probe,
+    /// [`Reachable::Direct`] when it did; `None` when not attached (a 2.0 hub, `relay(false)`,
+    /// no registration) or not probed.
+    pub fn reachable(&self) -> Option<Reachable> {
+        if !self.inner.config.register {
+            return None;
+        }
+        self.inner.presence.attached_relay()?;
+        self.inner.presence.standing().reachable
     }
 
     /// The P2P port we listen on (0 for an agent that did not register: it listens on none).
@@ -354,4 +414,39 @@ impl Agent {
         });
         Ok(())
     }
+}
+
+/// What a stream the hub's relay opens towards us becomes: an inbound connection on the
+/// path of TCP ones (slots, limits, the responder), keyed by the stamped agent id; with no
+/// slot for it, it is closed `refused`.
+fn relay_inbound(
+    context: InboundContext<RelayWriter>,
+    slots: Arc<InboundSlots>,
+    shared: Arc<SharedLimits>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) -> OnOpen {
+    Arc::new(move |stream: RelayStream| {
+        let Some(raw) = raw_id(stream.peer()) else {
+            return;
+        };
+        let source = listener::relay_source(&raw);
+        let peer = stream.peer().to_owned();
+        let (reader, writer) = stream.split();
+        match slots.admit(source, tokio::time::Instant::now()) {
+            Ok(slot) => {
+                tracker.spawn(listener::handle_connection(
+                    reader,
+                    Arc::new(writer),
+                    source,
+                    Some(peer),
+                    context.clone(),
+                    shared.clone(),
+                    cancel.clone(),
+                    slot,
+                ));
+            }
+            Err(_) => writer.close(CloseReason::Refused),
+        }
+    })
 }

@@ -3,17 +3,38 @@
 //! refused; the identity key the hub publishes for the id is checked against the id (the id
 //! is the key's hash) and demanded in the handshake, so a lying hub gets the send refused,
 //! not redirected. Keys that passed are remembered ([`VouchedKeys`]).
+//!
+//! Relay (docs/RELAY.md section 4): a record that says `reachable: "relay"`, or whose port
+//! is 0, is sent to through the relay at once; any other is dialled directly within
+//! `direct_connect_timeout`, and a dial that fails (connect or handshake: nothing was sent)
+//! falls back to the relay when the record names one. The relayed session is 2.1 and must
+//! prove the identity the record publishes; the record's relay must be our own hub's.
 
 use std::collections::HashMap;
 
 use m2m_proto::hub::status;
+use m2m_proto::relay::{is_relay_only_address, Reachable};
 use m2m_proto::IdentityKey;
 use parking_lot::Mutex;
+use serde_json::Value;
 
 use super::Agent;
 use crate::defaults::VOUCHED_KEYS;
-use crate::error::{AgentError, Result};
-use crate::peer::Credentials;
+use crate::error::{AgentError, Result, RELAY_NEEDS_21};
+use crate::message::Route;
+use crate::peer::{Credentials, Dial, PoolError};
+
+/// Where a send by id goes: what the hub's record says, its identity checked.
+#[derive(Debug, Clone)]
+pub(super) struct Target {
+    pub id: String,
+    pub address: String,
+    /// The identity key the hub vouches for under `id`.
+    pub expect: Option<IdentityKey>,
+    /// The public URL of the hub relaying for it.
+    pub relay: Option<String>,
+    pub reachable: Option<Reachable>,
+}
 
 /// Identity keys from hub records already checked against their ids: decoding an Ed25519
 /// point and hashing it cost ~10 µs, on every send by id otherwise. By key text: the id it
@@ -49,18 +70,20 @@ impl VouchedKeys {
 }
 
 impl Agent {
-    /// The address of agent `id` and the identity key the hub vouches for: from the cache,
+    /// The record of agent `id` and the identity key the hub vouches for: from the cache,
     /// else from the hub.
-    pub(super) async fn resolve(&self, id: &str) -> Result<(String, Option<IdentityKey>)> {
+    pub(super) async fn resolve(&self, id: &str) -> Result<Target> {
         let known = match self.inner.cache.get(id) {
             Some(k) => k,
             None => {
-                let record = self.lookup(id).await?;
-                crate::cache::Known {
-                    address: record.address,
-                    status: Some(record.status),
-                    identity: record.identity,
-                }
+                let r = self.lookup(id).await?;
+                crate::cache::Known::of(
+                    &r.address,
+                    Some(&r.status),
+                    r.identity.as_deref(),
+                    r.relay.as_deref(),
+                    r.reachable,
+                )
             }
         };
         if known.status.as_deref() == Some(status::OFFLINE) {
@@ -70,7 +93,110 @@ impl Agent {
             .inner
             .vouched
             .check(id, &known.address, known.identity.as_deref())?;
-        Ok((known.address, expect))
+        Ok(Target {
+            id: id.to_owned(),
+            address: known.address,
+            expect,
+            relay: known.relay,
+            reachable: known.reachable,
+        })
+    }
+
+    /// Sends to `target` by the route its record calls for; returns the route taken.
+    pub(super) async fn deliver_to(
+        &self,
+        target: &Target,
+        message_type: &str,
+        payload: &Value,
+        correlation_id: &str,
+    ) -> Result<Route> {
+        if self.inner.cancel.is_cancelled() {
+            return Err(AgentError::Disconnected);
+        }
+        let no_listener = is_relay_only_address(&target.address);
+        let relay_first = no_listener || target.reachable == Some(Reachable::Relay);
+        if no_listener && target.relay.is_none() {
+            return Err(AgentError::NoRoute {
+                agent: target.id.clone(),
+                reason: format!("{RELAY_NEEDS_21} (its record names no relay)"),
+            });
+        }
+        if !(relay_first && target.relay.is_some()) {
+            let dial = Dial::Tcp {
+                address: target.address.clone(),
+                timeout: self.inner.config.direct_connect_timeout,
+            };
+            let credentials = self.credentials(target.expect);
+            let sent = self
+                .inner
+                .pool
+                .try_send(&dial, &credentials, message_type, payload, correlation_id)
+                .await;
+            match sent {
+                Ok(()) => return Ok(Route::Direct),
+                Err(PoolError::Send(e)) => return Err(e),
+                Err(PoolError::Dial(e)) if target.relay.is_none() || !self.inner.config.relay => {
+                    return Err(e)
+                }
+                Err(PoolError::Dial(e)) => {
+                    tracing::debug!(id = %target.id, error = %e, "direct dial failed; trying the relay");
+                }
+            }
+        }
+        self.send_relayed(target, message_type, payload, correlation_id)
+            .await
+            .map(|()| Route::Relay)
+    }
+
+    /// Sends to `target` through our hub's relay, on a 2.1 session proving the identity its
+    /// record publishes.
+    async fn send_relayed(
+        &self,
+        target: &Target,
+        message_type: &str,
+        payload: &Value,
+        correlation_id: &str,
+    ) -> Result<()> {
+        let no_route = |reason: String| AgentError::NoRoute {
+            agent: target.id.clone(),
+            reason,
+        };
+        let Some(relay_url) = target.relay.as_deref() else {
+            return Err(no_route("its record names no relay".into()));
+        };
+        if !self.inner.config.relay {
+            return Err(no_route(
+                "only the relay reaches it, and the relay is turned off (relay(false))".into(),
+            ));
+        }
+        let Some(key) = target.expect else {
+            return Err(no_route(format!(
+                "{RELAY_NEEDS_21} (the hub vouches for no identity of it)"
+            )));
+        };
+        let client = self.inner.presence.relay().await.map_err(|e| match e {
+            AgentError::NoRoute { reason, .. } => no_route(reason),
+            other => other,
+        })?;
+        if client.relay_url() != relay_url {
+            return Err(no_route(format!(
+                "it is attached to the relay of another hub ({relay_url}; ours is {}): \
+                 relaying across hubs is not supported yet",
+                client.relay_url()
+            )));
+        }
+        let credentials = Credentials::Authenticated {
+            expect: Some(key),
+            require: true,
+        };
+        let dial = Dial::Relay {
+            client,
+            agent: target.id.clone(),
+        };
+        self.inner
+            .pool
+            .send_via(&dial, &credentials, message_type, payload, correlation_id)
+            .await
     }
 
     /// How we connect to a peer whose identity the hub vouches for as `expect`.

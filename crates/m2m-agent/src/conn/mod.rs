@@ -397,8 +397,8 @@ pub(crate) fn peer_error(address: &str, error: String) -> AgentError {
     }
 }
 
-/// The application-facing form of an opened message.
-pub(crate) fn to_message(m: IncomingMessage) -> Message {
+/// The application-facing form of an opened message that came by `route`.
+pub(crate) fn to_message(m: IncomingMessage, route: crate::message::Route) -> Message {
     Message {
         from: m.from,
         message_type: m.message_type,
@@ -410,6 +410,7 @@ pub(crate) fn to_message(m: IncomingMessage) -> Message {
         timestamp: now_ms(),
         encrypted: true,
         authenticated: m.authenticated,
+        route,
     }
 }
 

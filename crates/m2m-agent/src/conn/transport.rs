@@ -36,7 +36,7 @@ impl WriteHalf for tokio::net::tcp::OwnedWriteHalf {
 /// Any [`AsyncWrite`] as a [`WriteHalf`]. Its `poll_write` of an empty buffer must wait
 /// while the stream is full, as [`tokio::io::DuplexStream`]'s does: that is how
 /// [`WriteHalf::writable`] waits.
-// Only tests run connections on it so far; a relayed stream will.
+// Only tests run connections on it.
 #[cfg_attr(not(test), allow(dead_code))]
 #[derive(Debug)]
 pub(crate) struct Piped<W>(Mutex<W>);

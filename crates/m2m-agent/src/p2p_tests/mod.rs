@@ -66,6 +66,7 @@ async fn server_with(limits: InboundLimits, capacity: usize) -> Server {
     let address = listener.local_addr().unwrap().to_string();
     let inbox = Inbox::new(capacity, crate::defaults::INBOX_BYTES);
     let cancel = CancellationToken::new();
+    let refusals = Arc::new(RefusalCounter::default());
     tokio::spawn(serve(
         listener,
         InboundContext {
@@ -76,9 +77,11 @@ async fn server_with(limits: InboundLimits, capacity: usize) -> Server {
                 false,
             )),
             sessions: Arc::new(InboundSessions::default()),
-            refusals: Arc::default(),
+            refusals: refusals.clone(),
+            route: crate::message::Route::Direct,
         },
-        limits,
+        InboundSlots::new(limits.max_connections, limits.max_per_ip, refusals),
+        SharedLimits::new(limits),
         cancel.clone(),
         TaskTracker::new(),
     ));
@@ -157,6 +160,7 @@ impl MemoryListener {
                 )),
                 sessions: Arc::new(InboundSessions::default()),
                 refusals,
+                route: crate::message::Route::Direct,
             },
             cancel: CancellationToken::new(),
         }
@@ -172,6 +176,7 @@ impl MemoryListener {
             r,
             Arc::new(Piped::new(w)),
             ip,
+            None,
             self.context.clone(),
             self.shared.clone(),
             self.cancel.clone(),

@@ -15,6 +15,10 @@
 //! them; dropping the last handle closes the connection too.
 //!
 //! The pool of these connections is in `pool.rs`, `ping` (no session) in `ping.rs`.
+//!
+//! Relay: a [`Dial::Relay`] opens a stream through the hub's relay instead of a TCP
+//! connection ([`crate::relay`]) and runs the same handshake and engine on it; only 2.1
+//! sessions go there (the caller demands the identity the record publishes).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +28,7 @@ use m2m_proto::{
     Identity, IdentityKey, Initiator, InitiatorEvent, LineDecoder, PeerExpectation, SessionError,
 };
 use serde_json::Value;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -33,6 +37,8 @@ use crate::conn::{self, out, ConnLimits, Connection, SendError, WriteHalf};
 use crate::defaults::{MAX_AWAITING_ACK, READ_CHUNK};
 use crate::error::{AgentError, Result};
 use crate::inbox::Inbox;
+use crate::message::Route;
+use crate::relay::{relay_closed, RelayClient, RelayWriter};
 
 mod ping;
 mod pool;
@@ -40,7 +46,7 @@ mod pool;
 pub(crate) use ping::ping;
 #[cfg(test)]
 pub(crate) use ping::ping_on;
-pub(crate) use pool::Pool;
+pub(crate) use pool::{Pool, PoolError};
 
 /// Who we are on an outbound session and what we demand of the peer.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -69,6 +75,63 @@ impl Credentials {
     }
 }
 
+/// How an outbound connection is made.
+#[derive(Debug, Clone)]
+pub(crate) enum Dial {
+    /// A TCP connection to `address`; connect and handshake within `timeout` (a failure
+    /// there sent nothing, so the caller may try another route).
+    Tcp {
+        /// `host:port`.
+        address: String,
+        /// Bound of the connect and the handshake.
+        timeout: Duration,
+    },
+    /// A stream through the hub's relay to agent `agent`.
+    Relay {
+        /// The relay of our hub WebSocket.
+        client: Arc<RelayClient>,
+        /// The destination's id.
+        agent: String,
+    },
+}
+
+impl Dial {
+    /// A direct dial bounded only by the caller's timeout.
+    pub(crate) fn tcp(address: &str) -> Self {
+        Dial::Tcp {
+            address: address.to_owned(),
+            timeout: Duration::MAX,
+        }
+    }
+
+    /// The pool's key: the address, or `relay:<id>` (never a `host:port`).
+    pub(crate) fn key(&self) -> String {
+        match self {
+            Dial::Tcp { address, .. } => address.clone(),
+            Dial::Relay { agent, .. } => format!("relay:{agent}"),
+        }
+    }
+
+    /// What errors name: the address, or `relay:<id>`.
+    fn label(&self) -> String {
+        self.key()
+    }
+
+    pub(crate) fn route(&self) -> Route {
+        match self {
+            Dial::Tcp { .. } => Route::Direct,
+            Dial::Relay { .. } => Route::Relay,
+        }
+    }
+}
+
+/// Why [`PeerConnection::open`] failed: `dial` when nothing was sent (connect or handshake
+/// failed), so another route may be tried.
+#[derive(Debug)]
+pub(crate) struct OpenError {
+    pub error: AgentError,
+}
+
 /// Bounds of outbound connections.
 #[derive(Debug, Clone)]
 pub(crate) struct OutboundSettings {
@@ -93,14 +156,84 @@ fn too_large(len: usize, max: usize) -> AgentError {
 
 /// One established outbound session.
 pub(crate) struct PeerConnection {
-    conn: Arc<Outbound>,
+    conn: Outbound,
     address: String,
     /// What the session was made under: it is reused only for the same.
     credentials: Credentials,
 }
 
-/// The engine of an outbound TCP connection.
-type Outbound = Connection<Initiator, tokio::net::tcp::OwnedWriteHalf>;
+/// The engine of an outbound connection, over TCP or the relay.
+#[derive(Debug, Clone)]
+pub(crate) enum Outbound {
+    /// A TCP connection.
+    Tcp(Arc<Connection<Initiator, tokio::net::tcp::OwnedWriteHalf>>),
+    /// A relayed stream.
+    Relay(Arc<Connection<Initiator, RelayWriter>>),
+}
+
+/// Runs `$body` with `$c` bound to the engine, whichever its transport.
+macro_rules! on_engine {
+    ($outbound:expr, $c:ident => $body:expr) => {
+        match $outbound {
+            Outbound::Tcp($c) => $body,
+            Outbound::Relay($c) => $body,
+        }
+    };
+}
+
+impl Outbound {
+    pub(crate) fn is_closed(&self) -> bool {
+        on_engine!(self, c => c.is_closed())
+    }
+
+    fn closed(&self) -> &CancellationToken {
+        on_engine!(self, c => c.closed())
+    }
+
+    fn max_frame_len(&self) -> usize {
+        on_engine!(self, c => c.max_frame_len())
+    }
+
+    #[cfg(test)]
+    fn awaiting_ack(&self) -> usize {
+        on_engine!(self, c => c.awaiting_ack())
+    }
+
+    async fn send(
+        &self,
+        message_type: &str,
+        plaintext: &[u8],
+        correlation_id: &str,
+    ) -> std::result::Result<(), SendError> {
+        on_engine!(self, c => c.send(message_type, plaintext, correlation_id, |_| true).await)
+    }
+}
+
+/// Writes all of `buf`, waiting for the stream as needed.
+async fn write_all<W: WriteHalf>(writer: &W, mut buf: &[u8]) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        match writer.try_write(buf) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => writer.writable().await?,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// The error of a relayed stream's IO error `e`: the hub's CLOSE reason when it closed it.
+fn io_error(dial: &Dial, e: std::io::Error) -> AgentError {
+    match (dial, relay_closed(&e)) {
+        (Dial::Relay { agent, .. }, Some(closed)) => AgentError::RelayClosed {
+            agent: agent.clone(),
+            reason: closed.reason,
+            detail: closed.detail,
+        },
+        _ => AgentError::unreachable_io(&dial.label(), e),
+    }
+}
 
 impl std::fmt::Debug for PeerConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -133,92 +266,93 @@ fn session_error(address: &str, e: SessionError) -> AgentError {
 }
 
 impl PeerConnection {
-    /// Connects to `address` and completes the handshake under `credentials` (2.1: as
-    /// `identity`). Bounded by the caller's timeout.
+    /// Connects (`dial`) and completes the handshake under `credentials` (2.1: as
+    /// `identity`). A TCP dial is bounded by its timeout, connect and handshake together;
+    /// the rest by the caller's timeout.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn open(
-        address: &str,
+        dial: &Dial,
         credentials: &Credentials,
         identity: &Identity,
         settings: &OutboundSettings,
         inbox: &Arc<Inbox>,
         cancel: &CancellationToken,
         tracker: &TaskTracker,
-    ) -> Result<Arc<Self>> {
-        let stream = TcpStream::connect(address)
-            .await
-            .map_err(|e| AgentError::unreachable_io(address, e))?;
-        let _ = stream.set_nodelay(true);
-        let (mut reader, mut writer) = stream.into_split();
-        let (mut session, hello) = match credentials {
-            Credentials::Plain { from } => Initiator::new(from, &mut rand::thread_rng()),
-            Credentials::Authenticated { expect, require } => Initiator::new_authenticated(
-                identity,
-                PeerExpectation {
-                    identity: *expect,
-                    require_authenticated: *require,
-                },
-                &mut rand::thread_rng(),
-            ),
-        };
-        writer
-            .write_all(&hello.encode())
-            .await
-            .map_err(|e| AgentError::unreachable_io(address, e))?;
-        let mut decoder = LineDecoder::new(settings.max_frame_len);
-        'handshake: loop {
-            let n = reader
-                .read(decoder.read_buf(READ_CHUNK))
-                .await
-                .map_err(|e| AgentError::unreachable_io(address, e))?;
-            if n == 0 {
-                return Err(AgentError::unreachable(
-                    address,
-                    "connection closed during handshake",
-                ));
-            }
-            decoder.commit(n);
-            loop {
-                let event = match decoder.next_line() {
-                    Ok(Some(line)) => session.handle_line(line),
-                    Ok(None) => break,
-                    Err(e) => return Err(AgentError::misbehaved(address, e)),
+    ) -> std::result::Result<Arc<Self>, OpenError> {
+        let label = dial.label();
+        let fail = |error| OpenError { error };
+        let conn = match dial {
+            Dial::Tcp { address, timeout } => {
+                let dialled = async {
+                    let stream = TcpStream::connect(address.as_str())
+                        .await
+                        .map_err(|e| AgentError::unreachable_io(address, e))?;
+                    let _ = stream.set_nodelay(true);
+                    let (reader, writer) = stream.into_split();
+                    establish(
+                        dial,
+                        reader,
+                        Arc::new(writer),
+                        credentials,
+                        identity,
+                        settings,
+                        cancel,
+                    )
+                    .await
                 };
-                match event {
-                    Ok(InitiatorEvent::Established) => break 'handshake,
-                    Ok(_) => {}
-                    Err(e) => return Err(session_error(address, e)),
-                }
+                let established = match tokio::time::timeout(*timeout, dialled).await {
+                    Ok(r) => r.map_err(fail)?,
+                    Err(_) => {
+                        return Err(fail(AgentError::timeout(
+                            format!("direct connect to {address}"),
+                            *timeout,
+                        )))
+                    }
+                };
+                let (conn, reader, decoder, writer) = established;
+                let conn = Arc::new(conn);
+                let route = dial.route();
+                tracker.spawn(read_frames(
+                    reader,
+                    decoder,
+                    conn.clone(),
+                    label.clone(),
+                    inbox.clone(),
+                    route,
+                ));
+                tracker.spawn(write_frames(writer, conn.clone(), settings.clone()));
+                Outbound::Tcp(conn)
             }
-        }
-        // 2.1: the initiator proves its identity before its first message.
-        if let Some(auth) = session.take_auth_frame() {
-            writer
-                .write_all(&auth.encode())
+            Dial::Relay { client, agent } => {
+                let stream = client.open(agent).map_err(fail)?;
+                let (reader, writer) = stream.split();
+                let (conn, reader, decoder, writer) = establish(
+                    dial,
+                    reader,
+                    Arc::new(writer),
+                    credentials,
+                    identity,
+                    settings,
+                    cancel,
+                )
                 .await
-                .map_err(|e| AgentError::unreachable_io(address, e))?;
-        }
-        let writer = Arc::new(writer);
-        let conn = Arc::new(Connection::new(
-            session,
-            writer.clone(),
-            cancel.child_token(),
-            ConnLimits {
-                max_frame_len: settings.max_frame_len,
-                max_awaiting_ack: MAX_AWAITING_ACK,
-            },
-            true,
-        ));
-        tracker.spawn(read_frames(
-            reader,
-            decoder,
-            conn.clone(),
-            address.to_owned(),
-            inbox.clone(),
-        ));
-        tracker.spawn(write_frames(writer, conn.clone(), settings.clone()));
+                .map_err(fail)?;
+                let conn = Arc::new(conn);
+                tracker.spawn(read_frames(
+                    reader,
+                    decoder,
+                    conn.clone(),
+                    label.clone(),
+                    inbox.clone(),
+                    Route::Relay,
+                ));
+                tracker.spawn(write_frames(writer, conn.clone(), settings.clone()));
+                Outbound::Relay(conn)
+            }
+        };
         Ok(Arc::new(PeerConnection {
             conn,
-            address: address.to_owned(),
+            address: label,
             credentials: credentials.clone(),
         }))
     }
@@ -247,7 +381,7 @@ impl PeerConnection {
         }
         match self
             .conn
-            .send(message_type, &plaintext, correlation_id, |_| true)
+            .send(message_type, &plaintext, correlation_id)
             .await
         {
             Ok(()) => Ok(()),
@@ -290,6 +424,84 @@ impl Drop for PeerConnection {
     }
 }
 
+/// The established engine of a new connection, with its reader and decoder.
+type Established<R, W> = (Connection<Initiator, W>, R, LineDecoder, Arc<W>);
+
+/// Runs the initiator handshake on a new stream (`dial` names it in errors).
+async fn establish<R, W>(
+    dial: &Dial,
+    mut reader: R,
+    writer: Arc<W>,
+    credentials: &Credentials,
+    identity: &Identity,
+    settings: &OutboundSettings,
+    cancel: &CancellationToken,
+) -> Result<Established<R, W>>
+where
+    R: AsyncRead + Unpin,
+    W: WriteHalf,
+{
+    let address = dial.label();
+    let address = address.as_str();
+    let (mut session, hello) = match credentials {
+        Credentials::Plain { from } => Initiator::new(from, &mut rand::thread_rng()),
+        Credentials::Authenticated { expect, require } => Initiator::new_authenticated(
+            identity,
+            PeerExpectation {
+                identity: *expect,
+                require_authenticated: *require,
+            },
+            &mut rand::thread_rng(),
+        ),
+    };
+    write_all(&*writer, &hello.encode())
+        .await
+        .map_err(|e| io_error(dial, e))?;
+    let mut decoder = LineDecoder::new(settings.max_frame_len);
+    'handshake: loop {
+        let n = reader
+            .read(decoder.read_buf(READ_CHUNK))
+            .await
+            .map_err(|e| io_error(dial, e))?;
+        if n == 0 {
+            return Err(AgentError::unreachable(
+                address,
+                "connection closed during handshake",
+            ));
+        }
+        decoder.commit(n);
+        loop {
+            let event = match decoder.next_line() {
+                Ok(Some(line)) => session.handle_line(line),
+                Ok(None) => break,
+                Err(e) => return Err(AgentError::misbehaved(address, e)),
+            };
+            match event {
+                Ok(InitiatorEvent::Established) => break 'handshake,
+                Ok(_) => {}
+                Err(e) => return Err(session_error(address, e)),
+            }
+        }
+    }
+    // 2.1: the initiator proves its identity before its first message.
+    if let Some(auth) = session.take_auth_frame() {
+        write_all(&*writer, &auth.encode())
+            .await
+            .map_err(|e| io_error(dial, e))?;
+    }
+    let conn = Connection::new(
+        session,
+        writer.clone(),
+        cancel.child_token(),
+        ConnLimits {
+            max_frame_len: settings.max_frame_len,
+            max_awaiting_ack: MAX_AWAITING_ACK,
+        },
+        true,
+    );
+    Ok((conn, reader, decoder, writer))
+}
+
 /// Reads acks (and, on a 2.1 session, messages the peer sends back) until the connection
 /// ends; then fails whatever is still in flight.
 async fn read_frames<R, W>(
@@ -298,6 +510,7 @@ async fn read_frames<R, W>(
     conn: Arc<Connection<Initiator, W>>,
     address: String,
     inbox: Arc<Inbox>,
+    route: Route,
 ) where
     R: AsyncRead + Unpin,
     W: WriteHalf,
@@ -320,7 +533,7 @@ async fn read_frames<R, W>(
                         true
                     };
                     if let Err(reason) = conn
-                        .deliver(&inbox, conn::to_message(message), line_len, flush)
+                        .deliver(&inbox, conn::to_message(message, route), line_len, flush)
                         .await
                     {
                         break 'conn reason.to_owned();

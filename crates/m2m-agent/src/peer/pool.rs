@@ -1,6 +1,7 @@
 //! The pool of outbound connections: one per address and [`Credentials`], reused for every
 //! send, opened on demand; a reused connection found dead before the peer acked anything we
-//! queued is retried once on a fresh one.
+//! queued is retried once on a fresh one. Relayed sessions are pooled the same way under
+//! `relay:<id>` ([`Dial::key`]), so a relayed and a direct session to one peer never mix.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,12 +12,30 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{Credentials, OutboundSettings, PeerConnection, SendFailure};
+use super::{Credentials, Dial, OutboundSettings, PeerConnection, SendFailure};
 use crate::defaults::MAX_POOL_ENTRIES;
 use crate::error::{AgentError, Result};
 use crate::inbox::Inbox;
 
 type Slot = Arc<tokio::sync::Mutex<Option<Arc<PeerConnection>>>>;
+
+/// How [`Pool::try_send`] failed.
+#[derive(Debug)]
+pub(crate) enum PoolError {
+    /// No connection could be made: nothing was sent.
+    Dial(AgentError),
+    /// The message may have been sent.
+    Send(AgentError),
+}
+
+impl PoolError {
+    /// The error, whichever it was.
+    pub(crate) fn into_error(self) -> AgentError {
+        match self {
+            PoolError::Dial(e) | PoolError::Send(e) => e,
+        }
+    }
+}
 
 /// Outbound connections by address and credentials.
 pub(crate) struct Pool {
@@ -83,13 +102,13 @@ impl Pool {
         slot
     }
 
-    /// The pooled connection to `address` (reused = true), or a new one.
+    /// The pooled connection for `dial` (reused = true), or a new one.
     async fn connection(
         &self,
-        address: &str,
+        dial: &Dial,
         credentials: &Credentials,
-    ) -> Result<(Arc<PeerConnection>, bool)> {
-        let slot = self.slot(address, credentials);
+    ) -> std::result::Result<(Arc<PeerConnection>, bool), AgentError> {
+        let slot = self.slot(&dial.key(), credentials);
         let mut held = slot.lock().await;
         if let Some(conn) = held.as_ref().filter(|c| c.is_usable(credentials)) {
             return Ok((conn.clone(), true));
@@ -97,7 +116,7 @@ impl Pool {
         // Boxed: the handshake's state is most of this future's size, and every send would
         // otherwise copy it around.
         let conn = Box::pin(PeerConnection::open(
-            address,
+            dial,
             credentials,
             &self.identity,
             &self.settings,
@@ -105,15 +124,16 @@ impl Pool {
             &self.cancel,
             &self.tracker,
         ))
-        .await?;
+        .await
+        .map_err(|e| e.error)?;
         if let Some(old) = held.replace(conn.clone()) {
             old.close();
         }
         Ok((conn, false))
     }
 
-    /// Sends one message to `address` under `credentials` over a pooled connection. Not
-    /// bounded in time: the caller applies the send timeout.
+    /// Sends one message to `address` (direct) under `credentials` over a pooled
+    /// connection. Not bounded in time: the caller applies the send timeout.
     pub(crate) async fn send(
         &self,
         address: &str,
@@ -122,25 +142,65 @@ impl Pool {
         payload: &Value,
         correlation_id: &str,
     ) -> Result<()> {
-        let (conn, reused) = self.connection(address, credentials).await?;
+        let dial = Dial::tcp(address);
+        self.send_via(&dial, credentials, message_type, payload, correlation_id)
+            .await
+    }
+
+    /// [`Pool::send`] over `dial` (direct or relayed).
+    pub(crate) async fn send_via(
+        &self,
+        dial: &Dial,
+        credentials: &Credentials,
+        message_type: &str,
+        payload: &Value,
+        correlation_id: &str,
+    ) -> Result<()> {
+        self.try_send(dial, credentials, message_type, payload, correlation_id)
+            .await
+            .map_err(PoolError::into_error)
+    }
+
+    /// [`Pool::send`], telling a dial that failed before anything was sent (another route
+    /// may be tried) from a failure after.
+    pub(crate) async fn try_send(
+        &self,
+        dial: &Dial,
+        credentials: &Credentials,
+        message_type: &str,
+        payload: &Value,
+        correlation_id: &str,
+    ) -> std::result::Result<(), PoolError> {
+        let address = dial.key();
+        let address = address.as_str();
+        let (conn, reused) = self
+            .connection(dial, credentials)
+            .await
+            .map_err(PoolError::Dial)?;
+        let failed = |e| Err(PoolError::Send(e));
         match conn.send(message_type, payload, correlation_id).await {
             Ok(()) => Ok(()),
-            Err(SendFailure::Failed(e)) => Err(e),
+            Err(SendFailure::Failed(e)) => failed(e),
             Err(SendFailure::Lost {
                 nothing_acked: true,
                 ..
             }) if reused => {
                 tracing::debug!(address, "pooled connection was dead; retrying on a new one");
-                let (conn, _) = self.connection(address, credentials).await?;
+                let (conn, _) = self
+                    .connection(dial, credentials)
+                    .await
+                    .map_err(PoolError::Send)?;
                 match conn.send(message_type, payload, correlation_id).await {
                     Ok(()) => Ok(()),
-                    Err(SendFailure::Failed(e)) => Err(e),
+                    Err(SendFailure::Failed(e)) => failed(e),
                     Err(SendFailure::Lost { reason, .. }) => {
-                        Err(AgentError::unreachable(address, reason))
+                        failed(AgentError::unreachable(address, reason))
                     }
                 }
             }
-            Err(SendFailure::Lost { reason, .. }) => Err(AgentError::unreachable(address, reason)),
+            Err(SendFailure::Lost { reason, .. }) => {
+                failed(AgentError::unreachable(address, reason))
+            }
         }
     }
 

@@ -12,7 +12,8 @@ use super::HubBenchOptions;
 use crate::defaults;
 use crate::rawws::RawWs;
 
-pub(super) async fn open_ws(
+/// A WebSocket to the hub at `url` (`hub` its address), from `source` when given.
+pub(crate) async fn open_ws(
     url: &str,
     hub: SocketAddr,
     source: Option<IpAddr>,

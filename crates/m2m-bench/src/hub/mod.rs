@@ -44,7 +44,8 @@ use crate::stats::summarize;
 use crate::sys;
 use report::options_json;
 
-pub(crate) use target::bench_hub_config;
+pub(crate) use client::open_ws;
+pub(crate) use target::{bench_hub_config, HubUnderTest};
 pub use target::{serve_hub, HubCommand, HubTarget, ServeHubOptions};
 
 /// A closed-loop phase after registration.

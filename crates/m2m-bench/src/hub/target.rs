@@ -5,7 +5,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context};
-use m2m_hub::{Hub, HubConfig, HubLimits, RunningHub};
+use m2m_hub::{Hub, HubConfig, HubLimits, RelayConfig, RunningHub};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::http::Uri;
 
@@ -88,10 +88,10 @@ pub enum HubTarget {
 }
 
 /// A hub the generator talks to, and how to stop it.
-pub(super) struct HubUnderTest {
-    pub(super) ws_url: String,
-    pub(super) addr: SocketAddr,
-    pub(super) pid: Option<u32>,
+pub(crate) struct HubUnderTest {
+    pub(crate) ws_url: String,
+    pub(crate) addr: SocketAddr,
+    pub(crate) pid: Option<u32>,
     process: Option<ChildProcess>,
     in_process: Option<RunningHub>,
     _dir: Option<tempfile::TempDir>,
@@ -99,7 +99,13 @@ pub(super) struct HubUnderTest {
 
 impl HubUnderTest {
     pub(super) async fn start(opts: &HubBenchOptions) -> anyhow::Result<Self> {
-        let (database, dir) = match &opts.database {
+        Self::launch(&opts.target, opts.database.as_deref()).await
+    }
+
+    /// Starts (or reaches) `target` with `database` (default: a new SQLite file in a
+    /// temporary directory) and waits until it accepts WebSockets.
+    pub(crate) async fn launch(target: &HubTarget, database: Option<&str>) -> anyhow::Result<Self> {
+        let (database, dir) = match database {
             // A fresh PostgreSQL database per run: the hub creates a missing one.
             Some(d) => (
                 d.replace("{unique}", &format!("{:08x}", rand::random::<u32>())),
@@ -111,7 +117,7 @@ impl HubUnderTest {
                 (db, Some(dir))
             }
         };
-        match &opts.target {
+        match target {
             HubTarget::Spawn(cmd) => {
                 let port = sys::free_port()?;
                 let line = cmd.resolve(port, &database);
@@ -155,11 +161,11 @@ impl HubUnderTest {
         }
     }
 
-    pub(super) fn sample(&self) -> Option<ProcSample> {
+    pub(crate) fn sample(&self) -> Option<ProcSample> {
         self.pid.and_then(ProcSample::read)
     }
 
-    pub(super) async fn stop(self) {
+    pub(crate) async fn stop(self) {
         if let Some(p) = self.process {
             p.stop(defaults::HUB_STOP_GRACE).await;
         }
@@ -174,7 +180,8 @@ impl HubUnderTest {
 /// The hub configuration of `hub-serve` and the in-process hub: the defaults, except that
 /// the per-connection request rate limit is lifted (the bench measures capacity, and a few
 /// connections may carry the whole load when `--agents` is small), and so are the
-/// per-source-IP shares (every bench client is 127.0.0.1).
+/// per-source-IP shares (every bench client is 127.0.0.1), and the relay's bytes/s per
+/// WebSocket (the relay bench measures the hub's relay capacity, two clients carry it all).
 pub(crate) fn bench_hub_config(bind: SocketAddr, database: String) -> HubConfig {
     HubConfig {
         bind,
@@ -184,6 +191,10 @@ pub(crate) fn bench_hub_config(bind: SocketAddr, database: String) -> HubConfig 
             max_connections_per_ip: 0,
             registrations_per_hour: 0,
             ..HubLimits::default()
+        },
+        relay: RelayConfig {
+            rate: 0,
+            ..RelayConfig::default()
         },
         ..HubConfig::default()
     }

@@ -200,7 +200,7 @@ async fn serve(agent: &Agent, handler: Handler, budget: AnswerBudget) -> anyhow:
                 }
             }
             event = events.recv() => match event {
-                Ok(AgentEvent::Reconnected { id, address }) => print_line(
+                Ok(AgentEvent::Reconnected { id, address, .. }) => print_line(
                     &json!({"event": "reconnected", "id": id, "address": address}).to_string(),
                 )?,
                 Ok(AgentEvent::Disconnected { reason }) => {
@@ -420,6 +420,7 @@ mod tests {
             timestamp: 1,
             encrypted: true,
             authenticated: false,
+            route: Default::default(),
         }
     }
 

@@ -96,7 +96,7 @@ async fn event_loop(
                 None => break,
             },
             event = hub_events.recv() => match event {
-                Ok(AgentEvent::Reconnected { id, address }) => {
+                Ok(AgentEvent::Reconnected { id, address, .. }) => {
                     app.apply(AppEvent::Registered { id, address, at: now_ms() });
                     execute(Command::Refresh, agent, &tx, &mut tasks);
                 }
@@ -201,6 +201,7 @@ fn execute(command: Command, agent: &Agent, tx: &mpsc::Sender<AppEvent>, tasks: 
                     timestamp: request.timestamp,
                     encrypted: true,
                     authenticated: request.authenticated,
+                    route: Default::default(),
                 };
                 let result = agent
                     .respond(&message, payload.clone())

@@ -182,6 +182,7 @@ mod tests {
             timestamp: n,
             encrypted: true,
             authenticated: true,
+            route: Default::default(),
         }
     }
 

@@ -102,6 +102,7 @@ fn messages_show_authenticated_and_keep_the_payload_as_data() {
             timestamp: 1_700_000_000_123,
             encrypted: true,
             authenticated: false,
+            route: Default::default(),
         },
     };
     let v = message_json(&r);
