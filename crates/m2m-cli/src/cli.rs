@@ -166,6 +166,19 @@ pub struct ConnectArgs {
     /// Metadata to register: a JSON object.
     #[arg(long, value_parser = parse_metadata)]
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+
+    /// Open no TCP listener: others reach this agent only through the hub's relay (needs a
+    /// hub of this project; docs/RELAY.md).
+    #[arg(long, conflicts_with = "no_relay")]
+    pub relay_only: bool,
+
+    /// Do not attach to the hub's relay: peers that cannot dial this agent cannot reach it.
+    #[arg(long)]
+    pub no_relay: bool,
+
+    /// How long a send waits for a direct TCP connection before it tries the relay.
+    #[arg(long, value_name = "DURATION", value_parser = duration::parse)]
+    pub direct_timeout: Option<Duration>,
 }
 
 /// Options of `m2m request` for when it registers (with no capabilities) while it waits for

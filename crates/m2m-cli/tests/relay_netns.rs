@@ -162,7 +162,6 @@ fn nat_lets_the_private_agent_out_and_nobody_in() {
 /// with `send` and `request`, the outputs and A's record say so (docs/RELAY.md sections 3
 /// and 4), and A → B stays direct.
 #[test]
-#[ignore = "needs the relay: enabled at merge"]
 fn relay_reaches_the_agent_behind_nat_with_no_flag() {
     let mut net = Net::start();
 

@@ -179,15 +179,17 @@ async fn serve(agent: &Agent, handler: Handler, budget: AnswerBudget) -> anyhow:
     let mut events = agent.events();
     // Installed before `connected` is printed: whoever reacts to that line may signal at once.
     let shutdown = shutdown_signal();
-    print_line(
-        &json!({
-            "event": "connected",
-            "id": agent.id(),
-            "address": agent.address(),
-            "hubVerified": agent.hub_verified(),
-        })
-        .to_string(),
-    )?;
+    let mut connected = json!({
+        "event": "connected",
+        "id": agent.id(),
+        "address": agent.address(),
+        "hubVerified": agent.hub_verified(),
+    });
+    // How others reach us (docs/RELAY.md): directly, or only through the hub's relay.
+    if let Some(reachable) = agent.reachable() {
+        connected["reachable"] = json!(reachable.as_str());
+    }
+    print_line(&connected.to_string())?;
     let mut handlers = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -200,9 +202,13 @@ async fn serve(agent: &Agent, handler: Handler, budget: AnswerBudget) -> anyhow:
                 }
             }
             event = events.recv() => match event {
-                Ok(AgentEvent::Reconnected { id, address, .. }) => print_line(
-                    &json!({"event": "reconnected", "id": id, "address": address}).to_string(),
-                )?,
+                Ok(AgentEvent::Reconnected { id, address, reachable }) => {
+                    let mut line = json!({"event": "reconnected", "id": id, "address": address});
+                    if let Some(reachable) = reachable {
+                        line["reachable"] = json!(reachable.as_str());
+                    }
+                    print_line(&line.to_string())?;
+                }
                 Ok(AgentEvent::Disconnected { reason }) => {
                     print_line(&json!({"event": "hub_lost", "reason": reason}).to_string())?;
                     if reason.starts_with("superseded") {
@@ -266,6 +272,8 @@ fn message_event(m: &Message) -> Value {
         "timestamp": m.timestamp,
         // Whether `from` is proven (a 2.1 session) or only declared (2.0).
         "authenticated": m.authenticated,
+        // Directly over TCP, or through the hub's relay.
+        "route": m.route.as_str(),
     })
 }
 
@@ -503,7 +511,7 @@ mod tests {
         let v = message_event(&message(json!({"a": 1})));
         assert_eq!(
             v,
-            json!({"event":"message","from":"f","type":"ask","payload":{"a":1},"correlationId":"c","timestamp":1,"authenticated":false})
+            json!({"event":"message","from":"f","type":"ask","payload":{"a":1},"correlationId":"c","timestamp":1,"authenticated":false,"route":"direct"})
         );
     }
 }

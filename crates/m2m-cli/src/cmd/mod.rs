@@ -44,6 +44,12 @@ pub struct Join {
     /// Register at the hub; `false` only asks it (queries and sends leave the registry as
     /// it was).
     pub register: bool,
+    /// No TCP listener: reachable only through the hub's relay.
+    pub relay_only: bool,
+    /// Do not attach to the hub's relay.
+    pub no_relay: bool,
+    /// Direct-dial timeout before the relay is tried (`None`: the SDK's default).
+    pub direct_timeout: Option<std::time::Duration>,
 }
 
 /// The identity of a long-running agent: `--identity FILE`, else the default key file.
@@ -80,6 +86,9 @@ impl Join {
             metadata: connect.metadata.clone().unwrap_or_default(),
             reconnect: true,
             register: true,
+            relay_only: connect.relay_only,
+            no_relay: connect.no_relay,
+            direct_timeout: connect.direct_timeout,
         })
     }
 
@@ -110,7 +119,12 @@ impl Join {
             .metadata(self.metadata.clone())
             .auto_reconnect(self.reconnect)
             .register(self.register)
-            .authenticated_peers_only(self.authenticated_only);
+            .authenticated_peers_only(self.authenticated_only)
+            .relay(!self.no_relay)
+            .relay_only(self.relay_only);
+        if let Some(timeout) = self.direct_timeout {
+            builder = builder.direct_connect_timeout(timeout);
+        }
         if let Some(address) = &self.address {
             builder = builder.address(address);
         }

@@ -50,6 +50,9 @@ pub async fn run(hub: &str, identity: Option<&Path>, args: McpArgs) -> anyhow::R
         address: args.serve.address,
         capabilities: args.serve.connect.capabilities,
         metadata: args.serve.connect.metadata.unwrap_or_default(),
+        relay_only: args.serve.connect.relay_only,
+        no_relay: args.serve.connect.no_relay,
+        direct_timeout: args.serve.connect.direct_timeout,
         reconnect: true,
         // A long-running agent that others message: it registers.
         register: true,

@@ -17,6 +17,7 @@ pub fn message_json(r: &Received) -> Value {
         "correlationId": m.correlation_id,
         "receivedAt": received_at(m.timestamp),
         "canRespond": r.answerable(),
+        "route": m.route.as_str(),
         "payload": m.payload,
     })
 }
