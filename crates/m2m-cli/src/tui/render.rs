@@ -425,6 +425,7 @@ mod tests {
             correlation_id: Some("c0".into()),
             timestamp: 45_296_000,
             authenticated: false,
+            route: Default::default(),
         }));
         app
     }
@@ -466,6 +467,7 @@ mod tests {
             correlation_id: Some("c9".into()),
             timestamp: 0,
             authenticated: false,
+            route: Default::default(),
         }));
         app.handle_key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE));
         for c in "hi".chars() {
@@ -498,6 +500,7 @@ mod tests {
                 correlation_id: None,
                 timestamp: 0,
                 authenticated: false,
+                route: Default::default(),
             }));
         }
         let text = screen(&app, 120, 20);
@@ -536,6 +539,7 @@ mod tests {
                 correlation_id: Some("c1".into()),
                 timestamp: 0,
                 authenticated,
+                route: Default::default(),
             }));
         }
         let text = screen(&app, 120, 24);

@@ -127,6 +127,7 @@ fn incoming(m: Message) -> Incoming {
         correlation_id: m.correlation_id,
         timestamp: m.timestamp,
         authenticated: m.authenticated,
+        route: m.route,
     }
 }
 
@@ -157,7 +158,7 @@ fn execute(command: Command, agent: &Agent, tx: &mpsc::Sender<AppEvent>, tasks: 
                 let result = agent
                     .send(&to, &message_type, payload.clone())
                     .await
-                    .map(|_| ())
+                    .map(|d| d.route)
                     .map_err(|e| explain(e).to_string());
                 let _ = tx
                     .send(AppEvent::Sent {
@@ -201,12 +202,12 @@ fn execute(command: Command, agent: &Agent, tx: &mpsc::Sender<AppEvent>, tasks: 
                     timestamp: request.timestamp,
                     encrypted: true,
                     authenticated: request.authenticated,
-                    route: Default::default(),
+                    route: request.route,
                 };
                 let result = agent
                     .respond(&message, payload.clone())
                     .await
-                    .map(|_| ())
+                    .map(|d| d.route)
                     .map_err(|e| explain(e).to_string());
                 let _ = tx
                     .send(AppEvent::Responded {

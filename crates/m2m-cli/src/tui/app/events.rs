@@ -41,10 +41,11 @@ impl App {
             AppEvent::Incoming(message) => {
                 let request = message.is_request();
                 let text = format!(
-                    "{} {} {}{} {}",
+                    "{} {} {}{}{} {}",
                     short(&message.from),
                     proof(message.authenticated),
                     message.message_type,
+                    via(message.route),
                     if request { " (request: press r)" } else { "" },
                     compact(&message.payload)
                 );
@@ -108,13 +109,19 @@ impl App {
                 result,
                 at,
             } => match result {
-                Ok(()) => {
+                Ok(route) => {
                     self.push(
                         at,
                         LogKind::Sent,
-                        format!("{} {message_type} {}", short(&to), compact(&payload)),
+                        format!(
+                            "{} {message_type}{} {}",
+                            short(&to),
+                            via(route),
+                            compact(&payload)
+                        ),
                     );
-                    self.status = format!("Delivered {message_type} to {}.", short(&to));
+                    self.status =
+                        format!("Delivered {message_type} to {}{}.", short(&to), via(route));
                 }
                 Err(e) => {
                     self.push(
@@ -126,5 +133,13 @@ impl App {
                 }
             },
         }
+    }
+}
+
+/// " via relay" for what went through the hub's relay; nothing for a direct connection.
+fn via(route: m2m_agent::Route) -> &'static str {
+    match route {
+        m2m_agent::Route::Relay => " via relay",
+        m2m_agent::Route::Direct => "",
     }
 }

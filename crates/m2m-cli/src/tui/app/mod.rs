@@ -14,6 +14,7 @@ mod input;
 
 use std::collections::VecDeque;
 
+use m2m_agent::Route;
 use m2m_proto::hub::{Peer, Stats};
 use serde_json::Value;
 
@@ -40,6 +41,8 @@ pub struct Incoming {
     pub timestamp: u64,
     /// The sender's identity is proven (2.1).
     pub authenticated: bool,
+    /// Directly, or through the hub's relay.
+    pub route: Route,
 }
 
 impl Incoming {
@@ -124,7 +127,7 @@ pub enum AppEvent {
         /// Payload sent.
         payload: Value,
         /// Ok, or why it failed.
-        result: Result<(), String>,
+        result: Result<Route, String>,
         /// Time.
         at: u64,
     },
@@ -150,7 +153,7 @@ pub enum AppEvent {
         /// Payload sent.
         payload: Value,
         /// Ok, or why it failed.
-        result: Result<(), String>,
+        result: Result<Route, String>,
         /// Time.
         at: u64,
     },

@@ -37,6 +37,7 @@ fn request(from: &str) -> Incoming {
         correlation_id: Some("c1".into()),
         timestamp: 3_723_000,
         authenticated: false,
+        route: Default::default(),
     }
 }
 
@@ -76,7 +77,7 @@ fn select_and_send() {
         to: "bbbbbbbb22".into(),
         message_type: "task".into(),
         payload: json!({"n": 2}),
-        result: Ok(()),
+        result: Ok(m2m_agent::Route::Direct),
         at: 0,
     });
     assert_eq!(app.log.back().unwrap().text, r#"bbbbbbbb task {"n":2}"#);
@@ -244,4 +245,28 @@ fn log_is_bounded() {
     }
     assert_eq!(app.log.len(), MAX_LOG);
     assert!(app.log.front().unwrap().text.ends_with(" 5"));
+}
+
+#[test]
+fn relayed_messages_and_sends_say_so() {
+    let mut app = App::new("ws://hub");
+    let mut relayed = request("cccccccc33");
+    relayed.route = m2m_agent::Route::Relay;
+    app.apply(AppEvent::Incoming(relayed));
+    assert!(
+        app.log.back().unwrap().text.contains("ask via relay"),
+        "{}",
+        app.log.back().unwrap().text
+    );
+    app.apply(AppEvent::Incoming(request("dddddddd44")));
+    assert!(!app.log.back().unwrap().text.contains("relay"));
+    app.apply(AppEvent::Sent {
+        to: "cccccccc33".into(),
+        message_type: "task".into(),
+        payload: json!(1),
+        result: Ok(m2m_agent::Route::Relay),
+        at: 0,
+    });
+    assert_eq!(app.log.back().unwrap().text, "cccccccc task via relay 1");
+    assert!(app.status.ends_with("via relay."), "{}", app.status);
 }
