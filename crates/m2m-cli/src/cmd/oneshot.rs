@@ -134,8 +134,12 @@ pub async fn send(
     })
     .await?;
     out.either(&delivery, || {
+        let via = match delivery.route {
+            m2m_agent::Route::Relay => " through the hub's relay",
+            m2m_agent::Route::Direct => "",
+        };
         format!(
-            "Delivered to {target_text} (correlationId {}).",
+            "Delivered to {target_text}{via} (correlationId {}).",
             delivery.correlation_id
         )
     })
@@ -249,8 +253,13 @@ pub async fn broadcast(
         .await?;
     out.either(&report, || {
         let mut text = format!(
-            "Delivered to {} of {} agent(s).\n",
-            report.delivered, report.total
+            "Delivered to {} of {} agent(s){}.\n",
+            report.delivered,
+            report.total,
+            match report.relayed {
+                0 => String::new(),
+                n => format!(", {n} through the hub's relay"),
+            }
         );
         for failure in &report.errors {
             text.push_str(&format!("  {}: {}\n", failure.agent, failure.error));
