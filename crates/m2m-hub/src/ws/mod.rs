@@ -211,7 +211,14 @@ pub(crate) async fn serve_client<S>(
 {
     state.accepted.fetch_add(1, Ordering::Relaxed);
     state.open.fetch_add(1, Ordering::Relaxed);
-    let limits = state.config.limits.clone();
+    // Only the three quiet limits, not a copy of every limit: what the task keeps across
+    // its awaits is part of every WebSocket's memory.
+    let limits = &state.config.limits;
+    let (first_quiet, idle_quiet, registered_quiet) = (
+        limits.first_frame_timeout.min(limits.idle_timeout),
+        limits.idle_timeout,
+        limits.registered_idle_timeout,
+    );
     let timeout = state.write_timeout();
     let mut client = Client::new(ip, state.request_rate, state.instant());
     client.hub_url = hub_url;
@@ -232,13 +239,13 @@ pub(crate) async fn serve_client<S>(
     // (the client was heard meanwhile) it is set to the real deadline.
     let mut heard = tokio::time::Instant::now();
     let mut first = true;
-    let quiet_limit = |first: bool, registered: bool| {
+    let quiet_limit = move |first: bool, registered: bool| {
         if first {
-            limits.first_frame_timeout.min(limits.idle_timeout)
+            first_quiet
         } else if registered {
-            limits.registered_idle_timeout
+            registered_quiet
         } else {
-            limits.idle_timeout
+            idle_quiet
         }
     };
     let idle = tokio::time::sleep(quiet_limit(true, false));
