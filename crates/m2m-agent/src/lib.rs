@@ -91,6 +91,20 @@
 //!   connection, so an agent that accepts no connections can still make requests.
 //!   [`AgentBuilder::authenticated_peers_only`] refuses 2.0 peers.
 //!
+//! - **Relay** (docs/RELAY.md): agents behind NAT, in sandboxes or with no listener at all
+//!   ([`AgentBuilder::relay_only`]) are reached through the hub they are attached to, with
+//!   no configuration. On a 2.1 hub every agent attaches to the hub's relay after each
+//!   (re)registration ([`AgentBuilder::relay`], default on; [`Agent::reachable`] and
+//!   [`AgentEvent::Connected`] say what the hub found). A send by id goes through the relay
+//!   when the record says `reachable: "relay"` or has port 0, or when a direct dial fails
+//!   within [`AgentBuilder::direct_connect_timeout`] and the record names a relay. What
+//!   travels is the unchanged 2.1 session, end to end encrypted and authenticated: the hub
+//!   moves opaque bytes and cannot read, forge, replay, reorder or misattribute them.
+//!   Results say the route: [`Delivery::route`], [`Message::route`],
+//!   [`BroadcastReport::relayed`]. Only 2.1 goes over the relay; a send that only the relay
+//!   could deliver fails with [`AgentError::NoRoute`] on a 2.0 hub or with a 2.0 peer, and a
+//!   stream the hub closes fails with [`AgentError::RelayClosed`] and its [`CloseReason`].
+//!
 //! Wire compatibility with the original JavaScript agents and hub is exact (PROTOCOL.md,
 //! Part A): 2.0 peers and hubs get plain 2.0, and on a 2.0 hub the agent speaks 2.0 (its
 //! id is the hub's random one). There [`Message::from`] is only what the sender declared:
@@ -131,6 +145,15 @@
 //!   a request handler's) → the application ([`Agent::next_message`], [`Agent::messages`],
 //!   [`Agent::on_message`]) or a handler ([`Agent::on_request`], `handler`), whose answer
 //!   goes out through [`Agent::respond`].
+//! - **Relay**: `hub_client` demultiplexes the hub WebSocket's binary messages to its
+//!   `relay::RelayClient` (attached by `hub_presence` with the `relay` action) and writes
+//!   the frames its streams queue, batched. A `relay::RelayStream` is one stream: its reader
+//!   is an `AsyncRead` over the DATA the hub delivers (within a `RecvWindow`, credit
+//!   returned as it is read), its writer the engine's write half (DATA within the
+//!   `SendCredit`). Outbound, `agent/routing.rs` picks the route and the pool runs the same
+//!   initiator and engine over the stream (pooled under `relay:<id>`); inbound, an OPEN from
+//!   the hub runs `listener.rs`'s connection task on the stream, its source key the stamped
+//!   agent id, 2.1 only, the proven identity checked against the stamp.
 //! - **Limits**: every number in [`defaults`], each a field of [`AgentConfig`]; what they
 //!   refused is counted in [`Agent::refusals`].
 //!

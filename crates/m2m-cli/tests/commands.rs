@@ -151,7 +151,7 @@ fn discover_find_stats_and_broadcast() {
         .ok_json();
     assert_eq!(
         report,
-        json!({"total": 2, "delivered": 2, "failed": 0, "errors": []})
+        json!({"total": 2, "delivered": 2, "failed": 0, "relayed": 0, "errors": []})
     );
     for l in [&mut a, &mut b] {
         let line = l.next_json();

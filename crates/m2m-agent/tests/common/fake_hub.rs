@@ -10,10 +10,12 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use futures_util::{SinkExt, StreamExt};
-use m2m_proto::identity::registration_message;
+use m2m_proto::identity::{registration_message, relay_attach_message};
+use m2m_proto::relay::{id_text, raw_id, CloseReason, RelayFrame};
 use m2m_proto::IdentityKey;
 use serde_json::{json, Map, Value};
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
@@ -26,6 +28,8 @@ struct Record {
     status: String,
     seen: u64,
     identity: Option<String>,
+    /// Relay: set once attached (kept by [`FakeHub::detach`]).
+    relay: Option<String>,
 }
 
 impl Record {
@@ -46,6 +50,39 @@ struct Registry {
     /// Addresses given out instead of the real ones, by id.
     lies: HashMap<String, String>,
     v21: bool,
+    /// Relay (docs/RELAY.md) on: the `relay` action and binary frames.
+    relay_on: bool,
+    url: String,
+    window: u32,
+    /// Each WebSocket's outgoing queue, by connection number.
+    conns: HashMap<u64, mpsc::UnboundedSender<Message>>,
+    /// Attached agent ids → connection.
+    attached: HashMap<String, u64>,
+    /// (connection, stream) → (connection, stream), both directions.
+    routes: HashMap<(u64, u32), (u64, u32)>,
+    next_even: HashMap<u64, u32>,
+    tamper: Option<Tamper>,
+    /// Per tampered stream: message lines seen, and a held one (reorder).
+    tampered: HashMap<(u64, u32), TamperState>,
+}
+
+/// Per tampered stream: message lines seen, and a held one (reorder).
+type TamperState = (usize, Option<Vec<u8>>);
+
+/// What a tampering relay does to the session bytes it forwards from an opener to the
+/// stream's destination (docs/SECURITY.md, "Relay").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tamper {
+    /// Flips a bit inside the first sealed message.
+    FlipBit,
+    /// Injects a forged message line before the first real one.
+    Inject,
+    /// Forwards the first message line twice.
+    Replay,
+    /// Swaps the first two message lines.
+    Reorder,
+    /// Stamps a random agent id as the source of every OPEN.
+    WrongSource,
 }
 
 /// A running fake hub.
@@ -66,12 +103,44 @@ impl FakeHub {
         Self::start_with(port, false).await
     }
 
+    /// Starts a 2.1 hub that relays (docs/RELAY.md), with `window` bytes per stream.
+    pub async fn start_relay(window: u32) -> FakeHub {
+        let hub = Self::start_with(0, true).await;
+        {
+            let mut reg = hub.registry.lock().unwrap();
+            reg.relay_on = true;
+            reg.window = window;
+        }
+        hub
+    }
+
+    /// From now on, tampers with relayed bytes.
+    pub fn tamper(&self, tamper: Tamper) {
+        self.registry.lock().unwrap().tamper = Some(tamper);
+    }
+
+    /// Forgets that `id` is attached (its record still names the relay): OPENs to it are
+    /// answered `unreachable`.
+    pub fn detach(&self, id: &str) {
+        self.registry.lock().unwrap().attached.remove(id);
+    }
+
+    /// Closes the WebSocket `id` is attached on (the agent sees its hub connection drop).
+    pub fn kick(&self, id: &str) {
+        let reg = self.registry.lock().unwrap();
+        if let Some(tx) = reg.attached.get(id).and_then(|c| reg.conns.get(c)) {
+            let _ = tx.send(Message::Close(None));
+        }
+    }
+
     async fn start_with(port: u16, v21: bool) -> FakeHub {
         let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = CancellationToken::new();
         let registry = Arc::new(Mutex::new(Registry {
             v21,
+            url: format!("ws://{addr}/ws"),
+            window: 256 * 1024,
             ..Registry::default()
         }));
         let (s, r) = (stop.clone(), registry.clone());
@@ -136,10 +205,13 @@ async fn serve(
     let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
         return;
     };
-    let v21 = {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
+    let (v21, conn) = {
         let mut reg = registry.lock().unwrap();
         reg.connections += 1;
-        reg.v21
+        let conn = reg.connections;
+        reg.conns.insert(conn, tx);
+        (reg.v21, conn)
     };
     let nonce = v21.then(|| hex::encode(rand::random::<[u8; 32]>()));
     if let Some(nonce) = &nonce {
@@ -153,16 +225,48 @@ async fn serve(
     loop {
         let msg = tokio::select! {
             _ = stop.cancelled() => break,
+            out = rx.recv() => {
+                match out {
+                    Some(Message::Close(_)) | None => break,
+                    Some(m) => if ws.send(m).await.is_err() { break },
+                }
+                continue;
+            }
             m = ws.next() => m,
         };
         let text = match msg {
             Some(Ok(Message::Text(t))) => t.to_string(),
+            Some(Ok(Message::Binary(b))) => {
+                relay_frame(&registry, conn, &b);
+                continue;
+            }
             Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
             Some(Ok(_)) => continue,
         };
-        let reply = handle(&text, peer, &registry, &mut mine, nonce.as_deref());
+        let reply = handle(&text, peer, &registry, &mut mine, nonce.as_deref(), conn);
         if ws.send(Message::text(reply.to_string())).await.is_err() {
             break;
+        }
+    }
+    {
+        let mut reg = registry.lock().unwrap();
+        reg.conns.remove(&conn);
+        reg.attached.retain(|_, c| *c != conn);
+        let gone: Vec<((u64, u32), (u64, u32))> = reg
+            .routes
+            .iter()
+            .filter(|(from, _)| from.0 == conn)
+            .map(|(a, b)| (*a, *b))
+            .collect();
+        for (from, to) in gone {
+            reg.routes.remove(&from);
+            reg.routes.remove(&to);
+            let close = RelayFrame::Close {
+                stream: to.1,
+                reason: CloseReason::Gone,
+                detail: "",
+            };
+            send_frame(&reg, to.0, close.to_vec());
         }
     }
     if let Some(id) = mine {
@@ -179,6 +283,7 @@ fn handle(
     registry: &Mutex<Registry>,
     mine: &mut Option<String>,
     nonce: Option<&str>,
+    conn: u64,
 ) -> Value {
     let Ok(req) = serde_json::from_str::<Value>(text) else {
         return json!({"status":"error","error":"invalid_json"});
@@ -238,6 +343,7 @@ fn handle(
                     status: "online".into(),
                     seen: now,
                     identity,
+                    relay: None,
                 },
             );
             *mine = Some(id.clone());
@@ -314,6 +420,41 @@ fn handle(
                 }
             }
         }
+        Some("relay") if reg.relay_on && nonce.is_some() => 'relay: {
+            let id = match (mine.clone(), s("identity")) {
+                (Some(id), _) => id,
+                (None, Some(identity)) => {
+                    let Ok(key) = IdentityKey::from_b64(&identity) else {
+                        break 'relay json!({"status":"error","error":"invalid_identity"});
+                    };
+                    let signed = relay_attach_message(nonce.unwrap_or_default(), &key);
+                    if key
+                        .verify(&signed, &s("signature").unwrap_or_default())
+                        .is_err()
+                    {
+                        break 'relay json!({"status":"error","error":"invalid_signature"});
+                    }
+                    key.agent_id()
+                }
+                (None, None) => break 'relay json!({"status":"error","error":"identity_required"}),
+            };
+            reg.attached.insert(id.clone(), conn);
+            let url = reg.url.clone();
+            let window = reg.window;
+            let mut reachable = None;
+            if let Some(r) = reg.agents.get_mut(&id) {
+                r.relay = Some(url.clone());
+                if r.address.ends_with(":0") {
+                    reachable = Some("relay");
+                }
+            }
+            let mut reply =
+                json!({"status":"ok","relay":url,"agentId":id,"window":window,"maxStreams":1024});
+            if let Some(r) = reachable {
+                reply["reachable"] = json!(r);
+            }
+            reply
+        }
         Some("stats") => {
             let count = |st: &str| reg.agents.values().filter(|r| r.status == st).count();
             json!({"status":"ok","agents":{"total":reg.agents.len(),"online":count("online"),"idle":count("idle"),"offline":count("offline")},"hub":{"version":"2.0.0","uptime":1,"connections":reg.connections,"activeConnections":0}})
@@ -330,5 +471,174 @@ fn with_identity(mut agent: Value, r: &Record) -> Value {
     if let Some(identity) = &r.identity {
         agent["identity"] = json!(identity);
     }
+    if let Some(relay) = &r.relay {
+        agent["relay"] = json!(relay);
+        if r.address.ends_with(":0") {
+            agent["reachable"] = json!("relay");
+        }
+    }
     agent
+}
+
+fn send_frame(reg: &Registry, conn: u64, frame: Vec<u8>) {
+    if let Some(tx) = reg.conns.get(&conn) {
+        let _ = tx.send(Message::binary(frame));
+    }
+}
+
+/// Forwards one relay frame from connection `conn` (docs/RELAY.md section 2).
+fn relay_frame(registry: &Mutex<Registry>, conn: u64, bytes: &[u8]) {
+    let mut guard = registry.lock().unwrap();
+    let reg = &mut *guard;
+    let Ok(frame) = RelayFrame::parse(bytes) else {
+        return;
+    };
+    match frame {
+        RelayFrame::Open { stream, peer } => {
+            let source = reg
+                .attached
+                .iter()
+                .find(|(_, c)| **c == conn)
+                .map(|(id, _)| id.clone());
+            let dest = reg.attached.get(&id_text(&peer)).copied();
+            let (Some(source), Some(dest)) = (source, dest) else {
+                let close = RelayFrame::Close {
+                    stream,
+                    reason: CloseReason::Unreachable,
+                    detail: "",
+                };
+                return send_frame(reg, conn, close.to_vec());
+            };
+            let next = reg.next_even.entry(dest).or_insert(2);
+            let dstream = *next;
+            *next += 2;
+            reg.routes.insert((conn, stream), (dest, dstream));
+            reg.routes.insert((dest, dstream), (conn, stream));
+            let stamped = if reg.tamper == Some(Tamper::WrongSource) {
+                rand::random::<[u8; 16]>()
+            } else {
+                raw_id(&source).unwrap()
+            };
+            let open = RelayFrame::Open {
+                stream: dstream,
+                peer: stamped,
+            };
+            send_frame(reg, dest, open.to_vec());
+        }
+        RelayFrame::Data { stream, bytes } => {
+            let Some(&(dest, dstream)) = reg.routes.get(&(conn, stream)) else {
+                return;
+            };
+            let out = match reg.tamper {
+                Some(t) if stream % 2 == 1 && t != Tamper::WrongSource => {
+                    let state = reg.tampered.entry((conn, stream)).or_default();
+                    tampered(t, state, bytes)
+                }
+                _ => bytes.to_vec(),
+            };
+            if !out.is_empty() {
+                let data = RelayFrame::Data {
+                    stream: dstream,
+                    bytes: &out,
+                };
+                send_frame(reg, dest, data.to_vec());
+            }
+        }
+        RelayFrame::Credit { stream, bytes } => {
+            let Some(&(dest, dstream)) = reg.routes.get(&(conn, stream)) else {
+                return;
+            };
+            send_frame(
+                reg,
+                dest,
+                RelayFrame::Credit {
+                    stream: dstream,
+                    bytes,
+                }
+                .to_vec(),
+            );
+        }
+        RelayFrame::Close { stream, reason, .. } => {
+            let Some((dest, dstream)) = reg.routes.remove(&(conn, stream)) else {
+                return;
+            };
+            reg.routes.remove(&(dest, dstream));
+            send_frame(
+                reg,
+                dest,
+                RelayFrame::Close {
+                    stream: dstream,
+                    reason,
+                    detail: "",
+                }
+                .to_vec(),
+            );
+        }
+    }
+}
+
+/// The bytes a tampering relay forwards instead of `bytes` (line by line: the session's
+/// frames are JSON lines; only the sealed message lines are touched).
+fn tampered(t: Tamper, state: &mut TamperState, bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for line in bytes.split_inclusive(|b| *b == b'\n') {
+        let is_message = line.ends_with(b"\n")
+            && std::str::from_utf8(line).is_ok_and(|l| l.contains(r#""type":"message""#));
+        if !is_message {
+            out.extend_from_slice(line);
+            continue;
+        }
+        state.0 += 1;
+        let nth = state.0;
+        match t {
+            Tamper::FlipBit if nth == 1 => {
+                let mut l = line.to_vec();
+                let at = find(&l, br#""data":""#).expect("data") + 12;
+                l[at] = if l[at] == b'A' { b'B' } else { b'A' };
+                out.extend_from_slice(&l);
+            }
+            Tamper::Inject if nth == 1 => {
+                let forged = base64_of(&rand::random::<[u8; 32]>());
+                out.extend_from_slice(
+                    format!(r#"{{"type":"message","messageType":"chat","data":"{forged}","correlationId":"forged"}}"#)
+                        .as_bytes(),
+                );
+                out.push(b'\n');
+                out.extend_from_slice(line);
+            }
+            Tamper::Replay if nth == 1 => {
+                out.extend_from_slice(line);
+                out.extend_from_slice(line);
+            }
+            Tamper::Reorder if nth == 1 => state.1 = Some(line.to_vec()),
+            Tamper::Reorder if nth == 2 => {
+                out.extend_from_slice(line);
+                out.extend_from_slice(&state.1.take().unwrap_or_default());
+            }
+            _ => out.extend_from_slice(line),
+        }
+    }
+    out
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn base64_of(bytes: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut s = String::new();
+    for c in bytes.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                s.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                s.push('=');
+            }
+        }
+    }
+    s
 }
