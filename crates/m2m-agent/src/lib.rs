@@ -126,11 +126,12 @@
 //!
 //! How data flows through the modules (the files are named in `code`):
 //!
-//! - **Hub link**: `hub_presence` registers (a `challenge` probe, then `register`, signed on
-//!   a 2.1 hub), sends heartbeats and reconnects with backoff, restoring the registration;
-//!   each WebSocket it opens is a `hub_client::HubClient`, whose task matches replies to
-//!   requests by correlationId. `agent/hub.rs` (discover, find, lookup, status, stats)
-//!   asks through it and fills the address cache (`cache`).
+//! - **Hub link**: `hub_presence` registers (`hub_presence/registration.rs`: a `challenge`
+//!   probe, then `register`, signed on a 2.1 hub), sends heartbeats and reconnects with
+//!   backoff, restoring the registration (`hub_presence/supervisor.rs`); each WebSocket it
+//!   opens is a `hub_client::HubClient`, whose task matches replies to requests by
+//!   correlationId. `agent/hub.rs` (discover, find, lookup, status, stats) asks through it
+//!   and fills the address cache (`cache`).
 //! - **Send**: [`Agent::send`] (`agent/messaging.rs`) → resolve the id (`agent/routing.rs`:
 //!   the cache, else `lookup`; the identity key the hub vouches for, checked against the id)
 //!   → the pool (`peer/pool.rs`: one connection per address and credentials, dialled with
@@ -146,14 +147,15 @@
 //!   [`Agent::on_message`]) or a handler ([`Agent::on_request`], `handler`), whose answer
 //!   goes out through [`Agent::respond`].
 //! - **Relay**: `hub_client` demultiplexes the hub WebSocket's binary messages to its
-//!   `relay::RelayClient` (attached by `hub_presence` with the `relay` action) and writes
-//!   the frames its streams queue, batched. A `relay::RelayStream` is one stream: its reader
-//!   is an `AsyncRead` over the DATA the hub delivers (within a `RecvWindow`, credit
-//!   returned as it is read), its writer the engine's write half (DATA within the
-//!   `SendCredit`). Outbound, `agent/routing.rs` picks the route and the pool runs the same
-//!   initiator and engine over the stream (pooled under `relay:<id>`); inbound, an OPEN from
-//!   the hub runs `listener.rs`'s connection task on the stream, its source key the stamped
-//!   agent id, 2.1 only, the proven identity checked against the stamp.
+//!   `relay::RelayClient` (attached by `hub_presence/relay_attach.rs` with the `relay`
+//!   action) and writes the frames its streams queue, batched. A `relay::RelayStream` is
+//!   one stream: its reader is an `AsyncRead` over the DATA the hub delivers (within a
+//!   `RecvWindow`, credit returned as it is read), its writer the engine's write half
+//!   (DATA within the `SendCredit`). Outbound, `agent/routing.rs` picks the route and the
+//!   pool runs the same initiator and engine over the stream (pooled under `relay:<id>`);
+//!   inbound, an OPEN from the hub runs `listener.rs`'s connection task on the stream, its
+//!   source key the stamped agent id, 2.1 only, the proven identity checked against the
+//!   stamp.
 //! - **Limits**: every number in [`defaults`], each a field of [`AgentConfig`]; what they
 //!   refused is counted in [`Agent::refusals`].
 //!
