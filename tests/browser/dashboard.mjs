@@ -121,8 +121,13 @@ try {
     WAIT,
   );
   check(
-    await page.locator('[data-figure="relayBytesPerSec"]').isHidden(),
+    await page.locator('[data-figure="mailboxDepth"]').isHidden(),
     'a figure the hub does not send is hidden',
+  );
+  await page.waitForFunction(
+    () => !document.querySelector('[data-figure="relayBytesPerSec"]').hidden,
+    null,
+    WAIT,
   );
 
   // Again in the running browser (a person's browser is already open): the first load
