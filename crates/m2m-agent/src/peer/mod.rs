@@ -309,24 +309,19 @@ impl PeerConnection {
                         )))
                     }
                 };
-                let (conn, reader, decoder, writer) = established;
-                let conn = Arc::new(conn);
-                let route = dial.route();
-                tracker.spawn(read_frames(
-                    reader,
-                    decoder,
-                    conn.clone(),
-                    label.clone(),
-                    inbox.clone(),
-                    route,
-                ));
-                tracker.spawn(write_frames(writer, conn.clone(), settings.clone()));
-                Outbound::Tcp(conn)
+                Outbound::Tcp(start(
+                    established,
+                    &label,
+                    inbox,
+                    dial.route(),
+                    settings,
+                    tracker,
+                ))
             }
             Dial::Relay { client, agent } => {
                 let stream = client.open(agent).map_err(fail)?;
                 let (reader, writer) = stream.split();
-                let (conn, reader, decoder, writer) = establish(
+                let established = establish(
                     dial,
                     reader,
                     Arc::new(writer),
@@ -337,17 +332,14 @@ impl PeerConnection {
                 )
                 .await
                 .map_err(fail)?;
-                let conn = Arc::new(conn);
-                tracker.spawn(read_frames(
-                    reader,
-                    decoder,
-                    conn.clone(),
-                    label.clone(),
-                    inbox.clone(),
+                Outbound::Relay(start(
+                    established,
+                    &label,
+                    inbox,
                     Route::Relay,
-                ));
-                tracker.spawn(write_frames(writer, conn.clone(), settings.clone()));
-                Outbound::Relay(conn)
+                    settings,
+                    tracker,
+                ))
             }
         };
         Ok(Arc::new(PeerConnection {
@@ -428,6 +420,33 @@ impl Drop for PeerConnection {
 type Established<R, W> = (Connection<Initiator, W>, R, LineDecoder, Arc<W>);
 
 /// Runs the initiator handshake on a new stream (`dial` names it in errors).
+/// Starts the two tasks of an established connection (the reader of acks and messages, the
+/// writer of what senders left behind) on `tracker`; returns its engine.
+fn start<R, W>(
+    (conn, reader, decoder, writer): Established<R, W>,
+    label: &str,
+    inbox: &Arc<Inbox>,
+    route: Route,
+    settings: &OutboundSettings,
+    tracker: &TaskTracker,
+) -> Arc<Connection<Initiator, W>>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: WriteHalf,
+{
+    let conn = Arc::new(conn);
+    tracker.spawn(read_frames(
+        reader,
+        decoder,
+        conn.clone(),
+        label.to_owned(),
+        inbox.clone(),
+        route,
+    ));
+    tracker.spawn(write_frames(writer, conn.clone(), settings.clone()));
+    conn
+}
+
 async fn establish<R, W>(
     dial: &Dial,
     mut reader: R,
