@@ -29,7 +29,8 @@ fuzz_target!(|data: &[u8]| {
                 rx.on_data(n).expect("data within credit fits the window");
             }
         } else if let Some(credit) = rx.on_consumed(n) {
-            tx.grant(credit).expect("credit the receiver returns is owed");
+            tx.grant(credit)
+                .expect("credit the receiver returns is owed");
         }
         assert!(rx.buffered() <= window);
         assert!(tx.in_flight() <= window);
