@@ -216,3 +216,13 @@ fn relay_only_addresses_have_port_zero() {
     assert!(!is_relay_only_address("203.0.113.7:4000"));
     assert!(!is_relay_only_address("203.0.113.7:10"));
 }
+
+#[test]
+fn an_unknown_close_code_re_encodes_as_protocol() {
+    // fuzz/relay_frame's first finding: the frame parses, and its encoding differs from the
+    // input only in the close code (185 → 7).
+    let input = [0x04, 0x01, 0x0a, 0x6e, 0x32, 0xb9];
+    let frame = RelayFrame::parse(&input).unwrap();
+    assert_eq!(frame.to_vec(), [0x04, 0x01, 0x0a, 0x6e, 0x32, 7]);
+    assert_eq!(RelayFrame::parse(&frame.to_vec()), Ok(frame));
+}
