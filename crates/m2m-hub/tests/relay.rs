@@ -141,6 +141,21 @@ async fn attach_with(c: &mut Client, identity: &Identity) -> Value {
 }
 
 /// A hub on SQLite in memory with the per-IP limits lifted (every client is 127.0.0.1).
+/// A hub whose probe waits `probe_timeout`, and a client registered (2.1) at the port of a
+/// listener that accepts and never answers: its probe takes the whole timeout.
+async fn registered_at_a_silent_port(probe_timeout: Duration) -> (RunningHub, TcpListener, Client) {
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let (hub, _) = hub_with(|cfg| cfg.relay.probe_timeout = probe_timeout).await;
+    let identity = new_identity();
+    let mut c = Client::connect(&hub.ws_url()).await;
+    let reply = c
+        .register_signed(&identity, &format!("127.0.0.1:{port}"), &[], json!({}))
+        .await;
+    assert_eq!(reply["status"], "ok", "{reply}");
+    (hub, silent, c)
+}
+
 async fn hub_with(edit: impl FnOnce(&mut HubConfig)) -> (RunningHub, ManualClock) {
     let db = TestDb::new(Backend::Sqlite).await;
     let (mut cfg, clock) = config(&db);
@@ -275,16 +290,7 @@ async fn a_registered_agent_is_probed_direct_when_it_answers_and_relay_when_noth
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_is_served_while_its_probe_runs() {
-    // A listener that accepts and never answers: the probe takes its whole timeout.
-    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = silent.local_addr().unwrap().port();
-    let (hub, _) = hub_with(|cfg| cfg.relay.probe_timeout = Duration::from_secs(2)).await;
-    let identity = new_identity();
-    let mut c = Client::connect(&hub.ws_url()).await;
-    let reply = c
-        .register_signed(&identity, &format!("127.0.0.1:{port}"), &[], json!({}))
-        .await;
-    assert_eq!(reply["status"], "ok", "{reply}");
+    let (_hub, silent, mut c) = registered_at_a_silent_port(Duration::from_secs(2)).await;
     c.send_text(json!({"action":"relay","correlationId":"r"}).to_string())
         .await;
     // Answered before the relay reply: the task keeps reading while the probe waits.
@@ -758,15 +764,7 @@ async fn probes_beyond_the_per_ip_rate_are_not_made_and_leave_reachable_absent()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_asked_twice_while_the_probe_runs_answers_both() {
-    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = silent.local_addr().unwrap().port();
-    let (hub, _) = hub_with(|cfg| cfg.relay.probe_timeout = Duration::from_millis(500)).await;
-    let identity = new_identity();
-    let mut c = Client::connect(&hub.ws_url()).await;
-    let reply = c
-        .register_signed(&identity, &format!("127.0.0.1:{port}"), &[], json!({}))
-        .await;
-    assert_eq!(reply["status"], "ok", "{reply}");
+    let (_hub, silent, mut c) = registered_at_a_silent_port(Duration::from_millis(500)).await;
     c.send_text(json!({"action":"relay","correlationId":1}).to_string())
         .await;
     let second = c.req(json!({"action":"relay","correlationId":2})).await;
