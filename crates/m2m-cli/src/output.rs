@@ -228,6 +228,7 @@ mod tests {
             identity: None,
             relay: None,
             reachable: None,
+            mailbox: None,
         }
     }
 

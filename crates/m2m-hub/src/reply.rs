@@ -141,6 +141,7 @@ mod tests {
             identity: (i % 2 == 0).then(|| "a2V5".to_owned()),
             relay: None,
             reachable: None,
+            mailbox: None,
         }
     }
 
@@ -191,6 +192,7 @@ mod tests {
                     identity: p.identity.clone(),
                     relay: None,
                     reachable: None,
+                    mailbox: None,
                 })
                 .collect();
             let found_page = JsonPage {
@@ -233,6 +235,7 @@ mod tests {
             identity: p.identity,
             relay: None,
             reachable: None,
+            mailbox: None,
         };
         for cid in cids() {
             let mine = ok_text(0, cid.clone(), |out| {

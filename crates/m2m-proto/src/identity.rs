@@ -156,7 +156,7 @@ impl IdentityKey {
 }
 
 /// Builds `label || (len || field)*`: unambiguous whatever the fields contain.
-fn domain_message(label: &str, fields: &[&[u8]]) -> Vec<u8> {
+pub(crate) fn domain_message(label: &str, fields: &[&[u8]]) -> Vec<u8> {
     let mut m =
         Vec::with_capacity(label.len() + 1 + fields.iter().map(|f| f.len() + 4).sum::<usize>());
     m.extend_from_slice(label.as_bytes());

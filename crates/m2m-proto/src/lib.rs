@@ -40,6 +40,7 @@ pub mod defaults;
 pub mod frame;
 pub mod hub;
 pub mod identity;
+pub mod mailbox;
 pub mod rate;
 pub mod relay;
 pub mod session;

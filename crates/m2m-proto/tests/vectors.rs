@@ -269,6 +269,9 @@ fn hub_transcript_parses_into_typed_models_and_back() {
             }
             Action::Stats => roundtrip::<Reply<hub::Stats>>(label, received),
             Action::Relay { .. } => panic!("{label}: the original has no relay action"),
+            Action::Mail(_) | Action::Mailbox { .. } | Action::MailAck { .. } => {
+                panic!("{label}: the original has no mailbox actions")
+            }
         }
         seen += 1;
     }

@@ -390,6 +390,7 @@ mod tests {
             identity: None,
             relay: None,
             reachable: None,
+            mailbox: None,
         }
     }
 

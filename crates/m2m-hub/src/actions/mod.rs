@@ -145,6 +145,10 @@ impl HubState {
                 identity,
                 signature,
             } => Box::pin(self.relay_attach(client, identity, signature, cid)).await,
+            // Not served yet (docs/MAILBOX.md): answered as any action this hub does not know.
+            Action::Mail(_) | Action::Mailbox { .. } | Action::MailAck { .. } => {
+                Err(errors::UNKNOWN_ACTION.into())
+            }
         }
     }
 

@@ -273,6 +273,7 @@ impl AgentEntry {
             identity: self.identity.as_deref().map(str::to_owned),
             relay: st.relay.as_deref().map(str::to_owned),
             reachable: st.reachable,
+            mailbox: None,
         }
     }
 }

@@ -183,6 +183,7 @@ mod tests {
                     identity: r.identity,
                     relay: r.relay,
                     reachable: r.reachable,
+                    mailbox: None,
                 }
             })
             .collect();
@@ -203,6 +204,7 @@ mod tests {
                     identity: r.identity,
                     relay: r.relay,
                     reachable: r.reachable,
+                    mailbox: None,
                 }
             })
             .collect();

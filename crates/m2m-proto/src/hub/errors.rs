@@ -52,6 +52,14 @@ pub const INVALID_SIGNATURE: &str = "invalid_signature";
 pub const IDENTITY_REQUIRED: &str = "identity_required";
 /// **Ours (relay):** this hub does not relay (its operator turned the relay off).
 pub const RELAY_UNAVAILABLE: &str = "relay_unavailable";
+/// **Ours (mailbox):** a registration's `mailbox` key does not verify under its identity.
+pub const INVALID_MAILBOX_KEY: &str = "invalid_mailbox_key";
+/// **Ours (mailbox):** the recipient published no mailbox key, or this hub keeps no mail.
+pub const MAILBOX_UNAVAILABLE: &str = "mailbox_unavailable";
+/// **Ours (mailbox):** a recipient, sender or hub-wide mail quota is reached.
+pub const MAILBOX_FULL: &str = "mailbox_full";
+/// **Ours (mailbox):** `mail` with a `ttl` of zero or less.
+pub const EXPIRED: &str = "expired";
 /// **Ours (2.1):** `identity` is not base64 of a valid, non-weak Ed25519 public key.
 pub const INVALID_IDENTITY: &str = "invalid_identity";
 /// **Ours:** `register` without an address.

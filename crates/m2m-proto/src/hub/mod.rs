@@ -17,7 +17,7 @@ pub use reply::{
     AgentCounts, AgentRecord, Challenge, Discovered, Empty, ErrorReply, Found, FoundAgent,
     HeartbeatAck, HubCounters, LookedUp, Nonce, Peer, Registered, Reply, Stats,
 };
-pub use request::{page, Action, Discover, Find, HubRequest, Register};
+pub use request::{page, Action, Discover, Find, HubRequest, Mail, Register};
 
 /// Status strings the hub itself assigns. Agents may set any other string (`busy`, …).
 pub mod status {

@@ -108,6 +108,9 @@ pub struct Peer {
     /// Relay: how the agent can be reached, when the hub knows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reachable: Option<crate::relay::Reachable>,
+    /// Mailbox: the agent's signed mailbox key (docs/MAILBOX.md), when it published one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mailbox: Option<crate::mailbox::MailboxKey>,
 }
 
 /// An agent as `find` lists it (no status, no lastSeen).
@@ -132,6 +135,9 @@ pub struct FoundAgent {
     /// Relay: how the agent can be reached, when the hub knows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reachable: Option<crate::relay::Reachable>,
+    /// Mailbox: the agent's signed mailbox key (docs/MAILBOX.md), when it published one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mailbox: Option<crate::mailbox::MailboxKey>,
 }
 
 /// An agent as `lookup` returns it.
@@ -159,6 +165,9 @@ pub struct AgentRecord {
     /// Relay: how the agent can be reached, when the hub knows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reachable: Option<crate::relay::Reachable>,
+    /// Mailbox: the agent's signed mailbox key (docs/MAILBOX.md), when it published one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mailbox: Option<crate::mailbox::MailboxKey>,
 }
 
 /// `relay` reply body (docs/RELAY.md section 1).

@@ -52,6 +52,21 @@ pub struct HubRequest {
     /// 2.1: base64 Ed25519 signature over the registration (see `identity`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<Value>,
+    /// Mailbox: the signed mailbox key (register), docs/MAILBOX.md.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mailbox: Option<Value>,
+    /// Mailbox: the recipient of `mail`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<Value>,
+    /// Mailbox: base64 of the sealed message (`mail`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<Value>,
+    /// Mailbox: seconds the hub keeps the message (`mail`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<Value>,
+    /// Mailbox: message ids acknowledged (`mail_ack`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ids: Option<Value>,
 }
 
 /// A typed, validated hub request.
@@ -97,6 +112,38 @@ pub enum Action {
         /// Signature (base64) over [`crate::identity::relay_attach_message`].
         signature: Option<String>,
     },
+    /// Store a sealed message for `to` (docs/MAILBOX.md section 3).
+    Mail(Mail),
+    /// Subscribe this WebSocket to its identity's mail. `identity` and `signature` prove the
+    /// key (the attach proof) when the WebSocket did not register with one.
+    Mailbox {
+        /// 2.1 identity key (base64), for a WebSocket that did not register.
+        identity: Option<String>,
+        /// Signature (base64) over [`crate::identity::relay_attach_message`].
+        signature: Option<String>,
+    },
+    /// Acknowledge pushed mail (the hub deletes it).
+    MailAck {
+        /// Message ids, at most [`crate::mailbox::MAX_ACK_IDS`].
+        ids: Vec<String>,
+    },
+}
+
+/// `mail` request fields.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mail {
+    /// Recipient id.
+    pub to: String,
+    /// Message id ([`crate::mailbox::valid_message_id`]).
+    pub id: String,
+    /// Seconds to keep it, as sent (the hub refuses ≤ 0 with `expired`, clamps the rest).
+    pub ttl: Option<i64>,
+    /// Base64 of the sealed message, as sent (the hub decodes and bounds it).
+    pub sealed: String,
+    /// 2.1 identity key (base64), for a WebSocket that did not register.
+    pub identity: Option<String>,
+    /// Signature (base64) over [`crate::identity::relay_attach_message`].
+    pub signature: Option<String>,
 }
 
 /// `register` request fields.
@@ -112,6 +159,8 @@ pub struct Register {
     pub identity: Option<String>,
     /// 2.1 signature (base64) over the registration.
     pub signature: Option<String>,
+    /// Mailbox: the signed mailbox key, if the agent publishes one.
+    pub mailbox: Option<crate::mailbox::MailboxKey>,
 }
 
 /// `discover` request fields.
@@ -277,6 +326,7 @@ impl HubRequest {
                 metadata: object(&self.metadata, "metadata")?,
                 identity: opt_string(&self.identity, "identity")?,
                 signature: opt_string(&self.signature, "signature")?,
+                mailbox: mailbox_key(&self.mailbox)?,
             })),
             Some("discover") => {
                 let (limit, offset) =
@@ -317,7 +367,73 @@ impl HubRequest {
                 identity: opt_string(&self.identity, "identity")?,
                 signature: opt_string(&self.signature, "signature")?,
             }),
+            Some(crate::mailbox::ACTION_MAIL) => {
+                let id = req_string(&self.id, "id")?;
+                if !crate::mailbox::valid_message_id(&id) {
+                    return Err(RequestError::InvalidField {
+                        field: "id",
+                        reason: "must be 1 to 64 of A-Z a-z 0-9 . _ : -",
+                    });
+                }
+                Ok(Action::Mail(Mail {
+                    to: req_string(&self.to, "to")?,
+                    id,
+                    ttl: ttl(&self.ttl)?,
+                    sealed: req_string(&self.sealed, "sealed")?,
+                    identity: opt_string(&self.identity, "identity")?,
+                    signature: opt_string(&self.signature, "signature")?,
+                }))
+            }
+            Some(crate::mailbox::ACTION_MAILBOX) => Ok(Action::Mailbox {
+                identity: opt_string(&self.identity, "identity")?,
+                signature: opt_string(&self.signature, "signature")?,
+            }),
+            Some(crate::mailbox::ACTION_ACK) => {
+                let ids = string_list(&self.ids, "ids")?;
+                if ids.is_empty() || ids.len() > crate::mailbox::MAX_ACK_IDS {
+                    return Err(RequestError::InvalidField {
+                        field: "ids",
+                        reason: "must hold 1 to 1024 message ids",
+                    });
+                }
+                Ok(Action::MailAck { ids })
+            }
             _ => Err(RequestError::UnknownAction),
         }
+    }
+}
+
+/// The `mailbox` object of a registration, when present.
+fn mailbox_key(v: &Option<Value>) -> Result<Option<crate::mailbox::MailboxKey>, RequestError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => {
+            serde_json::from_value(v.clone())
+                .map(Some)
+                .map_err(|_| RequestError::InvalidField {
+                    field: "mailbox",
+                    reason: "must be {\"key\",\"issued\",\"sig\"}",
+                })
+        }
+    }
+}
+
+/// `ttl` in whole seconds; a fraction is truncated, a non-number refused.
+fn ttl(v: &Option<Value>) -> Result<Option<i64>, RequestError> {
+    let bad = RequestError::InvalidField {
+        field: "ttl",
+        reason: "must be a number of seconds",
+    };
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => match n.as_i64() {
+            Some(i) => Ok(Some(i)),
+            None => n
+                .as_f64()
+                .filter(|f| f.is_finite())
+                .map(|f| Some(f.clamp(i64::MIN as f64, i64::MAX as f64) as i64))
+                .ok_or(bad),
+        },
+        Some(_) => Err(bad),
     }
 }

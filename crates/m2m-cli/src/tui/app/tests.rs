@@ -26,6 +26,7 @@ fn peer(id: &str) -> Peer {
         identity: None,
         relay: None,
         reachable: None,
+        mailbox: None,
     }
 }
 
