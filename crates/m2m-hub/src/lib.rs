@@ -135,6 +135,7 @@ mod dashboard;
 pub mod defaults;
 mod directory;
 mod error;
+mod feed;
 #[doc(hidden)]
 pub mod fuzzing;
 mod health;
@@ -169,11 +170,11 @@ pub use config::{
 };
 pub use error::{HubError, StoreError, TlsFileError};
 pub use http::{router, ClientAddr};
-pub use maintenance::SweepReport;
+pub use maintenance::{HubsReport, SweepReport};
 pub use server::raise_descriptor_limit;
 pub use state::HubState;
 
-use maintenance::FeedMarks;
+use feed::Feed;
 
 /// Starts hubs.
 #[derive(Debug, Clone, Copy)]
@@ -187,7 +188,20 @@ impl Hub {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| HubError::Bind { addr, source })?;
+        let local = listener.local_addr()?;
         let state = HubState::open(config).await?;
+        let url = match &state.config.public_url {
+            Some(url) => url.clone(),
+            None => {
+                let scheme = if state.config.tls.is_some() {
+                    "wss"
+                } else {
+                    "ws"
+                };
+                format!("{scheme}://{}/ws", dial_addr(local))
+            }
+        };
+        state.announce(url).await?;
         RunningHub::spawn(listener, state)
     }
 }
@@ -203,9 +217,10 @@ pub struct RunningHub {
     stop: CancellationToken,
     server_done: CancellationToken,
     server: JoinHandle<Result<(), HubError>>,
-    maintenance: JoinHandle<()>,
+    /// `None` once stopped and awaited.
+    maintenance: Option<JoinHandle<()>>,
     maintenance_stop: CancellationToken,
-    marks: Arc<FeedMarks>,
+    feed: Arc<Feed>,
 }
 
 impl Drop for RunningHub {
@@ -213,7 +228,9 @@ impl Drop for RunningHub {
         // No-ops after `shutdown`, which awaited both tasks.
         self.state.shutdown.cancel();
         self.server.abort();
-        self.maintenance.abort();
+        if let Some(task) = &self.maintenance {
+            task.abort();
+        }
     }
 }
 
@@ -237,11 +254,11 @@ impl RunningHub {
                 result
             })
         };
-        let marks = Arc::new(FeedMarks::default());
+        let feed = Arc::new(Feed::default());
         let maintenance_stop = CancellationToken::new();
         let maintenance = tokio::spawn(maintenance::run(
             state.clone(),
-            marks.clone(),
+            feed.clone(),
             maintenance_stop.clone(),
         ));
         tracing::info!(addr = %local_addr, tls = state.config.tls.is_some(), "hub listening");
@@ -251,9 +268,9 @@ impl RunningHub {
             stop,
             server_done,
             server,
-            maintenance,
+            maintenance: Some(maintenance),
             maintenance_stop,
-            marks,
+            feed,
         })
     }
 
@@ -263,12 +280,7 @@ impl RunningHub {
     }
 
     fn dial_addr(&self) -> SocketAddr {
-        let ip = match self.local_addr.ip() {
-            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-            ip => ip,
-        };
-        SocketAddr::new(ip, self.local_addr.port())
+        dial_addr(self.local_addr)
     }
 
     /// `ws://IP:PORT/ws` (`wss://` with TLS), dialable from this machine.
@@ -313,12 +325,30 @@ impl RunningHub {
         self.state.relay.sweep();
     }
 
-    /// Reads the change feed of other hubs now (PostgreSQL; a no-op count of 0 otherwise).
+    /// Reads the change feed of other hubs now, as a poll does (PostgreSQL; a no-op count
+    /// of 0 otherwise); returns the rows applied.
     pub async fn sync_now(&self) -> Result<usize, HubError> {
         if !self.state.registry.shared() {
             return Ok(0);
         }
-        Ok(maintenance::sync_feed(&self.state, &self.marks).await?)
+        Ok(feed::read(&self.state, &self.feed, feed::Read::CatchUp).await?)
+    }
+
+    /// Refreshes this hub's instance row and releases the agents of hubs whose liveness
+    /// expired now (as the periodic check every `alive_interval` does).
+    pub async fn check_hubs_now(&self) -> Result<HubsReport, HubError> {
+        Ok(maintenance::check_hubs(&self.state).await?)
+    }
+
+    /// Stops the background work (flush, sweep, instance row, change feed) without the
+    /// shutdown's release: the hub keeps serving, but its row goes stale as a killed hub's
+    /// would (tests of the liveness expiry).
+    #[doc(hidden)]
+    pub async fn stop_maintenance(&mut self) {
+        self.maintenance_stop.cancel();
+        if let Some(task) = self.maintenance.take() {
+            let _ = task.await;
+        }
     }
 
     /// Resolves when the server stopped by itself (a fatal error). The CLI selects on this
@@ -346,12 +376,24 @@ impl RunningHub {
             Err(e) => Err(HubError::Io(std::io::Error::other(e))),
         };
         self.maintenance_stop.cancel();
-        let _ = (&mut self.maintenance).await;
+        if let Some(task) = self.maintenance.take() {
+            let _ = task.await;
+        }
         self.state.stop_writer();
         self.state.registry.close().await;
         tracing::info!("hub stopped");
         served
     }
+}
+
+/// `addr` with an unspecified IP replaced by loopback: dialable from this machine.
+fn dial_addr(addr: SocketAddr) -> SocketAddr {
+    let ip = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, addr.port())
 }
 
 /// Resolves on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
@@ -445,5 +487,9 @@ async fn finish(state: &HubState) {
             }
         }
         Err(e) => tracing::warn!(error = %e, "could not mark this hub's agents offline"),
+    }
+    // Gone, not dead: no other hub has to wait for the liveness expiry.
+    if let Err(e) = state.registry.retire(&state.hub_id).await {
+        tracing::warn!(error = %e, "could not delete this hub's instance row");
     }
 }
