@@ -154,6 +154,15 @@ impl HubState {
         &self.hub_id
     }
 
+    /// The status of agent `id` in this hub's in-memory mirror (what `lookup`, `discover`
+    /// and `find` answer from), never reading through to the registry; `None` when the
+    /// mirror does not hold it. Benches and tests watch it to see another hub's change
+    /// arrive.
+    pub fn mirrored_status(&self, id: &str) -> Option<String> {
+        let entry = self.directory.get(crate::directory::parse_id(id)?)?;
+        (!entry.is_retired()).then(|| entry.status().as_str().to_owned())
+    }
+
     /// Milliseconds since the epoch, from the configured clock.
     pub fn now_ms(&self) -> i64 {
         self.config.clock.now_ms()
