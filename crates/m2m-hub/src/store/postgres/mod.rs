@@ -20,12 +20,12 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Row};
 
 use super::{
-    decode_row, json_text, AgentRow, BoxFuture, ChangeListener, ExpiredHubs, HubRow, Loaded,
+    decode_row, AgentRow, BoxFuture, ChangeListener, ExpiredHubs, HubRow, Loaded,
     Registry, StatusChange, SweepCutoffs, SweepOutcome, Write, COLUMNS,
 };
 use crate::config::StorageTuning;
 use crate::error::StoreError;
-use writes::{insert_many, lock_in_id_order, ring};
+use writes::{insert_many, lock_in_id_order, ring, update_one};
 
 /// Advisory lock key of the sweep ("m2m-swp" in ASCII).
 const SWEEP_LOCK: i64 = 0x006d_326d_2d73_7770;
@@ -182,68 +182,7 @@ impl Registry for PostgresRegistry {
                     i += run.len();
                     continue;
                 }
-                let row = match &writes[i] {
-                    Write::Insert(_) => None, // taken by the run above
-                    Write::SetStatus {
-                        id,
-                        token,
-                        status,
-                        last_seen,
-                    } => {
-                        sqlx::query(
-                            "UPDATE m2m_agents SET status = $2, \
-                         last_seen = GREATEST(last_seen, COALESCE($3, last_seen)), \
-                         version = nextval('m2m_agents_version_seq'), \
-                         relay = CASE WHEN $2 = 'offline' THEN NULL ELSE relay END \
-                         WHERE id = $1 AND session = $4 RETURNING version",
-                        )
-                        .bind(id)
-                        .bind(status)
-                        .bind(last_seen)
-                        .bind(token)
-                        .fetch_optional(&mut *tx)
-                        .await?
-                    }
-                    Write::Update {
-                        id,
-                        token,
-                        status,
-                        metadata,
-                        last_seen,
-                    } => {
-                        sqlx::query(
-                            "UPDATE m2m_agents SET status = $2, metadata = $3, \
-                         last_seen = GREATEST(last_seen, $4), \
-                         version = nextval('m2m_agents_version_seq') \
-                         WHERE id = $1 AND session = $5 RETURNING version",
-                        )
-                        .bind(id)
-                        .bind(status)
-                        .bind(json_text(metadata))
-                        .bind(last_seen)
-                        .bind(token)
-                        .fetch_optional(&mut *tx)
-                        .await?
-                    }
-                    Write::SetRelay {
-                        id,
-                        token,
-                        relay,
-                        reachable,
-                    } => {
-                        sqlx::query(
-                            "UPDATE m2m_agents SET relay = $2, reachable = $3, \
-                         version = nextval('m2m_agents_version_seq') \
-                         WHERE id = $1 AND session = $4 RETURNING version",
-                        )
-                        .bind(id)
-                        .bind(relay)
-                        .bind(reachable)
-                        .bind(token)
-                        .fetch_optional(&mut *tx)
-                        .await?
-                    }
-                };
+                let row = update_one(&mut tx, &writes[i]).await?;
                 versions.push(row.map(|r| r.try_get::<i64, _>("version")).transpose()?);
                 i += 1;
             }

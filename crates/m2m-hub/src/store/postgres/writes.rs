@@ -5,7 +5,7 @@
 use sqlx::Row;
 
 use crate::error::StoreError;
-use crate::store::{json_text, AgentRow, FEED_CHANNEL};
+use crate::store::{json_text, AgentRow, Write, FEED_CHANNEL};
 
 /// Rings the change doorbell in this transaction: `pg_notify` is delivered when (and only
 /// if) the transaction commits. `first` is the smallest version the transaction wrote
@@ -87,4 +87,74 @@ pub(super) async fn insert_many(
         );
     }
     Ok(rows.iter().map(|r| by_id.get(&r.id).copied()).collect())
+}
+
+/// One conditional update of a batch (an insert is a run of [`insert_many`] instead): the
+/// row's new version, or no row (not there, or registered again since).
+pub(super) async fn update_one(
+    tx: &mut sqlx::PgConnection,
+    write: &Write,
+) -> Result<Option<sqlx::postgres::PgRow>, StoreError> {
+    Ok(match write {
+        Write::Insert(_) => None, // taken by the run above
+        Write::SetStatus {
+            id,
+            token,
+            status,
+            last_seen,
+        } => {
+            sqlx::query(
+                "UPDATE m2m_agents SET status = $2, \
+             last_seen = GREATEST(last_seen, COALESCE($3, last_seen)), \
+             version = nextval('m2m_agents_version_seq'), \
+             relay = CASE WHEN $2 = 'offline' THEN NULL ELSE relay END \
+             WHERE id = $1 AND session = $4 RETURNING version",
+            )
+            .bind(id)
+            .bind(status)
+            .bind(last_seen)
+            .bind(token)
+            .fetch_optional(&mut *tx)
+            .await?
+        }
+        Write::Update {
+            id,
+            token,
+            status,
+            metadata,
+            last_seen,
+        } => {
+            sqlx::query(
+                "UPDATE m2m_agents SET status = $2, metadata = $3, \
+             last_seen = GREATEST(last_seen, $4), \
+             version = nextval('m2m_agents_version_seq') \
+             WHERE id = $1 AND session = $5 RETURNING version",
+            )
+            .bind(id)
+            .bind(status)
+            .bind(json_text(metadata))
+            .bind(last_seen)
+            .bind(token)
+            .fetch_optional(&mut *tx)
+            .await?
+        }
+        Write::SetRelay {
+            id,
+            token,
+            relay,
+            reachable,
+        } => {
+            sqlx::query(
+                "UPDATE m2m_agents SET relay = $2, reachable = $3, \
+             version = nextval('m2m_agents_version_seq') \
+             WHERE id = $1 AND session = $4 RETURNING version",
+            )
+            .bind(id)
+            .bind(relay)
+            .bind(reachable)
+            .bind(token)
+            .fetch_optional(&mut *tx)
+            .await?
+        }
+    })
 }
