@@ -33,7 +33,9 @@ pub struct AgentConfig {
     pub port: u16,
     /// Interface the P2P listener binds (default: all IPv4 interfaces).
     pub bind_ip: IpAddr,
-    /// Hub, as a URL or a host (see [`hub_url`]).
+    /// Hub, as a URL or a host (see [`hub_url`]); several, comma-separated, for failover
+    /// (see [`hub_urls`]): the agent connects to the first that answers and, when its hub
+    /// goes away, moves on to the next.
     pub hub: String,
     /// Public `host:port` to register instead of `<local IPv4>:<port>` (behind NAT).
     pub address: Option<String>,
@@ -176,6 +178,27 @@ pub fn hub_url(hub: &str) -> Result<String, AgentError> {
     Ok(url)
 }
 
+/// The WebSocket URLs of a comma-separated hub list (`"hub-a.example,hub-b.example"`), in
+/// order, each as [`hub_url`] makes it; duplicates are dropped. At most
+/// [`MAX_HUBS`](crate::defaults::MAX_HUBS) hubs.
+pub fn hub_urls(hubs: &str) -> Result<Vec<String>, AgentError> {
+    let mut urls: Vec<String> = Vec::new();
+    for hub in hubs.split(',') {
+        let url = hub_url(hub)?;
+        if !urls.contains(&url) {
+            urls.push(url);
+        }
+    }
+    if urls.len() > defaults::MAX_HUBS {
+        return Err(AgentError::Config(format!(
+            "{} hubs given; at most {} are tried",
+            urls.len(),
+            defaults::MAX_HUBS
+        )));
+    }
+    Ok(urls)
+}
+
 fn strip_scheme<'a>(s: &'a str, scheme: &str) -> Option<&'a str> {
     let head = s.get(..scheme.len())?;
     head.eq_ignore_ascii_case(scheme)
@@ -215,6 +238,29 @@ pub(crate) fn is_loopback_host(host: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hub_lists() {
+        assert_eq!(
+            hub_urls("localhost:1, ws://b/x,localhost:1").unwrap(),
+            vec!["ws://localhost:1/ws".to_owned(), "ws://b/x".to_owned()]
+        );
+        assert_eq!(
+            hub_urls("m2m.dev").unwrap(),
+            vec!["wss://m2m.dev/ws".to_owned()]
+        );
+        assert!(
+            hub_urls("a,,b").is_err(),
+            "an empty entry is a mistake, not skipped"
+        );
+        let many = vec!["h"; defaults::MAX_HUBS + 1]
+            .iter()
+            .enumerate()
+            .map(|(i, h)| format!("{h}{i}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        assert!(hub_urls(&many).is_err());
+    }
 
     #[test]
     fn hub_url_rules() {

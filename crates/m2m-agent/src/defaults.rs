@@ -101,6 +101,15 @@ pub const RECONNECT_DELAY: Duration = limits::RECONNECT_DELAY;
 /// retried every minute, and a thousand agents reconnecting do not hammer it.
 pub const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(60);
 
+/// Hubs an agent may be given for failover (`--hub a,b,c`): all on one database, so a few
+/// are enough; a longer list is more likely a mistake (a pasted agent list) than a plan.
+pub const MAX_HUBS: usize = 16;
+
+/// WebSockets an agent keeps attached to other hubs' relays (to reach relay-only agents
+/// held by another hub on the same database): hubs of one deployment are few; the least
+/// recently used is closed beyond this.
+pub const MAX_FOREIGN_RELAYS: usize = 8;
+
 /// Time a hub request may take: the original's 10 s.
 pub const HUB_REQUEST_TIMEOUT: Duration = limits::HUB_REQUEST_TIMEOUT;
 

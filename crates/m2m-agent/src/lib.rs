@@ -196,7 +196,7 @@ mod slots;
 mod p2p_tests;
 
 pub use agent::{Agent, AgentBuilder};
-pub use config::{hub_url, AgentConfig};
+pub use config::{hub_url, hub_urls, AgentConfig};
 pub use error::{AgentError, ErrorKind, IoError, Result};
 pub use handler::{HandlerError, HandlerResult, HANDLERS_AT_ONCE};
 pub use m2m_proto::hub::{AgentRecord, FoundAgent, Peer, Stats};

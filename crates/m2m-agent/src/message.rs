@@ -98,6 +98,9 @@ pub enum AgentEvent {
     },
     /// Registered again after a loss; a 2.0 hub gives a new id.
     Reconnected {
+        /// The hub we are registered at now (its WebSocket URL): with several hubs given,
+        /// the next one after the hub that went away.
+        hub: String,
         /// The new id.
         id: String,
         /// The address the hub stored.

@@ -89,7 +89,7 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let out = Output::detect(cli.json);
-    let hub = cmd::hub_or_default(cli.hub.as_deref());
+    let hub = cmd::hub_or_default(&cli.hub);
     let key = cli.identity.as_deref();
     match cli.command {
         Command::Hub(args) => cmd::hub::run(args, out).await,

@@ -49,6 +49,23 @@ impl AgentBuilder {
         self
     }
 
+    /// Several hubs on one database, for failover: the agent registers at the first that
+    /// answers and, when its hub goes away, moves to the next (round robin, with the
+    /// reconnect backoff), keeping its 2.1 id. The same as [`hub`](Self::hub) with the
+    /// hubs comma-separated.
+    pub fn hubs<I, S>(mut self, hubs: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        self.config.hub = hubs
+            .into_iter()
+            .map(|h| h.as_ref().trim().to_owned())
+            .collect::<Vec<_>>()
+            .join(",");
+        self
+    }
+
     /// The public `host:port` to register (behind NAT).
     pub fn address(mut self, address: &str) -> Self {
         self.config.address = Some(address.to_owned());

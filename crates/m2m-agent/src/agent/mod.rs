@@ -40,7 +40,7 @@ pub use builder::AgentBuilder;
 use routing::VouchedKeys;
 
 use crate::cache::AddressCache;
-use crate::config::{hub_url, AgentConfig};
+use crate::config::{hub_urls, AgentConfig};
 use crate::defaults::{EVENT_CAPACITY, SHUTDOWN_GRACE};
 use crate::error::{AgentError, Result};
 use crate::hub_presence::RelaySettings;
@@ -99,7 +99,7 @@ impl Agent {
         mut config: AgentConfig,
         events: broadcast::Sender<AgentEvent>,
     ) -> Result<Agent> {
-        let url = hub_url(&config.hub)?;
+        let urls = hub_urls(&config.hub)?;
         let identity = config
             .identity
             .get_or_insert_with(|| Identity::generate(&mut rand::thread_rng()))
@@ -141,7 +141,11 @@ impl Agent {
         let address = match (&config.address, &listener) {
             _ if config.relay_only => RELAY_ONLY_ADDRESS.to_owned(),
             (Some(a), _) => a.clone(),
-            (None, Some(_)) => format!("{}:{}", hub_presence::local_ipv4(&url).await, local_port),
+            (None, Some(_)) => format!(
+                "{}:{}",
+                hub_presence::local_ipv4(&urls[0]).await,
+                local_port
+            ),
             (None, None) => String::new(),
         };
 
@@ -205,7 +209,7 @@ impl Agent {
             tracker.clone(),
         ));
         let presence = Arc::new(HubPresence::new(
-            url,
+            urls,
             PresenceTiming {
                 request_timeout: config.hub_request_timeout,
                 heartbeat_interval: config.heartbeat_interval,
@@ -247,14 +251,15 @@ impl Agent {
         };
         if !agent.inner.config.register {
             // Nothing registered, so nothing to heartbeat or to restore after a reconnect.
-            let standing = presence.attach().await?;
+            let standing = presence.connect_first(false).await?;
             tracing::debug!(id = %standing.id, "attached to the hub without registering");
             return Ok(agent);
         }
         // On failure `agent` drops here, which stops the listener.
-        let standing = presence.register().await?;
+        let standing = presence.connect_first(true).await?;
         tracing::info!(
             id = %standing.id,
+            hub = %presence.hub_url(),
             address = %standing.address,
             verified = standing.hub_verified,
             "registered at the hub"
@@ -266,6 +271,12 @@ impl Agent {
         });
         tracker.spawn(hub_presence::supervise(presence, pool, events, cancel));
         Ok(agent)
+    }
+
+    /// The WebSocket URL of the hub we are at now (with several hubs given, the one the
+    /// agent moved to last).
+    pub fn hub_url(&self) -> String {
+        self.inner.presence.hub_url().to_owned()
     }
 
     /// Our id (32 hex chars). On a 2.1 hub it is our identity's derived id, the same on

@@ -184,6 +184,7 @@ async fn serve(agent: &Agent, handler: Handler, budget: AnswerBudget) -> anyhow:
         "id": agent.id(),
         "address": agent.address(),
         "hubVerified": agent.hub_verified(),
+        "hub": agent.hub_url(),
     });
     // How others reach us (docs/RELAY.md): directly, or only through the hub's relay.
     if let Some(reachable) = agent.reachable() {
@@ -202,8 +203,8 @@ async fn serve(agent: &Agent, handler: Handler, budget: AnswerBudget) -> anyhow:
                 }
             }
             event = events.recv() => match event {
-                Ok(AgentEvent::Reconnected { id, address, reachable }) => {
-                    let mut line = json!({"event": "reconnected", "id": id, "address": address});
+                Ok(AgentEvent::Reconnected { hub, id, address, reachable }) => {
+                    let mut line = json!({"event": "reconnected", "id": id, "address": address, "hub": hub});
                     if let Some(reachable) = reachable {
                         line["reachable"] = json!(reachable.as_str());
                     }
