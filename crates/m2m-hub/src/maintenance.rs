@@ -154,7 +154,11 @@ pub(crate) async fn sweep_once(state: &HubState) -> Result<SweepReport, StoreErr
     // Every hub forgets what the retention rule deletes, whoever ran the DELETE.
     state
         .directory
-        .purge_offline(cut.purge_before, cut.purge_anonymous_before);
+        .purge_offline(
+            cut.purge_before,
+            cut.purge_anonymous_before,
+            cut.purge_mailbox_before,
+        );
     Ok(report)
 }
 
@@ -169,6 +173,11 @@ pub(crate) fn cutoffs(cfg: &SweepConfig, now: i64) -> SweepCutoffs {
         purge_anonymous_before: now
             .saturating_sub(ms(cfg.anonymous_retention))
             .max(purge_before),
+        // Mail to an agent with a mailbox key may be stored for MAX_TTL after it left:
+        // its record (the key senders seal to) stays at least that long.
+        purge_mailbox_before: now
+            .saturating_sub(ms(m2m_proto::mailbox::MAX_TTL))
+            .min(purge_before),
     }
 }
 

@@ -19,6 +19,7 @@ pub(super) fn row(id: u128, last_seen: i64, caps: &[&str], status: &str) -> Agen
         version: 1,
         relay: None,
         reachable: None,
+        mailbox: None,
     }
 }
 
@@ -104,7 +105,7 @@ fn newer_versions_win_and_counts_follow() {
     let c = d.counts();
     assert_eq!((c.total, c.online, c.idle), (1, 0, 1));
     d.set_status(&e.id, "offline", 6);
-    assert_eq!(d.purge_offline(11, 11), 1);
+    assert_eq!(d.purge_offline(11, 11, 11), 1);
     assert_eq!(d.counts().total, 0);
 }
 

@@ -6,6 +6,9 @@
 //! `version`, so the mirror can apply changes in order no matter which path (own write,
 //! sweep, change feed) brings them.
 
+pub mod mail;
+mod mail_postgres;
+mod mail_sqlite;
 mod postgres;
 mod sqlite;
 
@@ -58,6 +61,8 @@ pub struct AgentRow {
     pub relay: Option<String>,
     /// Relay: `direct` or `relay` (the reachability probe), when known.
     pub reachable: Option<String>,
+    /// Mailbox: the signed mailbox key as JSON text (docs/MAILBOX.md), when published.
+    pub mailbox: Option<String>,
 }
 
 /// A change to the registry. [`Registry::apply`] commits a batch of them in one transaction.
@@ -127,6 +132,9 @@ pub struct SweepCutoffs {
     pub purge_before: i64,
     /// `offline` 2.0 agents (no identity) last seen before this are deleted too.
     pub purge_anonymous_before: i64,
+    /// `offline` agents with a mailbox key are kept until last seen before this (mail to
+    /// them may still be stored: `MAX_TTL`).
+    pub purge_mailbox_before: i64,
 }
 
 /// What one sweep changed.
@@ -182,6 +190,8 @@ pub trait Registry: Send + Sync + fmt::Debug {
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
     /// Closes the connections.
     fn close(&self) -> BoxFuture<'_, ()>;
+    /// The mail storage on the same database (docs/MAILBOX.md).
+    fn mail(&self) -> std::sync::Arc<dyn mail::MailStore>;
 }
 
 /// Opens the registry named by `url` and runs its migrations.
@@ -198,7 +208,7 @@ pub async fn open(url: &str, tuning: &StorageTuning) -> Result<Box<dyn Registry>
 /// Columns every query selects, in this order.
 pub(crate) const COLUMNS: &str =
     "id, address, capabilities, metadata, identity, status, last_seen, created_at, hub, session, \
-     version, relay, reachable";
+     version, relay, reachable, mailbox";
 
 /// Decodes a row selected with [`COLUMNS`]. Corrupt JSON is an error, not a panic.
 pub(crate) fn decode_row<R>(row: &R) -> Result<AgentRow, StoreError>
@@ -233,6 +243,7 @@ where
         version: row.try_get("version")?,
         relay: row.try_get("relay")?,
         reachable: row.try_get("reachable")?,
+        mailbox: row.try_get("mailbox")?,
         id,
     })
 }
