@@ -40,6 +40,8 @@ pub struct HubConfig {
     pub dashboard: bool,
     /// The relay (docs/RELAY.md): on by default.
     pub relay: RelayConfig,
+    /// The mailbox (docs/MAILBOX.md): on by default.
+    pub mailbox: MailboxConfig,
 }
 
 impl Default for HubConfig {
@@ -56,6 +58,7 @@ impl Default for HubConfig {
             clock: Clock::System,
             dashboard: true,
             relay: RelayConfig::default(),
+            mailbox: MailboxConfig::default(),
         }
     }
 }
@@ -227,6 +230,56 @@ impl Default for RelayConfig {
     }
 }
 
+/// The mailbox (docs/MAILBOX.md section 3): stored mail for agents that are away. Every
+/// default is in [`crate::defaults::mail`] with its reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailboxConfig {
+    /// Serve `mail`, `mailbox`, `mail_ack` (`--no-mailbox`: `mailbox_unavailable`).
+    pub enabled: bool,
+    /// Longest a message is kept (`--mail-ttl`); larger `ttl`s are clamped to it.
+    pub max_ttl: Duration,
+    /// Largest sealed message, decoded (`--mail-max-bytes`): `message_too_large` beyond.
+    pub max_sealed: usize,
+    /// Sealed bytes stored in total (`--mail-budget`).
+    pub budget: i64,
+    /// Messages stored per recipient.
+    pub recipient_messages: i64,
+    /// Sealed bytes stored per recipient.
+    pub recipient_bytes: i64,
+    /// Messages stored per sender, all recipients.
+    pub sender_messages: i64,
+    /// Sealed bytes stored per sender, all recipients.
+    pub sender_bytes: i64,
+    /// Pushed and not acked at once, per subscription.
+    pub in_flight: usize,
+    /// Pushed again when not acked within this.
+    pub ack_timeout: Duration,
+    /// The fallback poll for mail stored through other hubs.
+    pub sync_interval: Duration,
+    /// Subscriptions held at once on this hub.
+    pub max_subscriptions: usize,
+}
+
+impl Default for MailboxConfig {
+    fn default() -> Self {
+        use crate::defaults::mail as d;
+        MailboxConfig {
+            enabled: true,
+            max_ttl: m2m_proto::mailbox::MAX_TTL,
+            max_sealed: m2m_proto::mailbox::MAX_SEALED,
+            budget: d::MAIL_BUDGET,
+            recipient_messages: d::MAILBOX_MESSAGES,
+            recipient_bytes: d::MAILBOX_BYTES,
+            sender_messages: d::SENDER_MESSAGES,
+            sender_bytes: d::SENDER_BYTES,
+            in_flight: d::MAIL_IN_FLIGHT,
+            ack_timeout: d::ACK_TIMEOUT,
+            sync_interval: d::MAIL_SYNC_INTERVAL,
+            max_subscriptions: d::MAX_SUBSCRIPTIONS,
+        }
+    }
+}
+
 /// Status lifecycle (PROTOCOL.md A2): sweep period and the unseen times that move an agent
 /// to `idle` and `offline`, and how long `offline` rows are kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -261,8 +314,17 @@ impl Default for SweepConfig {
 pub struct StorageTuning {
     /// Heartbeats are kept in memory and written in one batch this often.
     pub flush_interval: Duration,
-    /// PostgreSQL: how often the change feed of other hubs is read.
+    /// PostgreSQL: how often the change feed is read without a doorbell (the fallback
+    /// poll behind the listener; with `listen` off, the polling interval).
     pub sync_interval: Duration,
+    /// PostgreSQL: hear the change doorbell (`LISTEN`) and read the feed at once when it
+    /// rings. Off: poll every `sync_interval` only (every hub still rings the doorbell).
+    pub listen: bool,
+    /// How often this hub refreshes its instance row and looks for dead hubs.
+    pub alive_interval: Duration,
+    /// A hub whose instance row was not refreshed for this long is taken as dead: its
+    /// agents go offline.
+    pub hub_expiry: Duration,
     /// Database connections.
     pub pool_size: u32,
     /// A request waiting longer than this for a database connection fails `unavailable`.
@@ -276,6 +338,9 @@ impl Default for StorageTuning {
         StorageTuning {
             flush_interval: defaults::FLUSH_INTERVAL,
             sync_interval: defaults::SYNC_INTERVAL,
+            listen: true,
+            alive_interval: defaults::HUB_ALIVE_INTERVAL,
+            hub_expiry: defaults::HUB_EXPIRY,
             pool_size: defaults::DB_POOL_SIZE,
             acquire_timeout: defaults::DB_ACQUIRE_TIMEOUT,
             max_batch: defaults::MAX_WRITE_BATCH,
