@@ -181,13 +181,11 @@ pub(crate) async fn sweep_once(state: &HubState) -> Result<SweepReport, StoreErr
         None => report.skipped = true,
     }
     // Every hub forgets what the retention rule deletes, whoever ran the DELETE.
-    state
-        .directory
-        .purge_offline(
-            cut.purge_before,
-            cut.purge_anonymous_before,
-            cut.purge_mailbox_before,
-        );
+    state.directory.purge_offline(
+        cut.purge_before,
+        cut.purge_anonymous_before,
+        cut.purge_mailbox_before,
+    );
     Ok(report)
 }
 

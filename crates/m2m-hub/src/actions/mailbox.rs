@@ -63,7 +63,13 @@ impl HubState {
             if d.recipient == id && !d.sub.ended.load(std::sync::atomic::Ordering::Acquire) {
                 // Subscribing twice: the same subscription, counted again.
                 let pending = self.pending_count(&id).await?;
-                return Ok(ok(MailboxSubscribed { agent_id: id, pending }, cid));
+                return Ok(ok(
+                    MailboxSubscribed {
+                        agent_id: id,
+                        pending,
+                    },
+                    cid,
+                ));
             }
         }
         if let Some(old) = client.mailbox.take() {
@@ -84,7 +90,13 @@ impl HubState {
         sub.wake.notify_one();
         client.mailbox = Some(Box::new(Delivery::new(id.clone(), sub)));
         tracing::debug!(id = %&id[..8], pending, "mailbox subscribed");
-        Ok(ok(MailboxSubscribed { agent_id: id, pending }, cid))
+        Ok(ok(
+            MailboxSubscribed {
+                agent_id: id,
+                pending,
+            },
+            cid,
+        ))
     }
 
     async fn pending_count(&self, id: &str) -> Result<u64, ErrorCode> {

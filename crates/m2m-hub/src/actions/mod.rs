@@ -37,11 +37,11 @@ use crate::client::Client;
 use crate::directory::AgentEntry;
 use crate::metrics::action_index;
 pub(crate) use crate::reply::ErrorCode;
-pub(crate) use mail::mail_frame_limit;
 use crate::reply::{ends_with_float_cid, error_text, exact_correlation_id, ok};
 use crate::state::HubState;
 use crate::store::Write;
 use crate::writer::Unavailable;
+pub(crate) use mail::mail_frame_limit;
 
 impl HubState {
     /// Answers one WebSocket message. Never fails: every problem is an error reply.

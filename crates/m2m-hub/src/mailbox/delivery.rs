@@ -9,7 +9,8 @@
 //!
 //! Redelivery: when the oldest unacked push is older than `ack_timeout`, the turn starts
 //! again from the recipient's oldest stored row (everything unacked is pushed again; the
-//! SDK de-duplicates by id). Memory: at most `in_flight` ids per subscription, at most
+//! SDK de-duplicates by id). The deadline is on the hub's clock (tests move a manual
+//! one and wake the subscriptions, [`crate::RunningHub::mail_wake_now`]). Memory: at most `in_flight` ids per subscription, at most
 //! [`MAIL_TURN`] messages per turn, and each pushed event is charged to the memory budget
 //! (a turn that cannot charge stops and tries again after the write).
 
@@ -19,7 +20,7 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use m2m_proto::mailbox::{MailDrained, MailEvent, EVENT_MAIL};
-use tokio::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::Sub;
 use crate::client::Client;
@@ -58,11 +59,16 @@ impl Delivery {
     }
 
     /// What the WebSocket task waits on: the doorbell, the redelivery deadline, or at
-    /// once when the last turn stopped early.
-    pub(crate) fn waiter(&self, ack_timeout: std::time::Duration) -> Waiter {
+    /// once when the last turn stopped early. Deadlines are on the hub's clock (`now` is
+    /// its monotonic side); the wait is that long on tokio's timer.
+    pub(crate) fn waiter(&self, ack_timeout: Duration, now: Instant) -> Waiter {
         Waiter {
             sub: self.sub.clone(),
-            at: self.in_flight.values().min().map(|t| *t + ack_timeout),
+            after: self
+                .in_flight
+                .values()
+                .min()
+                .map(|t| (*t + ack_timeout).saturating_duration_since(now)),
             now: self.more,
         }
     }
@@ -80,7 +86,7 @@ impl Delivery {
 #[derive(Debug)]
 pub(crate) struct Waiter {
     sub: Arc<Sub>,
-    at: Option<Instant>,
+    after: Option<Duration>,
     now: bool,
 }
 
@@ -91,8 +97,8 @@ impl Waiter {
             return;
         }
         let deadline = async {
-            match self.at {
-                Some(at) => tokio::time::sleep_until(at).await,
+            match self.after {
+                Some(after) => tokio::time::sleep(after).await,
                 None => std::future::pending().await,
             }
         };
@@ -126,7 +132,7 @@ impl HubState {
             return;
         }
         let cfg = &self.config.mailbox;
-        let now = Instant::now();
+        let now = self.instant();
         if d.in_flight.values().any(|t| now >= *t + cfg.ack_timeout) {
             let n = d.in_flight.len() as u64;
             self.mailbox

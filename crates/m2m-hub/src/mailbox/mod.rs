@@ -188,3 +188,71 @@ pub(crate) async fn poll(state: Arc<HubState>, stop: CancellationToken) {
         }
     }
 }
+
+impl MailCounters {
+    /// Appends the `m2m_hub_mail_*` series to a `/metrics` body; `subscriptions` is the
+    /// gauge of subscriptions held now.
+    pub(crate) fn render(&self, out: &mut String, subscriptions: usize) {
+        use std::fmt::Write as _;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        for (name, help, value) in [
+            (
+                "m2m_hub_mail_stored_total",
+                "Mail messages stored through this hub.",
+                load(&self.stored),
+            ),
+            (
+                "m2m_hub_mail_stored_bytes_total",
+                "Sealed bytes stored through this hub.",
+                load(&self.stored_bytes),
+            ),
+            (
+                "m2m_hub_mail_duplicates_total",
+                "Mail sent again with a stored id (stored once).",
+                load(&self.duplicates),
+            ),
+            (
+                "m2m_hub_mail_delivered_total",
+                "Mail messages pushed to subscriptions on this hub.",
+                load(&self.delivered),
+            ),
+            (
+                "m2m_hub_mail_redelivered_total",
+                "Mail messages pushed again after the ack timeout.",
+                load(&self.redelivered),
+            ),
+            (
+                "m2m_hub_mail_acked_total",
+                "Mail messages acked (deleted) through this hub.",
+                load(&self.acked),
+            ),
+            (
+                "m2m_hub_mail_purged_total",
+                "Mail messages purged by this hub's sweep (expired, or of purged agents).",
+                load(&self.purged),
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} counter");
+            let _ = writeln!(out, "{name} {value}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP m2m_hub_mail_refused_total Mail refused, by error."
+        );
+        let _ = writeln!(out, "# TYPE m2m_hub_mail_refused_total counter");
+        for (i, why) in REFUSALS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "m2m_hub_mail_refused_total{{reason=\"{why}\"}} {}",
+                load(&self.refused[i])
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP m2m_hub_mail_subscriptions Mailbox subscriptions held now."
+        );
+        let _ = writeln!(out, "# TYPE m2m_hub_mail_subscriptions gauge");
+        let _ = writeln!(out, "m2m_hub_mail_subscriptions {subscriptions}");
+    }
+}

@@ -137,5 +137,9 @@ pub trait MailStore: Send + Sync + fmt::Debug {
 
 /// The usage counter keys of a message: recipient, sender, total.
 pub(crate) fn usage_keys(recipient: &str, sender: &str) -> [String; 3] {
-    [format!("r:{recipient}"), format!("s:{sender}"), "*".to_owned()]
+    [
+        format!("r:{recipient}"),
+        format!("s:{sender}"),
+        "*".to_owned(),
+    ]
 }

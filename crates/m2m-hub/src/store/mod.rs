@@ -16,8 +16,8 @@
 //! stopped refreshing theirs.
 
 pub mod mail;
-mod mail_sql;
 mod mail_postgres;
+mod mail_sql;
 mod mail_sqlite;
 mod postgres;
 mod sqlite;

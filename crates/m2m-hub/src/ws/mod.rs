@@ -271,7 +271,7 @@ pub(crate) async fn serve_client<S>(
         let mail_waiter = client
             .mailbox
             .as_ref()
-            .map(|d| d.waiter(state.config.mailbox.ack_timeout));
+            .map(|d| d.waiter(state.config.mailbox.ack_timeout, state.instant()));
         let mail_due = async {
             match mail_waiter {
                 Some(w) => w.due().await,
