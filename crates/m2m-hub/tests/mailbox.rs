@@ -386,6 +386,36 @@ async fn unacked_mail_is_pushed_again_after_the_ack_timeout_and_at_reconnect() {
     let again = next(&mut b).await;
     assert_eq!(again, first);
     assert_eq!(metric(&hub, "m2m_hub_mail_redelivered_total").await, 1);
+    // A newer subscription (an `m2m inbox` proving the key, no registration) takes the
+    // delivery over while the older WebSocket stays open: in flight to the older one, now
+    // pushed to the newer.
+    let mut inbox = Client::connect(&hub.ws_url()).await;
+    let proof = bob.sign_b64(&relay_attach_message(&inbox.nonce, &bob.public()));
+    let reply = inbox
+        .req(json!({"action":"mailbox","identity":bob.public().to_b64(),"signature":proof}))
+        .await;
+    assert_eq!(
+        reply,
+        json!({"status":"ok","agentId":bob.agent_id(),"pending":1})
+    );
+    assert_eq!(next(&mut inbox).await, first);
+    assert_eq!(next(&mut inbox).await, json!({"event":"mail_drained"}));
+    let sealed = sealed_to(&mut a, &alice, bob.agent_id(), "newer", "only to the inbox").await;
+    let reply = mail(&mut a, bob.agent_id(), "newer", &sealed, None).await;
+    assert_eq!(
+        reply["status"], "ok",
+        "the proof given before is remembered: {reply}"
+    );
+    assert_eq!(
+        opened(&bob, &next(&mut inbox).await).unwrap(),
+        "only to the inbox"
+    );
+    assert_eq!(next(&mut inbox).await, json!({"event":"mail_drained"}));
+    assert_eq!(ack(&mut inbox, &["newer"]).await, 1);
+    // The older subscription got the drained of its redelivery, then nothing more.
+    assert_eq!(next(&mut b).await, json!({"event":"mail_drained"}));
+    quiet(&mut b).await;
+    inbox.close().await;
     // In flight when the WebSocket closes: pushed at the next subscription.
     b.close().await;
     let mut b = agent(&hub, &bob).await;
@@ -451,6 +481,8 @@ async fn quotas_size_ttl_and_duplicates() {
     let mut cfg2 = cfg.clone();
     cfg2.mailbox.sender_messages = 100;
     cfg2.mailbox.recipient_messages = 100;
+    // Room for one full-size message and one small one in all.
+    cfg2.mailbox.budget = m2m_proto::mailbox::MAX_SEALED as i64 + 500;
     let db2 = TestDb::new(Backend::Sqlite).await;
     cfg2.database = db2.url.clone();
     let hub = Hub::start(cfg2).await.unwrap();
@@ -470,6 +502,12 @@ async fn quotas_size_ttl_and_duplicates() {
         mail(&mut a, bid, "short", &short, Some(60)).await["status"],
         "ok"
     );
+    let extra = sealed_to(&mut a, &alice, bid, "extra", "over budget").await;
+    let reply = mail(&mut a, bid, "extra", &extra, None).await;
+    assert_eq!(
+        reply["error"], "mailbox_full",
+        "the hub-wide budget: {reply}"
+    );
     clock.advance(Duration::from_secs(61));
     let mut b = agent(&hub, &bob).await;
     assert_eq!(subscribe(&mut b).await, 1, "only the big one");
@@ -477,6 +515,12 @@ async fn quotas_size_ttl_and_duplicates() {
     assert_eq!(next(&mut b).await, json!({"event":"mail_drained"}));
     let report = hub.sweep_now().await.unwrap();
     assert_eq!(report.mail_purged, 1);
+    // The purge gave its bytes back to the budget.
+    assert_eq!(
+        mail(&mut a, bid, "extra", &extra, None).await["status"],
+        "ok"
+    );
+    assert_eq!(opened(&bob, &next(&mut b).await).unwrap(), "over budget");
     hub.shutdown().await.unwrap();
 }
 
