@@ -573,3 +573,46 @@ async fn the_hub_cannot_alter_or_re_attribute_stored_mail() {
     sql.close().await.unwrap();
     db.drop_db().await;
 }
+
+/// An offline agent with a mailbox key keeps its record (the key senders seal to) for
+/// `MAX_TTL`, not the usual day; when it is purged at last, its mail goes with it.
+async fn records_with_a_key_outlive_retention(backend: Backend) {
+    let (db, cfg, clock, hub) = start(backend).await;
+    let (alice, bob) = (identity(), identity());
+    let mut b = agent(&hub, &bob).await;
+    b.req(json!({"action":"disconnect","id":bob.agent_id()}))
+        .await;
+    b.close().await;
+    let mut w = Client::connect(&hub.ws_url()).await;
+    let plain = w.register(4003, &["x"]).await;
+    w.req(json!({"action":"disconnect","id":plain})).await;
+    // Two days later: past retention, within MAX_TTL.
+    clock.advance(cfg.sweep.retention * 2);
+    hub.sweep_now().await.unwrap();
+    let mut a = agent(&hub, &alice).await;
+    let found = a.req(json!({"action":"lookup","id":bob.agent_id()})).await;
+    assert_eq!(found["agent"]["status"], "offline", "{found}");
+    let gone = a.req(json!({"action":"lookup","id":plain})).await;
+    assert_eq!(gone["error"], "agent_not_found", "{gone}");
+    // Stored now, this mail would outlive the record (it expires two days after the
+    // record's purge): the purge of the record takes it.
+    let sealed = sealed_to(&mut a, &alice, bob.agent_id(), "late", "x").await;
+    assert_eq!(
+        mail(&mut a, bob.agent_id(), "late", &sealed, None).await["status"],
+        "ok"
+    );
+    a.close().await;
+    clock
+        .advance(m2m_proto::mailbox::MAX_TTL - cfg.sweep.retention * 2 + Duration::from_secs(3600));
+    let report = hub.sweep_now().await.unwrap();
+    assert_eq!(report.mail_purged, 1, "{report:?}");
+    let mut w = Client::connect(&hub.ws_url()).await;
+    let gone = w.req(json!({"action":"lookup","id":bob.agent_id()})).await;
+    assert_eq!(gone["error"], "agent_not_found", "{gone}");
+    hub.shutdown().await.unwrap();
+    db.drop_db().await;
+}
+
+on_both_backends! {
+    keyed_records_outlive_retention => super::records_with_a_key_outlive_retention;
+}

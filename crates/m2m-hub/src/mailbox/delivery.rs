@@ -109,6 +109,20 @@ impl Waiter {
     }
 }
 
+/// Resolves when `client`'s next delivery turn is due; never without a subscription.
+pub(crate) fn turn_due(client: &Client, state: &HubState) -> impl std::future::Future<Output = ()> {
+    let waiter = client
+        .mailbox
+        .as_ref()
+        .map(|d| d.waiter(state.config.mailbox.ack_timeout, state.instant()));
+    async move {
+        match waiter {
+            Some(w) => w.due().await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
 impl HubState {
     /// One delivery turn for `client`'s subscription: pushes into `out`. Ends the
     /// subscription when a newer one (here or on another hub) took over.

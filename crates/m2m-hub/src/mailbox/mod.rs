@@ -17,7 +17,7 @@
 
 mod delivery;
 
-pub(crate) use delivery::Delivery;
+pub(crate) use delivery::{turn_due, Delivery};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -268,16 +268,7 @@ pub(crate) async fn serve_client<S>(
             }
         };
         // The mailbox subscription's next delivery turn (docs/MAILBOX.md).
-        let mail_waiter = client
-            .mailbox
-            .as_ref()
-            .map(|d| d.waiter(state.config.mailbox.ack_timeout, state.instant()));
-        let mail_due = async {
-            match mail_waiter {
-                Some(w) => w.due().await,
-                None => std::future::pending().await,
-            }
-        };
+        let mail_due = crate::mailbox::turn_due(&client, &state);
         let mut mail_turn = false;
         let resume = async {
             match resume_at {
