@@ -50,3 +50,8 @@ pub const MAIL_CHANNEL: &str = "m2m_mail";
 /// signature 88, ttl, correlationId, names): a `mail` text may exceed the usual
 /// `max_message_bytes` by the sealed message's base64, never by more than this besides.
 pub const MAIL_FRAME_OVERHEAD: usize = 2048;
+
+/// After a delivery turn failed on the database, its redelivery deadline waits at least
+/// this long (a doorbell still wakes it sooner): an outage does not spin every
+/// subscription's task on a failing query.
+pub const MAIL_RETRY: Duration = Duration::from_secs(1);

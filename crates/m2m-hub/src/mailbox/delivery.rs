@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use super::Sub;
 use crate::client::Client;
-use crate::defaults::mail::MAIL_TURN;
+use crate::defaults::mail::{MAIL_RETRY, MAIL_TURN};
 use crate::outbox::Outbox;
 use crate::state::HubState;
 
@@ -43,6 +43,8 @@ pub(crate) struct Delivery {
     drained_due: bool,
     /// The last turn stopped early (a full batch, or the memory budget): run again.
     more: bool,
+    /// The database failed a turn: no redelivery turn before this (no busy retry loop).
+    retry_at: Option<Instant>,
 }
 
 impl Delivery {
@@ -55,6 +57,7 @@ impl Delivery {
             cursor: 0,
             drained_due: true,
             more: true,
+            retry_at: None,
         }
     }
 
@@ -68,7 +71,9 @@ impl Delivery {
                 .in_flight
                 .values()
                 .min()
-                .map(|t| (*t + ack_timeout).saturating_duration_since(now)),
+                .map(|t| *t + ack_timeout)
+                .map(|at| self.retry_at.map_or(at, |r| r.max(at)))
+                .map(|at| at.saturating_duration_since(now)),
             now: self.more,
         }
     }
@@ -135,8 +140,11 @@ impl HubState {
         let superseded = d.sub.ended.load(Ordering::Acquire)
             || match store.lease(&d.recipient).await {
                 Ok(token) => token.as_deref() != Some(d.sub.token.as_str()),
-                // The database is away: try again at the next doorbell or poll.
-                Err(_) => return,
+                // The database is away: try again at the next doorbell, or after a pause.
+                Err(_) => {
+                    d.retry_at = Some(self.instant() + MAIL_RETRY);
+                    return;
+                }
             };
         if superseded {
             tracing::debug!(id = %&d.recipient[..8.min(d.recipient.len())], "mail subscription taken over");
@@ -168,6 +176,7 @@ impl HubState {
             Ok(rows) => rows,
             Err(e) => {
                 tracing::warn!(error = %e, "mail not read; will retry");
+                d.retry_at = Some(now + MAIL_RETRY);
                 return;
             }
         };
