@@ -616,3 +616,49 @@ async fn records_with_a_key_outlive_retention(backend: Backend) {
 on_both_backends! {
     keyed_records_outlive_retention => super::records_with_a_key_outlive_retention;
 }
+
+/// A hub that hears no doorbell (not listening) still delivers mail stored through another
+/// hub: its fallback poll sees the new `seq`. The sender here proved its key with the relay
+/// attach proof only (no registration).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fallback_poll_delivers_without_the_doorbell() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let (cfg, _clock) = config(&db);
+    let one = Hub::start(cfg.clone()).await.unwrap();
+    let mut deaf_cfg = cfg;
+    deaf_cfg.storage.listen = false;
+    deaf_cfg.mailbox.sync_interval = Duration::from_millis(50);
+    let deaf = Hub::start(deaf_cfg).await.unwrap();
+    let (alice, bob) = (identity(), identity());
+    let mut b = agent(&deaf, &bob).await;
+    assert_eq!(subscribe(&mut b).await, 0);
+    assert_eq!(next(&mut b).await, json!({"event":"mail_drained"}));
+    common::eventually("bob's record on hub one", || {
+        let hub = one.state().clone();
+        let id = bob.agent_id().to_owned();
+        async move { hub.mirrored_status(&id).is_some() }
+    })
+    .await;
+    let mut a = Client::connect(&one.ws_url()).await;
+    let proof = alice.sign_b64(&relay_attach_message(&a.nonce, &alice.public()));
+    let attached = a
+        .req(json!({"action":"relay","identity":alice.public().to_b64(),"signature":proof}))
+        .await;
+    assert_eq!(attached["status"], "ok", "{attached}");
+    let sealed = sealed_to(
+        &mut a,
+        &alice,
+        bob.agent_id(),
+        "polled",
+        "found by the poll",
+    )
+    .await;
+    let reply = mail(&mut a, bob.agent_id(), "polled", &sealed, None).await;
+    assert_eq!(reply["status"], "ok", "{reply}");
+    let event = next(&mut b).await;
+    assert_eq!(event["from"], alice.agent_id());
+    assert_eq!(opened(&bob, &event).unwrap(), "found by the poll");
+    one.shutdown().await.unwrap();
+    deaf.shutdown().await.unwrap();
+    db.drop_db().await;
+}
