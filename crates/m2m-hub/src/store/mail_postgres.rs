@@ -3,6 +3,10 @@
 //! two hubs storing for overlapping recipients and senders queue instead of deadlocking;
 //! it rings `m2m_mail` (payload the recipient id) so the recipient's subscription on any
 //! hub hears of the new mail at commit.
+//!
+//! Every store, ack and purge takes the total row (`*`) first, so mail writes queue on it
+//! one at a time across all hubs: exact shared quotas and no deadlock between a delete
+//! and a store of the same id, at the price of a few thousand mail writes a second.
 
 use crate::error::StoreError;
 

@@ -232,6 +232,9 @@ macro_rules! mail_store_impl {
             ) -> $crate::store::BoxFuture<'a, Result<u64, $crate::error::StoreError>> {
                 Box::pin(async move {
                     let mut tx = self.pool.begin().await?;
+                    // The total row first, as a store locks it first (`*` sorts before
+                    // `r:`/`s:`): a delete racing a store of the same id cannot deadlock.
+                    lock_usage(&mut tx, &["*".to_owned()]).await?;
                     let mut gone = Vec::new();
                     for id in ids {
                         let rows = sqlx::query(
@@ -257,6 +260,9 @@ macro_rules! mail_store_impl {
             ) -> $crate::store::BoxFuture<'a, Result<u64, $crate::error::StoreError>> {
                 Box::pin(async move {
                     let mut tx = self.pool.begin().await?;
+                    // The total row first, as a store locks it first (`*` sorts before
+                    // `r:`/`s:`): a delete racing a store of the same id cannot deadlock.
+                    lock_usage(&mut tx, &["*".to_owned()]).await?;
                     let rows = sqlx::query(
                         "DELETE FROM m2m_mail WHERE expires_at <= $1 \
                          RETURNING recipient, sender, CAST(length(sealed) AS BIGINT) AS n",
