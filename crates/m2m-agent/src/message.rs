@@ -32,8 +32,9 @@ pub struct Message {
     /// Whether `from` is proven (2.1 sessions). Always false in 2.0.
     #[serde(default, skip_serializing_if = "is_false")]
     pub authenticated: bool,
-    /// How it arrived: over a direct connection or through the hub's relay. Serialized only
-    /// when `relay`, so a direct message keeps the original shape.
+    /// How it arrived: over a direct connection, through the hub's relay, or from the
+    /// hub's mailbox (then `timestamp` is when the sender sent it). Serialized only when not
+    /// direct, so a direct message keeps the original shape; see [`Message::via`].
     #[serde(default, skip_serializing_if = "Route::is_direct")]
     pub route: Route,
 }
@@ -48,6 +49,8 @@ pub enum Route {
     Direct,
     /// Through the relay of the hub the agents are attached to.
     Relay,
+    /// Sealed to the recipient's mailbox key and stored by the hub (docs/MAILBOX.md).
+    Mailbox,
 }
 
 impl Route {
@@ -56,11 +59,12 @@ impl Route {
         *self == Route::Direct
     }
 
-    /// `"direct"` or `"relay"`.
+    /// `"direct"`, `"relay"` or `"mailbox"`.
     pub fn as_str(self) -> &'static str {
         match self {
             Route::Direct => "direct",
             Route::Relay => "relay",
+            Route::Mailbox => "mailbox",
         }
     }
 }
@@ -68,6 +72,14 @@ impl Route {
 impl std::fmt::Display for Route {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+impl Message {
+    /// How it arrived, as text (`"direct"`, `"relay"`, `"mailbox"`): what `m2m listen`
+    /// prints as `"via"`.
+    pub fn via(&self) -> &'static str {
+        self.route.as_str()
     }
 }
 
@@ -111,12 +123,25 @@ pub enum AgentEvent {
         /// What failed.
         error: AgentError,
     },
+    /// Mailbox: a message from the hub's mailbox was dropped (and acked, so that the hub
+    /// forgets it) instead of delivered. Also counted in [`Agent::mail_dropped`](crate::Agent::mail_dropped).
+    MailDropped {
+        /// The message id the hub gave.
+        id: String,
+        /// The sender the hub named (unverified).
+        from: String,
+        /// Why: [`m2m_proto::mailbox::OpenError::reason`] (`decryption_failed`,
+        /// `forged_sender`, `expired`, …) or `duplicate`.
+        reason: String,
+    },
 }
 
-/// The result of a delivered send: `{delivered, correlationId, route}`.
+/// The result of a send: `{delivered, correlationId, route}` when the peer acked it, or,
+/// queued in the recipient's mailbox, `{delivered: false, correlationId, route: "mailbox",
+/// queued: true, messageId, expiresAt}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Delivery {
-    /// True: the peer acked the message.
+    /// True: the peer acked the message. False: it was queued (see `queued`).
     pub delivered: bool,
     /// The correlationId the message carried.
     #[serde(rename = "correlationId")]
@@ -124,6 +149,53 @@ pub struct Delivery {
     /// The route it took.
     #[serde(default)]
     pub route: Route,
+    /// Mailbox: the hub stored it for the recipient (`{"queued":true,"messageId":…,
+    /// "expiresAt":…}`, flattened into this object).
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub queued: Option<m2m_proto::mailbox::MailQueued>,
+}
+
+impl Delivery {
+    /// A send the peer acked.
+    pub(crate) fn delivered(correlation_id: String, route: Route) -> Self {
+        Delivery {
+            delivered: true,
+            correlation_id,
+            route,
+            queued: None,
+        }
+    }
+}
+
+/// Options of [`Agent::send_with`](crate::Agent::send_with).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendOptions {
+    /// Queue the message in the recipient's mailbox when it is offline or no route reaches
+    /// it (default true; `m2m send --no-queue` turns it off).
+    pub queue: bool,
+    /// How long the hub keeps queued mail (default [`AgentConfig::mail_ttl`](crate::AgentConfig::mail_ttl); the hub clamps
+    /// it to its maximum).
+    pub ttl: Option<std::time::Duration>,
+}
+
+impl Default for SendOptions {
+    fn default() -> Self {
+        SendOptions {
+            queue: true,
+            ttl: None,
+        }
+    }
+}
+
+/// Options of [`Agent::request_with`](crate::Agent::request_with).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestOptions {
+    /// Queue the request in the mailbox of an offline or unreachable target and wait for
+    /// its response (default false: such a target fails fast).
+    pub queue: bool,
+    /// How long to wait for the response (default the configured request timeout); queued
+    /// mail expires then too.
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// Filters and page of [`Agent::discover`](crate::Agent::discover).
@@ -226,6 +298,9 @@ pub struct BroadcastReport {
     pub failed: usize,
     /// How many of the delivered went through the relay.
     pub relayed: usize,
+    /// Mailbox: recipients no route reached whose mailbox the message was queued in
+    /// (counted neither delivered nor failed).
+    pub queued: usize,
     /// Why each failed.
     pub errors: Vec<BroadcastFailure>,
 }
@@ -276,6 +351,7 @@ mod tests {
             delivered: 0,
             failed: 1,
             relayed: 0,
+            queued: 0,
             errors: vec![BroadcastFailure {
                 agent: "b".into(),
                 error: AgentError::AgentOffline("b".into()),
@@ -283,7 +359,7 @@ mod tests {
         };
         assert_eq!(
             serde_json::to_value(&r).unwrap(),
-            json!({"total":1,"delivered":0,"failed":1,"relayed":0,"errors":[{"agent":"b","error":"Agent is offline: b"}]})
+            json!({"total":1,"delivered":0,"failed":1,"relayed":0,"queued":0,"errors":[{"agent":"b","error":"Agent is offline: b"}]})
         );
     }
 }

@@ -15,8 +15,13 @@
 //! needs the relay ([`HubPresence::relay`]), proving our key with a signature over the
 //! connection's nonce. A 2.0 hub never gets the action.
 //!
+//! Mailbox (docs/MAILBOX.md): a 2.1 registration carries our current mailbox key, and is
+//! followed by the `mailbox` action (unless `mailbox(false)`), after which the hub pushes
+//! our mail on this WebSocket.
+//!
 //! The files: this one holds the state and the plain requests on the current connection;
 //! `registration` the `challenge` probe and `register`; `relay_attach` the `relay` action;
+//! `mailbox_attach` the `mailbox` and `mail` actions;
 //! `supervisor` the heartbeat and reconnect task; `local_address` the address we advertise.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,11 +42,13 @@ use crate::identity::LocalIdentity;
 use crate::relay::OnOpen;
 
 mod local_address;
+mod mailbox_attach;
 mod registration;
 mod relay_attach;
 mod supervisor;
 
 pub(crate) use local_address::local_ipv4;
+pub(crate) use mailbox_attach::MailboxSettings;
 pub(crate) use supervisor::supervise;
 
 /// What `register` sends, kept up to date by `update_status` so a reconnect restores it.
@@ -119,6 +126,7 @@ pub(crate) struct HubPresence {
     standing: RwLock<Standing>,
     local: Arc<LocalIdentity>,
     relay: RelaySettings,
+    mailbox: MailboxSettings,
     /// Set by [`HubPresence::disconnect`]: the coming close is ours, not a loss.
     leaving: AtomicBool,
     cancel: CancellationToken,
@@ -135,6 +143,7 @@ impl HubPresence {
         capabilities: Vec<String>,
         metadata: Map<String, Value>,
         relay: RelaySettings,
+        mailbox: MailboxSettings,
         cancel: CancellationToken,
         tracker: TaskTracker,
     ) -> Self {
@@ -151,6 +160,7 @@ impl HubPresence {
             standing: RwLock::new(Standing::default()),
             local,
             relay,
+            mailbox,
             leaving: AtomicBool::new(false),
             cancel,
             tracker,
