@@ -186,6 +186,7 @@ mod hub_presence;
 mod identity;
 mod inbox;
 mod listener;
+mod mailbox;
 mod message;
 mod peer;
 mod refusals;
@@ -202,9 +203,10 @@ pub use handler::{HandlerError, HandlerResult, HANDLERS_AT_ONCE};
 pub use m2m_proto::hub::{AgentRecord, FoundAgent, Peer, Stats};
 pub use m2m_proto::relay::{CloseReason, Reachable};
 pub use m2m_proto::{Identity, IdentityKey};
+pub use mailbox::{fetch_mail, FetchMail, FetchReport};
 pub use message::{
     AgentEvent, BroadcastFailure, BroadcastOptions, BroadcastReport, Delivery, DiscoverOptions,
-    Message, Route,
+    Message, RequestOptions, Route, SendOptions,
 };
 pub use refusals::Refusals;
 pub use serde_json::{json, Map, Value};

@@ -87,6 +87,10 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
 /// Something that happened to the agent, published on
 /// [`Agent::events`](crate::Agent::events).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -253,6 +257,9 @@ pub struct BroadcastOptions {
     pub capabilities: Vec<String>,
     /// Sends in flight at once.
     pub parallelism: usize,
+    /// Mailbox: queue the message for a recipient that no route reaches, when its record
+    /// publishes a mailbox key (default true).
+    pub queue: bool,
 }
 
 impl Default for BroadcastOptions {
@@ -260,6 +267,7 @@ impl Default for BroadcastOptions {
         BroadcastOptions {
             capabilities: Vec::new(),
             parallelism: crate::config::DEFAULT_BROADCAST_PARALLELISM,
+            queue: true,
         }
     }
 }
@@ -285,6 +293,12 @@ impl BroadcastOptions {
         self.parallelism = parallelism.max(1);
         self
     }
+
+    /// Mailbox: whether to queue for recipients no route reaches (default true).
+    pub fn queue(mut self, on: bool) -> Self {
+        self.queue = on;
+        self
+    }
 }
 
 /// The outcome of a broadcast: `{total, delivered, failed, errors:[{agent, error}]}`.
@@ -299,7 +313,8 @@ pub struct BroadcastReport {
     /// How many of the delivered went through the relay.
     pub relayed: usize,
     /// Mailbox: recipients no route reached whose mailbox the message was queued in
-    /// (counted neither delivered nor failed).
+    /// (counted neither delivered nor failed). Serialized only when not zero.
+    #[serde(skip_serializing_if = "is_zero")]
     pub queued: usize,
     /// Why each failed.
     pub errors: Vec<BroadcastFailure>,
@@ -359,7 +374,7 @@ mod tests {
         };
         assert_eq!(
             serde_json::to_value(&r).unwrap(),
-            json!({"total":1,"delivered":0,"failed":1,"relayed":0,"queued":0,"errors":[{"agent":"b","error":"Agent is offline: b"}]})
+            json!({"total":1,"delivered":0,"failed":1,"relayed":0,"errors":[{"agent":"b","error":"Agent is offline: b"}]})
         );
     }
 }

@@ -99,11 +99,7 @@ impl MailboxReceiver {
     /// Opens a pushed message and checks it (docs/MAILBOX.md section 2, duplicate last);
     /// the message for the application and when it expires, or the reason to drop it. Does
     /// not mark it seen ([`MailboxReceiver::delivered`] does, once it is delivered).
-    pub(crate) fn open(
-        &self,
-        event: &MailEvent,
-        now: u64,
-    ) -> Result<(Message, u64), &'static str> {
+    pub(crate) fn open(&self, event: &MailEvent, now: u64) -> Result<(Message, u64), &'static str> {
         let sealed = B64
             .decode(&event.sealed)
             .map_err(|_| OpenError::Malformed.reason())?;

@@ -96,11 +96,7 @@ impl SeenSet {
         }
         self.entries.retain(|_, exp| *exp > now_ms);
         let file = File {
-            seen: self
-                .entries
-                .iter()
-                .map(|(k, v)| (k.clone(), *v))
-                .collect(),
+            seen: self.entries.iter().map(|(k, v)| (k.clone(), *v)).collect(),
         };
         let tmp = path.with_extension("tmp");
         let written = serde_json::to_vec(&file)

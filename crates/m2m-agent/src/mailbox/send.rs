@@ -127,9 +127,15 @@ mod tests {
     fn hub_errors_are_typed() {
         let q = |e: &str| queued("b", Err(AgentError::Hub(e.into()))).unwrap_err();
         assert_eq!(q("mailbox_full"), AgentError::MailboxFull("b".into()));
-        assert_eq!(q("message_too_large"), AgentError::MessageTooLarge("b".into()));
+        assert_eq!(
+            q("message_too_large"),
+            AgentError::MessageTooLarge("b".into())
+        );
         assert_eq!(q("expired"), AgentError::Expired("b".into()));
-        assert!(matches!(q("mailbox_unavailable"), AgentError::MailboxUnavailable { .. }));
+        assert!(matches!(
+            q("mailbox_unavailable"),
+            AgentError::MailboxUnavailable { .. }
+        ));
         assert_eq!(q("rate_limited"), AgentError::Hub("rate_limited".into()));
     }
 }

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use m2m_proto::hub::HubRequest;
-use m2m_proto::mailbox::{MailAcked, MailEvent, ACTION_ACK, EVENT_DRAINED, EVENT_MAIL, MAX_ACK_IDS};
+use m2m_proto::mailbox::{
+    MailAcked, MailEvent, ACTION_ACK, EVENT_DRAINED, EVENT_MAIL, MAX_ACK_IDS,
+};
 use serde_json::Value;
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;

@@ -20,8 +20,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Row};
 
 use super::{
-    decode_row, AgentRow, BoxFuture, ChangeListener, ExpiredHubs, HubRow, Loaded,
-    Registry, StatusChange, SweepCutoffs, SweepOutcome, Write, COLUMNS,
+    decode_row, AgentRow, BoxFuture, ChangeListener, ExpiredHubs, HubRow, Loaded, Registry,
+    StatusChange, SweepCutoffs, SweepOutcome, Write, COLUMNS,
 };
 use crate::config::StorageTuning;
 use crate::error::StoreError;
