@@ -18,14 +18,17 @@ use crate::hub_client::correlation_id;
 use crate::listener::NotSentBack;
 use crate::message::{
     BroadcastFailure, BroadcastOptions, BroadcastReport, Delivery, DiscoverOptions, Message,
-    RequestOptions, Route,
+    RequestOptions, Route, SendOptions,
 };
 use crate::peer::{self, Credentials};
 
 impl Agent {
-    /// Sends one message to agent `id`; resolves once the peer acked it.
+    /// Sends one message to agent `id`; resolves once the peer acked it — or, when the
+    /// peer is offline or no route reaches it and it publishes a mailbox key, once the hub
+    /// stored it in its mailbox (`delivered: false`, `route: Route::Mailbox`, `queued`).
+    /// [`Agent::send_with`] with `queue: false` never queues.
     pub async fn send(&self, id: &str, message_type: &str, payload: Value) -> Result<Delivery> {
-        self.send_with_id(id, message_type, &payload, correlation_id())
+        self.send_with(id, message_type, payload, SendOptions::default())
             .await
     }
 
