@@ -420,3 +420,32 @@ async fn fetch_mail_returns_the_mail_and_acks_it_without_registering() {
     );
     hub.shutdown().await;
 }
+
+#[tokio::test]
+async fn fetch_mail_waits_for_mail_when_none_is_pending() {
+    let hub = MailHub::start().await;
+    let me = Identity::generate(&mut rand::thread_rng());
+    let key = MailboxKeys::new(me.clone()).current(now_ms()).publish(&me);
+    let sender = Identity::generate(&mut rand::thread_rng());
+    let mut options = FetchMail::new(&hub.url(), me.clone());
+    // Far longer than the test's bounded wait: it returns because mail came, not because
+    // the wait ran out.
+    options.wait = LONG;
+    let fetching = tokio::spawn(async move {
+        let mut got = Vec::new();
+        let report = fetch_mail(options, |m| got.push(m)).await;
+        (report, got)
+    });
+    hub.wait_until("the subscription", |h| h.requests("mailbox").len() == 1)
+        .await;
+    let late = body(&sender, me.agent_id(), "late-1", json!("late"));
+    hub.store(me.agent_id(), event(&sender, &key, &late));
+    let (report, got) = tokio::time::timeout(Duration::from_secs(20), fetching)
+        .await
+        .expect("fetch did not return once the mail was drained")
+        .unwrap();
+    assert_eq!(report.unwrap().delivered, 1);
+    assert_eq!(got[0].payload, json!("late"));
+    assert_eq!(hub.acked(), ["late-1"]);
+    hub.shutdown().await;
+}

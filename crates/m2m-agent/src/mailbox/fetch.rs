@@ -163,9 +163,10 @@ async fn fetch_on(
                     // Mail came: drain it all now.
                     waiting = false;
                 }
-                // The hub is not silent: give it the idle time again.
-                deadline = tokio::time::Instant::now()
-                    + if waiting { options.wait.saturating_sub(Duration::ZERO) } else { options.request_timeout };
+                if !waiting {
+                    // The hub is not silent: give it the idle time again.
+                    deadline = tokio::time::Instant::now() + options.request_timeout;
+                }
             }
         }
     }
