@@ -449,3 +449,45 @@ async fn fetch_mail_waits_for_mail_when_none_is_pending() {
     assert_eq!(hub.acked(), ["late-1"]);
     hub.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_restarted_agent_with_a_state_file_drops_a_replay() {
+    let hub = MailHub::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("mailbox-seen.json");
+    let me = Identity::generate(&mut rand::thread_rng());
+    let sender = Identity::generate(&mut rand::thread_rng());
+    let b = agent(&hub)
+        .identity(me.clone())
+        .mailbox_state(&state)
+        .connect()
+        .await
+        .unwrap();
+    hub.wait_until("a subscription", |h| h.requests("mailbox").len() == 1)
+        .await;
+    let key = published(&hub, &b.id());
+    let once = body(&sender, &b.id(), "r-1", json!("once"));
+    hub.store(&b.id(), event(&sender, &key, &once));
+    assert_eq!(next(&b).await.payload, json!("once"));
+    hub.wait_until("the ack", |h| h.acked() == ["r-1"]).await;
+    b.disconnect().await.unwrap();
+
+    // The same agent, restarted: the hub (or someone) pushes the acked message again.
+    let b = agent(&hub)
+        .identity(me)
+        .mailbox_state(&state)
+        .connect()
+        .await
+        .unwrap();
+    hub.wait_until("a second subscription", |h| {
+        h.requests("mailbox").len() == 2
+    })
+    .await;
+    hub.push(&b.id(), event(&sender, &key, &once));
+    let fresh = body(&sender, &b.id(), "r-2", json!("fresh"));
+    hub.push(&b.id(), event(&sender, &key, &fresh));
+    assert_eq!(next(&b).await.payload, json!("fresh"));
+    assert_eq!(b.mail_dropped().get("duplicate"), Some(&1));
+    b.disconnect().await.unwrap();
+    hub.shutdown().await;
+}

@@ -200,7 +200,9 @@ impl AgentBuilder {
     /// Mailbox (docs/MAILBOX.md): publish our mailbox key at each registration on a 2.1
     /// hub and receive the mail stored for us, and queue sends that cannot reach their
     /// target in its mailbox (default true). With `false` no key is published, nothing is
-    /// subscribed, and sends fail as in 2.0 when no route reaches the target.
+    /// subscribed, and sends fail as in 2.0 when no route reaches the target. An agent that
+    /// does not register ([`AgentBuilder::register`]`(false)`) still queues sends, but
+    /// receives no mail: it reads it with [`crate::fetch_mail`].
     pub fn mailbox(mut self, on: bool) -> Self {
         self.config.mailbox = on;
         self

@@ -71,8 +71,14 @@ impl Agent {
         if !queueable(error) || self.inner.mailbox.is_none() {
             return sent;
         }
-        let Some((identity, key)) = self.mailbox_of(id).await? else {
-            return sent;
+        let (identity, key) = match self.mailbox_of(id).await {
+            Ok(Some(found)) => found,
+            Ok(None) => return sent,
+            Err(e) => {
+                // The send's own error says more than the failed look-up of the key.
+                tracing::debug!(id, error = %e, "no mailbox key to fall back to");
+                return sent;
+            }
         };
         tracing::debug!(id, error = %error, "not reachable now; queuing in its mailbox");
         self.queue_mail(

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use m2m_proto::hub::HubRequest;
 use m2m_proto::identity::relay_attach_message;
-use m2m_proto::mailbox::{MailboxKeys, MailboxSubscribed, ACTION_MAILBOX};
+use m2m_proto::mailbox::{MailboxKeys, MailboxSubscribed, ACTION_MAILBOX, MAX_ACK_IDS};
 use m2m_proto::Identity;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -158,6 +158,9 @@ async fn fetch_on(
                     Seen::Delivered => report.delivered += 1,
                     Seen::Drained if !waiting => break,
                     Seen::Drained | Seen::Dropped | Seen::Other => {}
+                }
+                if sub.pending_acks() >= MAX_ACK_IDS {
+                    sub.flush().await?;
                 }
                 if waiting && sub.has_pending_acks() {
                     // Mail came: drain it all now.

@@ -84,6 +84,11 @@ impl Subscription {
         !self.acks.is_empty()
     }
 
+    /// How many acks are waiting to be sent.
+    pub(crate) fn pending_acks(&self) -> usize {
+        self.acks.len()
+    }
+
     /// Handles one event from the hub. `stop` aborts a delivery waiting for inbox room.
     pub(crate) async fn on_event(
         &mut self,
@@ -193,7 +198,7 @@ pub(crate) async fn run(
             event = events.recv() => {
                 let Some(event) = event else { break };
                 let seen = sub.on_event(event, &mut sink, &stop).await;
-                if seen == Seen::Drained || sub.acks.len() >= MAX_ACK_IDS {
+                if seen == Seen::Drained || sub.pending_acks() >= MAX_ACK_IDS {
                     if let Err(e) = sub.flush().await {
                         tracing::debug!(error = %e, "mail_ack failed; the hub redelivers");
                     }
