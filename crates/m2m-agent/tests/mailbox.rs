@@ -5,8 +5,8 @@
 //! tampered, misaddressed, forged and expired mail dropped with the reason; sends and
 //! requests to offline agents queued (sealed so that only the recipient opens them), or
 //! not with `queue: false`; a response that comes by mail; a substituted key refused; and
-//! the short-lived `fetch_mail`. Timeouts are set far beyond the tests' bounded waits, so
-//! none fires on its own.
+//! the short-lived `fetch_mail`. Timeouts (and the ack delay) are set far beyond the tests'
+//! bounded waits, so none fires on its own.
 
 mod common;
 
@@ -32,6 +32,9 @@ fn agent(hub: &MailHub) -> AgentBuilder {
         .send_timeout(Duration::from_secs(60))
         .request_timeout(LONG)
         .hub_request_timeout(Duration::from_secs(60))
+        // Acks go out on the hub's `mail_drained` (this hub sends one after every push),
+        // never because a timer ran out.
+        .configure(|c| c.mail_ack_delay = LONG)
 }
 
 fn now_ms() -> u64 {
