@@ -494,3 +494,51 @@ async fn a_restarted_agent_with_a_state_file_drops_a_replay() {
     b.disconnect().await.unwrap();
     hub.shutdown().await;
 }
+
+#[tokio::test]
+async fn broadcast_queues_for_a_recipient_no_route_reaches() {
+    let hub = MailHub::start().await;
+    let reached = agent(&hub).connect().await.unwrap();
+    // Online, but its address answers nobody (and this hub relays nothing).
+    let b_identity = Identity::generate(&mut rand::thread_rng());
+    let unreachable = agent(&hub)
+        .identity(b_identity.clone())
+        .address("127.0.0.1:1")
+        .connect()
+        .await
+        .unwrap();
+    let a = agent(&hub).connect().await.unwrap();
+    let report = a
+        .broadcast("news", json!("hi"), m2m_agent::BroadcastOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.total, report.delivered, report.queued, report.failed),
+        (2, 1, 1, 0)
+    );
+    assert_eq!(serde_json::to_value(&report).unwrap()["queued"], json!(1));
+    assert_eq!(next(&reached).await.payload, json!("hi"));
+    let m = next(&unreachable).await;
+    assert_eq!((m.route, &m.payload), (Route::Mailbox, &json!("hi")));
+    let mail = hub.requests("mail");
+    assert_eq!(open_as(&b_identity, &a.id(), &mail[0]).message_type, "news");
+
+    // Without queueing, it is a failure as before.
+    let report = a
+        .broadcast(
+            "news",
+            json!(2),
+            m2m_agent::BroadcastOptions::new().queue(false),
+        )
+        .await
+        .unwrap();
+    assert_eq!((report.delivered, report.queued, report.failed), (1, 0, 1));
+    assert!(serde_json::to_value(&report)
+        .unwrap()
+        .get("queued")
+        .is_none());
+    for agent in [a, reached, unreachable] {
+        agent.disconnect().await.unwrap();
+    }
+    hub.shutdown().await;
+}

@@ -1,6 +1,6 @@
 //! A minimal 2.1 hub with a mailbox (docs/MAILBOX.md section 3), for the SDK's mailbox
 //! tests: `challenge`, `register` (identity verified, the `mailbox` key kept as sent),
-//! `lookup`, heartbeats, and the `mail` / `mailbox` / `mail_ack` actions, with the attach
+//! `lookup`, `discover` (online agents), heartbeats, and the `mail` / `mailbox` / `mail_ack` actions, with the attach
 //! proof for a WebSocket that did not register. Every request is logged, and a test can
 //! store or push any `mail` event it builds (tampered, forged, replayed), substitute a
 //! record's mailbox key, or close an agent's WebSocket.
@@ -286,6 +286,22 @@ fn handle(st: &mut State, text: &str, conn: u64, nonce: &str, mine: &mut Option<
             }
             None => err("agent_not_found"),
         },
+        "discover" => {
+            let agents: Vec<Value> = st
+                .agents
+                .iter()
+                .filter(|(id, r)| r.status == "online" && Some(*id) != mine.as_ref())
+                .map(|(id, r)| {
+                    let mut agent = json!({"id":id,"address":r.address,"capabilities":[],
+                        "metadata":{},"status":r.status,"lastSeen":0,"identity":r.identity});
+                    if let Some(m) = &r.mailbox {
+                        agent["mailbox"] = m.clone();
+                    }
+                    agent
+                })
+                .collect();
+            json!({"status":"ok","count":agents.len(),"limit":100,"offset":0,"agents":agents})
+        }
         "heartbeat" => json!({"status":"ok","timestamp":1_700_000_000_000u64}),
         "status" => json!({"status":"ok"}),
         "disconnect" => {
