@@ -360,6 +360,33 @@ mod tests {
     }
 
     #[test]
+    fn a_delivery_shows_queued_only_when_queued() {
+        let d = Delivery::delivered("c".into(), Route::Direct);
+        let shown = serde_json::to_value(&d).unwrap();
+        assert_eq!(
+            shown,
+            json!({"delivered":true,"correlationId":"c","route":"direct"})
+        );
+        assert_eq!(serde_json::from_value::<Delivery>(shown).unwrap(), d);
+        let q = Delivery {
+            delivered: false,
+            correlation_id: "c".into(),
+            route: Route::Mailbox,
+            queued: Some(m2m_proto::mailbox::MailQueued {
+                queued: true,
+                message_id: "m".into(),
+                expires_at: 9,
+            }),
+        };
+        let shown = serde_json::to_value(&q).unwrap();
+        assert_eq!(
+            shown,
+            json!({"delivered":false,"correlationId":"c","route":"mailbox","queued":true,"messageId":"m","expiresAt":9})
+        );
+        assert_eq!(serde_json::from_value::<Delivery>(shown).unwrap(), q);
+    }
+
+    #[test]
     fn report_serializes_errors_as_text() {
         let r = BroadcastReport {
             total: 1,
