@@ -542,3 +542,22 @@ async fn broadcast_queues_for_a_recipient_no_route_reaches() {
     }
     hub.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_hub_that_keeps_no_mail_leaves_the_send_error_as_it_was() {
+    let hub = MailHub::start().await;
+    let b = agent(&hub).connect().await.unwrap();
+    let b_id = b.id();
+    b.disconnect().await.unwrap();
+    hub.turn_mail_off();
+    let a = agent(&hub).connect().await.unwrap();
+    let sent = a.send(&b_id, "note", json!(1)).await;
+    assert_eq!(sent.unwrap_err(), AgentError::AgentOffline(b_id.clone()));
+    assert_eq!(
+        hub.requests("mail").len(),
+        1,
+        "it tried, and the hub said no"
+    );
+    a.disconnect().await.unwrap();
+    hub.shutdown().await;
+}

@@ -31,10 +31,11 @@ impl Agent {
     /// default) a target that is offline or that no route reaches gets it in its mailbox
     /// instead, when its record publishes a mailbox key that verifies: the result then has
     /// `delivered: false`, `route: Route::Mailbox` and `queued` (`messageId`, `expiresAt`).
-    /// Without a usable mailbox the send's own error is returned; a key that does not
-    /// verify is [`AgentError::InvalidMailboxKey`]; the hub's refusals are
-    /// [`AgentError::MailboxFull`], [`AgentError::MessageTooLarge`], … With
-    /// `queue: false` it is exactly [`Agent::send`].
+    /// Without a usable mailbox (no key, or a hub that keeps no mail) the send's own error
+    /// is returned; a key that does not verify is [`AgentError::InvalidMailboxKey`]; the
+    /// hub's refusals are [`AgentError::MailboxFull`], [`AgentError::MessageTooLarge`], …
+    /// With `queue: false` it never queues: the send of 2.0, and its errors
+    /// ([`AgentError::AgentOffline`], …). [`Agent::send`] is `send_with` with the defaults.
     pub async fn send_with(
         &self,
         id: &str,
@@ -81,16 +82,19 @@ impl Agent {
             }
         };
         tracing::debug!(id, error = %error, "not reachable now; queuing in its mailbox");
-        self.queue_mail(
-            id,
-            identity.as_deref(),
-            &key,
-            message_type,
-            payload,
-            cid,
-            ttl,
-        )
-        .await
+        let identity = identity.as_deref();
+        let queued = self
+            .queue_mail(id, identity, &key, message_type, payload, cid, ttl)
+            .await;
+        match queued {
+            // The hub keeps no mail (its operator turned it off, or it predates it): the
+            // send's own error, as without a key.
+            Err(AgentError::MailboxUnavailable { reason, .. }) => {
+                tracing::debug!(id, reason, "the hub keeps no mail");
+                sent
+            }
+            other => other,
+        }
     }
 
     /// The identity and mailbox key the hub's record of `id` publishes (the cache's, else a

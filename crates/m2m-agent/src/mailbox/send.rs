@@ -98,10 +98,12 @@ pub(crate) fn queued(agent: &str, reply: Result<MailQueued>) -> Result<MailQueue
             hub_errors::MAILBOX_FULL => AgentError::MailboxFull(agent.to_owned()),
             hub_errors::MESSAGE_TOO_LARGE => AgentError::MessageTooLarge(agent.to_owned()),
             hub_errors::EXPIRED => AgentError::Expired(agent.to_owned()),
-            hub_errors::MAILBOX_UNAVAILABLE => AgentError::MailboxUnavailable {
-                agent: agent.to_owned(),
-                reason: "it published no mailbox key, or the hub keeps no mail".into(),
-            },
+            hub_errors::MAILBOX_UNAVAILABLE | hub_errors::UNKNOWN_ACTION => {
+                AgentError::MailboxUnavailable {
+                    agent: agent.to_owned(),
+                    reason: "it published no mailbox key, or the hub keeps no mail".into(),
+                }
+            }
             hub_errors::AGENT_NOT_FOUND => AgentError::AgentNotFound(agent.to_owned()),
             _ => AgentError::Hub(code),
         },

@@ -40,6 +40,8 @@ struct State {
     stored: HashMap<String, Vec<Value>>,
     /// Every request, in order.
     log: Vec<Value>,
+    /// The operator turned the mailbox off: `mail` and `mailbox` are `mailbox_unavailable`.
+    mail_off: bool,
 }
 
 /// A running mailbox hub.
@@ -115,6 +117,11 @@ impl MailHub {
         if let Some(r) = st.agents.get_mut(id) {
             r.mailbox = Some(key);
         }
+    }
+
+    /// From now on, keeps no mail (`--no-mailbox`).
+    pub fn turn_mail_off(&self) {
+        self.state.lock().unwrap().mail_off = true;
     }
 
     /// Stores a `mail` event for `to` and pushes it when `to` is subscribed.
@@ -310,6 +317,7 @@ fn handle(st: &mut State, text: &str, conn: u64, nonce: &str, mine: &mut Option<
             }
             json!({"status":"ok"})
         }
+        "mail" | "mailbox" if st.mail_off => err("mailbox_unavailable"),
         "mailbox" => match proven(&req, nonce, mine) {
             Ok(id) => {
                 st.subs.insert(id.clone(), conn);
