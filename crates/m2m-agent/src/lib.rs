@@ -215,6 +215,7 @@ pub use config::{hub_url, AgentConfig};
 pub use error::{AgentError, ErrorKind, IoError, Result};
 pub use handler::{HandlerError, HandlerResult, HANDLERS_AT_ONCE};
 pub use m2m_proto::hub::{AgentRecord, FoundAgent, Peer, Stats};
+pub use m2m_proto::mailbox::MailQueued;
 pub use m2m_proto::relay::{CloseReason, Reachable};
 pub use m2m_proto::{Identity, IdentityKey};
 pub use mailbox::{fetch_mail, FetchMail, FetchReport};
