@@ -107,6 +107,19 @@ pub struct AgentConfig {
     /// How long a direct dial (connect and handshake) of a send by id may take before it
     /// falls back to the relay, when the record names one.
     pub direct_connect_timeout: Duration,
+    /// Mailbox (docs/MAILBOX.md): publish a mailbox key at every registration on a 2.1 hub
+    /// and receive the mail stored for us (default true).
+    pub mailbox: bool,
+    /// Mailbox: a file keeping the ids of mail already delivered, so that a restarted agent
+    /// also drops a message the hub replays after we acked it (default none: in memory).
+    pub mailbox_state: Option<std::path::PathBuf>,
+    /// Mailbox: how long acks of delivered mail wait to be sent in one `mail_ack`.
+    pub mail_ack_delay: Duration,
+    /// Mailbox: ids of delivered mail remembered for de-duplication.
+    pub mail_seen_ids: usize,
+    /// Mailbox: the TTL of mail we queue when the send does not say (the hub clamps it to
+    /// its maximum).
+    pub mail_ttl: Duration,
 }
 
 impl Default for AgentConfig {
@@ -144,6 +157,11 @@ impl Default for AgentConfig {
             relay: true,
             relay_only: false,
             direct_connect_timeout: defaults::DIRECT_CONNECT_TIMEOUT,
+            mailbox: true,
+            mailbox_state: None,
+            mail_ack_delay: defaults::MAIL_ACK_DELAY,
+            mail_seen_ids: defaults::MAIL_SEEN_IDS,
+            mail_ttl: defaults::MAIL_TTL,
         }
     }
 }

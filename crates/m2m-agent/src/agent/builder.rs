@@ -214,6 +214,24 @@ impl AgentBuilder {
         self
     }
 
+    /// Mailbox (docs/MAILBOX.md): publish our mailbox key at each registration on a 2.1
+    /// hub and receive the mail stored for us, and queue sends that cannot reach their
+    /// target in its mailbox (default true). With `false` no key is published, nothing is
+    /// subscribed, and sends fail as in 2.0 when no route reaches the target. An agent that
+    /// does not register ([`AgentBuilder::register`]`(false)`) still queues sends, but
+    /// receives no mail: it reads it with [`crate::fetch_mail`].
+    pub fn mailbox(mut self, on: bool) -> Self {
+        self.config.mailbox = on;
+        self
+    }
+
+    /// Mailbox: keep the ids of delivered mail in `path`, so that a restarted agent also
+    /// drops a message the hub pushes again after we acked it (default: in memory only).
+    pub fn mailbox_state(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.config.mailbox_state = Some(path.into());
+        self
+    }
+
     /// The hub named by the `M2M_HUB` environment variable, if it is set and not empty;
     /// otherwise the hub stays as it was (default `m2m.dev`). Lets an example or a program
     /// run against a local hub without code changes.

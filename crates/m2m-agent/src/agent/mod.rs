@@ -18,9 +18,14 @@
 //! Relay (docs/RELAY.md): the inbound slots and limits are made here and shared by the TCP
 //! listener and the streams the hub's relay opens towards us (`relay_inbound`); a
 //! relay-only agent has no listener and registers port 0.
+//!
+//! Mailbox (docs/MAILBOX.md): unless `mailbox(false)`, the agent derives its mailbox keys
+//! from its identity, publishes the current one at each 2.1 registration and subscribes to
+//! its mail; sends that cannot reach their target are queued (`mail.rs`).
 
 mod builder;
 mod hub;
+mod mail;
 mod messaging;
 mod routing;
 
@@ -43,11 +48,12 @@ use crate::cache::AddressCache;
 use crate::config::{hub_urls, AgentConfig};
 use crate::defaults::{EVENT_CAPACITY, SHUTDOWN_GRACE};
 use crate::error::{AgentError, Result};
-use crate::hub_presence::RelaySettings;
 use crate::hub_presence::{self, HubPresence, PresenceTiming};
+use crate::hub_presence::{MailboxSettings, RelaySettings};
 use crate::identity::LocalIdentity;
 use crate::inbox::Inbox;
 use crate::listener::{self, InboundContext, InboundLimits, InboundSessions, SharedLimits};
+use crate::mailbox::MailboxReceiver;
 use crate::message::{AgentEvent, Message, Route};
 use crate::peer::{OutboundSettings, Pool};
 use crate::refusals::{RefusalCounter, Refusals};
@@ -77,6 +83,8 @@ pub(crate) struct Inner {
     pool: Arc<Pool>,
     cache: AddressCache,
     vouched: VouchedKeys,
+    /// Mailbox: our keys, delivered ids and drop counters (`None`: `mailbox(false)`).
+    mailbox: Option<Arc<MailboxReceiver>>,
     events: broadcast::Sender<AgentEvent>,
     cancel: CancellationToken,
     tracker: TaskTracker,
@@ -208,6 +216,13 @@ impl Agent {
             cancel.clone(),
             tracker.clone(),
         ));
+        let mailbox = config.mailbox.then(|| {
+            Arc::new(MailboxReceiver::new(
+                m2m_proto::mailbox::MailboxKeys::new(local.identity().clone()),
+                config.mail_seen_ids,
+                config.mailbox_state.as_deref(),
+            ))
+        });
         let presence = Arc::new(HubPresence::new(
             urls,
             PresenceTiming {
@@ -226,6 +241,13 @@ impl Agent {
                 relay_only: config.relay_only,
                 on_open: Some(on_open),
             },
+            MailboxSettings {
+                receiver: mailbox.clone(),
+                inbox: inbox.clone(),
+                events: events.clone(),
+                ack_delay: config.mail_ack_delay,
+                refused: AtomicBool::new(false),
+            },
             cancel.clone(),
             tracker.clone(),
         ));
@@ -233,6 +255,7 @@ impl Agent {
             inner: Arc::new(Inner {
                 cache: AddressCache::new(config.address_cache_ttl),
                 vouched: VouchedKeys::default(),
+                mailbox,
                 config,
                 local_port,
                 presence: presence.clone(),

@@ -20,10 +20,15 @@
 //! one in the list (round robin) at each reconnect attempt, with the same backoff; a 2.1 id
 //! is the same on every hub, so peers and records follow.
 //!
+//! Mailbox (docs/MAILBOX.md): a 2.1 registration carries our current mailbox key, and is
+//! followed by the `mailbox` action (unless `mailbox(false)`), after which the hub pushes
+//! our mail on this WebSocket.
+//!
 //! The files: this one holds the state and the plain requests on the current connection;
 //! `registration` the `challenge` probe and `register`; `relay_attach` the `relay` action;
-//! `supervisor` the heartbeat and reconnect task; `local_address` the address we advertise;
-//! `foreign_relays` the WebSockets attached to other hubs' relays.
+//! `mailbox_attach` the `mailbox` and `mail` actions; `supervisor` the heartbeat and
+//! reconnect task; `local_address` the address we advertise; `foreign_relays` the
+//! WebSockets attached to other hubs' relays.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -44,11 +49,13 @@ use crate::relay::OnOpen;
 
 mod foreign_relays;
 mod local_address;
+mod mailbox_attach;
 mod registration;
 mod relay_attach;
 mod supervisor;
 
 pub(crate) use local_address::local_ipv4;
+pub(crate) use mailbox_attach::MailboxSettings;
 pub(crate) use supervisor::supervise;
 
 /// What `register` sends, kept up to date by `update_status` so a reconnect restores it.
@@ -131,6 +138,7 @@ pub(crate) struct HubPresence {
     relay: RelaySettings,
     /// WebSockets attached to other hubs' relays (`foreign_relays`).
     foreign: foreign_relays::ForeignRelays,
+    mailbox: MailboxSettings,
     /// Set by [`HubPresence::disconnect`]: the coming close is ours, not a loss.
     leaving: AtomicBool,
     cancel: CancellationToken,
@@ -147,6 +155,7 @@ impl HubPresence {
         capabilities: Vec<String>,
         metadata: Map<String, Value>,
         relay: RelaySettings,
+        mailbox: MailboxSettings,
         cancel: CancellationToken,
         tracker: TaskTracker,
     ) -> Self {
@@ -166,6 +175,7 @@ impl HubPresence {
             local,
             relay,
             foreign: foreign_relays::ForeignRelays::default(),
+            mailbox,
             leaving: AtomicBool::new(false),
             cancel,
             tracker,

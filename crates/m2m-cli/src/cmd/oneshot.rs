@@ -137,6 +137,7 @@ pub async fn send(
         let via = match delivery.route {
             m2m_agent::Route::Relay => " through the hub's relay",
             m2m_agent::Route::Direct => "",
+            m2m_agent::Route::Mailbox => " queued in its mailbox",
         };
         format!(
             "Delivered to {target_text}{via} (correlationId {}).",
