@@ -83,6 +83,9 @@ pub enum Command {
     /// Cursor…) can find and message agents through tools. Uses its own identity key,
     /// mcp-identity.key, unless --identity is given.
     Mcp(McpArgs),
+    /// Fetch, print and acknowledge the mail the hub keeps for this agent's identity while
+    /// it was not running (without registering), then exit.
+    Inbox(InboxArgs),
     /// Check that an agent answers on its P2P port.
     Ping(PingArgs),
     /// Show the hub's statistics (without registering).
@@ -372,6 +375,16 @@ pub struct SendArgs {
     pub second: Option<String>,
     #[arg(hide = true, allow_negative_numbers = true)]
     pub third: Option<String>,
+
+    /// Never queue in the recipient's mailbox: fail as before when it is offline or no
+    /// route reaches it.
+    #[arg(long)]
+    pub no_queue: bool,
+
+    /// How long the hub keeps the message when it is queued (the hub clamps it to its
+    /// maximum, 7 days by default).
+    #[arg(long, value_name = "DURATION", value_parser = duration::parse, conflicts_with = "no_queue")]
+    pub ttl: Option<Duration>,
 }
 
 impl SendArgs {
@@ -405,6 +418,20 @@ pub struct RequestArgs {
     /// How long to wait for the response.
     #[arg(long, value_parser = duration::parse, default_value = defaults::REQUEST_TIMEOUT)]
     pub timeout: Duration,
+
+    /// When the agent is offline or unreachable, queue the request in its mailbox and wait
+    /// (up to --timeout) for the response, instead of failing at once. Registers while it
+    /// waits, so the response can reach it.
+    #[arg(long)]
+    pub queue: bool,
+}
+
+/// `m2m inbox`.
+#[derive(Debug, Args)]
+pub struct InboxArgs {
+    /// When no mail is waiting, wait this long for some to arrive (default: return at once).
+    #[arg(long, value_name = "DURATION", value_parser = duration::parse)]
+    pub wait: Option<Duration>,
 }
 
 /// `m2m broadcast`.

@@ -4,6 +4,7 @@
 pub mod demo;
 pub mod docs;
 pub mod hub;
+pub mod inbox;
 pub mod listen;
 pub mod mcp;
 pub mod oneshot;
