@@ -561,3 +561,39 @@ async fn a_hub_that_keeps_no_mail_leaves_the_send_error_as_it_was() {
     a.disconnect().await.unwrap();
     hub.shutdown().await;
 }
+
+/// Paused time: the ack delay is the only timer that can fire (every other is an hour).
+#[tokio::test(start_paused = true)]
+async fn acks_are_batched_over_the_ack_delay() {
+    const DELAY: Duration = Duration::from_secs(5);
+    let hub = MailHub::start().await;
+    let b = agent(&hub)
+        .configure(|c| c.mail_ack_delay = DELAY)
+        .connect()
+        .await
+        .unwrap();
+    hub.wait_until("a subscription", |h| h.requests("mailbox").len() == 1)
+        .await;
+    hub.stop_draining();
+    let key = published(&hub, &b.id());
+    let sender = Identity::generate(&mut rand::thread_rng());
+    let start = tokio::time::Instant::now();
+    for id in ["b-1", "b-2", "b-3"] {
+        hub.push(
+            &b.id(),
+            event(&sender, &key, &body(&sender, &b.id(), id, json!(id))),
+        );
+    }
+    for id in ["b-1", "b-2", "b-3"] {
+        // No timeout of the test's own here: with paused time it would be the first timer.
+        assert_eq!(b.next_message().await.unwrap().payload, json!(id));
+    }
+    hub.wait_until("an ack", |h| !h.acked().is_empty()).await;
+    // Not one ack per message as it came: the first waited for the delay.
+    let waited = start.elapsed();
+    assert!(waited >= DELAY, "acked before the delay: {waited:?}");
+    hub.wait_until("all acks", |h| h.acked() == ["b-1", "b-2", "b-3"])
+        .await;
+    b.disconnect().await.unwrap();
+    hub.shutdown().await;
+}

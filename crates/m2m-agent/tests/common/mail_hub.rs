@@ -42,6 +42,8 @@ struct State {
     log: Vec<Value>,
     /// The operator turned the mailbox off: `mail` and `mailbox` are `mailbox_unavailable`.
     mail_off: bool,
+    /// Pushes are not followed by `mail_drained` (so only the SDK's ack delay sends acks).
+    no_drain: bool,
 }
 
 /// A running mailbox hub.
@@ -124,6 +126,11 @@ impl MailHub {
         self.state.lock().unwrap().mail_off = true;
     }
 
+    /// From now on, pushes mail without a `mail_drained` after it.
+    pub fn stop_draining(&self) {
+        self.state.lock().unwrap().no_drain = true;
+    }
+
     /// Stores a `mail` event for `to` and pushes it when `to` is subscribed.
     pub fn store(&self, to: &str, event: Value) {
         let mut st = self.state.lock().unwrap();
@@ -171,7 +178,9 @@ impl MailHub {
 fn push(st: &State, to: &str, event: &Value) {
     if let Some(tx) = st.subs.get(to).and_then(|c| st.conns.get(c)) {
         let _ = tx.send(Message::text(event.to_string()));
-        let _ = tx.send(Message::text(json!({"event":"mail_drained"}).to_string()));
+        if !st.no_drain {
+            let _ = tx.send(Message::text(json!({"event":"mail_drained"}).to_string()));
+        }
     }
 }
 
