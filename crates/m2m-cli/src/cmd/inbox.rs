@@ -66,7 +66,10 @@ pub async fn run(
             Err(e) => return Err(explain(e)),
         }
     }
-    Err(explain(last.expect("at least one hub")))
+    match last {
+        Some(e) => Err(explain(e)),
+        None => Err(anyhow!("no hub given")),
+    }
 }
 
 /// One message: the JSON line of `m2m listen`, or a sentence.
