@@ -94,8 +94,10 @@ fn bench_loopback_and_crypto_probe_the_machine() {
 fn bench_relay_relays_through_its_own_hub() {
     let v = bench(&[
         "relay",
+        // Long enough that a loaded 2-core machine moves at least one 64 KiB bulk frame
+        // in the window (150 ms once moved none while other tests ran).
         "--duration",
-        "150ms",
+        "500ms",
         "--warmup",
         "50ms",
         "--streams",
