@@ -2,7 +2,8 @@
 //! relay-only agent held by one hub is reached from another hub through the first hub's
 //! relay (the record's `relay` URL), both ways and for requests; an agent given several
 //! hubs moves to the next when its hub goes away and stays reachable from the others under
-//! the same id. Needs `M2M_TEST_POSTGRES` (scripts/test sets it); missing is a failure.
+//! the same id; mail stored through one hub reaches its recipient at another, at once.
+//! Needs `M2M_TEST_POSTGRES` (scripts/test sets it); missing is a failure.
 
 mod common;
 
@@ -28,6 +29,9 @@ async fn hub_on(database: &str) -> m2m_hub::RunningHub {
     let mut config = m2m_hub::HubConfig::in_memory();
     config.bind = SocketAddr::from(([127, 0, 0, 1], 0));
     config.database = database.to_owned();
+    // No fallback poll for mail within a test: mail stored through another hub can only
+    // come by the doorbell (or with a new subscription).
+    config.mailbox.sync_interval = Duration::from_secs(3600);
     m2m_hub::Hub::start(config).await.unwrap()
 }
 
@@ -139,4 +143,64 @@ async fn an_agent_moves_to_the_next_hub_and_keeps_its_id() {
     c.disconnect().await.unwrap();
     two.shutdown().await.unwrap();
     three.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn mail_stored_through_one_hub_reaches_the_recipient_at_another() {
+    let db = fresh_database();
+    let one = hub_on(&db).await;
+    let two = hub_on(&db).await;
+    let three = hub_on(&db).await;
+    let key = m2m_agent::Identity::generate(&mut rand::thread_rng());
+
+    // Not running: registered once through hub one (its mailbox key is in the shared
+    // registry), then gone.
+    let first = agent(&one).identity(key.clone()).connect().await.unwrap();
+    let id = first.id();
+    first.disconnect().await.unwrap();
+    let sender = agent(&two).relay_only(true).connect().await.unwrap();
+    let queued = sender
+        .send(&id, "note", json!("stored via two"))
+        .await
+        .unwrap();
+    assert_eq!(queued.route, Route::Mailbox, "{queued:?}");
+    assert!(queued.queued.is_some());
+
+    // It comes back through hub three: the mail is there, once.
+    let back = agent(&three).identity(key.clone()).connect().await.unwrap();
+    let got = next(&back).await;
+    assert_eq!(
+        (got.route, got.from.as_str(), got.authenticated),
+        (Route::Mailbox, sender.id().as_str(), true)
+    );
+    assert_eq!(got.payload, json!("stored via two"));
+
+    // Connected at hub three but reachable by no route (no relay, an address nobody
+    // answers): mail stored through hub two is pushed to it at once, by the doorbell (the
+    // fallback poll is an hour here).
+    back.disconnect().await.unwrap();
+    let unreachable = agent(&three)
+        .identity(key)
+        .relay(false)
+        .address("127.0.0.1:9")
+        .connect()
+        .await
+        .unwrap();
+    let queued = sender.send(&id, "note", json!("pushed")).await.unwrap();
+    assert_eq!(queued.route, Route::Mailbox, "{queued:?}");
+    let got = next(&unreachable).await;
+    assert_eq!((got.route, got.payload), (Route::Mailbox, json!("pushed")));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), unreachable.next_message())
+            .await
+            .is_err(),
+        "delivered exactly once"
+    );
+
+    for a in [&sender, &unreachable] {
+        a.disconnect().await.unwrap();
+    }
+    for h in [one, two, three] {
+        h.shutdown().await.unwrap();
+    }
 }

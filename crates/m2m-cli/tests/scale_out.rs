@@ -1,7 +1,7 @@
 //! Three `m2m hub` processes on one real PostgreSQL database (issue 20): one is killed with
 //! SIGKILL; the agents it held go offline on the others once its liveness expires, an
 //! `m2m listen` given several hubs reconnects to the next one under the same id (and says
-//! so), and what was registered is still there. Needs `M2M_TEST_POSTGRES` (scripts/test
+//! so), and what was registered or queued is still there. Needs `M2M_TEST_POSTGRES` (scripts/test
 //! sets it); missing is a failure, never a skip.
 
 mod common;
@@ -99,6 +99,18 @@ fn a_killed_hub_s_agents_go_offline_and_failover_keeps_the_id() {
     for id in [&moving_id, &stuck_id] {
         lookup_until(&three, id, |r| r["status"] == "online");
     }
+    // `sleeper` ran once through hub one and stopped; mail for it is queued through hub one.
+    let dir = tempfile::tempdir().unwrap();
+    let sleeper_key = dir.path().join("sleeper.key");
+    let mut c = one.m2m();
+    c.arg("--identity").arg(&sleeper_key).arg("listen");
+    let mut sleeper = Running::spawn(c);
+    let sleeper_id = sleeper.next_json()["id"].as_str().unwrap().to_owned();
+    assert!(sleeper.terminate().0.success());
+    let queued = one
+        .run(&["send", &sleeper_id, "note", "\"kept\""])
+        .ok_json();
+    assert_eq!(queued["queued"], true, "{queued}");
 
     // kill -9: no goodbye, no clean shutdown of its WebSockets' rows.
     let mut one = one;
@@ -137,6 +149,22 @@ fn a_killed_hub_s_agents_go_offline_and_failover_keeps_the_id() {
     let message = moving.next_json();
     assert_eq!(message["event"], "message", "{message}");
     assert_eq!(message["payload"], "after the kill");
+
+    // What was queued through the dead hub is in the database: fetched through hub two.
+    let mut c = two.m2m();
+    c.arg("--identity").arg(&sleeper_key).arg("inbox");
+    let fetched = common::run(c, None);
+    assert!(fetched.status.success(), "{fetched:?}");
+    let lines: Vec<Value> = fetched
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(
+        (&lines[0]["via"], &lines[0]["payload"]),
+        (&Value::from("mailbox"), &Value::from("kept"))
+    );
 
     // The dead hub's instance row is gone; the two live ones remain.
     let metrics = http_get(&three.address, "/metrics");
