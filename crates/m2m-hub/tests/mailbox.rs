@@ -662,3 +662,66 @@ async fn the_fallback_poll_delivers_without_the_doorbell() {
     deaf.shutdown().await.unwrap();
     db.drop_db().await;
 }
+
+/// The quotas are exact across hubs: two hubs storing at once for one recipient on one
+/// PostgreSQL store exactly the quota, and the shared counters say so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotas_hold_exactly_when_two_hubs_store_at_once() {
+    use m2m_hub::store::mail::{MailQuotas, NewMail, StoreOutcome};
+    let db = TestDb::new(Backend::Postgres).await;
+    let (cfg, _clock) = config(&db);
+    let one = Hub::start(cfg.clone()).await.unwrap();
+    let two = Hub::start(cfg).await.unwrap();
+    let quotas = MailQuotas {
+        recipient_messages: 5,
+        recipient_bytes: i64::MAX,
+        sender_messages: i64::MAX,
+        sender_bytes: i64::MAX,
+        budget_bytes: i64::MAX,
+    };
+    let mut tasks = Vec::new();
+    for n in 0..20 {
+        let store = if n % 2 == 0 { &one } else { &two }
+            .state()
+            .registry()
+            .mail();
+        tasks.push(tokio::spawn(async move {
+            let mail = [NewMail {
+                recipient: "r".repeat(32),
+                id: format!("m{n}"),
+                sender: format!("{n:032x}"),
+                sealed: vec![n as u8; 100],
+                stored_at: T0,
+                expires_at: T0 + 60_000,
+            }];
+            store.store(&mail, &quotas).await.unwrap()[0]
+        }));
+    }
+    let mut stored = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            StoreOutcome::Stored { .. } => stored += 1,
+            StoreOutcome::Full => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(stored, 5);
+    let usage = one.state().registry().mail().usage().await.unwrap();
+    assert_eq!((usage.messages, usage.bytes), (5, 500));
+    let acked = two
+        .state()
+        .registry()
+        .mail()
+        .ack(
+            &"r".repeat(32),
+            &(0..20).map(|n| format!("m{n}")).collect::<Vec<_>>(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(acked, 5);
+    let usage = one.state().registry().mail().usage().await.unwrap();
+    assert_eq!((usage.messages, usage.bytes), (0, 0));
+    one.shutdown().await.unwrap();
+    two.shutdown().await.unwrap();
+    db.drop_db().await;
+}
