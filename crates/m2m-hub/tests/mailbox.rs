@@ -725,3 +725,43 @@ async fn quotas_hold_exactly_when_two_hubs_store_at_once() {
     two.shutdown().await.unwrap();
     db.drop_db().await;
 }
+
+/// At most `in_flight` unacked pushes per subscription; an ack makes room for the next.
+/// With the mailbox turned off, `mail` and `mailbox` say so.
+#[tokio::test]
+async fn in_flight_is_bounded_and_the_mailbox_can_be_turned_off() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let (mut cfg, _clock) = config(&db);
+    cfg.mailbox.in_flight = 2;
+    let hub = Hub::start(cfg.clone()).await.unwrap();
+    let (alice, bob) = (identity(), identity());
+    agent(&hub, &bob).await.close().await;
+    let mut a = agent(&hub, &alice).await;
+    for id in ["f1", "f2", "f3"] {
+        let sealed = sealed_to(&mut a, &alice, bob.agent_id(), id, id).await;
+        assert_eq!(
+            mail(&mut a, bob.agent_id(), id, &sealed, None).await["status"],
+            "ok"
+        );
+    }
+    let mut b = agent(&hub, &bob).await;
+    assert_eq!(subscribe(&mut b).await, 3);
+    assert_eq!(opened(&bob, &next(&mut b).await).unwrap(), "f1");
+    assert_eq!(opened(&bob, &next(&mut b).await).unwrap(), "f2");
+    quiet(&mut b).await;
+    assert_eq!(ack(&mut b, &["f1"]).await, 1);
+    assert_eq!(opened(&bob, &next(&mut b).await).unwrap(), "f3");
+    assert_eq!(next(&mut b).await, json!({"event":"mail_drained"}));
+    hub.shutdown().await.unwrap();
+
+    let db = TestDb::new(Backend::Sqlite).await;
+    let (mut cfg, _clock) = config(&db);
+    cfg.mailbox.enabled = false;
+    let hub = Hub::start(cfg).await.unwrap();
+    let mut b = agent(&hub, &bob).await;
+    let reply = b.req(json!({"action":"mailbox"})).await;
+    assert_eq!(reply["error"], "mailbox_unavailable", "{reply}");
+    let reply = mail(&mut b, bob.agent_id(), "off", "AAAA", None).await;
+    assert_eq!(reply["error"], "mailbox_unavailable", "{reply}");
+    hub.shutdown().await.unwrap();
+}
