@@ -733,6 +733,7 @@ async fn in_flight_is_bounded_and_the_mailbox_can_be_turned_off() {
     let db = TestDb::new(Backend::Sqlite).await;
     let (mut cfg, _clock) = config(&db);
     cfg.mailbox.in_flight = 2;
+    cfg.mailbox.max_subscriptions = 1;
     let hub = Hub::start(cfg.clone()).await.unwrap();
     let (alice, bob) = (identity(), identity());
     agent(&hub, &bob).await.close().await;
@@ -752,6 +753,9 @@ async fn in_flight_is_bounded_and_the_mailbox_can_be_turned_off() {
     assert_eq!(ack(&mut b, &["f1"]).await, 1);
     assert_eq!(opened(&bob, &next(&mut b).await).unwrap(), "f3");
     assert_eq!(next(&mut b).await, json!({"event":"mail_drained"}));
+    // The hub holds `max_subscriptions` (1 here): another agent's is refused.
+    let reply = a.req(json!({"action":"mailbox"})).await;
+    assert_eq!(reply["error"], "overloaded", "{reply}");
     hub.shutdown().await.unwrap();
 
     let db = TestDb::new(Backend::Sqlite).await;
