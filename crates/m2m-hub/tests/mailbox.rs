@@ -270,6 +270,29 @@ async fn records_carry_the_key_and_registration_checks_it() {
     );
     let reply = mail(&mut c, id, "bad id with spaces", "AAAA", None).await;
     assert!(reply["error"].as_str().unwrap().contains("id"), "{reply}");
+    // An inline proof signed over another WebSocket's nonce does not verify.
+    let mut fresh = Client::connect(&hub.ws_url()).await;
+    let stale = me.sign_b64(&relay_attach_message(&c.nonce, &me.public()));
+    let proof = json!({"identity": me.public().to_b64(), "signature": stale});
+    let mut req = json!({"action":"mail","to":id,"id":"p","sealed":"AAAA"});
+    req.as_object_mut()
+        .unwrap()
+        .extend(proof.as_object().unwrap().clone());
+    assert_eq!(fresh.req(req).await["error"], "invalid_signature");
+    let mut req = json!({"action":"mailbox"});
+    req.as_object_mut()
+        .unwrap()
+        .extend(proof.as_object().unwrap().clone());
+    assert_eq!(fresh.req(req).await["error"], "invalid_signature");
+    assert_eq!(
+        fresh.req(json!({"action":"mailbox"})).await["error"],
+        "identity_required"
+    );
+    let reply = fresh.req(json!({"action":"mail_ack","ids":["p"]})).await;
+    assert_eq!(
+        reply["error"], "identity_required",
+        "no subscription: {reply}"
+    );
     hub.shutdown().await.unwrap();
 }
 
