@@ -40,6 +40,11 @@
 //!    are relay frames, handled in its own task (`relay/stream.rs`) and queued for the
 //!    destination's task through that one's port (`relay/mod.rs`, one lock per batch),
 //!    which writes them with its replies (`relay/inbox.rs`, binary frames of the outbox).
+//! 6. **Mailbox** (`mailbox/`, docs/MAILBOX.md): `mail` stores sealed bytes with the quotas
+//!    in one transaction (`store/mail*.rs`, which rings `m2m_mail` on PostgreSQL);
+//!    `mailbox` subscribes a WebSocket, whose own task runs the delivery turns
+//!    (`mailbox/delivery.rs`) when its doorbell rings, an ack deadline passes, or the
+//!    fallback poll (maintenance, shared PostgreSQL) sees new mail; `mail_ack` deletes.
 //!
 //! Every limit, timeout and buffer size is in [`defaults`], with its reason.
 //!

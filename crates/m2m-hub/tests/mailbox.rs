@@ -270,6 +270,29 @@ async fn records_carry_the_key_and_registration_checks_it() {
     );
     let reply = mail(&mut c, id, "bad id with spaces", "AAAA", None).await;
     assert!(reply["error"].as_str().unwrap().contains("id"), "{reply}");
+    // An inline proof signed over another WebSocket's nonce does not verify.
+    let mut fresh = Client::connect(&hub.ws_url()).await;
+    let stale = me.sign_b64(&relay_attach_message(&c.nonce, &me.public()));
+    let proof = json!({"identity": me.public().to_b64(), "signature": stale});
+    let mut req = json!({"action":"mail","to":id,"id":"p","sealed":"AAAA"});
+    req.as_object_mut()
+        .unwrap()
+        .extend(proof.as_object().unwrap().clone());
+    assert_eq!(fresh.req(req).await["error"], "invalid_signature");
+    let mut req = json!({"action":"mailbox"});
+    req.as_object_mut()
+        .unwrap()
+        .extend(proof.as_object().unwrap().clone());
+    assert_eq!(fresh.req(req).await["error"], "invalid_signature");
+    assert_eq!(
+        fresh.req(json!({"action":"mailbox"})).await["error"],
+        "identity_required"
+    );
+    let reply = fresh.req(json!({"action":"mail_ack","ids":["p"]})).await;
+    assert_eq!(
+        reply["error"], "identity_required",
+        "no subscription: {reply}"
+    );
     hub.shutdown().await.unwrap();
 }
 
@@ -661,4 +684,111 @@ async fn the_fallback_poll_delivers_without_the_doorbell() {
     one.shutdown().await.unwrap();
     deaf.shutdown().await.unwrap();
     db.drop_db().await;
+}
+
+/// The quotas are exact across hubs: two hubs storing at once for one recipient on one
+/// PostgreSQL store exactly the quota, and the shared counters say so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotas_hold_exactly_when_two_hubs_store_at_once() {
+    use m2m_hub::store::mail::{MailQuotas, NewMail, StoreOutcome};
+    let db = TestDb::new(Backend::Postgres).await;
+    let (cfg, _clock) = config(&db);
+    let one = Hub::start(cfg.clone()).await.unwrap();
+    let two = Hub::start(cfg).await.unwrap();
+    let quotas = MailQuotas {
+        recipient_messages: 5,
+        recipient_bytes: i64::MAX,
+        sender_messages: i64::MAX,
+        sender_bytes: i64::MAX,
+        budget_bytes: i64::MAX,
+    };
+    let mut tasks = Vec::new();
+    for n in 0..20 {
+        let store = if n % 2 == 0 { &one } else { &two }
+            .state()
+            .registry()
+            .mail();
+        tasks.push(tokio::spawn(async move {
+            let mail = [NewMail {
+                recipient: "r".repeat(32),
+                id: format!("m{n}"),
+                sender: format!("{n:032x}"),
+                sealed: vec![n as u8; 100],
+                stored_at: T0,
+                expires_at: T0 + 60_000,
+            }];
+            store.store(&mail, &quotas).await.unwrap()[0]
+        }));
+    }
+    let mut stored = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            StoreOutcome::Stored { .. } => stored += 1,
+            StoreOutcome::Full => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(stored, 5);
+    let usage = one.state().registry().mail().usage().await.unwrap();
+    assert_eq!((usage.messages, usage.bytes), (5, 500));
+    let acked = two
+        .state()
+        .registry()
+        .mail()
+        .ack(
+            &"r".repeat(32),
+            &(0..20).map(|n| format!("m{n}")).collect::<Vec<_>>(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(acked, 5);
+    let usage = one.state().registry().mail().usage().await.unwrap();
+    assert_eq!((usage.messages, usage.bytes), (0, 0));
+    one.shutdown().await.unwrap();
+    two.shutdown().await.unwrap();
+    db.drop_db().await;
+}
+
+/// At most `in_flight` unacked pushes per subscription; an ack makes room for the next.
+/// With the mailbox turned off, `mail` and `mailbox` say so.
+#[tokio::test]
+async fn in_flight_is_bounded_and_the_mailbox_can_be_turned_off() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let (mut cfg, _clock) = config(&db);
+    cfg.mailbox.in_flight = 2;
+    cfg.mailbox.max_subscriptions = 1;
+    let hub = Hub::start(cfg.clone()).await.unwrap();
+    let (alice, bob) = (identity(), identity());
+    agent(&hub, &bob).await.close().await;
+    let mut a = agent(&hub, &alice).await;
+    for id in ["f1", "f2", "f3"] {
+        let sealed = sealed_to(&mut a, &alice, bob.agent_id(), id, id).await;
+        assert_eq!(
+            mail(&mut a, bob.agent_id(), id, &sealed, None).await["status"],
+            "ok"
+        );
+    }
+    let mut b = agent(&hub, &bob).await;
+    assert_eq!(subscribe(&mut b).await, 3);
+    assert_eq!(opened(&bob, &next(&mut b).await).unwrap(), "f1");
+    assert_eq!(opened(&bob, &next(&mut b).await).unwrap(), "f2");
+    quiet(&mut b).await;
+    assert_eq!(ack(&mut b, &["f1"]).await, 1);
+    assert_eq!(opened(&bob, &next(&mut b).await).unwrap(), "f3");
+    assert_eq!(next(&mut b).await, json!({"event":"mail_drained"}));
+    // The hub holds `max_subscriptions` (1 here): another agent's is refused.
+    let reply = a.req(json!({"action":"mailbox"})).await;
+    assert_eq!(reply["error"], "overloaded", "{reply}");
+    hub.shutdown().await.unwrap();
+
+    let db = TestDb::new(Backend::Sqlite).await;
+    let (mut cfg, _clock) = config(&db);
+    cfg.mailbox.enabled = false;
+    let hub = Hub::start(cfg).await.unwrap();
+    let mut b = agent(&hub, &bob).await;
+    let reply = b.req(json!({"action":"mailbox"})).await;
+    assert_eq!(reply["error"], "mailbox_unavailable", "{reply}");
+    let reply = mail(&mut b, bob.agent_id(), "off", "AAAA", None).await;
+    assert_eq!(reply["error"], "mailbox_unavailable", "{reply}");
+    hub.shutdown().await.unwrap();
 }

@@ -76,16 +76,21 @@ impl HubState {
             self.mailbox.unsubscribe(&old.recipient, &old.sub);
         }
         let token = format!("{:032x}", rand::random::<u128>());
-        self.mailbox
-            .store
-            .take_lease(&id, &self.hub_id, &token)
-            .await
-            .map_err(|_| ErrorCode::from(errors::UNAVAILABLE))?;
-        let pending = self.pending_count(&id).await?;
+        // The bound first: a refused subscription must not take the lease from a live one.
         let sub = self
             .mailbox
-            .subscribe(&id, token, self.config.mailbox.max_subscriptions)
+            .subscribe(&id, token.clone(), self.config.mailbox.max_subscriptions)
             .ok_or(ErrorCode::from(errors::OVERLOADED))?;
+        let taken = self
+            .mailbox
+            .store
+            .take_lease(&id, &self.hub_id, &token)
+            .await;
+        let pending = match taken {
+            Ok(()) => self.pending_count(&id).await,
+            Err(_) => Err(ErrorCode::from(errors::UNAVAILABLE)),
+        };
+        let pending = pending.inspect_err(|_| self.mailbox.unsubscribe(&id, &sub))?;
         // The first turn runs once the reply is out (the doorbell holds the wake-up).
         sub.wake.notify_one();
         client.mailbox = Some(Box::new(Delivery::new(id.clone(), sub)));

@@ -27,8 +27,9 @@ pub const MAIL_BUDGET: i64 = 1024 * 1024 * 1024;
 pub const MAIL_IN_FLIGHT: usize = 256;
 
 /// Messages read from the database and pushed in one delivery turn. Each is at most
-/// `MAX_SEALED` (256 KiB, a third more as base64): 8 of them keep what one turn holds
-/// under 3 MiB, and the turn's replies are charged to the memory budget besides.
+/// `MAX_SEALED` (256 KiB, a third more as base64): 8 of them (and the one more row a turn
+/// reads to know whether anything is left) keep what one turn holds near 3 MiB, and the
+/// turn's pushes are charged to the memory budget besides.
 pub const MAIL_TURN: i64 = 8;
 
 /// A pushed message not acked this long is pushed again (the contract's `ACK_TIMEOUT`).

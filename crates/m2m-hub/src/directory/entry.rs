@@ -155,6 +155,8 @@ pub struct AgentEntry {
     pub identity: Option<Box<str>>,
     /// Mailbox: the signed mailbox key the registration published (docs/MAILBOX.md).
     pub mailbox: Option<m2m_proto::mailbox::MailboxKey>,
+    /// `mailbox` as records write it (serde's JSON of the key), made once.
+    pub(crate) mailbox_json: Option<Box<str>>,
     /// Token of the registration this entry mirrors.
     pub token: Box<str>,
     /// The record's JSON text after `status`/`lastSeen`: `,"identity":"…"}` or `}`.
@@ -230,7 +232,7 @@ impl AgentEntry {
     /// Appends the end of the record: `identity` (the cached tail), then the relay fields
     /// when there are any (none: the tail alone, byte for byte as before the relay).
     fn push_tail(&self, st: &EntryState, out: &mut String) {
-        if st.relay.is_none() && st.reachable.is_none() && self.mailbox.is_none() {
+        if st.relay.is_none() && st.reachable.is_none() && self.mailbox_json.is_none() {
             out.push_str(&self.tail);
             return;
         }
@@ -244,10 +246,9 @@ impl AgentEntry {
             out.push_str(reachable.as_str());
             out.push('"');
         }
-        if let Some(key) = &self.mailbox {
-            // Serializing three plain fields cannot fail.
+        if let Some(json) = &self.mailbox_json {
             out.push_str(",\"mailbox\":");
-            out.push_str(&serde_json::to_string(key).unwrap_or_else(|_| "null".into()));
+            out.push_str(json);
         }
         out.push('}');
     }

@@ -136,16 +136,22 @@ impl Directory {
                 return Some(self.apply_held(existing, row, holder));
             }
         }
+        let mailbox: Option<m2m_proto::mailbox::MailboxKey> = row
+            .mailbox
+            .as_deref()
+            .and_then(|text| serde_json::from_str(text).ok());
         let fresh = Arc::new(AgentEntry {
             key,
             id: row.id.as_str().into(),
             address: row.address.as_str().into(),
             capabilities: row.capabilities.clone().into_boxed_slice(),
             identity: row.identity.as_deref().map(Into::into),
-            mailbox: row
-                .mailbox
-                .as_deref()
-                .and_then(|text| serde_json::from_str(text).ok()),
+            mailbox: mailbox.clone(),
+            // Serializing three plain fields cannot fail.
+            mailbox_json: mailbox
+                .as_ref()
+                .and_then(|k| serde_json::to_string(k).ok())
+                .map(Into::into),
             token: row.token.as_str().into(),
             tail: record_tail(row.identity.as_deref()),
             holder: OnceLock::new(),

@@ -170,7 +170,9 @@ impl HubState {
         }
         let limit = MAIL_TURN.min(room as i64);
         let rows = match store
-            .pending(&d.recipient, d.cursor, self.now_ms(), limit)
+            // One row more than may be pushed: whether anything is left after this turn
+            // (then no `mail_drained` yet).
+            .pending(&d.recipient, d.cursor, self.now_ms(), limit + 1)
             .await
         {
             Ok(rows) => rows,
@@ -180,8 +182,8 @@ impl HubState {
                 return;
             }
         };
-        let full = rows.len() as i64 == limit;
-        for row in rows {
+        let full = rows.len() as i64 > limit;
+        for row in rows.into_iter().take(limit as usize) {
             if d.in_flight.contains_key(&row.id) {
                 d.cursor = row.seq;
                 continue;
