@@ -76,5 +76,5 @@ pub use hub::{
 };
 pub use machine::{run_crypto, run_loopback, CryptoOptions, LoopbackOptions};
 pub use p2p::{run_p2p, run_peer, P2pBenchOptions, P2pScenario, PeerCommand, PeerOptions};
-pub use relay::{run_relay, RelayBenchOptions, RelayScenario};
+pub use relay::{run_relay, RelayBenchOptions, RelayLevel, RelayScenario};
 pub use stats::parse_duration;
