@@ -83,6 +83,9 @@ pub enum BenchCommand {
     /// Relay: two attached WebSocket clients; frames, bulk, one-at-a-time requests, many
     /// streams (the hub's RSS per stream).
     Relay(crate::relay::RelayArgs),
+    /// Hubs: two hubs on one PostgreSQL database; a change through A timed until visible
+    /// through B, with the change doorbell and with polling only, and the database load.
+    Hubs(crate::hubs::HubsArgs),
     /// Loopback TCP limits: throughput, round trips (in one process and across two),
     /// small records, connections per second.
     Loopback(LimitArgs),
@@ -284,6 +287,7 @@ impl BenchArgs {
                 Ok(Some(crate::run_p2p(a.options(peer)?).await?))
             }
             BenchCommand::Relay(a) => Ok(Some(crate::run_relay(a.options(&me)?).await?)),
+            BenchCommand::Hubs(a) => Ok(Some(crate::run_hubs(a.options()?).await?)),
             BenchCommand::Loopback(a) => Ok(Some(
                 crate::run_loopback(LoopbackOptions {
                     duration: a.duration,

@@ -75,3 +75,15 @@ pub const THROUGHPUT_WARMUP: Duration = Duration::from_millis(200);
 /// frames): 64 KiB is one bulk frame, or ~300 small ones — few system calls per window of
 /// credit (256 KiB), and still several writes per window so the hub reads while it comes.
 pub const RELAY_WRITE_BATCH: usize = 64 * 1024;
+
+// ---- the hubs bench ----
+
+/// Pause after both hubs started (B's doorbell listener connects, start-up reads end) and
+/// after they stopped (the server counts an exiting backend's work in `pg_stat_database`).
+pub const HUBS_SETTLE: Duration = Duration::from_secs(1);
+/// How often the watcher looks at hub B's mirror: tokio's timer granularity, so the
+/// figures are at most about this much above the propagation itself.
+pub const HUBS_WATCH_EVERY: Duration = Duration::from_millis(1);
+/// A change not visible on hub B this long after A acknowledged it fails the bench
+/// (polling at 500 ms shows one within about a second).
+pub const HUBS_VISIBLE_TIMEOUT: Duration = Duration::from_secs(30);

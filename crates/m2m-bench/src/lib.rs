@@ -14,6 +14,9 @@
 //! * [`relay`] — the hub's relay (docs/RELAY.md): two raw WebSocket clients attached to a
 //!   hub process push DATA frames within their credit, echo records one at a time, and
 //!   hold many streams open while the hub's RSS is read.
+//! * [`hubs`] — two hubs in this process on one PostgreSQL database: how fast a register,
+//!   status or offline through hub A is visible through hub B, with the change doorbell
+//!   (LISTEN/NOTIFY) and with polling only, and the database work each adds.
 //! * [`machine`] — what this machine can do at all: AES-256-GCM, X25519, base64 per core;
 //!   loopback TCP throughput, round trip and connection rate.
 //!
@@ -64,6 +67,7 @@ pub mod cli;
 pub mod dashboard;
 mod defaults;
 pub mod hub;
+pub mod hubs;
 pub mod machine;
 pub mod p2p;
 mod rawws;
@@ -74,6 +78,7 @@ pub mod sys;
 pub use hub::{
     run_hub, serve_hub, HubAction, HubBenchOptions, HubCommand, HubTarget, ServeHubOptions,
 };
+pub use hubs::{run_hubs, HubsBenchOptions, HubsMode};
 pub use machine::{run_crypto, run_loopback, CryptoOptions, LoopbackOptions};
 pub use p2p::{run_p2p, run_peer, P2pBenchOptions, P2pScenario, PeerCommand, PeerOptions};
 pub use relay::{run_relay, RelayBenchOptions, RelayLevel, RelayScenario};

@@ -261,8 +261,17 @@ impl Default for SweepConfig {
 pub struct StorageTuning {
     /// Heartbeats are kept in memory and written in one batch this often.
     pub flush_interval: Duration,
-    /// PostgreSQL: how often the change feed of other hubs is read.
+    /// PostgreSQL: how often the change feed is read without a doorbell (the fallback
+    /// poll behind the listener; with `listen` off, the polling interval).
     pub sync_interval: Duration,
+    /// PostgreSQL: hear the change doorbell (`LISTEN`) and read the feed at once when it
+    /// rings. Off: poll every `sync_interval` only (every hub still rings the doorbell).
+    pub listen: bool,
+    /// How often this hub refreshes its instance row and looks for dead hubs.
+    pub alive_interval: Duration,
+    /// A hub whose instance row was not refreshed for this long is taken as dead: its
+    /// agents go offline.
+    pub hub_expiry: Duration,
     /// Database connections.
     pub pool_size: u32,
     /// A request waiting longer than this for a database connection fails `unavailable`.
@@ -276,6 +285,9 @@ impl Default for StorageTuning {
         StorageTuning {
             flush_interval: defaults::FLUSH_INTERVAL,
             sync_interval: defaults::SYNC_INTERVAL,
+            listen: true,
+            alive_interval: defaults::HUB_ALIVE_INTERVAL,
+            hub_expiry: defaults::HUB_EXPIRY,
             pool_size: defaults::DB_POOL_SIZE,
             acquire_timeout: defaults::DB_ACQUIRE_TIMEOUT,
             max_batch: defaults::MAX_WRITE_BATCH,

@@ -33,7 +33,8 @@
 //!    writer; replies are queued in the client's `Outbox` (`outbox`) and written in batches
 //!    straight to the socket, with the reply writers of `reply`.
 //! 4. **Storage**: `writer` group-commits to the `store` (SQLite or PostgreSQL);
-//!    `directory/` mirrors it; `maintenance` flushes liveness, sweeps, reads the feed.
+//!    `directory/` mirrors it; `maintenance` flushes liveness, sweeps, keeps the instance
+//!    row; `feed` reads other hubs' changes when the doorbell rings.
 //! 5. **Relay** (`relay/`, docs/RELAY.md): a WebSocket that sent `relay`
 //!    (`actions/relay.rs`) is attached under its verified agent id; its binary messages
 //!    are relay frames, handled in its own task (`relay/stream.rs`) and queued for the
@@ -45,8 +46,9 @@
 //! ## Who owns which task
 //!
 //! * [`RunningHub`] owns the **server task** and the **maintenance task** (flush, sweep,
-//!   change feed): [`RunningHub::shutdown`] stops them in order; dropping it aborts both
-//!   and cancels the hub's shutdown token.
+//!   instance row): [`RunningHub::shutdown`] stops them in order; dropping it aborts both
+//!   and cancels the hub's shutdown token. With PostgreSQL the maintenance task owns the
+//!   **feed reader** task, which owns the **doorbell listener** task (abort-on-drop).
 //! * The server task's accept loop owns one **task per connection** (first byte or TLS
 //!   handshake, then HTTP) in a `JoinSet`: aborted if the loop goes, drained for
 //!   `HTTP_DRAIN` at shutdown and then aborted.
@@ -91,29 +93,57 @@
 //!
 //! ## Several hubs on one PostgreSQL database
 //!
-//! Each write takes a new `version` from a sequence, so the table is also a change feed.
-//! Every `sync_interval` (500 ms) a hub reads `version > watermark` and applies the rows to
-//! its mirror (newer versions win; applying is idempotent). So an agent registered through
-//! hub A is listed by hub B within about half a second, and `lookup` of an id B does not
-//! know yet reads through to the database at once. A status change (including a closed
-//! WebSocket) is written before it is acknowledged and reaches other hubs with the next
-//! feed read. Liveness flushes take versions too, so `lastSeen` stays current everywhere.
+//! Each write takes a new `version` from a sequence, so the table is also a change feed:
+//! a hub reads `version > watermark` and applies the rows to its mirror (newer versions
+//! win; applying is idempotent). `lookup` of an id a hub does not know yet reads through to
+//! the database at once. Liveness flushes take versions too, so `lastSeen` stays current
+//! everywhere.
 //!
-//! Sequence numbers are taken before commit, so a poll can see version 12 committed
-//! while 11 is still in flight. Each poll therefore re-reads from the watermark of three
-//! polls earlier (1.5 s of overlap); our transactions are short, so a change that takes
-//! longer than that to commit is not expected — if one did, the mirrors of *other* hubs
-//! would miss that one change until the row changes again (the row is still correct in
-//! the database and for `lookup` of unknown ids).
+//! **The doorbell** (`feed`, issue 20). Every transaction that changes agent rows (the
+//! writer's batch, the liveness flush, the sweep, a release) also calls
+//! `pg_notify('m2m_changes', <the smallest version it wrote>)`; PostgreSQL delivers it when
+//! the transaction commits, and not at all if it rolls back. Each hub listens on a
+//! connection of its own (outside the pool) and, when the doorbell rings, reads the feed —
+//! the table stays the truth, the doorbell carries nothing but where to read from. A
+//! burst coalesces: doorbells that ring while a read runs cause one more read. So an agent
+//! registered, changed or closed through hub A is seen by hub B within milliseconds
+//! (`m2m bench hubs`, docs/PERFORMANCE.md) instead of up to half a second.
+//!
+//! Sequence numbers are taken before commit, so a read can see version 12 committed while
+//! 11 is still in flight. A doorbell read starts at `min(watermark, smallest rung - 1)`:
+//! the late transaction rings at its own commit with its own smallest version, and the
+//! read goes back for it. Doorbells are lost only while the listener is disconnected;
+//! sqlx reconnects it and the hub then reads from the watermark it had
+//! `FEED_LATE_COMMIT` (1.5 s) earlier, as every poll does. A slow fallback poll
+//! (`sync_interval`, 5 s) covers anything else (a doorbell lost some other way, an older
+//! hub on the database that does not ring). `storage.listen = false` turns the listener
+//! off: the hub then polls every `sync_interval` only (set it to 500 ms for the former
+//! behaviour). A change committed more than 1.5 s after taking its version while no
+//! doorbell could be heard would be missed by other hubs' mirrors until the row changes
+//! again (it is still correct in the database and for `lookup` of unknown ids); our
+//! transactions take milliseconds.
+//!
+//! **Hub instances.** Each hub keeps a row in `m2m_hubs` (instance id — the `hub` column
+//! of the agents it holds —, public WebSocket URL — `public_url`, or the address it listens
+//! on —, started at, alive at): written at start, refreshed every `alive_interval` (5 s),
+//! deleted at a clean shutdown (which first marks its agents offline). A hub whose row was
+//! not refreshed for `hub_expiry` (15 s) — killed, its machine gone — is taken as dead by
+//! the next hub that looks (under an advisory lock, one at a time): its live agents go
+//! offline through the same statements as a release (so the feed and the doorbell carry
+//! it, and the records' `relay` is cleared) and its row is deleted, in one transaction. A
+//! hub taken as dead that was only slow writes its row again at its next refresh; its
+//! agents come back `online` with their next heartbeat. [`store::Registry::instances`]
+//! lists the rows; `/metrics` has `m2m_hub_instances` (live ones, this hub included).
 //!
 //! Sweeps run under a transaction-level advisory lock: when two hubs sweep at once, one
 //! skips; since both would compute the same conditional updates, nothing is lost and they
 //! never undo each other. Rows past retention are deleted by whichever hub sweeps; every
-//! hub drops them from its mirror by the same rule. A hub shutting down marks offline the
-//! agents it holds (`hub` column); a hub that crashes leaves its agents to the sweep.
+//! hub drops them from its mirror by the same rule.
 //!
 //! With SQLite the hub is the file's only user: at start, agents a crash left live are
-//! marked offline (no WebSocket can hold them any more), and the feed is not polled.
+//! marked offline (no WebSocket can hold them any more), and the feed is not read. Its
+//! instance row exists too; the row a crashed hub left is deleted by the next one's
+//! expiry check.
 //!
 //! ## Listing order
 //!
@@ -135,6 +165,7 @@ mod dashboard;
 pub mod defaults;
 mod directory;
 mod error;
+mod feed;
 #[doc(hidden)]
 pub mod fuzzing;
 mod health;
@@ -169,11 +200,11 @@ pub use config::{
 };
 pub use error::{HubError, StoreError, TlsFileError};
 pub use http::{router, ClientAddr};
-pub use maintenance::SweepReport;
+pub use maintenance::{HubsReport, SweepReport};
 pub use server::raise_descriptor_limit;
 pub use state::HubState;
 
-use maintenance::FeedMarks;
+use feed::Feed;
 
 /// Starts hubs.
 #[derive(Debug, Clone, Copy)]
@@ -187,7 +218,20 @@ impl Hub {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| HubError::Bind { addr, source })?;
+        let local = listener.local_addr()?;
         let state = HubState::open(config).await?;
+        let url = match &state.config.public_url {
+            Some(url) => url.clone(),
+            None => {
+                let scheme = if state.config.tls.is_some() {
+                    "wss"
+                } else {
+                    "ws"
+                };
+                format!("{scheme}://{}/ws", dial_addr(local))
+            }
+        };
+        state.announce(url).await?;
         RunningHub::spawn(listener, state)
     }
 }
@@ -203,9 +247,10 @@ pub struct RunningHub {
     stop: CancellationToken,
     server_done: CancellationToken,
     server: JoinHandle<Result<(), HubError>>,
-    maintenance: JoinHandle<()>,
+    /// `None` once stopped and awaited.
+    maintenance: Option<JoinHandle<()>>,
     maintenance_stop: CancellationToken,
-    marks: Arc<FeedMarks>,
+    feed: Arc<Feed>,
 }
 
 impl Drop for RunningHub {
@@ -213,7 +258,9 @@ impl Drop for RunningHub {
         // No-ops after `shutdown`, which awaited both tasks.
         self.state.shutdown.cancel();
         self.server.abort();
-        self.maintenance.abort();
+        if let Some(task) = &self.maintenance {
+            task.abort();
+        }
     }
 }
 
@@ -237,11 +284,11 @@ impl RunningHub {
                 result
             })
         };
-        let marks = Arc::new(FeedMarks::default());
+        let feed = Arc::new(Feed::default());
         let maintenance_stop = CancellationToken::new();
         let maintenance = tokio::spawn(maintenance::run(
             state.clone(),
-            marks.clone(),
+            feed.clone(),
             maintenance_stop.clone(),
         ));
         tracing::info!(addr = %local_addr, tls = state.config.tls.is_some(), "hub listening");
@@ -251,9 +298,9 @@ impl RunningHub {
             stop,
             server_done,
             server,
-            maintenance,
+            maintenance: Some(maintenance),
             maintenance_stop,
-            marks,
+            feed,
         })
     }
 
@@ -263,12 +310,7 @@ impl RunningHub {
     }
 
     fn dial_addr(&self) -> SocketAddr {
-        let ip = match self.local_addr.ip() {
-            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-            ip => ip,
-        };
-        SocketAddr::new(ip, self.local_addr.port())
+        dial_addr(self.local_addr)
     }
 
     /// `ws://IP:PORT/ws` (`wss://` with TLS), dialable from this machine.
@@ -313,12 +355,30 @@ impl RunningHub {
         self.state.relay.sweep();
     }
 
-    /// Reads the change feed of other hubs now (PostgreSQL; a no-op count of 0 otherwise).
+    /// Reads the change feed of other hubs now, as a poll does (PostgreSQL; a no-op count
+    /// of 0 otherwise); returns the rows applied.
     pub async fn sync_now(&self) -> Result<usize, HubError> {
         if !self.state.registry.shared() {
             return Ok(0);
         }
-        Ok(maintenance::sync_feed(&self.state, &self.marks).await?)
+        Ok(feed::read(&self.state, &self.feed, feed::Read::CatchUp).await?)
+    }
+
+    /// Refreshes this hub's instance row and releases the agents of hubs whose liveness
+    /// expired now (as the periodic check every `alive_interval` does).
+    pub async fn check_hubs_now(&self) -> Result<HubsReport, HubError> {
+        Ok(maintenance::check_hubs(&self.state).await?)
+    }
+
+    /// Stops the background work (flush, sweep, instance row, change feed) without the
+    /// shutdown's release: the hub keeps serving, but its row goes stale as a killed hub's
+    /// would (tests of the liveness expiry).
+    #[doc(hidden)]
+    pub async fn stop_maintenance(&mut self) {
+        self.maintenance_stop.cancel();
+        if let Some(task) = self.maintenance.take() {
+            let _ = task.await;
+        }
     }
 
     /// Resolves when the server stopped by itself (a fatal error). The CLI selects on this
@@ -346,12 +406,24 @@ impl RunningHub {
             Err(e) => Err(HubError::Io(std::io::Error::other(e))),
         };
         self.maintenance_stop.cancel();
-        let _ = (&mut self.maintenance).await;
+        if let Some(task) = self.maintenance.take() {
+            let _ = task.await;
+        }
         self.state.stop_writer();
         self.state.registry.close().await;
         tracing::info!("hub stopped");
         served
     }
+}
+
+/// `addr` with an unspecified IP replaced by loopback: dialable from this machine.
+fn dial_addr(addr: SocketAddr) -> SocketAddr {
+    let ip = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, addr.port())
 }
 
 /// Resolves on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
@@ -445,5 +517,9 @@ async fn finish(state: &HubState) {
             }
         }
         Err(e) => tracing::warn!(error = %e, "could not mark this hub's agents offline"),
+    }
+    // Gone, not dead: no other hub has to wait for the liveness expiry.
+    if let Err(e) = state.registry.retire(&state.hub_id).await {
+        tracing::warn!(error = %e, "could not delete this hub's instance row");
     }
 }

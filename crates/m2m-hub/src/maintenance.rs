@@ -1,19 +1,21 @@
 //! Background work of a hub, in one task: write batched liveness, run the status sweep,
-//! and (PostgreSQL) read the change feed of other hubs into the mirror.
+//! keep this hub's instance row fresh and release the agents of dead hubs, and
+//! (PostgreSQL) own the change-feed reader (`feed`), a task of its own so that a long sweep
+//! never delays a doorbell.
 
-use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::Mutex;
 use tokio::time::{interval_at, Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::SweepConfig;
-use crate::defaults::{FEED_OVERLAP, FEED_PAGE, FLUSH_CHUNK, MIN_TIMER_PERIOD};
+use crate::dashboard::AbortOnDrop;
+use crate::defaults::{FLUSH_CHUNK, MIN_TIMER_PERIOD};
 use crate::directory::parse_id;
 use crate::error::StoreError;
+use crate::feed::Feed;
 use crate::state::HubState;
 use crate::store::SweepCutoffs;
 
@@ -30,31 +32,21 @@ pub struct SweepReport {
     pub skipped: bool,
 }
 
-/// Recent watermarks of the change feed (oldest first).
-#[derive(Debug, Default)]
-pub(crate) struct FeedMarks(Mutex<VecDeque<i64>>);
-
-impl FeedMarks {
-    fn start(&self, seed: i64) -> i64 {
-        let mut marks = self.0.lock();
-        if marks.is_empty() {
-            marks.push_back(seed);
-        }
-        marks.front().copied().unwrap_or(seed)
-    }
-
-    fn push(&self, mark: i64) {
-        let mut marks = self.0.lock();
-        let latest = marks.back().copied().unwrap_or(mark).max(mark);
-        marks.push_back(latest);
-        while marks.len() > FEED_OVERLAP {
-            marks.pop_front();
-        }
-    }
+/// What one look at the hub instances did ([`crate::RunningHub::check_hubs_now`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HubsReport {
+    /// Hubs taken as dead (their liveness expired); their rows are deleted.
+    pub expired: Vec<String>,
+    /// Their agents, marked offline.
+    pub offlined: usize,
+    /// Live instances on the registry, this one included.
+    pub live: usize,
+    /// This hub's own row was gone (another hub took it as dead) and was written again.
+    pub reannounced: bool,
 }
 
 /// Runs until `stop` is cancelled.
-pub(crate) async fn run(state: Arc<HubState>, marks: Arc<FeedMarks>, stop: CancellationToken) {
+pub(crate) async fn run(state: Arc<HubState>, feed: Arc<Feed>, stop: CancellationToken) {
     let tuning = &state.config.storage;
     let every = |d: Duration| {
         let d = d.max(MIN_TIMER_PERIOD);
@@ -64,9 +56,16 @@ pub(crate) async fn run(state: Arc<HubState>, marks: Arc<FeedMarks>, stop: Cance
     };
     let mut flush = every(tuning.flush_interval);
     let mut sweep = every(state.config.sweep.interval);
-    let mut sync = every(tuning.sync_interval);
+    let mut alive = every(tuning.alive_interval);
     let mut relay_idle = every(state.config.relay.idle_sweep);
-    let shared = state.registry.shared();
+    // The feed reader ends with this task (stop, or abort when the hub is dropped).
+    let _feed = state.registry.shared().then(|| {
+        AbortOnDrop(tokio::spawn(crate::feed::run(
+            state.clone(),
+            feed,
+            stop.clone(),
+        )))
+    });
     loop {
         tokio::select! {
             biased;
@@ -88,9 +87,9 @@ pub(crate) async fn run(state: Arc<HubState>, marks: Arc<FeedMarks>, stop: Cance
             }
             // Each attached WebSocket closes its own idle streams when asked.
             _ = relay_idle.tick() => state.relay.sweep(),
-            _ = sync.tick(), if shared => {
-                if let Err(e) = sync_feed(&state, &marks).await {
-                    tracing::warn!(error = %e, "change feed read failed; will retry");
+            _ = alive.tick() => {
+                if let Err(e) = check_hubs(&state).await {
+                    tracing::warn!(error = %e, "hub instance check failed; will retry");
                 }
             }
         }
@@ -172,34 +171,58 @@ pub(crate) fn cutoffs(cfg: &SweepConfig, now: i64) -> SweepCutoffs {
     }
 }
 
-/// Applies what other hubs wrote since the last reads.
-pub(crate) async fn sync_feed(state: &HubState, marks: &FeedMarks) -> Result<usize, StoreError> {
-    let mut from = marks.start(state.feed_watermark.load(Ordering::Relaxed));
-    let mut newest = from;
-    let mut applied = 0;
-    loop {
-        let rows = state
-            .registry
-            .changes_since(from, FEED_PAGE)
-            .await
-            .inspect_err(|_| {
-                state.metrics.db_errors.fetch_add(1, Ordering::Relaxed);
-            })?;
-        for row in &rows {
-            state.directory.upsert(row);
-            newest = newest.max(row.version);
-        }
-        applied += rows.len();
-        if rows.len() < FEED_PAGE as usize {
-            break;
-        }
-        from = newest;
+/// Says this hub is alive (writing its row again if another hub took it as dead), marks
+/// offline the agents of hubs whose liveness expired, and counts the live instances.
+pub(crate) async fn check_hubs(state: &HubState) -> Result<HubsReport, StoreError> {
+    fn counted<T>(state: &HubState, r: Result<T, StoreError>) -> Result<T, StoreError> {
+        r.inspect_err(|_| {
+            state.metrics.db_errors.fetch_add(1, Ordering::Relaxed);
+        })
     }
+    let now = state.now_ms();
+    let mut report = HubsReport::default();
+    if !counted(state, state.registry.alive(&state.hub_id, now).await)? {
+        if let Some(row) = state.instance_row(now) {
+            tracing::warn!(
+                hub = %state.hub_id,
+                "this hub's instance row was gone (another hub took it as dead); writing it again"
+            );
+            counted(state, state.registry.announce(&row).await)?;
+            report.reannounced = true;
+        }
+    }
+    let expiry = i64::try_from(state.config.storage.hub_expiry.as_millis()).unwrap_or(i64::MAX);
+    let alive_before = now.saturating_sub(expiry);
+    let expired = counted(
+        state,
+        state
+            .registry
+            .expire_hubs(alive_before, &state.hub_id)
+            .await,
+    )?;
+    if let Some(expired) = expired {
+        for c in &expired.changed {
+            state.directory.set_status(&c.id, &c.status, c.version);
+        }
+        if !expired.hubs.is_empty() {
+            tracing::warn!(
+                hubs = ?expired.hubs,
+                agents = expired.changed.len(),
+                "hubs taken as dead (liveness expired); their agents are offline"
+            );
+            state
+                .metrics
+                .hubs_expired
+                .fetch_add(expired.hubs.len() as u64, Ordering::Relaxed);
+        }
+        report.offlined = expired.changed.len();
+        report.expired = expired.hubs;
+    }
+    let rows = counted(state, state.registry.instances().await)?;
+    report.live = rows.iter().filter(|h| h.alive_at >= alive_before).count();
     state
         .metrics
-        .feed_rows
-        .fetch_add(applied as u64, Ordering::Relaxed);
-    marks.push(newest);
-    state.feed_watermark.fetch_max(newest, Ordering::Relaxed);
-    Ok(applied)
+        .instances
+        .store(report.live as u64, Ordering::Relaxed);
+    Ok(report)
 }

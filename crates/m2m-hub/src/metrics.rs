@@ -172,6 +172,16 @@ pub struct Metrics {
     pub liveness_flushed: AtomicU64,
     /// Rows read from the change feed of other hubs.
     pub feed_rows: AtomicU64,
+    /// Reads of the change feed (doorbell, poll or catch-up).
+    pub feed_reads: AtomicU64,
+    /// Change doorbells heard (PostgreSQL notifications).
+    pub feed_doorbells: AtomicU64,
+    /// Times the doorbell listener (re)connected.
+    pub feed_listens: AtomicU64,
+    /// Dead hubs whose agents this hub marked offline.
+    pub hubs_expired: AtomicU64,
+    /// Live hub instances on the registry at the last look (this one included).
+    pub instances: AtomicU64,
     /// Refusals by limit, in the order of `Refusal::ALL`.
     refusals: [AtomicU64; Refusal::ALL.len()],
 }
@@ -350,6 +360,26 @@ impl Metrics {
                 load(&self.feed_rows),
             ),
             (
+                "m2m_hub_feed_reads_total",
+                "Reads of the registry's change feed (doorbell, poll or catch-up).",
+                load(&self.feed_reads),
+            ),
+            (
+                "m2m_hub_feed_doorbells_total",
+                "Change doorbells heard (PostgreSQL LISTEN/NOTIFY).",
+                load(&self.feed_doorbells),
+            ),
+            (
+                "m2m_hub_feed_listens_total",
+                "Times the change doorbell listener connected or reconnected.",
+                load(&self.feed_listens),
+            ),
+            (
+                "m2m_hub_hubs_expired_total",
+                "Hubs taken as dead (liveness expired) whose agents this hub marked offline.",
+                load(&self.hubs_expired),
+            ),
+            (
                 "m2m_hub_relay_bytes_total",
                 "Bytes of stream data relayed.",
                 g.relay_bytes,
@@ -392,6 +422,11 @@ impl Metrics {
                 "m2m_hub_memory_budget_bytes",
                 "The memory budget for connection buffers.",
                 g.memory_budget,
+            ),
+            (
+                "m2m_hub_instances",
+                "Live hub instances on the registry at the last look, this one included.",
+                load(&self.instances),
             ),
             (
                 "m2m_hub_relay_streams",

@@ -4,7 +4,7 @@
 //! [`crate::actions`], one a file.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use m2m_proto::rate::Rate;
@@ -21,7 +21,7 @@ use crate::health::RegistryHealth;
 use crate::metrics::{Gauges, Metrics};
 use crate::per_ip::IpRegistrations;
 use crate::server::Admission;
-use crate::store::{self, Registry};
+use crate::store::{self, HubRow, Registry};
 use crate::writer::Writer;
 
 /// Shared state of one running hub. Built by [`HubState::open`]; handed to
@@ -30,6 +30,8 @@ use crate::writer::Writer;
 pub struct HubState {
     pub(crate) config: HubConfig,
     pub(crate) hub_id: String,
+    /// This hub's instance row as written at start (`url`, `started_at`).
+    instance: OnceLock<HubRow>,
     pub(crate) registry: Arc<dyn Registry>,
     pub(crate) directory: Directory,
     pub(crate) writer: Writer,
@@ -99,6 +101,7 @@ impl HubState {
         let request_rate = Rate::per_second(limits.requests_per_second, limits.request_burst);
         Ok(Arc::new(HubState {
             hub_id,
+            instance: OnceLock::new(),
             registry,
             directory,
             writer,
@@ -121,6 +124,43 @@ impl HubState {
             relay: crate::relay::Relay::new(&config.relay),
             config,
         }))
+    }
+
+    /// Writes this hub's instance row (`m2m_hubs`) naming `url` as its public WebSocket URL;
+    /// from then on the maintenance task keeps it alive. Once per hub.
+    pub(crate) async fn announce(&self, url: String) -> Result<(), HubError> {
+        let now = self.now_ms();
+        let row = HubRow {
+            id: self.hub_id.clone(),
+            url,
+            started_at: now,
+            alive_at: now,
+        };
+        self.registry.announce(&row).await?;
+        let _ = self.instance.set(row);
+        Ok(())
+    }
+
+    /// This hub's instance row, alive at `now`; `None` before [`HubState::announce`].
+    pub(crate) fn instance_row(&self, now: i64) -> Option<HubRow> {
+        self.instance.get().map(|row| HubRow {
+            alive_at: now,
+            ..row.clone()
+        })
+    }
+
+    /// This hub's instance id (the `hub` of the agents it holds, its `m2m_hubs` row).
+    pub fn hub_id(&self) -> &str {
+        &self.hub_id
+    }
+
+    /// The status of agent `id` in this hub's in-memory mirror (what `lookup`, `discover`
+    /// and `find` answer from), never reading through to the registry; `None` when the
+    /// mirror does not hold it. Benches and tests watch it to see another hub's change
+    /// arrive.
+    pub fn mirrored_status(&self, id: &str) -> Option<String> {
+        let entry = self.directory.get(crate::directory::parse_id(id)?)?;
+        (!entry.is_retired()).then(|| entry.status().as_str().to_owned())
     }
 
     /// Milliseconds since the epoch, from the configured clock.

@@ -209,7 +209,7 @@ pub(crate) fn spawn_sampler(state: Arc<HubState>) -> Option<AbortOnDrop> {
 
 /// A task aborted when its owner goes.
 #[derive(Debug)]
-pub(crate) struct AbortOnDrop(tokio::task::JoinHandle<()>);
+pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {

@@ -5,6 +5,15 @@
 //! (see the crate doc). Everything here is row-level: every write returns the row's new
 //! `version`, so the mirror can apply changes in order no matter which path (own write,
 //! sweep, change feed) brings them.
+//!
+//! PostgreSQL also rings a doorbell: every transaction that changes agent rows sends
+//! `pg_notify(`[`FEED_CHANNEL`]`, <its smallest new version>)`, delivered at commit, and
+//! [`Registry::listen`] gives a hub a [`ChangeListener`] of them (see the crate doc).
+//!
+//! Each hub also keeps a row of its own ([`HubRow`], table `m2m_hubs`): written at start
+//! ([`Registry::announce`]), kept fresh ([`Registry::alive`]), deleted at a clean shutdown
+//! ([`Registry::retire`]); [`Registry::expire_hubs`] releases the agents of hubs that
+//! stopped refreshing theirs.
 
 mod postgres;
 mod sqlite;
@@ -147,6 +156,49 @@ pub struct Loaded {
     pub watermark: i64,
 }
 
+/// The PostgreSQL channel of the change doorbell. Its payload is a version in decimal: the
+/// smallest version the notifying transaction wrote, so a hub reading the feed from just
+/// below it sees every row of that transaction even when it commits after newer ones.
+pub const FEED_CHANNEL: &str = "m2m_changes";
+
+/// One hub instance on the registry (table `m2m_hubs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubRow {
+    /// Instance id (the `hub` of the agents it holds; [`AgentRow::hub`]).
+    pub id: String,
+    /// Its public WebSocket URL (`public_url`, or the address it listens on).
+    pub url: String,
+    /// Started, ms since the epoch.
+    pub started_at: i64,
+    /// Last said it is alive, ms since the epoch.
+    pub alive_at: i64,
+}
+
+/// What [`Registry::expire_hubs`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExpiredHubs {
+    /// Instance ids whose rows were deleted.
+    pub hubs: Vec<String>,
+    /// Their agents, now `offline` (as [`Registry::release`] does it).
+    pub changed: Vec<StatusChange>,
+}
+
+/// What a [`ChangeListener`] heard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bell {
+    /// A transaction committed changes from this version on.
+    Rang(i64),
+    /// The listener's connection was lost and is back: doorbells in between are lost (read
+    /// the feed to catch up). Also a payload that is not a version.
+    Lost,
+}
+
+/// Hears the change doorbell ([`FEED_CHANNEL`]) on a connection of its own.
+pub trait ChangeListener: Send + fmt::Debug {
+    /// The next doorbell. An error means the listener is broken: make a new one.
+    fn next(&mut self) -> BoxFuture<'_, Result<Bell, StoreError>>;
+}
+
 /// The durable registry of agents.
 pub trait Registry: Send + Sync + fmt::Debug {
     /// `"sqlite"` or `"postgres"` (logs, metrics).
@@ -178,6 +230,26 @@ pub trait Registry: Send + Sync + fmt::Debug {
         &'a self,
         hub: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Vec<StatusChange>, StoreError>>;
+    /// A listener of the change doorbell; `None` when the registry has no other writers
+    /// (SQLite).
+    fn listen(&self) -> BoxFuture<'_, Result<Option<Box<dyn ChangeListener>>, StoreError>>;
+    /// Writes this hub's instance row (replacing one of the same id).
+    fn announce<'a>(&'a self, hub: &'a HubRow) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Moves `alive_at` of hub `id` forward; `false` when its row is gone (another hub
+    /// expired it).
+    fn alive<'a>(&'a self, id: &'a str, at: i64) -> BoxFuture<'a, Result<bool, StoreError>>;
+    /// Deletes hub `id`'s row (clean shutdown, after [`Registry::release`]).
+    fn retire<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Hubs other than `except` whose `alive_at` is before `alive_before`: their live agents
+    /// go offline (as by [`Registry::release`]) and their rows are deleted, in one
+    /// transaction. `None`: another hub is doing it right now.
+    fn expire_hubs<'a>(
+        &'a self,
+        alive_before: i64,
+        except: &'a str,
+    ) -> BoxFuture<'a, Result<Option<ExpiredHubs>, StoreError>>;
+    /// Every hub instance row, oldest start first.
+    fn instances(&self) -> BoxFuture<'_, Result<Vec<HubRow>, StoreError>>;
     /// Cheap round trip (health of the database).
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
     /// Closes the connections.
@@ -199,6 +271,25 @@ pub async fn open(url: &str, tuning: &StorageTuning) -> Result<Box<dyn Registry>
 pub(crate) const COLUMNS: &str =
     "id, address, capabilities, metadata, identity, status, last_seen, created_at, hub, session, \
      version, relay, reachable";
+
+/// Columns of `m2m_hubs`, in [`HubRow`] order.
+pub(crate) const HUB_COLUMNS: &str = "id, url, started_at, alive_at";
+
+/// Decodes a row selected with [`HUB_COLUMNS`].
+pub(crate) fn decode_hub<R>(row: &R) -> Result<HubRow, StoreError>
+where
+    R: Row,
+    for<'c> &'c str: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(HubRow {
+        id: row.try_get("id")?,
+        url: row.try_get("url")?,
+        started_at: row.try_get("started_at")?,
+        alive_at: row.try_get("alive_at")?,
+    })
+}
 
 /// Decodes a row selected with [`COLUMNS`]. Corrupt JSON is an error, not a panic.
 pub(crate) fn decode_row<R>(row: &R) -> Result<AgentRow, StoreError>

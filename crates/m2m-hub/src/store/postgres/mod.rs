@@ -5,6 +5,14 @@
 //! lock: when two hubs sweep at once one of them skips, and since the sweep is a set of
 //! conditional updates that any hub would compute the same way, a skipped sweep loses
 //! nothing.
+//!
+//! Every transaction that changes agent rows also rings the change doorbell
+//! ([`FEED_CHANNEL`](crate::store::FEED_CHANNEL), `writes::ring`) before it commits; a hub
+//! hears it on a connection of its own (`listen`). Hub instance rows are in `hubs`.
+
+mod hubs;
+mod listen;
+mod writes;
 
 use std::str::FromStr;
 
@@ -12,11 +20,12 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Row};
 
 use super::{
-    decode_row, json_text, AgentRow, BoxFuture, Loaded, Registry, StatusChange, SweepCutoffs,
-    SweepOutcome, Write, COLUMNS,
+    decode_row, AgentRow, BoxFuture, ChangeListener, ExpiredHubs, HubRow, Loaded,
+    Registry, StatusChange, SweepCutoffs, SweepOutcome, Write, COLUMNS,
 };
 use crate::config::StorageTuning;
 use crate::error::StoreError;
+use writes::{insert_many, lock_in_id_order, ring, update_one};
 
 /// Advisory lock key of the sweep ("m2m-swp" in ASCII).
 const SWEEP_LOCK: i64 = 0x006d_326d_2d73_7770;
@@ -25,6 +34,8 @@ const SWEEP_LOCK: i64 = 0x006d_326d_2d73_7770;
 #[derive(Debug)]
 pub struct PostgresRegistry {
     pool: PgPool,
+    /// Where the doorbell listener connects (its own connection, outside the pool).
+    options: PgConnectOptions,
 }
 
 impl PostgresRegistry {
@@ -40,12 +51,12 @@ impl PostgresRegistry {
             // Like the original hub: a missing database is created (when the role may).
             Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("3D000") => {
                 create_database(&options).await?;
-                pool_options.connect_with(options).await?
+                pool_options.connect_with(options.clone()).await?
             }
             Err(e) => return Err(e.into()),
         };
         sqlx::migrate!("migrations/postgres").run(&pool).await?;
-        Ok(PostgresRegistry { pool })
+        Ok(PostgresRegistry { pool, options })
     }
 
     fn changes(rows: &[sqlx::postgres::PgRow]) -> Result<Vec<StatusChange>, StoreError> {
@@ -76,68 +87,6 @@ async fn create_database(options: &PgConnectOptions) -> Result<(), StoreError> {
         Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => Ok(()),
         Err(e) => Err(e.into()),
     }
-}
-
-/// Locks the existing rows of `ids` in id order (the database sorts; `ORDER BY … FOR
-/// UPDATE` locks each row as the sort yields it), so that transactions updating
-/// overlapping sets of rows queue behind each other instead of deadlocking.
-async fn lock_in_id_order(tx: &mut sqlx::PgConnection, ids: &[&str]) -> Result<(), StoreError> {
-    sqlx::query("SELECT 1 FROM m2m_agents WHERE id = ANY($1) ORDER BY id FOR UPDATE")
-        .bind(ids)
-        .execute(tx)
-        .await?;
-    Ok(())
-}
-
-/// Inserts `rows` in one statement; their versions, in order.
-async fn insert_many(
-    tx: &mut sqlx::PgConnection,
-    rows: &[&AgentRow],
-) -> Result<Vec<Option<i64>>, StoreError> {
-    let col = |f: fn(&AgentRow) -> String| rows.iter().map(|r| f(r)).collect::<Vec<String>>();
-    let identity: Vec<Option<String>> = rows.iter().map(|r| r.identity.clone()).collect();
-    let last_seen: Vec<i64> = rows.iter().map(|r| r.last_seen).collect();
-    let created_at: Vec<i64> = rows.iter().map(|r| r.created_at).collect();
-    let relay: Vec<Option<String>> = rows.iter().map(|r| r.relay.clone()).collect();
-    let reachable: Vec<Option<String>> = rows.iter().map(|r| r.reachable.clone()).collect();
-    // A 2.1 id registers again on every reconnect: the new registration replaces the row
-    // (keeping `created_at`) with a new version. The same id twice in one statement is an
-    // error here; the writer then retries the batch one write at a time.
-    let returned = sqlx::query(
-        "INSERT INTO m2m_agents (id, address, capabilities, metadata, identity, status, \
-         last_seen, created_at, hub, session, relay, reachable) \
-         SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], \
-         $6::TEXT[], $7::BIGINT[], $8::BIGINT[], $9::TEXT[], $10::TEXT[], $11::TEXT[], \
-         $12::TEXT[]) \
-         ON CONFLICT (id) DO UPDATE SET address = EXCLUDED.address, \
-         capabilities = EXCLUDED.capabilities, metadata = EXCLUDED.metadata, \
-         identity = EXCLUDED.identity, status = EXCLUDED.status, \
-         last_seen = EXCLUDED.last_seen, hub = EXCLUDED.hub, session = EXCLUDED.session, \
-         version = EXCLUDED.version, relay = EXCLUDED.relay, reachable = EXCLUDED.reachable \
-         RETURNING id, version",
-    )
-    .bind(col(|r| r.id.clone()))
-    .bind(col(|r| r.address.clone()))
-    .bind(col(|r| json_text(&r.capabilities)))
-    .bind(col(|r| json_text(&r.metadata)))
-    .bind(identity)
-    .bind(col(|r| r.status.clone()))
-    .bind(last_seen)
-    .bind(created_at)
-    .bind(col(|r| r.hub.clone()))
-    .bind(col(|r| r.token.clone()))
-    .bind(relay)
-    .bind(reachable)
-    .fetch_all(&mut *tx)
-    .await?;
-    let mut by_id = std::collections::HashMap::with_capacity(returned.len());
-    for r in &returned {
-        by_id.insert(
-            r.try_get::<String, _>("id")?,
-            r.try_get::<i64, _>("version")?,
-        );
-    }
-    Ok(rows.iter().map(|r| by_id.get(&r.id).copied()).collect())
 }
 
 impl Registry for PostgresRegistry {
@@ -233,71 +182,11 @@ impl Registry for PostgresRegistry {
                     i += run.len();
                     continue;
                 }
-                let row = match &writes[i] {
-                    Write::Insert(_) => None, // taken by the run above
-                    Write::SetStatus {
-                        id,
-                        token,
-                        status,
-                        last_seen,
-                    } => {
-                        sqlx::query(
-                            "UPDATE m2m_agents SET status = $2, \
-                         last_seen = GREATEST(last_seen, COALESCE($3, last_seen)), \
-                         version = nextval('m2m_agents_version_seq'), \
-                         relay = CASE WHEN $2 = 'offline' THEN NULL ELSE relay END \
-                         WHERE id = $1 AND session = $4 RETURNING version",
-                        )
-                        .bind(id)
-                        .bind(status)
-                        .bind(last_seen)
-                        .bind(token)
-                        .fetch_optional(&mut *tx)
-                        .await?
-                    }
-                    Write::Update {
-                        id,
-                        token,
-                        status,
-                        metadata,
-                        last_seen,
-                    } => {
-                        sqlx::query(
-                            "UPDATE m2m_agents SET status = $2, metadata = $3, \
-                         last_seen = GREATEST(last_seen, $4), \
-                         version = nextval('m2m_agents_version_seq') \
-                         WHERE id = $1 AND session = $5 RETURNING version",
-                        )
-                        .bind(id)
-                        .bind(status)
-                        .bind(json_text(metadata))
-                        .bind(last_seen)
-                        .bind(token)
-                        .fetch_optional(&mut *tx)
-                        .await?
-                    }
-                    Write::SetRelay {
-                        id,
-                        token,
-                        relay,
-                        reachable,
-                    } => {
-                        sqlx::query(
-                            "UPDATE m2m_agents SET relay = $2, reachable = $3, \
-                         version = nextval('m2m_agents_version_seq') \
-                         WHERE id = $1 AND session = $4 RETURNING version",
-                        )
-                        .bind(id)
-                        .bind(relay)
-                        .bind(reachable)
-                        .bind(token)
-                        .fetch_optional(&mut *tx)
-                        .await?
-                    }
-                };
+                let row = update_one(&mut tx, &writes[i]).await?;
                 versions.push(row.map(|r| r.try_get::<i64, _>("version")).transpose()?);
                 i += 1;
             }
+            ring(&mut tx, versions.iter().flatten().min().copied()).await?;
             tx.commit().await?;
             Ok(versions)
         })
@@ -311,15 +200,18 @@ impl Registry for PostgresRegistry {
             // The join below locks rows in whatever order the plan yields them; lock them
             // in id order first, as the writer's batches do (see `apply`).
             lock_in_id_order(&mut tx, &ids).await?;
-            // New versions make other hubs see the fresher lastSeen through the feed.
+            // New versions make other hubs see the fresher lastSeen through the feed; the
+            // doorbell rings in the same statement.
             sqlx::query(
-                "UPDATE m2m_agents AS a SET last_seen = v.at, \
+                "WITH moved AS (UPDATE m2m_agents AS a SET last_seen = v.at, \
                  version = nextval('m2m_agents_version_seq') \
                  FROM UNNEST($1::TEXT[], $2::BIGINT[]) AS v(id, at) \
-                 WHERE a.id = v.id AND a.last_seen < v.at",
+                 WHERE a.id = v.id AND a.last_seen < v.at RETURNING a.version) \
+                 SELECT pg_notify($3, MIN(version)::TEXT) FROM moved HAVING COUNT(*) > 0",
             )
             .bind(&ids)
             .bind(&at)
+            .bind(crate::store::FEED_CHANNEL)
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
@@ -381,9 +273,10 @@ impl Registry for PostgresRegistry {
             .iter()
             .map(|r| r.try_get("id"))
             .collect::<Result<Vec<String>, _>>()?;
-            tx.commit().await?;
             let mut changed = Self::changes(&idled)?;
             changed.extend(Self::changes(&offlined)?);
+            ring(&mut tx, changed.iter().map(|c| c.version).min()).await?;
+            tx.commit().await?;
             Ok(Some(SweepOutcome { changed, purged }))
         })
     }
@@ -394,27 +287,42 @@ impl Registry for PostgresRegistry {
     ) -> BoxFuture<'a, Result<Vec<StatusChange>, StoreError>> {
         Box::pin(async move {
             let mut tx = self.pool.begin().await?;
-            // Id order, as everywhere else that updates several rows (see `sweep`).
-            sqlx::query(
-                "SELECT 1 FROM m2m_agents \
-                 WHERE status <> 'offline' AND ($1::TEXT IS NULL OR hub = $1) \
-                 ORDER BY id FOR UPDATE",
-            )
-            .bind(hub)
-            .execute(&mut *tx)
-            .await?;
-            let rows = sqlx::query(
-                "UPDATE m2m_agents SET status = 'offline', relay = NULL, \
-                 version = nextval('m2m_agents_version_seq') \
-                 WHERE status <> 'offline' AND ($1::TEXT IS NULL OR hub = $1) \
-                 RETURNING id, status, version",
-            )
-            .bind(hub)
-            .fetch_all(&mut *tx)
-            .await?;
+            let hubs = hub.map(|h| vec![h.to_owned()]);
+            let changed = release_in(&mut tx, hubs.as_deref()).await?;
             tx.commit().await?;
-            Self::changes(&rows)
+            Ok(changed)
         })
+    }
+
+    fn listen(&self) -> BoxFuture<'_, Result<Option<Box<dyn ChangeListener>>, StoreError>> {
+        Box::pin(async move {
+            let listener = listen::Doorbell::connect(&self.options).await?;
+            Ok(Some(Box::new(listener) as Box<dyn ChangeListener>))
+        })
+    }
+
+    fn announce<'a>(&'a self, hub: &'a HubRow) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(self.announce_hub(hub))
+    }
+
+    fn alive<'a>(&'a self, id: &'a str, at: i64) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(self.hub_alive(id, at))
+    }
+
+    fn retire<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(self.retire_hub(id))
+    }
+
+    fn expire_hubs<'a>(
+        &'a self,
+        alive_before: i64,
+        except: &'a str,
+    ) -> BoxFuture<'a, Result<Option<ExpiredHubs>, StoreError>> {
+        Box::pin(self.expire(alive_before, except))
+    }
+
+    fn instances(&self) -> BoxFuture<'_, Result<Vec<HubRow>, StoreError>> {
+        Box::pin(self.hub_rows())
     }
 
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
@@ -427,4 +335,34 @@ impl Registry for PostgresRegistry {
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move { self.pool.close().await })
     }
+}
+
+/// Marks `offline` every live agent held by one of `hubs` (every live agent when `None`) in
+/// `tx`, and rings the doorbell: a clean shutdown's release and another hub's expiry take
+/// this one path, so the feed carries both alike and the records' `relay` is cleared.
+async fn release_in(
+    tx: &mut sqlx::PgConnection,
+    hubs: Option<&[String]>,
+) -> Result<Vec<StatusChange>, StoreError> {
+    // Id order, as everywhere else that updates several rows (see `sweep`).
+    sqlx::query(
+        "SELECT 1 FROM m2m_agents \
+         WHERE status <> 'offline' AND ($1::TEXT[] IS NULL OR hub = ANY($1)) \
+         ORDER BY id FOR UPDATE",
+    )
+    .bind(hubs)
+    .execute(&mut *tx)
+    .await?;
+    let rows = sqlx::query(
+        "UPDATE m2m_agents SET status = 'offline', relay = NULL, \
+         version = nextval('m2m_agents_version_seq') \
+         WHERE status <> 'offline' AND ($1::TEXT[] IS NULL OR hub = ANY($1)) \
+         RETURNING id, status, version",
+    )
+    .bind(hubs)
+    .fetch_all(&mut *tx)
+    .await?;
+    let changed = PostgresRegistry::changes(&rows)?;
+    ring(tx, changed.iter().map(|c| c.version).min()).await?;
+    Ok(changed)
 }

@@ -4,6 +4,8 @@
 //! a crash of the hub (not of the machine between checkpoints), which is what a phone book
 //! needs. Versions come from a counter in this process: the hub is the only writer.
 
+mod hubs;
+
 use std::str::FromStr;
 use std::sync::atomic::{AtomicI64, Ordering};
 
@@ -11,8 +13,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
 use super::{
-    decode_row, json_text, AgentRow, BoxFuture, Loaded, Registry, StatusChange, SweepCutoffs,
-    SweepOutcome, Write, COLUMNS,
+    decode_row, json_text, AgentRow, BoxFuture, ChangeListener, ExpiredHubs, HubRow, Loaded,
+    Registry, StatusChange, SweepCutoffs, SweepOutcome, Write, COLUMNS,
 };
 use crate::config::StorageTuning;
 use crate::defaults::{SQLITE_BUSY_TIMEOUT, SQLITE_INSERT_CHUNK as INSERT_CHUNK};
@@ -63,6 +65,21 @@ impl SqliteRegistry {
 
     fn next_version(&self) -> i64 {
         self.version.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Marks `offline` every live agent held by `hub` (all when `None`).
+    async fn release_hub(&self, hub: Option<&str>) -> Result<Vec<StatusChange>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let sql = if hub.is_some() {
+            "UPDATE m2m_agents SET status = 'offline', version = ?1, relay = NULL \
+                 WHERE status <> 'offline' AND hub = ?2 RETURNING id, status, version"
+        } else {
+            "UPDATE m2m_agents SET status = 'offline', version = ?1, relay = NULL \
+                 WHERE status <> 'offline' RETURNING id, status, version"
+        };
+        debug_assert_eq!(status::OFFLINE, "offline");
+        self.status_changes(sql, self.next_version(), None, hub, &mut conn)
+            .await
     }
 
     async fn status_changes(
@@ -327,19 +344,35 @@ impl Registry for SqliteRegistry {
         &'a self,
         hub: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Vec<StatusChange>, StoreError>> {
-        Box::pin(async move {
-            let mut conn = self.pool.acquire().await?;
-            let sql = if hub.is_some() {
-                "UPDATE m2m_agents SET status = 'offline', version = ?1, relay = NULL \
-                 WHERE status <> 'offline' AND hub = ?2 RETURNING id, status, version"
-            } else {
-                "UPDATE m2m_agents SET status = 'offline', version = ?1, relay = NULL \
-                 WHERE status <> 'offline' RETURNING id, status, version"
-            };
-            debug_assert_eq!(status::OFFLINE, "offline");
-            self.status_changes(sql, self.next_version(), None, hub, &mut conn)
-                .await
-        })
+        Box::pin(self.release_hub(hub))
+    }
+
+    fn listen(&self) -> BoxFuture<'_, Result<Option<Box<dyn ChangeListener>>, StoreError>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    fn announce<'a>(&'a self, hub: &'a HubRow) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(self.announce_hub(hub))
+    }
+
+    fn alive<'a>(&'a self, id: &'a str, at: i64) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(self.hub_alive(id, at))
+    }
+
+    fn retire<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(self.retire_hub(id))
+    }
+
+    fn expire_hubs<'a>(
+        &'a self,
+        alive_before: i64,
+        except: &'a str,
+    ) -> BoxFuture<'a, Result<Option<ExpiredHubs>, StoreError>> {
+        Box::pin(async move { self.expire(alive_before, except).await.map(Some) })
+    }
+
+    fn instances(&self) -> BoxFuture<'_, Result<Vec<HubRow>, StoreError>> {
+        Box::pin(self.hub_rows())
     }
 
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
