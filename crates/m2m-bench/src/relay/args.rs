@@ -17,10 +17,9 @@ pub struct RelayArgs {
     /// two direct SDK agents in the same run for the ratio (hub in this process by default).
     #[arg(long, default_value = "raw")]
     level: RelayLevel,
-    /// Scenarios, comma-separated: frames, bulk, request, streams (raw only). Default: all
-    /// of the level's.
-    #[arg(long)]
-    scenarios: Option<String>,
+    /// Scenarios, comma-separated: frames, bulk, request, streams.
+    #[arg(long, default_value = "frames,bulk,request,streams")]
+    scenarios: String,
     /// SDK level: messages in flight in `frames`.
     #[arg(long, default_value_t = 256)]
     in_flight: usize,
@@ -78,14 +77,8 @@ impl RelayArgs {
                 Some(line) => HubTarget::Spawn(HubCommand(CommandLine::parse(line)?)),
             }
         };
-        let all = match self.level {
-            RelayLevel::Raw => "frames,bulk,request,streams",
-            RelayLevel::Sdk => "frames,bulk,request",
-        };
         let scenarios = self
             .scenarios
-            .as_deref()
-            .unwrap_or(all)
             .split(',')
             .filter(|s| !s.trim().is_empty())
             .map(|s| s.parse::<RelayScenario>().map_err(anyhow::Error::msg))
@@ -151,7 +144,8 @@ mod tests {
             [
                 RelayScenario::Frames,
                 RelayScenario::Bulk,
-                RelayScenario::Request
+                RelayScenario::Request,
+                RelayScenario::Streams
             ]
         );
         assert!(Cli::parse_from(["x", "--scenarios", "bogus"])

@@ -137,11 +137,6 @@ pub async fn run_relay(opts: RelayBenchOptions) -> anyhow::Result<Value> {
     if opts.size == 0 || opts.size > max || opts.bulk_size == 0 || opts.bulk_size > max {
         anyhow::bail!("--size and --bulk-size must be 1 ..= {max} (one DATA frame)");
     }
-    if opts.level == RelayLevel::Sdk && opts.scenarios.contains(&RelayScenario::Streams) {
-        anyhow::bail!(
-            "`streams` is a raw-level scenario: leave it out of --scenarios with --level sdk"
-        );
-    }
     let mut runs = Vec::new();
     for run in 0..opts.repeat.max(1) {
         tracing::info!(run, "relay bench run");
@@ -302,12 +297,13 @@ mod tests {
                 RelayScenario::Frames,
                 RelayScenario::Bulk,
                 RelayScenario::Request,
+                RelayScenario::Streams,
             ],
             duration: Duration::from_millis(300),
             warmup: Duration::from_millis(50),
             size: 200,
             bulk_size: 65_536,
-            streams: 0,
+            streams: 4,
             repeat: 1,
             level: RelayLevel::Sdk,
             in_flight: 32,
@@ -329,6 +325,9 @@ mod tests {
             }
         }
         assert!(f["sdk_frames_relay_over_direct"].as_f64().unwrap() > 0.0);
+        let streams = &doc["runs"][0]["relay"]["streams"];
+        assert_eq!(streams["streams"], 4, "{doc}");
+        assert!(streams["hub_rss_with_streams_kib"].as_u64().unwrap() > 0);
         assert!(
             !f.keys().any(|k| k.ends_with("_errors")),
             "an operation failed or took the other route: {doc}"

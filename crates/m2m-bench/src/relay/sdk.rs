@@ -9,6 +9,8 @@
 //!  per scenario: relayed pair, then direct pair:
 //!    frames (200 B messages, `in_flight` pipelined) · bulk (64 KiB, `bulk_in_flight`) ·
 //!    request (one at a time, latency)
+//!  streams: N more relay-only senders, one message each to B, all held open together:
+//!    the hub's RSS per relayed session (each with its sender's WebSocket and record)
 //! ```
 //!
 //! Every operation's route is checked (a relayed message that went direct, or the
@@ -39,21 +41,23 @@ struct Pair {
     drain: tokio::task::JoinHandle<()>,
 }
 
+/// One SDK agent on the hub, on loopback.
+async fn agent(hub_url: &str, relay_only: bool, inbox: usize, name: &str) -> anyhow::Result<Agent> {
+    Agent::builder()
+        .hub(hub_url)
+        .port(0)
+        .relay_only(relay_only)
+        .inbox_capacity(inbox)
+        .configure(|c| c.bind_ip = Ipv4Addr::LOCALHOST.into())
+        .connect()
+        .await
+        .with_context(|| format!("starting agent {name}"))
+}
+
 impl Pair {
     async fn start(hub_url: &str, relay_only: bool, inbox: usize) -> anyhow::Result<Pair> {
-        let agent = |name: &'static str| async move {
-            Agent::builder()
-                .hub(hub_url)
-                .port(0)
-                .relay_only(relay_only)
-                .inbox_capacity(inbox)
-                .configure(|c| c.bind_ip = Ipv4Addr::LOCALHOST.into())
-                .connect()
-                .await
-                .with_context(|| format!("starting agent {name}"))
-        };
-        let tx = agent("sender").await?;
-        let rx = agent("receiver").await?;
+        let tx = agent(hub_url, relay_only, inbox, "sender").await?;
+        let rx = agent(hub_url, relay_only, inbox, "receiver").await?;
         rx.on_request(REQUEST_TYPE, |req| async move {
             Ok(json!({ "data": req.payload.get("data").cloned().unwrap_or(Value::Null) }))
         });
@@ -90,7 +94,7 @@ impl Pair {
             RelayScenario::Frames => (opts.size, opts.in_flight),
             RelayScenario::Bulk => (opts.bulk_size, opts.bulk_in_flight),
             RelayScenario::Request => (opts.size, 1),
-            RelayScenario::Streams => bail!("`streams` is a raw-level scenario (--level raw)"),
+            RelayScenario::Streams => bail!("`streams` is measured by `streams`, not here"),
         };
         // Printable and not JSON: the plaintext is exactly `size` bytes.
         let text: String = (0..size).map(|i| (b'a' + (i % 26) as u8) as char).collect();
@@ -149,6 +153,18 @@ pub(super) async fn run_once(
         let mut figures = Map::new();
         let mut per_route = [Map::new(), Map::new()];
         for &scenario in &opts.scenarios {
+            if scenario == RelayScenario::Streams {
+                let v = streams(opts, hub, &relayed)
+                    .await
+                    .context("sdk scenario streams")?;
+                for key in ["hub_rss_per_stream_bytes", "open_ms"] {
+                    if v[key].is_number() {
+                        figures.insert(format!("sdk_streams_{key}"), v[key].clone());
+                    }
+                }
+                per_route[0].insert("streams".to_owned(), v);
+                continue;
+            }
             let mut got = Vec::new();
             for (i, pair) in [&relayed, &direct].into_iter().enumerate() {
                 let tally = pair
@@ -215,4 +231,56 @@ fn put_figures(route: &str, scenario: RelayScenario, v: &Value, out: &mut Map<St
         }
         RelayScenario::Streams => {}
     }
+}
+
+/// `streams`: `opts.streams` more relay-only agents each send one message to the relayed
+/// pair's receiver (a relayed session each) and stay connected; the hub's RSS before the
+/// agents connect and with every session open. With the hub in this process the RSS is
+/// the process's (the agents' memory included): `hub_in_process` says so.
+async fn streams(
+    opts: &RelayBenchOptions,
+    hub: &HubUnderTest,
+    pair: &Pair,
+) -> anyhow::Result<Value> {
+    let rss = || hub.sample().map(|s| s.rss_kib);
+    let before = rss();
+    let started = Instant::now();
+    let payload = Value::String("s".repeat(opts.size));
+    let mut senders = Vec::with_capacity(opts.streams);
+    let outcome = async {
+        for i in 0..opts.streams {
+            let a = agent(&hub.ws_url, true, 4, "stream sender").await?;
+            senders.push(a.clone());
+            let sent = a
+                .send(&pair.rx.id(), MESSAGE_TYPE, payload.clone())
+                .await
+                .with_context(|| format!("stream {i} of {}", opts.streams))?;
+            if sent.route != Route::Relay {
+                bail!("stream {i} went {:?}, not through the relay", sent.route);
+            }
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    let open_took = started.elapsed();
+    let with = rss();
+    for a in senders {
+        let _ = a.disconnect().await;
+    }
+    outcome?;
+    let per_stream = match (before, with) {
+        // Signed: the allocator may give back more than the sessions take (shown as is).
+        (Some(b), Some(w)) if opts.streams > 0 => {
+            json!(round1((w as f64 - b as f64) * 1024.0 / opts.streams as f64))
+        }
+        _ => Value::Null,
+    };
+    Ok(json!({
+        "streams": opts.streams,
+        "open_ms": round1(open_took.as_secs_f64() * 1e3),
+        "hub_in_process": hub.pid == Some(std::process::id()),
+        "hub_rss_before_kib": before,
+        "hub_rss_with_streams_kib": with,
+        "hub_rss_per_stream_bytes": per_stream,
+    }))
 }
