@@ -87,3 +87,18 @@ pub const HUBS_WATCH_EVERY: Duration = Duration::from_millis(1);
 /// A change not visible on hub B this long after A acknowledged it fails the bench
 /// (polling at 500 ms shows one within about a second).
 pub const HUBS_VISIBLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+// ---- the mailbox bench ----
+
+/// Silence from the hub this long while a mailbox bench waits for a reply or an event
+/// fails the bench: a store or a push takes milliseconds, so this only stops a wedged or
+/// refusing hub (a delivery that stopped) from hanging it.
+pub const MAIL_REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+/// The hub's default messages stored per recipient and per sender (docs/MAILBOX.md,
+/// `MAILBOX_MESSAGES`, `SENDER_MESSAGES`): one sender to one recipient stores at most this
+/// many before `mailbox_full`, so it is the default and the ceiling of `--messages`.
+pub const MAIL_QUOTA_MESSAGES: usize = 10_000;
+/// The hub's default pushed-and-unacked messages per subscription (docs/MAILBOX.md,
+/// `MAIL_IN_FLIGHT`): an ack batch larger than this would wait for a push that waits for
+/// the ack, so it is the ceiling of `--ack-batch`.
+pub const MAIL_IN_FLIGHT: usize = 256;
