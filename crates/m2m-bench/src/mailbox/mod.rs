@@ -14,6 +14,9 @@
 //!  each backend's JSON ─► one document, figures flat (`<backend>_store_per_s`, …)
 //! ```
 //!
+//! The hub runs in the bench's process: `process_cores` (CPU time over a phase's wall time)
+//! is the hub's and the client's together, and says whether the two cores were the bound.
+//!
 //! The first pushed message is opened and checked as the SDK does (section 2), so a run
 //! also shows that the sender's seal, the hub's storage and the push keep the bytes intact.
 
@@ -33,6 +36,7 @@ use tokio::time::Instant;
 use crate::defaults::{MAIL_IN_FLIGHT, MAIL_QUOTA_MESSAGES};
 use crate::hub::bench_hub_config;
 use crate::stats::{rate, round1, round3, summarize};
+use crate::sys::{cores_used, ProcSample};
 use client::MailClient;
 use size::Database;
 
@@ -172,15 +176,19 @@ async fn measure(
     let request_bytes = requests.iter().map(String::len).sum::<usize>() / requests.len();
 
     let bytes_before = db.mail_bytes().await?;
+    let cpu = ProcSample::current();
     let stored = sender.store(&requests, opts.pipeline).await?;
+    let store_cores = cores_used(Some(cpu), Some(ProcSample::current()), stored.elapsed);
     let bytes_after = db.mail_bytes().await?;
     if stored.ok == 0 {
         bail!("the hub stored no message: {:?}", stored.errors);
     }
+    let cpu = ProcSample::current();
     let drained = recipient
         .drain(stored.ok, opts.ack_batch, &from)
         .await
         .context("draining")?;
+    let drain_cores = cores_used(Some(cpu), Some(ProcSample::current()), drained.elapsed);
     sender.close().await;
     recipient.close().await;
 
@@ -207,12 +215,14 @@ async fn measure(
             "errors": stored.errors,
             "seconds": round3(stored.elapsed.as_secs_f64()),
             "mail_request_bytes": request_bytes,
+            "process_cores": store_cores,
         },
         "drain": {
             "pending_at_subscribe": drained.pending,
             "received": drained.received,
             "acked": drained.acked,
             "first_opened": drained.first_opened,
+            "process_cores": drain_cores,
             "seconds": round3(drained.elapsed.as_secs_f64()),
         },
         "database": {
