@@ -21,6 +21,8 @@ pub(crate) struct Known {
     pub relay: Option<String>,
     /// Relay: the hub's reachability verdict.
     pub reachable: Option<m2m_proto::relay::Reachable>,
+    /// Mailbox: the signed mailbox key the record publishes (checked before use).
+    pub mailbox: Option<m2m_proto::mailbox::MailboxKey>,
 }
 
 impl Known {
@@ -38,7 +40,14 @@ impl Known {
             identity: identity.map(str::to_owned),
             relay: relay.map(str::to_owned),
             reachable,
+            mailbox: None,
         }
+    }
+
+    /// With the record's mailbox key.
+    pub(crate) fn with_mailbox(mut self, key: Option<&m2m_proto::mailbox::MailboxKey>) -> Self {
+        self.mailbox = key.cloned();
+        self
     }
 }
 

@@ -33,7 +33,9 @@ pub struct AgentConfig {
     pub port: u16,
     /// Interface the P2P listener binds (default: all IPv4 interfaces).
     pub bind_ip: IpAddr,
-    /// Hub, as a URL or a host (see [`hub_url`]).
+    /// Hub, as a URL or a host (see [`hub_url`]); several, comma-separated, for failover
+    /// (see [`hub_urls`]): the agent connects to the first that answers and, when its hub
+    /// goes away, moves on to the next.
     pub hub: String,
     /// Public `host:port` to register instead of `<local IPv4>:<port>` (behind NAT).
     pub address: Option<String>,
@@ -105,6 +107,19 @@ pub struct AgentConfig {
     /// How long a direct dial (connect and handshake) of a send by id may take before it
     /// falls back to the relay, when the record names one.
     pub direct_connect_timeout: Duration,
+    /// Mailbox (docs/MAILBOX.md): publish a mailbox key at every registration on a 2.1 hub
+    /// and receive the mail stored for us (default true).
+    pub mailbox: bool,
+    /// Mailbox: a file keeping the ids of mail already delivered, so that a restarted agent
+    /// also drops a message the hub replays after we acked it (default none: in memory).
+    pub mailbox_state: Option<std::path::PathBuf>,
+    /// Mailbox: how long acks of delivered mail wait to be sent in one `mail_ack`.
+    pub mail_ack_delay: Duration,
+    /// Mailbox: ids of delivered mail remembered for de-duplication.
+    pub mail_seen_ids: usize,
+    /// Mailbox: the TTL of mail we queue when the send does not say (the hub clamps it to
+    /// its maximum).
+    pub mail_ttl: Duration,
 }
 
 impl Default for AgentConfig {
@@ -142,6 +157,11 @@ impl Default for AgentConfig {
             relay: true,
             relay_only: false,
             direct_connect_timeout: defaults::DIRECT_CONNECT_TIMEOUT,
+            mailbox: true,
+            mailbox_state: None,
+            mail_ack_delay: defaults::MAIL_ACK_DELAY,
+            mail_seen_ids: defaults::MAIL_SEEN_IDS,
+            mail_ttl: defaults::MAIL_TTL,
         }
     }
 }
@@ -174,6 +194,27 @@ pub fn hub_url(hub: &str) -> Result<String, AgentError> {
     };
     url::Url::parse(&url).map_err(|e| AgentError::Config(format!("bad hub URL {url}: {e}")))?;
     Ok(url)
+}
+
+/// The WebSocket URLs of a comma-separated hub list (`"hub-a.example,hub-b.example"`), in
+/// order, each as [`hub_url`] makes it; duplicates are dropped. At most
+/// [`MAX_HUBS`](crate::defaults::MAX_HUBS) hubs.
+pub fn hub_urls(hubs: &str) -> Result<Vec<String>, AgentError> {
+    let mut urls: Vec<String> = Vec::new();
+    for hub in hubs.split(',') {
+        let url = hub_url(hub)?;
+        if !urls.contains(&url) {
+            urls.push(url);
+        }
+    }
+    if urls.len() > defaults::MAX_HUBS {
+        return Err(AgentError::Config(format!(
+            "{} hubs given; at most {} are tried",
+            urls.len(),
+            defaults::MAX_HUBS
+        )));
+    }
+    Ok(urls)
 }
 
 fn strip_scheme<'a>(s: &'a str, scheme: &str) -> Option<&'a str> {
@@ -215,6 +256,29 @@ pub(crate) fn is_loopback_host(host: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hub_lists() {
+        assert_eq!(
+            hub_urls("localhost:1, ws://b/x,localhost:1").unwrap(),
+            vec!["ws://localhost:1/ws".to_owned(), "ws://b/x".to_owned()]
+        );
+        assert_eq!(
+            hub_urls("m2m.dev").unwrap(),
+            vec!["wss://m2m.dev/ws".to_owned()]
+        );
+        assert!(
+            hub_urls("a,,b").is_err(),
+            "an empty entry is a mistake, not skipped"
+        );
+        let many = vec!["h"; defaults::MAX_HUBS + 1]
+            .iter()
+            .enumerate()
+            .map(|(i, h)| format!("{h}{i}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        assert!(hub_urls(&many).is_err());
+    }
 
     #[test]
     fn hub_url_rules() {

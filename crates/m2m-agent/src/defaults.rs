@@ -101,6 +101,15 @@ pub const RECONNECT_DELAY: Duration = limits::RECONNECT_DELAY;
 /// retried every minute, and a thousand agents reconnecting do not hammer it.
 pub const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(60);
 
+/// Hubs an agent may be given for failover (`--hub a,b,c`): all on one database, so a few
+/// are enough; a longer list is more likely a mistake (a pasted agent list) than a plan.
+pub const MAX_HUBS: usize = 16;
+
+/// WebSockets an agent keeps attached to other hubs' relays (to reach relay-only agents
+/// held by another hub on the same database): hubs of one deployment are few; the least
+/// recently used is closed beyond this.
+pub const MAX_FOREIGN_RELAYS: usize = 8;
+
 /// Time a hub request may take: the original's 10 s.
 pub const HUB_REQUEST_TIMEOUT: Duration = limits::HUB_REQUEST_TIMEOUT;
 
@@ -214,3 +223,27 @@ pub const RELAY_EARLY_FRAMES: usize = 256;
 /// Relay frames written to the hub's WebSocket in one batch before a flush: many small
 /// frames (acks, credits) cost one write, and a large batch still yields to text requests.
 pub const RELAY_WRITE_BATCH: usize = 64;
+
+/// Mailbox: how long the acks of delivered mail are gathered into one `mail_ack` (flushed
+/// sooner on `mail_drained` or at [`m2m_proto::mailbox::MAX_ACK_IDS`]). 50 ms batches a
+/// drain of thousands of messages into a few requests and is far below the hub's 30 s
+/// redelivery timeout.
+pub const MAIL_ACK_DELAY: Duration = Duration::from_millis(50);
+
+/// Mailbox: ids of delivered mail remembered to drop a redelivered or replayed message.
+/// The hub holds at most 10,000 messages per recipient, so twice that covers every id that
+/// can come again while it is stored (~1 MiB in memory or in the state file).
+pub const MAIL_SEEN_IDS: usize = 20_000;
+
+/// Mailbox: `mail`/`mail_drained` events buffered between the hub connection's task and the
+/// mailbox task. The hub has at most 256 messages in flight per subscription; an event that
+/// does not fit is dropped unacked, and the hub pushes it again after its ack timeout.
+pub const MAIL_EVENT_QUEUE: usize = 1024;
+
+/// Mailbox: derived key pairs kept (deriving one costs an HKDF and an X25519 base-point
+/// multiplication): the current period and the two before cover all mail the hub can hold.
+pub const MAIL_SECRETS: usize = 4;
+
+/// Mailbox: the default TTL of mail we queue: the protocol's maximum (a week), which the
+/// hub clamps to its own.
+pub const MAIL_TTL: Duration = m2m_proto::mailbox::MAX_TTL;

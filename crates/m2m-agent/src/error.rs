@@ -174,6 +174,35 @@ pub enum AgentError {
         /// Why no route works.
         reason: String,
     },
+    /// Mailbox: the recipient's mailbox (or the hub's, or our sender quota) is full
+    /// (`mailbox_full`).
+    #[error("the mailbox of {0} is full (hub quota reached); try again later")]
+    MailboxFull(String),
+    /// Mailbox: the sealed message is larger than the hub stores (`message_too_large`).
+    #[error("the message to {0} is too large for the hub's mailbox")]
+    MessageTooLarge(String),
+    /// Mailbox: no mailbox can be used for `agent`: it published no key, the hub keeps no
+    /// mail, or the hub is 2.0.
+    #[error("no mailbox for {agent}: {reason}")]
+    MailboxUnavailable {
+        /// The recipient.
+        agent: String,
+        /// Why.
+        reason: String,
+    },
+    /// Mailbox: the hub refused the TTL as already expired (`expired`).
+    #[error("the message to {0} expired before it was stored")]
+    Expired(String),
+    /// Mailbox: the mailbox key the hub publishes for `agent` does not verify under the
+    /// agent's identity (a hub substituting a key of its own is caught here); nothing was
+    /// sealed to it.
+    #[error("the mailbox key of {agent} does not verify: {reason}")]
+    InvalidMailboxKey {
+        /// The recipient.
+        agent: String,
+        /// What did not check out.
+        reason: String,
+    },
     /// A local IO failure (binding the P2P port, …).
     #[error("{context}: {source}")]
     Io {
@@ -235,7 +264,12 @@ impl AgentError {
             AgentError::DecryptionFailed { .. } | AgentError::Peer { .. } => ErrorKind::PeerRefused,
             AgentError::PeerMisbehaved { .. } => ErrorKind::PeerMisbehaved,
             AgentError::Authentication { .. } => ErrorKind::Authentication,
-            AgentError::Hub(_) => ErrorKind::Hub,
+            AgentError::Hub(_)
+            | AgentError::MailboxFull(_)
+            | AgentError::MailboxUnavailable { .. }
+            | AgentError::Expired(_) => ErrorKind::Hub,
+            AgentError::MessageTooLarge(_) => ErrorKind::ApiMisuse,
+            AgentError::InvalidMailboxKey { .. } => ErrorKind::Authentication,
             AgentError::InvalidPayload(_) | AgentError::NotRegistered | AgentError::Config(_) => {
                 ErrorKind::ApiMisuse
             }

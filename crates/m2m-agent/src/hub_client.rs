@@ -64,6 +64,8 @@ struct Inner {
     /// Relay frames to write (binary).
     frames: mpsc::UnboundedSender<Vec<u8>>,
     relay: Mutex<RelaySlot>,
+    /// Mailbox: where the hub's `mail` / `mail_drained` events go, once subscribed.
+    mail_events: Mutex<Option<mpsc::Sender<Value>>>,
 }
 
 impl std::fmt::Debug for HubClient {
@@ -106,6 +108,7 @@ impl HubClient {
             superseded: AtomicBool::new(false),
             frames,
             relay: Mutex::new(RelaySlot::Off),
+            mail_events: Mutex::new(None),
         });
         tracker.spawn(run(ws, rx, frames_rx, inner.clone()));
         Ok(HubClient { inner })
@@ -179,6 +182,15 @@ impl HubClient {
             client.shutdown();
         }
         Ok(client)
+    }
+
+    /// Mailbox: from now on, the hub's `mail` and `mail_drained` events go to the returned
+    /// queue (of `capacity`; an event that does not fit is dropped unacked, and the hub
+    /// pushes it again after its ack timeout).
+    pub(crate) fn mail_events(&self, capacity: usize) -> mpsc::Receiver<Value> {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        *self.inner.mail_events.lock() = Some(tx);
+        rx
     }
 
     /// The relay client of this WebSocket, once attached.
@@ -364,6 +376,18 @@ fn dispatch(inner: &Inner, text: &str) {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Number(n)) => n.to_string(),
         _ => {
+            let event = value.get("event").and_then(Value::as_str);
+            if matches!(
+                event,
+                Some(m2m_proto::mailbox::EVENT_MAIL | m2m_proto::mailbox::EVENT_DRAINED)
+            ) {
+                if let Some(tx) = inner.mail_events.lock().as_ref() {
+                    if tx.try_send(value).is_err() {
+                        tracing::debug!("mail event queue full; the hub pushes it again");
+                    }
+                    return;
+                }
+            }
             // Unsolicited (e.g. a 2.1 challenge): nothing waits for it.
             tracing::trace!("unsolicited hub message ignored");
             return;

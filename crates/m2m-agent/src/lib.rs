@@ -110,6 +110,20 @@
 //! id is the hub's random one). There [`Message::from`] is only what the sender declared:
 //! [`Message::authenticated`] is false.
 //!
+//! ## Mail for agents that are not running
+//!
+//! On a 2.1 hub with a mailbox (docs/MAILBOX.md) an agent publishes a mailbox key derived
+//! from its identity and receives the mail stored for it at every (re)registration, with no
+//! configuration ([`AgentBuilder::mailbox`]`(false)` turns it off). Mail arrives through
+//! [`Agent::next_message`] like any message, with [`Message::route`] =
+//! [`Route::Mailbox`], `authenticated: true` and the sender's own timestamp; mail that
+//! fails a check is dropped ([`AgentEvent::MailDropped`], [`Agent::mail_dropped`]).
+//! [`Agent::send`] to an agent that is offline or unreachable seals the message to its
+//! verified key and queues it ([`Delivery::queued`]; [`Agent::send_with`] with
+//! [`SendOptions`] `queue: false` does not); [`Agent::request_with`] with
+//! [`RequestOptions`] `queue: true` queues a request and awaits the answer. A short-lived
+//! program reads its mail with [`fetch_mail`] without registering.
+//!
 //! ## Throughput
 //!
 //! On tokio's multi-thread runtime, `#[tokio::main]` drives `main`'s own future on the
@@ -186,6 +200,7 @@ mod hub_presence;
 mod identity;
 mod inbox;
 mod listener;
+mod mailbox;
 mod message;
 mod peer;
 mod refusals;
@@ -196,15 +211,17 @@ mod slots;
 mod p2p_tests;
 
 pub use agent::{Agent, AgentBuilder};
-pub use config::{hub_url, AgentConfig};
+pub use config::{hub_url, hub_urls, AgentConfig};
 pub use error::{AgentError, ErrorKind, IoError, Result};
 pub use handler::{HandlerError, HandlerResult, HANDLERS_AT_ONCE};
 pub use m2m_proto::hub::{AgentRecord, FoundAgent, Peer, Stats};
+pub use m2m_proto::mailbox::MailQueued;
 pub use m2m_proto::relay::{CloseReason, Reachable};
 pub use m2m_proto::{Identity, IdentityKey};
+pub use mailbox::{fetch_mail, FetchMail, FetchReport};
 pub use message::{
     AgentEvent, BroadcastFailure, BroadcastOptions, BroadcastReport, Delivery, DiscoverOptions,
-    Message, Route,
+    Message, RequestOptions, Route, SendOptions,
 };
 pub use refusals::Refusals;
 pub use serde_json::{json, Map, Value};

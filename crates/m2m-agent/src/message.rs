@@ -32,8 +32,9 @@ pub struct Message {
     /// Whether `from` is proven (2.1 sessions). Always false in 2.0.
     #[serde(default, skip_serializing_if = "is_false")]
     pub authenticated: bool,
-    /// How it arrived: over a direct connection or through the hub's relay. Serialized only
-    /// when `relay`, so a direct message keeps the original shape.
+    /// How it arrived: over a direct connection, through the hub's relay, or from the
+    /// hub's mailbox (then `timestamp` is when the sender sent it). Serialized only when not
+    /// direct, so a direct message keeps the original shape; see [`Message::via`].
     #[serde(default, skip_serializing_if = "Route::is_direct")]
     pub route: Route,
 }
@@ -48,6 +49,8 @@ pub enum Route {
     Direct,
     /// Through the relay of the hub the agents are attached to.
     Relay,
+    /// Sealed to the recipient's mailbox key and stored by the hub (docs/MAILBOX.md).
+    Mailbox,
 }
 
 impl Route {
@@ -56,11 +59,12 @@ impl Route {
         *self == Route::Direct
     }
 
-    /// `"direct"` or `"relay"`.
+    /// `"direct"`, `"relay"` or `"mailbox"`.
     pub fn as_str(self) -> &'static str {
         match self {
             Route::Direct => "direct",
             Route::Relay => "relay",
+            Route::Mailbox => "mailbox",
         }
     }
 }
@@ -71,8 +75,20 @@ impl std::fmt::Display for Route {
     }
 }
 
+impl Message {
+    /// How it arrived, as text (`"direct"`, `"relay"`, `"mailbox"`): what `m2m listen`
+    /// prints as `"via"`.
+    pub fn via(&self) -> &'static str {
+        self.route.as_str()
+    }
+}
+
 fn is_false(b: &bool) -> bool {
     !*b
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// Something that happened to the agent, published on
@@ -98,6 +114,9 @@ pub enum AgentEvent {
     },
     /// Registered again after a loss; a 2.0 hub gives a new id.
     Reconnected {
+        /// The hub we are registered at now (its WebSocket URL): with several hubs given,
+        /// the next one after the hub that went away.
+        hub: String,
         /// The new id.
         id: String,
         /// The address the hub stored.
@@ -111,12 +130,25 @@ pub enum AgentEvent {
         /// What failed.
         error: AgentError,
     },
+    /// Mailbox: a message from the hub's mailbox was dropped (and acked, so that the hub
+    /// forgets it) instead of delivered. Also counted in [`Agent::mail_dropped`](crate::Agent::mail_dropped).
+    MailDropped {
+        /// The message id the hub gave.
+        id: String,
+        /// The sender the hub named (unverified).
+        from: String,
+        /// Why: [`m2m_proto::mailbox::OpenError::reason`] (`decryption_failed`,
+        /// `forged_sender`, `expired`, …) or `duplicate`.
+        reason: String,
+    },
 }
 
-/// The result of a delivered send: `{delivered, correlationId, route}`.
+/// The result of a send: `{delivered, correlationId, route}` when the peer acked it, or,
+/// queued in the recipient's mailbox, `{delivered: false, correlationId, route: "mailbox",
+/// queued: true, messageId, expiresAt}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Delivery {
-    /// True: the peer acked the message.
+    /// True: the peer acked the message. False: it was queued (see `queued`).
     pub delivered: bool,
     /// The correlationId the message carried.
     #[serde(rename = "correlationId")]
@@ -124,6 +156,53 @@ pub struct Delivery {
     /// The route it took.
     #[serde(default)]
     pub route: Route,
+    /// Mailbox: the hub stored it for the recipient (`{"queued":true,"messageId":…,
+    /// "expiresAt":…}`, flattened into this object).
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub queued: Option<m2m_proto::mailbox::MailQueued>,
+}
+
+impl Delivery {
+    /// A send the peer acked.
+    pub(crate) fn delivered(correlation_id: String, route: Route) -> Self {
+        Delivery {
+            delivered: true,
+            correlation_id,
+            route,
+            queued: None,
+        }
+    }
+}
+
+/// Options of [`Agent::send_with`](crate::Agent::send_with).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendOptions {
+    /// Queue the message in the recipient's mailbox when it is offline or no route reaches
+    /// it (default true; `m2m send --no-queue` turns it off).
+    pub queue: bool,
+    /// How long the hub keeps queued mail (default [`AgentConfig::mail_ttl`](crate::AgentConfig::mail_ttl); the hub clamps
+    /// it to its maximum).
+    pub ttl: Option<std::time::Duration>,
+}
+
+impl Default for SendOptions {
+    fn default() -> Self {
+        SendOptions {
+            queue: true,
+            ttl: None,
+        }
+    }
+}
+
+/// Options of [`Agent::request_with`](crate::Agent::request_with).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestOptions {
+    /// Queue the request in the mailbox of an offline or unreachable target and wait for
+    /// its response (default false: such a target fails fast).
+    pub queue: bool,
+    /// How long to wait for the response (default the configured request timeout); queued
+    /// mail expires then too.
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// Filters and page of [`Agent::discover`](crate::Agent::discover).
@@ -181,6 +260,9 @@ pub struct BroadcastOptions {
     pub capabilities: Vec<String>,
     /// Sends in flight at once.
     pub parallelism: usize,
+    /// Mailbox: queue the message for a recipient that no route reaches, when its record
+    /// publishes a mailbox key (default true).
+    pub queue: bool,
 }
 
 impl Default for BroadcastOptions {
@@ -188,6 +270,7 @@ impl Default for BroadcastOptions {
         BroadcastOptions {
             capabilities: Vec::new(),
             parallelism: crate::config::DEFAULT_BROADCAST_PARALLELISM,
+            queue: true,
         }
     }
 }
@@ -213,6 +296,12 @@ impl BroadcastOptions {
         self.parallelism = parallelism.max(1);
         self
     }
+
+    /// Mailbox: whether to queue for recipients no route reaches (default true).
+    pub fn queue(mut self, on: bool) -> Self {
+        self.queue = on;
+        self
+    }
 }
 
 /// The outcome of a broadcast: `{total, delivered, failed, errors:[{agent, error}]}`.
@@ -226,6 +315,10 @@ pub struct BroadcastReport {
     pub failed: usize,
     /// How many of the delivered went through the relay.
     pub relayed: usize,
+    /// Mailbox: recipients no route reached whose mailbox the message was queued in
+    /// (counted neither delivered nor failed). Serialized only when not zero.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub queued: usize,
     /// Why each failed.
     pub errors: Vec<BroadcastFailure>,
 }
@@ -270,12 +363,40 @@ mod tests {
     }
 
     #[test]
+    fn a_delivery_shows_queued_only_when_queued() {
+        let d = Delivery::delivered("c".into(), Route::Direct);
+        let shown = serde_json::to_value(&d).unwrap();
+        assert_eq!(
+            shown,
+            json!({"delivered":true,"correlationId":"c","route":"direct"})
+        );
+        assert_eq!(serde_json::from_value::<Delivery>(shown).unwrap(), d);
+        let q = Delivery {
+            delivered: false,
+            correlation_id: "c".into(),
+            route: Route::Mailbox,
+            queued: Some(m2m_proto::mailbox::MailQueued {
+                queued: true,
+                message_id: "m".into(),
+                expires_at: 9,
+            }),
+        };
+        let shown = serde_json::to_value(&q).unwrap();
+        assert_eq!(
+            shown,
+            json!({"delivered":false,"correlationId":"c","route":"mailbox","queued":true,"messageId":"m","expiresAt":9})
+        );
+        assert_eq!(serde_json::from_value::<Delivery>(shown).unwrap(), q);
+    }
+
+    #[test]
     fn report_serializes_errors_as_text() {
         let r = BroadcastReport {
             total: 1,
             delivered: 0,
             failed: 1,
             relayed: 0,
+            queued: 0,
             errors: vec![BroadcastFailure {
                 agent: "b".into(),
                 error: AgentError::AgentOffline("b".into()),

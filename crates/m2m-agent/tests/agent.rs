@@ -18,6 +18,7 @@ on_both_hubs!(
     request_times_out_without_a_response,
     broadcast_reports_a_dead_peer,
     reconnects_after_the_hub_restarts,
+    fails_over_to_the_next_hub,
     no_reconnect_when_disabled_and_bad_config_is_refused,
 );
 
@@ -340,6 +341,53 @@ async fn broadcast_reports_a_dead_peer<H: TestHub>() {
         x.disconnect().await.unwrap();
     }
     hub.shutdown().await;
+}
+
+/// Several hubs (issue 20): the first that answers is used; when it goes away the agent
+/// moves to the next, keeping its id, and says so in `Reconnected`.
+async fn fails_over_to_the_next_hub<H: TestHub>() {
+    // A port nobody listens on: the first contact skips it.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("ws://127.0.0.1:{}/ws", l.local_addr().unwrap().port())
+    };
+    let one = H::start(0).await;
+    let two = H::start(0).await;
+    let builder = agent(&one).hubs([dead.as_str(), &one.url(), &two.url()]);
+    let mut events = builder.events();
+    let a = builder.connect().await.unwrap();
+    assert_eq!(a.hub_url(), one.url(), "the first hub that answers");
+    let id = a.id();
+
+    one.shutdown().await;
+    let AgentEvent::Reconnected { hub, id: again, .. } =
+        wait_event(&mut events, |e| matches!(e, AgentEvent::Reconnected { .. })).await
+    else {
+        unreachable!()
+    };
+    assert_eq!(hub, two.url(), "the next hub after the one that went away");
+    assert_eq!(a.hub_url(), two.url());
+    assert_eq!(again, id, "a 2.1 id is the same on every hub");
+
+    let b = agent(&two).connect().await.unwrap();
+    b.send(&id, "after-failover", json!({})).await.unwrap();
+    assert_eq!(next(&a).await.message_type, "after-failover");
+    a.send(&b.id(), "back", json!({})).await.unwrap();
+    assert_eq!(next(&b).await.from, id);
+
+    // No hub answers: the error of the last one tried.
+    let none = Agent::builder()
+        .hubs([dead.as_str(), dead.replace("/ws", "/other").as_str()])
+        .connect()
+        .await;
+    assert!(
+        matches!(none, Err(AgentError::Unreachable { .. })),
+        "{none:?}"
+    );
+    for x in [&a, &b] {
+        x.disconnect().await.unwrap();
+    }
+    two.shutdown().await;
 }
 
 async fn reconnects_after_the_hub_restarts<H: TestHub>() {

@@ -15,9 +15,11 @@ use crate::{defaults, duration};
 #[command(name = "m2m", version, about, long_about = None)]
 pub struct Cli {
     /// Hub the agent commands use: host[:port], or a ws://, wss://, http:// or https://
-    /// URL. Default: m2m.dev.
-    #[arg(long, global = true, env = "M2M_HUB")]
-    pub hub: Option<String>,
+    /// URL. Default: m2m.dev. Several hubs on one database (comma-separated or repeated)
+    /// for failover: the agent uses the first that answers and moves to the next when its
+    /// hub goes away.
+    #[arg(long, global = true, env = "M2M_HUB", value_delimiter = ',', action = clap::ArgAction::Append)]
+    pub hub: Vec<String>,
 
     /// Print JSON on stdout even on a terminal (it is the default when stdout is not one).
     #[arg(long, global = true)]
@@ -81,6 +83,9 @@ pub enum Command {
     /// Cursor…) can find and message agents through tools. Uses its own identity key,
     /// mcp-identity.key, unless --identity is given.
     Mcp(McpArgs),
+    /// Fetch, print and acknowledge the mail the hub keeps for this agent's identity while
+    /// it was not running (without registering), then exit.
+    Inbox(InboxArgs),
     /// Check that an agent answers on its P2P port.
     Ping(PingArgs),
     /// Show the hub's statistics (without registering).
@@ -146,6 +151,17 @@ pub struct HubArgs {
     /// `rate_limited`. 0: no limit, like the original hub.
     #[arg(long, env = "M2M_RATE_LIMIT", default_value_t = m2m_hub::HubLimits::default().requests_per_second)]
     pub rate_limit: u32,
+
+    /// Several hubs on one PostgreSQL database: how often this hub says it is alive.
+    #[arg(long, value_parser = duration::parse, value_name = "DURATION",
+          default_value = "5s")]
+    pub alive_interval: Duration,
+
+    /// Several hubs on one PostgreSQL database: a hub silent this long is taken as dead and
+    /// its agents are marked offline (at least twice --alive-interval).
+    #[arg(long, value_parser = duration::parse, value_name = "DURATION",
+          default_value = "15s")]
+    pub hub_expiry: Duration,
 
     /// Resource bounds (docs/SECURITY.md "Hub limits").
     #[command(flatten)]
@@ -359,6 +375,16 @@ pub struct SendArgs {
     pub second: Option<String>,
     #[arg(hide = true, allow_negative_numbers = true)]
     pub third: Option<String>,
+
+    /// Never queue in the recipient's mailbox: fail as before when it is offline or no
+    /// route reaches it.
+    #[arg(long)]
+    pub no_queue: bool,
+
+    /// How long the hub keeps the message when it is queued (the hub clamps it to its
+    /// maximum, 7 days by default).
+    #[arg(long, value_name = "DURATION", value_parser = duration::parse, conflicts_with = "no_queue")]
+    pub ttl: Option<Duration>,
 }
 
 impl SendArgs {
@@ -392,6 +418,20 @@ pub struct RequestArgs {
     /// How long to wait for the response.
     #[arg(long, value_parser = duration::parse, default_value = defaults::REQUEST_TIMEOUT)]
     pub timeout: Duration,
+
+    /// When the agent is offline or unreachable, queue the request in its mailbox and wait
+    /// (up to --timeout) for the response, instead of failing at once. Registers while it
+    /// waits, so the response can reach it.
+    #[arg(long)]
+    pub queue: bool,
+}
+
+/// `m2m inbox`.
+#[derive(Debug, Args)]
+pub struct InboxArgs {
+    /// When no mail is waiting, wait this long for some to arrive (default: return at once).
+    #[arg(long, value_name = "DURATION", value_parser = duration::parse)]
+    pub wait: Option<Duration>,
 }
 
 /// `m2m broadcast`.
@@ -471,6 +511,19 @@ mod tests {
     }
 
     #[test]
+    fn hub_liveness_defaults_are_the_hubs() {
+        let h = hub(&[]);
+        let tuning = m2m_hub::StorageTuning::default();
+        assert_eq!(h.alive_interval, tuning.alive_interval);
+        assert_eq!(h.hub_expiry, tuning.hub_expiry);
+        let h = hub(&["--alive-interval", "1s", "--hub-expiry", "3s"]);
+        assert_eq!(
+            (h.alive_interval, h.hub_expiry),
+            (Duration::from_secs(1), Duration::from_secs(3))
+        );
+    }
+
+    #[test]
     fn hub_dashboard_switch() {
         assert!(hub(&[]).dashboard, "on by default");
         assert!(!hub(&["--dashboard", "off"]).dashboard);
@@ -521,7 +574,7 @@ mod tests {
             "localhost:1",
         ])
         .unwrap();
-        assert_eq!(cli.hub.as_deref(), Some("localhost:1"));
+        assert_eq!(cli.hub, ["localhost:1"]);
         match cli.command {
             Command::Listen(l) => {
                 assert_eq!(l.serve.connect.capabilities, ["a", "b"]);
@@ -529,6 +582,19 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn several_hubs_comma_separated_or_repeated() {
+        let cli =
+            Cli::try_parse_from(["m2m", "listen", "--hub", "a:1,b:2", "--hub", "c:3"]).unwrap();
+        assert_eq!(cli.hub, ["a:1", "b:2", "c:3"]);
+        assert_eq!(crate::cmd::hub_or_default(&cli.hub), "a:1,b:2,c:3");
+        let cli = Cli::try_parse_from(["m2m", "listen"]).unwrap();
+        assert_eq!(
+            crate::cmd::hub_or_default(&cli.hub),
+            m2m_agent::config::DEFAULT_HUB
+        );
     }
 
     #[test]
@@ -557,7 +623,7 @@ mod tests {
             "localhost:3000",
         ])
         .unwrap();
-        assert_eq!(cli.hub.as_deref(), Some("localhost:3000"));
+        assert_eq!(cli.hub, ["localhost:3000"]);
         match cli.command {
             Command::Send(s) => assert_eq!(s.args(), ["id1", "chat", "hello"]),
             other => panic!("{other:?}"),

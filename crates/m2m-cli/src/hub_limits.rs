@@ -76,6 +76,23 @@ pub struct HubLimitArgs {
     /// waits when spent. 0: no limit.
     #[arg(long, value_parser = parse_rate, default_value = "64MiB", value_name = "SIZE")]
     pub relay_rate: usize,
+
+    /// Turn the mailbox off (docs/MAILBOX.md): `mail` and `mailbox` are answered
+    /// `mailbox_unavailable`.
+    #[arg(long)]
+    pub no_mailbox: bool,
+
+    /// Longest a mailbox message is kept (at most 168h, 7 days); larger `ttl`s are clamped.
+    #[arg(long, value_parser = duration::parse, default_value = "168h", value_name = "DURATION")]
+    pub mail_ttl: Duration,
+
+    /// Largest sealed mailbox message (at most 256KiB): `message_too_large` beyond.
+    #[arg(long, value_parser = parse_size, default_value = "256KiB", value_name = "SIZE")]
+    pub mail_max_bytes: usize,
+
+    /// Sealed mailbox bytes stored in all (e.g. 1GiB): `mailbox_full` beyond.
+    #[arg(long, value_parser = parse_size, default_value = "1GiB", value_name = "SIZE")]
+    pub mail_budget: usize,
 }
 
 impl HubLimitArgs {
@@ -101,6 +118,11 @@ impl HubLimitArgs {
         // A quarter second of the rate (the default: 16 MiB of 64 MiB/s), and at least one
         // full DATA frame.
         r.burst = (r.rate / 4).max(m2m_proto::relay::MAX_DATA as u64);
+        let m = &mut config.mailbox;
+        m.enabled = !self.no_mailbox;
+        m.max_ttl = self.mail_ttl.min(m2m_proto::mailbox::MAX_TTL);
+        m.max_sealed = self.mail_max_bytes.min(m2m_proto::mailbox::MAX_SEALED);
+        m.budget = i64::try_from(self.mail_budget).unwrap_or(i64::MAX);
     }
 }
 
@@ -170,6 +192,7 @@ mod tests {
         assert_eq!(config.limits, HubConfig::default().limits);
         assert_eq!(config.sweep, HubConfig::default().sweep);
         assert_eq!(config.relay, HubConfig::default().relay);
+        assert_eq!(config.mailbox, HubConfig::default().mailbox);
         let probe = Probe::parse_from([
             "probe",
             "--memory-budget",

@@ -89,7 +89,7 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let out = Output::detect(cli.json);
-    let hub = cmd::hub_or_default(cli.hub.as_deref());
+    let hub = cmd::hub_or_default(&cli.hub);
     let key = cli.identity.as_deref();
     match cli.command {
         Command::Hub(args) => cmd::hub::run(args, out).await,
@@ -102,6 +102,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Request(args) => cmd::oneshot::request(&hub, key, args, out).await,
         Command::Broadcast(args) => cmd::oneshot::broadcast(&hub, key, args, out).await,
         Command::Mcp(args) => cmd::mcp::run(&hub, key, args).await,
+        Command::Inbox(args) => cmd::inbox::run(&hub, key, args, out).await,
         Command::Ping(args) => cmd::oneshot::ping(args, out).await,
         Command::Stats(args) => cmd::oneshot::stats(&hub, key, args, out).await,
         Command::Demo => cmd::demo::run(out).await,

@@ -195,6 +195,15 @@ pub fn stats_text(stats: &Stats) -> String {
     .collect()
 }
 
+/// RFC 3339 UTC time of a millisecond timestamp (`2026-12-04T20:00:00.000Z`).
+pub fn time_text(ms: u64) -> String {
+    i64::try_from(ms)
+        .ok()
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
 /// `3725` → `1h 2m 5s`.
 pub fn human_duration(seconds: u64) -> String {
     let (d, h, m, s) = (

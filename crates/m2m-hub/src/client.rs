@@ -32,6 +32,12 @@ pub(crate) struct Client {
     /// This hub's WebSocket URL as this client reached it (the relay's URL when no
     /// `public_url` is configured).
     pub(crate) hub_url: Option<std::sync::Arc<str>>,
+    /// The mailbox subscription of this WebSocket (docs/MAILBOX.md), once it sent
+    /// `mailbox`.
+    pub(crate) mailbox: Option<Box<crate::mailbox::Delivery>>,
+    /// The agent id this WebSocket proved with an attach proof (`relay`, `mailbox` or
+    /// `mail` with `identity`+`signature`), for later `mail`s.
+    pub(crate) proven: Option<Box<str>>,
 }
 
 impl Client {
@@ -48,6 +54,8 @@ impl Client {
             evict: CancellationToken::new(),
             relay: None,
             hub_url: None,
+            mailbox: None,
+            proven: None,
         }
     }
 

@@ -40,6 +40,8 @@ pub struct HubConfig {
     pub dashboard: bool,
     /// The relay (docs/RELAY.md): on by default.
     pub relay: RelayConfig,
+    /// The mailbox (docs/MAILBOX.md): on by default.
+    pub mailbox: MailboxConfig,
 }
 
 impl Default for HubConfig {
@@ -56,6 +58,7 @@ impl Default for HubConfig {
             clock: Clock::System,
             dashboard: true,
             relay: RelayConfig::default(),
+            mailbox: MailboxConfig::default(),
         }
     }
 }
@@ -223,6 +226,56 @@ impl Default for RelayConfig {
             probes_per_ip: defaults::RELAY_PROBES_PER_IP,
             probe_burst: defaults::RELAY_PROBE_BURST,
             probes_in_flight: defaults::RELAY_PROBES_IN_FLIGHT,
+        }
+    }
+}
+
+/// The mailbox (docs/MAILBOX.md section 3): stored mail for agents that are away. Every
+/// default is in [`crate::defaults::mail`] with its reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailboxConfig {
+    /// Serve `mail`, `mailbox`, `mail_ack` (`--no-mailbox`: `mailbox_unavailable`).
+    pub enabled: bool,
+    /// Longest a message is kept (`--mail-ttl`); larger `ttl`s are clamped to it.
+    pub max_ttl: Duration,
+    /// Largest sealed message, decoded (`--mail-max-bytes`): `message_too_large` beyond.
+    pub max_sealed: usize,
+    /// Sealed bytes stored in total (`--mail-budget`).
+    pub budget: i64,
+    /// Messages stored per recipient.
+    pub recipient_messages: i64,
+    /// Sealed bytes stored per recipient.
+    pub recipient_bytes: i64,
+    /// Messages stored per sender, all recipients.
+    pub sender_messages: i64,
+    /// Sealed bytes stored per sender, all recipients.
+    pub sender_bytes: i64,
+    /// Pushed and not acked at once, per subscription.
+    pub in_flight: usize,
+    /// Pushed again when not acked within this.
+    pub ack_timeout: Duration,
+    /// The fallback poll for mail stored through other hubs.
+    pub sync_interval: Duration,
+    /// Subscriptions held at once on this hub.
+    pub max_subscriptions: usize,
+}
+
+impl Default for MailboxConfig {
+    fn default() -> Self {
+        use crate::defaults::mail as d;
+        MailboxConfig {
+            enabled: true,
+            max_ttl: m2m_proto::mailbox::MAX_TTL,
+            max_sealed: m2m_proto::mailbox::MAX_SEALED,
+            budget: d::MAIL_BUDGET,
+            recipient_messages: d::MAILBOX_MESSAGES,
+            recipient_bytes: d::MAILBOX_BYTES,
+            sender_messages: d::SENDER_MESSAGES,
+            sender_bytes: d::SENDER_BYTES,
+            in_flight: d::MAIL_IN_FLIGHT,
+            ack_timeout: d::ACK_TIMEOUT,
+            sync_interval: d::MAIL_SYNC_INTERVAL,
+            max_subscriptions: d::MAX_SUBSCRIPTIONS,
         }
     }
 }

@@ -337,6 +337,9 @@ pub const MIN_TIMER_PERIOD: Duration = Duration::from_millis(10);
 /// unseen, so a finer order would show nothing more.
 pub const REORDER_AFTER: Duration = Duration::from_secs(1);
 
+/// The mailbox (docs/MAILBOX.md).
+pub mod mail;
+
 /// The dashboard's own bounds: its push endpoint must not be a way to exhaust the hub,
 /// whatever the hub's global limits are.
 pub mod dashboard {

@@ -227,6 +227,7 @@ async fn listen(state: Arc<HubState>, feed: Arc<Feed>) {
                     state.metrics.feed_doorbells.fetch_add(1, Ordering::Relaxed);
                     feed.ring(first);
                 }
+                Ok(Bell::Mail(id)) => state.mailbox.ring_raw(id),
                 Ok(Bell::Lost) => {
                     state.metrics.feed_listens.fetch_add(1, Ordering::Relaxed);
                     feed.lost();

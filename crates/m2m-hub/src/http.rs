@@ -272,6 +272,10 @@ async fn stats(State(state): State<Arc<HubState>>) -> Pretty<Reply<proto::Stats>
 
 async fn metrics(State(state): State<Arc<HubState>>) -> Response {
     let mut body = state.metrics.render(&state.gauges());
+    state
+        .mailbox
+        .counters
+        .render(&mut body, state.mailbox.subscriptions());
     if state.config.dashboard {
         state.dashboard.render_metrics(&mut body);
     }

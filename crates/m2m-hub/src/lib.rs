@@ -170,6 +170,7 @@ mod feed;
 pub mod fuzzing;
 mod health;
 mod http;
+mod mailbox;
 mod maintenance;
 mod metered;
 mod metrics;
@@ -196,7 +197,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{
-    Clock, HubConfig, HubLimits, ManualClock, RelayConfig, StorageTuning, SweepConfig, TlsConfig,
+    Clock, HubConfig, HubLimits, MailboxConfig, ManualClock, RelayConfig, StorageTuning,
+    SweepConfig, TlsConfig,
 };
 pub use error::{HubError, StoreError, TlsFileError};
 pub use http::{router, ClientAddr};
@@ -331,6 +333,12 @@ impl RunningHub {
             "http"
         };
         format!("{scheme}://{}", self.dial_addr())
+    }
+
+    /// Wakes every mailbox subscription on this hub for a delivery turn (tests that move a
+    /// manual clock past the ack timeout; a running hub wakes them by itself).
+    pub fn mail_wake_now(&self) {
+        self.state.mailbox.ring_all();
     }
 
     /// The shared state (tests, embedding).

@@ -30,6 +30,8 @@ pub struct SweepReport {
     pub purged: usize,
     /// Another hub held the sweep lock; this one did nothing in the database.
     pub skipped: bool,
+    /// Mail deleted: expired, or stored for an agent whose record was deleted.
+    pub mail_purged: u64,
 }
 
 /// What one look at the hub instances did ([`crate::RunningHub::check_hubs_now`]).
@@ -59,6 +61,13 @@ pub(crate) async fn run(state: Arc<HubState>, feed: Arc<Feed>, stop: Cancellatio
     let mut alive = every(tuning.alive_interval);
     let mut relay_idle = every(state.config.relay.idle_sweep);
     // The feed reader ends with this task (stop, or abort when the hub is dropped).
+    // Shared PostgreSQL: the fallback poll for mail stored through other hubs.
+    let _mail_poll = (state.registry.shared() && state.config.mailbox.enabled).then(|| {
+        AbortOnDrop(tokio::spawn(crate::mailbox::poll(
+            state.clone(),
+            stop.clone(),
+        )))
+    });
     let _feed = state.registry.shared().then(|| {
         AbortOnDrop(tokio::spawn(crate::feed::run(
             state.clone(),
@@ -147,13 +156,36 @@ pub(crate) async fn sweep_once(state: &HubState) -> Result<SweepReport, StoreErr
                 }
             }
             report.purged = outcome.purged.len();
+            // The hub holding the sweep lock purges mail too (expired, or of the agents
+            // just deleted): one hub at a time, like the rest of the sweep.
+            match state
+                .mailbox
+                .store
+                .purge(state.now_ms(), &outcome.purged)
+                .await
+            {
+                Ok(n) => {
+                    report.mail_purged = n;
+                    state
+                        .mailbox
+                        .counters
+                        .purged
+                        .fetch_add(n, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    state.metrics.db_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "mail purge failed; will retry");
+                }
+            }
         }
         None => report.skipped = true,
     }
     // Every hub forgets what the retention rule deletes, whoever ran the DELETE.
-    state
-        .directory
-        .purge_offline(cut.purge_before, cut.purge_anonymous_before);
+    state.directory.purge_offline(
+        cut.purge_before,
+        cut.purge_anonymous_before,
+        cut.purge_mailbox_before,
+    );
     Ok(report)
 }
 
@@ -168,6 +200,11 @@ pub(crate) fn cutoffs(cfg: &SweepConfig, now: i64) -> SweepCutoffs {
         purge_anonymous_before: now
             .saturating_sub(ms(cfg.anonymous_retention))
             .max(purge_before),
+        // Mail to an agent with a mailbox key may be stored for MAX_TTL after it left:
+        // its record (the key senders seal to) stays at least that long.
+        purge_mailbox_before: now
+            .saturating_sub(ms(m2m_proto::mailbox::MAX_TTL))
+            .min(purge_before),
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use m2m_proto::hub::AgentCounts;
 
 /// Actions as metric labels; the last one counts requests that named no valid action.
-pub const ACTIONS: [&str; 11] = [
+pub const ACTIONS: [&str; 14] = [
     "register",
     "discover",
     "find",
@@ -19,6 +19,9 @@ pub const ACTIONS: [&str; 11] = [
     "stats",
     "challenge",
     "relay",
+    "mail",
+    "mailbox",
+    "mail_ack",
     "invalid",
 ];
 

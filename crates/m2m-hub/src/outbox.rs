@@ -64,6 +64,22 @@ impl Outbox {
         }
     }
 
+    /// Queues a pushed event (mail) when the memory budget can hold it; `false` (and
+    /// nothing queued) when it cannot.
+    pub(crate) fn try_push(&mut self, text: String) -> bool {
+        let total = self.text_bytes + text.len();
+        let fits = match &mut self.charge {
+            Some(charge) if total > defaults::FREE_REPLY_BYTES => {
+                charge.resize(total - defaults::FREE_REPLY_BYTES)
+            }
+            _ => true,
+        };
+        if fits {
+            self.push(text);
+        }
+        fits
+    }
+
     pub(crate) fn push(&mut self, text: String) {
         self.bytes += text.len();
         self.text_bytes += text.len();

@@ -60,6 +60,8 @@ pub struct HubState {
     pub(crate) dashboard: crate::dashboard::Dashboard,
     /// The relay (docs/RELAY.md): attached WebSockets, budget, probes, counters.
     pub(crate) relay: crate::relay::Relay,
+    /// The mailbox (docs/MAILBOX.md): subscriptions, doorbells, counters.
+    pub(crate) mailbox: crate::mailbox::Mailbox,
 }
 
 impl HubState {
@@ -99,6 +101,7 @@ impl HubState {
             limits.registration_burst,
         ));
         let request_rate = Rate::per_second(limits.requests_per_second, limits.request_burst);
+        let mail = registry.mail();
         Ok(Arc::new(HubState {
             hub_id,
             instance: OnceLock::new(),
@@ -122,6 +125,7 @@ impl HubState {
             health: RegistryHealth::default(),
             dashboard: crate::dashboard::Dashboard::default(),
             relay: crate::relay::Relay::new(&config.relay),
+            mailbox: crate::mailbox::Mailbox::new(mail),
             config,
         }))
     }

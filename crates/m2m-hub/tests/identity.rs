@@ -478,6 +478,7 @@ async fn stale_registration_writes_change_nothing(backend: Backend) {
         version: 0,
         relay: None,
         reachable: None,
+        mailbox: None,
     };
     let v1 = registry
         .apply(&[Write::Insert(row("s1", "1.1.1.1:1"))])

@@ -293,6 +293,7 @@ async fn offline_batches_and_liveness_flushes_do_not_deadlock() {
             version: 0,
             relay: None,
             reachable: None,
+            mailbox: None,
         })
         .collect();
     let inserts: Vec<Write> = rows.iter().cloned().map(Write::Insert).collect();

@@ -49,6 +49,23 @@ impl AgentBuilder {
         self
     }
 
+    /// Several hubs on one database, for failover: the agent registers at the first that
+    /// answers and, when its hub goes away, moves to the next (round robin, with the
+    /// reconnect backoff), keeping its 2.1 id. The same as [`hub`](Self::hub) with the
+    /// hubs comma-separated.
+    pub fn hubs<I, S>(mut self, hubs: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        self.config.hub = hubs
+            .into_iter()
+            .map(|h| h.as_ref().trim().to_owned())
+            .collect::<Vec<_>>()
+            .join(",");
+        self
+    }
+
     /// The public `host:port` to register (behind NAT).
     pub fn address(mut self, address: &str) -> Self {
         self.config.address = Some(address.to_owned());
@@ -194,6 +211,24 @@ impl AgentBuilder {
     /// send falls back to the relay (default 2 s, [`crate::defaults::DIRECT_CONNECT_TIMEOUT`]).
     pub fn direct_connect_timeout(mut self, timeout: Duration) -> Self {
         self.config.direct_connect_timeout = timeout;
+        self
+    }
+
+    /// Mailbox (docs/MAILBOX.md): publish our mailbox key at each registration on a 2.1
+    /// hub and receive the mail stored for us, and queue sends that cannot reach their
+    /// target in its mailbox (default true). With `false` no key is published, nothing is
+    /// subscribed, and sends fail as in 2.0 when no route reaches the target. An agent that
+    /// does not register ([`AgentBuilder::register`]`(false)`) still queues sends, but
+    /// receives no mail: it reads it with [`crate::fetch_mail`].
+    pub fn mailbox(mut self, on: bool) -> Self {
+        self.config.mailbox = on;
+        self
+    }
+
+    /// Mailbox: keep the ids of delivered mail in `path`, so that a restarted agent also
+    /// drops a message the hub pushes again after we acked it (default: in memory only).
+    pub fn mailbox_state(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.config.mailbox_state = Some(path.into());
         self
     }
 

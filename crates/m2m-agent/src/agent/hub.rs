@@ -34,7 +34,8 @@ impl Agent {
                     p.identity.as_deref(),
                     p.relay.as_deref(),
                     p.reachable,
-                ),
+                )
+                .with_mailbox(p.mailbox.as_ref()),
             );
         }
         Ok(found.agents)
@@ -57,7 +58,8 @@ impl Agent {
                     a.identity.as_deref(),
                     a.relay.as_deref(),
                     a.reachable,
-                ),
+                )
+                .with_mailbox(a.mailbox.as_ref()),
             );
         }
         Ok(found.agents)
@@ -85,7 +87,8 @@ impl Agent {
                 a.identity.as_deref(),
                 a.relay.as_deref(),
                 a.reachable,
-            ),
+            )
+            .with_mailbox(a.mailbox.as_ref()),
         );
         Ok(found.agent)
     }

@@ -10,20 +10,25 @@ use m2m_proto::hub::status;
 use m2m_proto::{limits, IdentityKey};
 use serde_json::Value;
 
+use super::mail::queueable;
 use super::routing::Target;
 use super::Agent;
 use crate::error::{AgentError, Result};
 use crate::hub_client::correlation_id;
 use crate::listener::NotSentBack;
 use crate::message::{
-    BroadcastFailure, BroadcastOptions, BroadcastReport, Delivery, DiscoverOptions, Message, Route,
+    BroadcastFailure, BroadcastOptions, BroadcastReport, Delivery, DiscoverOptions, Message,
+    RequestOptions, Route, SendOptions,
 };
 use crate::peer::{self, Credentials};
 
 impl Agent {
-    /// Sends one message to agent `id`; resolves once the peer acked it.
+    /// Sends one message to agent `id`; resolves once the peer acked it — or, when the
+    /// peer is offline or no route reaches it and it publishes a mailbox key, once the hub
+    /// stored it in its mailbox (`delivered: false`, `route: Route::Mailbox`, `queued`).
+    /// [`Agent::send_with`] with `queue: false` never queues.
     pub async fn send(&self, id: &str, message_type: &str, payload: Value) -> Result<Delivery> {
-        self.send_with_id(id, message_type, &payload, correlation_id())
+        self.send_with(id, message_type, payload, SendOptions::default())
             .await
     }
 
@@ -53,11 +58,7 @@ impl Agent {
             // time.
             self.inner.cache.remove(id);
         }
-        sent.map(|route| Delivery {
-            delivered: true,
-            correlation_id,
-            route,
-        })
+        sent.map(|route| Delivery::delivered(correlation_id, route))
     }
 
     /// Sends one message to `address` (`host:port`) without asking the hub. Nobody vouches
@@ -78,11 +79,7 @@ impl Agent {
         )
         .await
         .unwrap_or_else(|_| Err(AgentError::timeout("send", timeout)))?;
-        Ok(Delivery {
-            delivered: true,
-            correlation_id,
-            route: Route::Direct,
-        })
+        Ok(Delivery::delivered(correlation_id, Route::Direct))
     }
 
     /// A direct send to `address`, demanding `expect` of the peer.
@@ -105,7 +102,10 @@ impl Agent {
     }
 
     /// Sends to every online agent (with any of `options.capabilities`), at most
-    /// `options.parallelism` at a time.
+    /// `options.parallelism` at a time. Mailbox: a recipient that no route reaches, and
+    /// whose record publishes a mailbox key, gets it in its mailbox (counted in `queued`,
+    /// unless `options.queue` is false). Offline agents are not broadcast to: the
+    /// recipients are the online ones, as in 2.0.
     pub async fn broadcast(
         &self,
         message_type: &str,
@@ -121,6 +121,7 @@ impl Agent {
             })
             .await?;
         let payload = &payload;
+        let queue = options.queue;
         let results: Vec<(String, Result<Route>)> = stream::iter(peers)
             .map(|peer| async move {
                 let timeout = self.inner.config.send_timeout;
@@ -142,6 +143,18 @@ impl Agent {
                 })
                 .await
                 .unwrap_or_else(|_| Err(AgentError::timeout("send", timeout)));
+                let sent = match (sent, &peer.mailbox) {
+                    (Err(e), Some(key))
+                        if queue && self.inner.mailbox.is_some() && queueable(&e) =>
+                    {
+                        let ttl = self.inner.config.mail_ttl;
+                        let identity = peer.identity.as_deref();
+                        self.queue_mail(&peer.id, identity, key, message_type, payload, cid, ttl)
+                            .await
+                            .map(|d| d.route)
+                    }
+                    (sent, _) => sent,
+                };
                 (peer.id, sent)
             })
             .buffer_unordered(options.parallelism.max(1))
@@ -153,6 +166,7 @@ impl Agent {
         };
         for (agent, result) in results {
             match result {
+                Ok(Route::Mailbox) => report.queued += 1,
                 Ok(route) => {
                     report.delivered += 1;
                     if route == Route::Relay {
@@ -177,31 +191,11 @@ impl Agent {
         payload: Value,
         timeout: Option<Duration>,
     ) -> Result<Value> {
-        let timeout = timeout.unwrap_or(self.inner.config.request_timeout);
-        let cid = correlation_id();
-        let payload = match payload {
-            Value::Object(mut fields) => {
-                fields.insert("correlationId".into(), Value::String(cid.clone()));
-                Value::Object(fields)
-            }
-            other => other,
+        let options = RequestOptions {
+            queue: false,
+            timeout,
         };
-        let mut waiter = self
-            .inner
-            .inbox
-            .expect_response(&cid, format!("{message_type}:response"));
-        let exchange = async {
-            self.send_with_id(id, message_type, &payload, cid.clone())
-                .await?;
-            tokio::select! {
-                biased;
-                _ = self.inner.cancel.cancelled() => Err(AgentError::Disconnected),
-                r = waiter.recv() => r.ok_or(AgentError::Disconnected),
-            }
-        };
-        tokio::time::timeout(timeout, exchange)
-            .await
-            .unwrap_or_else(|_| Err(AgentError::timeout("request", timeout)))
+        self.request_with(id, message_type, payload, options).await
     }
 
     /// Answers `message`: sends `<type>:response` with its correlationId to its sender.
@@ -233,11 +227,7 @@ impl Agent {
             if let Err(AgentError::Unreachable { .. } | AgentError::Timeout { .. }) = &sent {
                 self.inner.cache.remove(&message.from);
             }
-            return sent.map(|()| Delivery {
-                delivered: true,
-                correlation_id: cid,
-                route: Route::Direct,
-            });
+            return sent.map(|()| Delivery::delivered(cid, Route::Direct));
         }
         let timeout = self.inner.config.send_timeout;
         // The session it came on first: relayed or direct.
@@ -248,7 +238,7 @@ impl Agent {
         let back = async {
             for route in routes {
                 let sent = match route {
-                    Route::Direct => {
+                    Route::Direct | Route::Mailbox => {
                         self.inner
                             .sessions
                             .send_back(&message.from, &response_type, &payload, &cid)
@@ -270,18 +260,14 @@ impl Agent {
             Ok(None)
         };
         match tokio::time::timeout(timeout, back).await {
-            Ok(Ok(Some(route))) => {
-                return Ok(Delivery {
-                    delivered: true,
-                    correlation_id: cid,
-                    route,
-                })
-            }
+            Ok(Ok(Some(route))) => return Ok(Delivery::delivered(cid, route)),
             Ok(Err(e)) => return Err(e),
             Ok(Ok(None)) => {}
             Err(_) => return Err(AgentError::timeout("respond", timeout)),
         }
-        self.send_with_id(&message.from, &response_type, &payload, cid)
+        // No session: a new one, or the requester's mailbox when it cannot be reached.
+        let queue = Some(self.inner.config.mail_ttl);
+        self.send_or_queue(&message.from, &response_type, &payload, cid, queue)
             .await
     }
 

@@ -18,9 +18,14 @@
 //! Relay (docs/RELAY.md): the inbound slots and limits are made here and shared by the TCP
 //! listener and the streams the hub's relay opens towards us (`relay_inbound`); a
 //! relay-only agent has no listener and registers port 0.
+//!
+//! Mailbox (docs/MAILBOX.md): unless `mailbox(false)`, the agent derives its mailbox keys
+//! from its identity, publishes the current one at each 2.1 registration and subscribes to
+//! its mail; sends that cannot reach their target are queued (`mail.rs`).
 
 mod builder;
 mod hub;
+mod mail;
 mod messaging;
 mod routing;
 
@@ -40,14 +45,15 @@ pub use builder::AgentBuilder;
 use routing::VouchedKeys;
 
 use crate::cache::AddressCache;
-use crate::config::{hub_url, AgentConfig};
+use crate::config::{hub_urls, AgentConfig};
 use crate::defaults::{EVENT_CAPACITY, SHUTDOWN_GRACE};
 use crate::error::{AgentError, Result};
-use crate::hub_presence::RelaySettings;
 use crate::hub_presence::{self, HubPresence, PresenceTiming};
+use crate::hub_presence::{MailboxSettings, RelaySettings};
 use crate::identity::LocalIdentity;
 use crate::inbox::Inbox;
 use crate::listener::{self, InboundContext, InboundLimits, InboundSessions, SharedLimits};
+use crate::mailbox::MailboxReceiver;
 use crate::message::{AgentEvent, Message, Route};
 use crate::peer::{OutboundSettings, Pool};
 use crate::refusals::{RefusalCounter, Refusals};
@@ -77,6 +83,8 @@ pub(crate) struct Inner {
     pool: Arc<Pool>,
     cache: AddressCache,
     vouched: VouchedKeys,
+    /// Mailbox: our keys, delivered ids and drop counters (`None`: `mailbox(false)`).
+    mailbox: Option<Arc<MailboxReceiver>>,
     events: broadcast::Sender<AgentEvent>,
     cancel: CancellationToken,
     tracker: TaskTracker,
@@ -99,7 +107,7 @@ impl Agent {
         mut config: AgentConfig,
         events: broadcast::Sender<AgentEvent>,
     ) -> Result<Agent> {
-        let url = hub_url(&config.hub)?;
+        let urls = hub_urls(&config.hub)?;
         let identity = config
             .identity
             .get_or_insert_with(|| Identity::generate(&mut rand::thread_rng()))
@@ -141,7 +149,11 @@ impl Agent {
         let address = match (&config.address, &listener) {
             _ if config.relay_only => RELAY_ONLY_ADDRESS.to_owned(),
             (Some(a), _) => a.clone(),
-            (None, Some(_)) => format!("{}:{}", hub_presence::local_ipv4(&url).await, local_port),
+            (None, Some(_)) => format!(
+                "{}:{}",
+                hub_presence::local_ipv4(&urls[0]).await,
+                local_port
+            ),
             (None, None) => String::new(),
         };
 
@@ -204,8 +216,15 @@ impl Agent {
             cancel.clone(),
             tracker.clone(),
         ));
+        let mailbox = config.mailbox.then(|| {
+            Arc::new(MailboxReceiver::new(
+                m2m_proto::mailbox::MailboxKeys::new(local.identity().clone()),
+                config.mail_seen_ids,
+                config.mailbox_state.as_deref(),
+            ))
+        });
         let presence = Arc::new(HubPresence::new(
-            url,
+            urls,
             PresenceTiming {
                 request_timeout: config.hub_request_timeout,
                 heartbeat_interval: config.heartbeat_interval,
@@ -222,6 +241,13 @@ impl Agent {
                 relay_only: config.relay_only,
                 on_open: Some(on_open),
             },
+            MailboxSettings {
+                receiver: mailbox.clone(),
+                inbox: inbox.clone(),
+                events: events.clone(),
+                ack_delay: config.mail_ack_delay,
+                refused: AtomicBool::new(false),
+            },
             cancel.clone(),
             tracker.clone(),
         ));
@@ -229,6 +255,7 @@ impl Agent {
             inner: Arc::new(Inner {
                 cache: AddressCache::new(config.address_cache_ttl),
                 vouched: VouchedKeys::default(),
+                mailbox,
                 config,
                 local_port,
                 presence: presence.clone(),
@@ -247,14 +274,15 @@ impl Agent {
         };
         if !agent.inner.config.register {
             // Nothing registered, so nothing to heartbeat or to restore after a reconnect.
-            let standing = presence.attach().await?;
+            let standing = presence.connect_first(false).await?;
             tracing::debug!(id = %standing.id, "attached to the hub without registering");
             return Ok(agent);
         }
         // On failure `agent` drops here, which stops the listener.
-        let standing = presence.register().await?;
+        let standing = presence.connect_first(true).await?;
         tracing::info!(
             id = %standing.id,
+            hub = %presence.hub_url(),
             address = %standing.address,
             verified = standing.hub_verified,
             "registered at the hub"
@@ -266,6 +294,12 @@ impl Agent {
         });
         tracker.spawn(hub_presence::supervise(presence, pool, events, cancel));
         Ok(agent)
+    }
+
+    /// The WebSocket URL of the hub we are at now (with several hubs given, the one the
+    /// agent moved to last).
+    pub fn hub_url(&self) -> String {
+        self.inner.presence.hub_url().to_owned()
     }
 
     /// Our id (32 hex chars). On a 2.1 hub it is our identity's derived id, the same on

@@ -174,17 +174,21 @@ impl Agent {
                 "{RELAY_NEEDS_21} (the hub vouches for no identity of it)"
             )));
         };
-        let client = self.inner.presence.relay().await.map_err(|e| match e {
+        let presence = &self.inner.presence;
+        // Our own hub's relay when the record names it; another hub's (same database)
+        // otherwise, attached on a WebSocket of its own.
+        let ours = match presence.attached_relay() {
+            Some(c) => Ok(c),
+            None => presence.relay().await,
+        };
+        let client = match ours {
+            Ok(c) if c.relay_url() == relay_url => Ok(c),
+            _ => presence.foreign_relay(relay_url).await,
+        }
+        .map_err(|e| match e {
             AgentError::NoRoute { reason, .. } => no_route(reason),
             other => other,
         })?;
-        if client.relay_url() != relay_url {
-            return Err(no_route(format!(
-                "it is attached to the relay of another hub ({relay_url}; ours is {}): \
-                 relaying across hubs is not supported yet",
-                client.relay_url()
-            )));
-        }
         let credentials = Credentials::Authenticated {
             expect: Some(key),
             require: true,

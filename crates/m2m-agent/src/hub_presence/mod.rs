@@ -15,11 +15,22 @@
 //! needs the relay ([`HubPresence::relay`]), proving our key with a signature over the
 //! connection's nonce. A 2.0 hub never gets the action.
 //!
+//! Failover (issue 20): the agent may be given several hubs (on one database). It connects
+//! to the first that answers, and when its hub goes away the supervisor moves to the next
+//! one in the list (round robin) at each reconnect attempt, with the same backoff; a 2.1 id
+//! is the same on every hub, so peers and records follow.
+//!
+//! Mailbox (docs/MAILBOX.md): a 2.1 registration carries our current mailbox key, and is
+//! followed by the `mailbox` action (unless `mailbox(false)`), after which the hub pushes
+//! our mail on this WebSocket.
+//!
 //! The files: this one holds the state and the plain requests on the current connection;
 //! `registration` the `challenge` probe and `register`; `relay_attach` the `relay` action;
-//! `supervisor` the heartbeat and reconnect task; `local_address` the address we advertise.
+//! `mailbox_attach` the `mailbox` and `mail` actions; `supervisor` the heartbeat and
+//! reconnect task; `local_address` the address we advertise; `foreign_relays` the
+//! WebSockets attached to other hubs' relays.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,12 +47,15 @@ use crate::hub_client::HubClient;
 use crate::identity::LocalIdentity;
 use crate::relay::OnOpen;
 
+mod foreign_relays;
 mod local_address;
+mod mailbox_attach;
 mod registration;
 mod relay_attach;
 mod supervisor;
 
 pub(crate) use local_address::local_ipv4;
+pub(crate) use mailbox_attach::MailboxSettings;
 pub(crate) use supervisor::supervise;
 
 /// What `register` sends, kept up to date by `update_status` so a reconnect restores it.
@@ -112,13 +126,19 @@ pub(crate) struct PresenceTiming {
 /// Our presence at the hub: outlives each WebSocket, restores the registration on the next.
 #[derive(Debug)]
 pub(crate) struct HubPresence {
-    url: String,
+    /// The hubs, in the order given (at least one).
+    urls: Vec<String>,
+    /// Index in `urls` of the hub we use (or try next).
+    current: AtomicUsize,
     timing: PresenceTiming,
     registration: Mutex<Registration>,
     connected: RwLock<Option<Connected>>,
     standing: RwLock<Standing>,
     local: Arc<LocalIdentity>,
     relay: RelaySettings,
+    /// WebSockets attached to other hubs' relays (`foreign_relays`).
+    foreign: foreign_relays::ForeignRelays,
+    mailbox: MailboxSettings,
     /// Set by [`HubPresence::disconnect`]: the coming close is ours, not a loss.
     leaving: AtomicBool,
     cancel: CancellationToken,
@@ -128,18 +148,21 @@ pub(crate) struct HubPresence {
 impl HubPresence {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
-        url: String,
+        urls: Vec<String>,
         timing: PresenceTiming,
         local: Arc<LocalIdentity>,
         address: String,
         capabilities: Vec<String>,
         metadata: Map<String, Value>,
         relay: RelaySettings,
+        mailbox: MailboxSettings,
         cancel: CancellationToken,
         tracker: TaskTracker,
     ) -> Self {
+        assert!(!urls.is_empty(), "a presence needs a hub");
         HubPresence {
-            url,
+            urls,
+            current: AtomicUsize::new(0),
             timing,
             registration: Mutex::new(Registration {
                 address,
@@ -151,6 +174,8 @@ impl HubPresence {
             standing: RwLock::new(Standing::default()),
             local,
             relay,
+            foreign: foreign_relays::ForeignRelays::default(),
+            mailbox,
             leaving: AtomicBool::new(false),
             cancel,
             tracker,
@@ -162,10 +187,27 @@ impl HubPresence {
         self.standing.read().clone()
     }
 
+    /// The URL of the hub we use (or try next).
+    pub(crate) fn hub_url(&self) -> &str {
+        &self.urls[self.current.load(Ordering::Acquire) % self.urls.len()]
+    }
+
+    /// Moves on to the next hub of the list (no-op with one hub); returns its URL.
+    pub(crate) fn next_hub(&self) -> &str {
+        let n = self.urls.len();
+        let i = (self.current.fetch_add(1, Ordering::AcqRel) + 1) % n;
+        &self.urls[i]
+    }
+
+    /// How many hubs the agent was given.
+    pub(crate) fn hub_count(&self) -> usize {
+        self.urls.len()
+    }
+
     /// A new WebSocket to the hub.
     async fn open(&self) -> Result<HubClient> {
         HubClient::connect(
-            &self.url,
+            self.hub_url(),
             self.timing.request_timeout,
             &self.cancel,
             &self.tracker,
@@ -203,6 +245,30 @@ impl HubPresence {
             &standing,
         );
         Ok(standing)
+    }
+
+    /// The first contact: registers (or, with `register` false, attaches) at the first hub
+    /// of the list that lets us; with several hubs, a failure moves on to the next, and the
+    /// last one's error is returned when none does.
+    pub(crate) async fn connect_first(&self, register: bool) -> Result<Standing> {
+        let mut tries = self.urls.len();
+        loop {
+            let attempt = if register {
+                self.register().await
+            } else {
+                self.attach().await
+            };
+            tries -= 1;
+            match attempt {
+                Ok(standing) => return Ok(standing),
+                Err(e) if tries > 0 && !matches!(e, AgentError::Config(_)) => {
+                    let failed = self.hub_url().to_owned();
+                    let next = self.next_hub();
+                    tracing::info!(hub = %failed, error = %e, next = %next, "hub failed; trying the next");
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     fn connected(&self) -> Result<Connected> {
@@ -253,6 +319,7 @@ impl HubPresence {
     /// Says goodbye (best effort) and closes the WebSocket.
     pub(crate) async fn disconnect(&self) {
         self.leaving.store(true, Ordering::Release);
+        self.foreign.close_all();
         let Ok(connected) = self.connected() else {
             return;
         };

@@ -18,7 +18,7 @@ struct ChallengeReply {
 
 impl HubPresence {
     /// The nonce of a 2.1 hub, `None` for a 2.0 hub (which does not know the action).
-    pub(super) async fn probe_challenge(client: &HubClient) -> Result<Option<String>> {
+    pub(crate) async fn probe_challenge(client: &HubClient) -> Result<Option<String>> {
         let req = HubRequest {
             action: Some("challenge".into()),
             ..HubRequest::default()
@@ -60,6 +60,7 @@ impl HubPresence {
                 return Err(e);
             }
         };
+        self.subscribe_mailbox(&client, hub_verified).await;
         let standing = Standing {
             id: registered.id.clone(),
             address: registered.address,
@@ -98,6 +99,8 @@ impl HubPresence {
             let signed = registration_message(nonce, &public, &reg.address, &reg.capabilities);
             req.identity = Some(public.to_b64().into());
             req.signature = Some(identity.sign_b64(&signed).into());
+            // Not covered by the registration's signature: signed on its own.
+            req.mailbox = self.mailbox_key();
         }
         let registered: Registered = client.request(req).await?;
         if nonce.is_some() && registered.id != identity.agent_id() {

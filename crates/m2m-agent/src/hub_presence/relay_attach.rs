@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use m2m_proto::hub::HubRequest;
-use m2m_proto::identity::relay_attach_message;
 use m2m_proto::relay::Reachable;
 
 use super::HubPresence;
@@ -64,16 +63,16 @@ impl HubPresence {
                 reason: "the relay is turned off (relay(false))".into(),
             });
         }
-        let mut req = HubRequest {
-            action: Some(m2m_proto::relay::ACTION.into()),
-            ..HubRequest::default()
-        };
-        if connected.registered {
+        let req = if connected.registered {
             if !self.local.hub_verified() {
                 return Err(AgentError::NoRoute {
                     agent: String::new(),
                     reason: format!("{RELAY_NEEDS_21} (this hub is 2.0)"),
                 });
+            }
+            HubRequest {
+                action: Some(m2m_proto::relay::ACTION.into()),
+                ..HubRequest::default()
             }
         } else {
             let Some(nonce) = Self::probe_challenge(&connected.client).await? else {
@@ -82,15 +81,8 @@ impl HubPresence {
                     reason: format!("{RELAY_NEEDS_21} (this hub is 2.0)"),
                 });
             };
-            let identity = self.local.identity();
-            let public = identity.public();
-            req.identity = Some(public.to_b64().into());
-            req.signature = Some(
-                identity
-                    .sign_b64(&relay_attach_message(&nonce, &public))
-                    .into(),
-            );
-        }
+            self.attach_proof(&nonce)
+        };
         let on_open = connected
             .registered
             .then(|| self.relay.on_open.clone())

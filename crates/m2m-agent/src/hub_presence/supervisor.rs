@@ -47,6 +47,12 @@ pub(crate) async fn supervise(
             return;
         }
         let mut delay = timing.reconnect_delay;
+        // The hub went away: with several hubs, the next one is tried first (they share
+        // the database, so our registration and mail are there too).
+        if presence.hub_count() > 1 {
+            let next = presence.next_hub();
+            tracing::info!(hub = %next, "moving to the next hub");
+        }
         loop {
             tokio::select! {
                 biased;
@@ -66,6 +72,7 @@ pub(crate) async fn supervise(
                     }
                     tracing::info!(id = %standing.id, verified = standing.hub_verified, "re-registered at the hub");
                     let _ = events.send(AgentEvent::Reconnected {
+                        hub: presence.hub_url().to_owned(),
                         id: standing.id,
                         address: standing.address,
                         reachable: standing.reachable,
@@ -73,7 +80,10 @@ pub(crate) async fn supervise(
                     break;
                 }
                 Err(error) => {
-                    tracing::debug!(%error, ?delay, "reconnect failed");
+                    tracing::debug!(%error, ?delay, hub = %presence.hub_url(), "reconnect failed");
+                    if presence.hub_count() > 1 {
+                        presence.next_hub();
+                    }
                     let _ = events.send(AgentEvent::Error { error });
                     delay = (delay * 2).min(timing.max_reconnect_delay.max(timing.reconnect_delay));
                 }

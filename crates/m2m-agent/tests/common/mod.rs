@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod fake_hub;
+pub mod mail_hub;
 
 use std::net::SocketAddr;
 use std::time::Duration;

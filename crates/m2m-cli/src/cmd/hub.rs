@@ -31,6 +31,16 @@ pub async fn run(args: HubArgs, out: Output) -> anyhow::Result<()> {
         dashboard: args.dashboard,
         ..HubConfig::default()
     };
+    if args.hub_expiry < args.alive_interval * 2 {
+        return Err(anyhow!(
+            "--hub-expiry ({:?}) must be at least twice --alive-interval ({:?}): a live hub \
+             would be taken as dead between two of its refreshes",
+            args.hub_expiry,
+            args.alive_interval
+        ));
+    }
+    config.storage.alive_interval = args.alive_interval;
+    config.storage.hub_expiry = args.hub_expiry;
     config.limits.requests_per_second = args.rate_limit;
     config.limits.request_burst = args.rate_limit.saturating_mul(2);
     args.limits.apply(&mut config);

@@ -184,6 +184,7 @@ async fn serve(agent: &Agent, handler: Handler, budget: AnswerBudget) -> anyhow:
         "id": agent.id(),
         "address": agent.address(),
         "hubVerified": agent.hub_verified(),
+        "hub": agent.hub_url(),
     });
     // How others reach us (docs/RELAY.md): directly, or only through the hub's relay.
     if let Some(reachable) = agent.reachable() {
@@ -202,8 +203,8 @@ async fn serve(agent: &Agent, handler: Handler, budget: AnswerBudget) -> anyhow:
                 }
             }
             event = events.recv() => match event {
-                Ok(AgentEvent::Reconnected { id, address, reachable }) => {
-                    let mut line = json!({"event": "reconnected", "id": id, "address": address});
+                Ok(AgentEvent::Reconnected { hub, id, address, reachable }) => {
+                    let mut line = json!({"event": "reconnected", "id": id, "address": address, "hub": hub});
                     if let Some(reachable) = reachable {
                         line["reachable"] = json!(reachable.as_str());
                     }
@@ -224,7 +225,7 @@ async fn serve(agent: &Agent, handler: Handler, budget: AnswerBudget) -> anyhow:
             },
             message = agent.next_message() => {
                 let Some(message) = message else { break };
-                print_line(&message_event(&message).to_string())?;
+                print_line(&message_line(&message).to_string())?;
                 if matches!(handler, Handler::None) || message.message_type.ends_with(":response") {
                     continue;
                 }
@@ -262,7 +263,8 @@ async fn serve(agent: &Agent, handler: Handler, budget: AnswerBudget) -> anyhow:
 }
 
 /// The `message` line of the output.
-fn message_event(m: &Message) -> Value {
+/// The JSON line of one message (also `m2m inbox`'s).
+pub(crate) fn message_line(m: &Message) -> Value {
     json!({
         "event": "message",
         "from": m.from,
@@ -272,8 +274,10 @@ fn message_event(m: &Message) -> Value {
         "timestamp": m.timestamp,
         // Whether `from` is proven (a 2.1 session) or only declared (2.0).
         "authenticated": m.authenticated,
-        // Directly over TCP, or through the hub's relay.
+        // Directly over TCP, through the hub's relay, or from the hub's mailbox (then
+        // `timestamp` is when the sender sent it).
         "route": m.route.as_str(),
+        "via": m.via(),
     })
 }
 
@@ -508,10 +512,10 @@ mod tests {
 
     #[test]
     fn message_lines_have_the_documented_fields() {
-        let v = message_event(&message(json!({"a": 1})));
+        let v = message_line(&message(json!({"a": 1})));
         assert_eq!(
             v,
-            json!({"event":"message","from":"f","type":"ask","payload":{"a":1},"correlationId":"c","timestamp":1,"authenticated":false,"route":"direct"})
+            json!({"event":"message","from":"f","type":"ask","payload":{"a":1},"correlationId":"c","timestamp":1,"authenticated":false,"route":"direct","via":"direct"})
         );
     }
 }

@@ -4,6 +4,7 @@
 pub mod demo;
 pub mod docs;
 pub mod hub;
+pub mod inbox;
 pub mod listen;
 pub mod mcp;
 pub mod oneshot;
@@ -16,10 +17,14 @@ use m2m_agent::{Agent, AgentError, Identity};
 
 use crate::exit::{self, Kind};
 
-/// The hub to use: `--hub`, else `M2M_HUB` (both through clap), else the SDK's default.
-pub fn hub_or_default(hub: Option<&str>) -> String {
-    hub.map(str::to_owned)
-        .unwrap_or_else(|| m2m_agent::config::DEFAULT_HUB.to_owned())
+/// The hubs to use, as the SDK takes them (comma-separated): `--hub` (repeated or
+/// comma-separated), else `M2M_HUB` (both through clap), else the SDK's default.
+pub fn hub_or_default(hubs: &[String]) -> String {
+    if hubs.is_empty() {
+        m2m_agent::config::DEFAULT_HUB.to_owned()
+    } else {
+        hubs.join(",")
+    }
 }
 
 /// How an agent of this tool registers.
@@ -111,7 +116,9 @@ impl Join {
         &self,
         configure: impl FnOnce(m2m_agent::AgentBuilder) -> m2m_agent::AgentBuilder,
     ) -> anyhow::Result<Agent> {
-        let url = m2m_agent::hub_url(&self.hub).map_err(|e| anyhow!("bad --hub value: {e}"))?;
+        let url = m2m_agent::hub_urls(&self.hub)
+            .map_err(|e| anyhow!("bad --hub value: {e}"))?
+            .join(" or ");
         let mut builder = Agent::builder()
             .hub(&self.hub)
             .port(self.port)

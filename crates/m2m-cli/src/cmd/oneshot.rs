@@ -125,18 +125,31 @@ pub async fn send(
     let payload = payload::from_arg(payload_arg)?;
     let target_text = target.to_string();
     // 2.1 peers learn who we are from the handshake; nobody needs to find us in the hub.
+    let options = m2m_agent::SendOptions {
+        queue: !args.no_queue,
+        ttl: args.ttl,
+    };
     let delivery: Delivery = with_agent(&Join::unregistered(hub, identity)?, |agent| async move {
         match &target {
-            Target::Id(id) => agent.send(id, &message_type, payload).await,
+            Target::Id(id) => agent.send_with(id, &message_type, payload, options).await,
             Target::Address(a) => agent.send_direct(a, &message_type, payload).await,
         }
         .map_err(explain)
     })
     .await?;
     out.either(&delivery, || {
+        if let Some(queued) = &delivery.queued {
+            return format!(
+                "Queued in the mailbox of {target_text} (messageId {}, kept until {}); it is \
+                 delivered when the agent connects.",
+                queued.message_id,
+                output::time_text(queued.expires_at)
+            );
+        }
         let via = match delivery.route {
             m2m_agent::Route::Relay => " through the hub's relay",
             m2m_agent::Route::Direct => "",
+            m2m_agent::Route::Mailbox => " queued in its mailbox",
         };
         format!(
             "Delivered to {target_text}{via} (correlationId {}).",
@@ -172,6 +185,22 @@ pub async fn request(
     // connection, so we need no address of our own; anyone else (a 2.0 agent, or any
     // agent on a 2.0 hub, which vouches for nobody) answers by looking us up, so then we
     // register until the answer is in.
+    if args.queue {
+        // Registered while it waits: the responder answers on the session or, when it cannot
+        // reach us, through our mailbox, and both need our record.
+        let response = with_agent(&join(hub, &args.agent, identity)?, |agent| async move {
+            let options = m2m_agent::RequestOptions {
+                queue: true,
+                timeout: Some(timeout),
+            };
+            agent
+                .request_with(&id, &message_type, payload, options)
+                .await
+                .map_err(|e| timed_out(e, &message_type, &id))
+        })
+        .await?;
+        return out.json_value(&response);
+    }
     let unregistered = {
         let (id, message_type, payload) = (id.clone(), message_type.clone(), payload.clone());
         with_agent(&Join::unregistered(hub, identity)?, |agent| async move {
@@ -211,18 +240,23 @@ async fn ask(
     agent
         .request(id, message_type, payload, Some(timeout))
         .await
-        .map_err(|e| match e {
-            m2m_agent::AgentError::Timeout { operation, after } if operation == "request" => {
-                exit::fail(
-                    Kind::Timeout,
-                    format!(
-                        "no {message_type}:response from agent {id} within {}",
-                        humanize(after)
-                    ),
-                )
-            }
-            other => explain(other),
-        })
+        .map_err(|e| timed_out(e, message_type, id))
+}
+
+/// A request's error, its timeout said the way the user gave it.
+fn timed_out(e: m2m_agent::AgentError, message_type: &str, id: &str) -> anyhow::Error {
+    match e {
+        m2m_agent::AgentError::Timeout { operation, after } if operation == "request" => {
+            exit::fail(
+                Kind::Timeout,
+                format!(
+                    "no {message_type}:response from agent {id} within {}",
+                    humanize(after)
+                ),
+            )
+        }
+        other => explain(other),
+    }
 }
 
 fn humanize(d: Duration) -> String {

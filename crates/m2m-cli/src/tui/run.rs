@@ -37,7 +37,7 @@ pub async fn run(hub: &str, identity: Option<&Path>, args: AgentArgs) -> anyhow:
     }
     // Join before taking over the terminal, so a failure prints as a normal error.
     let agent = join.connect().await?;
-    let hub_url = m2m_agent::hub_url(hub).unwrap_or_else(|_| hub.to_owned());
+    let hub_url = agent.hub_url();
     let mut terminal = match ratatui::try_init() {
         Ok(t) => t,
         Err(e) => {
@@ -96,7 +96,8 @@ async fn event_loop(
                 None => break,
             },
             event = hub_events.recv() => match event {
-                Ok(AgentEvent::Reconnected { id, address, .. }) => {
+                Ok(AgentEvent::Reconnected { hub, id, address, .. }) => {
+                    app.hub = hub;
                     app.apply(AppEvent::Registered { id, address, at: now_ms() });
                     execute(Command::Refresh, agent, &tx, &mut tasks);
                 }

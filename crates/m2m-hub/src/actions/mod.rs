@@ -17,6 +17,9 @@ mod discover;
 mod find;
 mod heartbeat;
 mod lookup;
+mod mail;
+mod mail_ack;
+mod mailbox;
 mod register;
 mod relay;
 mod stats;
@@ -38,6 +41,7 @@ use crate::reply::{ends_with_float_cid, error_text, exact_correlation_id, ok};
 use crate::state::HubState;
 use crate::store::Write;
 use crate::writer::Unavailable;
+pub(crate) use mail::mail_frame_limit;
 
 impl HubState {
     /// Answers one WebSocket message. Never fails: every problem is an error reply.
@@ -74,7 +78,7 @@ impl HubState {
     ) -> Result<(Instant, usize, Option<Value>, Action), String> {
         let started = Instant::now();
         let limits = &self.config.limits;
-        if text.len() > limits.max_message_bytes {
+        if text.len() > limits.max_message_bytes && !self.mail_sized(text) {
             self.metrics.oversized.fetch_add(1, Ordering::Relaxed);
             self.metrics
                 .request(action_index(None), false, started.elapsed());
@@ -145,11 +149,25 @@ impl HubState {
                 identity,
                 signature,
             } => Box::pin(self.relay_attach(client, identity, signature, cid)).await,
-            // Not served yet (docs/MAILBOX.md): answered as any action this hub does not know.
-            Action::Mail(_) | Action::Mailbox { .. } | Action::MailAck { .. } => {
-                Err(errors::UNKNOWN_ACTION.into())
-            }
+            Action::Mail(m) => Box::pin(self.mail(client, m)).await.map(|b| ok(b, cid)),
+            Action::Mailbox {
+                identity,
+                signature,
+            } => Box::pin(self.mailbox_subscribe(client, identity, signature, cid)).await,
+            Action::MailAck { ids } => Box::pin(self.mail_ack(client, ids))
+                .await
+                .map(|b| ok(b, cid)),
         }
+    }
+
+    /// Whether `text`, over `max_message_bytes`, is a `mail` within the mailbox's own
+    /// bound (a sealed message may be `max_sealed`, more than other requests need).
+    fn mail_sized(&self, text: &str) -> bool {
+        let cfg = &self.config.mailbox;
+        cfg.enabled
+            && text.len() <= mail::mail_frame_limit(cfg.max_sealed)
+            && HubRequest::parse(text)
+                .is_ok_and(|r| r.action_name() == Some(m2m_proto::mailbox::ACTION_MAIL))
     }
 
     fn check_capabilities(&self, caps: &[String]) -> Result<(), ErrorCode> {

@@ -39,6 +39,19 @@ impl HubState {
         Ok((key.agent_id(), key.to_b64()))
     }
 
+    /// The registration's `mailbox` key, when present, verifies under its identity
+    /// (docs/MAILBOX.md "In the registration"): `invalid_mailbox_key` otherwise.
+    fn verify_mailbox_key(&self, r: &Register, claimed: &str, id: &str) -> Result<(), ErrorCode> {
+        let Some(key) = &r.mailbox else {
+            return Ok(());
+        };
+        let identity = IdentityKey::from_b64(claimed).map_err(|_| errors::INVALID_IDENTITY)?;
+        let now = self.now_ms().max(0) as u64;
+        key.verify(&identity, id, now)
+            .map_err(|_| ErrorCode::from(errors::INVALID_MAILBOX_KEY))?;
+        Ok(())
+    }
+
     pub(super) async fn register(
         &self,
         client: &mut Client,
@@ -58,12 +71,17 @@ impl HubState {
         )?;
         self.check_capabilities(&r.capabilities)?;
         self.check_metadata(&r.metadata)?;
+        // A mailbox key needs an identity to be signed by (docs/MAILBOX.md section 1).
+        if r.mailbox.is_some() && r.identity.is_none() {
+            return Err(errors::IDENTITY_REQUIRED.into());
+        }
         // Without `identity`: 2.0, a new random id every time (a `signature` alone proves
         // nothing and is ignored).
         let (id, identity) = match r.identity.as_deref() {
             None => (format!("{:032x}", rand::random::<u128>()), None),
             Some(claimed) => {
                 let (id, key) = self.verify_identity(client, &r, claimed)?;
+                self.verify_mailbox_key(&r, claimed, &id)?;
                 // Registering its own id again does not take another slot.
                 if client.owned.len() >= limits.max_agents_per_connection
                     && client.owned(&id).is_none()
@@ -96,6 +114,11 @@ impl HubState {
             relay: None,
             reachable: m2m_proto::relay::is_relay_only_address(&address)
                 .then(|| m2m_proto::relay::Reachable::Relay.as_str().to_owned()),
+            // Stored as registered: records carry it byte for byte as the agent signed it.
+            mailbox: r
+                .mailbox
+                .as_ref()
+                .and_then(|k| serde_json::to_string(k).ok()),
         };
         row.version = self
             .writer

@@ -45,6 +45,7 @@ impl HubState {
                 key.verify(&relay_attach_message(&client.nonce, &key), signature)
                     .map_err(|_| errors::INVALID_SIGNATURE)?;
                 let id = key.agent_id();
+                client.proven = Some(id.as_str().into());
                 let entry = client.owned(&id).filter(|e| !e.is_replaced());
                 (id, entry)
             }

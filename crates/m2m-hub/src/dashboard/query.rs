@@ -353,6 +353,7 @@ mod tests {
             version: 1,
             relay: None,
             reachable: None,
+            mailbox: None,
         }
     }
 

@@ -153,6 +153,8 @@ pub struct AgentEntry {
     pub capabilities: Box<[String]>,
     /// 2.1 identity key.
     pub identity: Option<Box<str>>,
+    /// Mailbox: the signed mailbox key the registration published (docs/MAILBOX.md).
+    pub mailbox: Option<m2m_proto::mailbox::MailboxKey>,
     /// Token of the registration this entry mirrors.
     pub token: Box<str>,
     /// The record's JSON text after `status`/`lastSeen`: `,"identity":"…"}` or `}`.
@@ -228,7 +230,7 @@ impl AgentEntry {
     /// Appends the end of the record: `identity` (the cached tail), then the relay fields
     /// when there are any (none: the tail alone, byte for byte as before the relay).
     fn push_tail(&self, st: &EntryState, out: &mut String) {
-        if st.relay.is_none() && st.reachable.is_none() {
+        if st.relay.is_none() && st.reachable.is_none() && self.mailbox.is_none() {
             out.push_str(&self.tail);
             return;
         }
@@ -241,6 +243,11 @@ impl AgentEntry {
             out.push_str(",\"reachable\":\"");
             out.push_str(reachable.as_str());
             out.push('"');
+        }
+        if let Some(key) = &self.mailbox {
+            // Serializing three plain fields cannot fail.
+            out.push_str(",\"mailbox\":");
+            out.push_str(&serde_json::to_string(key).unwrap_or_else(|_| "null".into()));
         }
         out.push('}');
     }
@@ -273,7 +280,7 @@ impl AgentEntry {
             identity: self.identity.as_deref().map(str::to_owned),
             relay: st.relay.as_deref().map(str::to_owned),
             reachable: st.reachable,
-            mailbox: None,
+            mailbox: self.mailbox.clone(),
         }
     }
 }

@@ -114,6 +114,8 @@ impl Serialize for PeerView {
             relay: Option<&'a str>,
             #[serde(skip_serializing_if = "Option::is_none")]
             reachable: Option<Reachable>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            mailbox: Option<&'a m2m_proto::mailbox::MailboxKey>,
         }
         PeerFields {
             id: &self.entry.id,
@@ -125,6 +127,7 @@ impl Serialize for PeerView {
             identity: self.entry.identity.as_deref(),
             relay: self.relay.as_deref(),
             reachable: self.reachable,
+            mailbox: self.entry.mailbox.as_ref(),
         }
         .serialize(s)
     }
@@ -183,7 +186,7 @@ mod tests {
                     identity: r.identity,
                     relay: r.relay,
                     reachable: r.reachable,
-                    mailbox: None,
+                    mailbox: r.mailbox,
                 }
             })
             .collect();
@@ -204,7 +207,7 @@ mod tests {
                     identity: r.identity,
                     relay: r.relay,
                     reachable: r.reachable,
-                    mailbox: None,
+                    mailbox: r.mailbox,
                 }
             })
             .collect();
@@ -278,6 +281,27 @@ mod tests {
         // Offline clears `relay` (the registry does the same), keeps `reachable`.
         d.set(&e, 3, Some(Status::Offline), None, None);
         assert!(written_record(&e).ends_with(r#""status":"offline","reachable":"direct"}"#));
+        assert_text_matches_serde(&d, 1000);
+        // The mailbox key (docs/MAILBOX.md "In records"): after relay/reachable, alone or
+        // with them, exactly as serde writes `Option<MailboxKey>`.
+        let key = m2m_proto::mailbox::MailboxKey {
+            key: "a2V5IGJhc2U2NA+/=".into(),
+            issued: 1_764_800_000_000,
+            sig: "c2ln\"x".into(),
+        };
+        let mut r = row(14, 950, &["chat"], "online");
+        r.identity = Some("a2V5".into());
+        r.mailbox = Some(serde_json::to_string(&key).unwrap());
+        d.upsert(&r);
+        let mut r = row(15, 950, &["other"], "online");
+        r.identity = Some("a2V5".into());
+        r.relay = Some("ws://h/ws".into());
+        r.reachable = Some("relay".into());
+        r.mailbox = Some(serde_json::to_string(&key).unwrap());
+        let e = d.upsert(&r).unwrap();
+        assert!(written_record(&e).ends_with(
+            r#","relay":"ws://h/ws","reachable":"relay","mailbox":{"key":"a2V5IGJhc2U2NA+/=","issued":1764800000000,"sig":"c2ln\"x"}}"#
+        ));
         assert_text_matches_serde(&d, 1000);
     }
 

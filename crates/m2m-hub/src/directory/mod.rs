@@ -142,6 +142,10 @@ impl Directory {
             address: row.address.as_str().into(),
             capabilities: row.capabilities.clone().into_boxed_slice(),
             identity: row.identity.as_deref().map(Into::into),
+            mailbox: row
+                .mailbox
+                .as_deref()
+                .and_then(|text| serde_json::from_str(text).ok()),
             token: row.token.as_str().into(),
             tail: record_tail(row.identity.as_deref()),
             holder: OnceLock::new(),
@@ -373,7 +377,7 @@ impl Directory {
     /// Forgets `offline` agents last seen before `before`, 2.0 ones (no identity) before
     /// `anonymous_before` already (every hub applies the same retention rule, so all
     /// mirrors drop what the registry's purge deleted).
-    pub fn purge_offline(&self, before: i64, anonymous_before: i64) -> usize {
+    pub fn purge_offline(&self, before: i64, anonymous_before: i64, mailbox_before: i64) -> usize {
         let victims: Vec<AgentKey> = self
             .agents
             .read()
@@ -383,6 +387,11 @@ impl Directory {
                     anonymous_before.max(before)
                 } else {
                     before
+                };
+                let cutoff = if e.mailbox.is_some() {
+                    cutoff.min(mailbox_before)
+                } else {
+                    cutoff
                 };
                 e.last_seen() < cutoff && e.state.lock().status == Status::Offline
             })

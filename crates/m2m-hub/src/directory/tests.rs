@@ -19,6 +19,7 @@ pub(super) fn row(id: u128, last_seen: i64, caps: &[&str], status: &str) -> Agen
         version: 1,
         relay: None,
         reachable: None,
+        mailbox: None,
     }
 }
 
@@ -104,7 +105,25 @@ fn newer_versions_win_and_counts_follow() {
     let c = d.counts();
     assert_eq!((c.total, c.online, c.idle), (1, 0, 1));
     d.set_status(&e.id, "offline", 6);
-    assert_eq!(d.purge_offline(11, 11), 1);
+    assert_eq!(d.purge_offline(11, 11, 11), 1);
+    assert_eq!(d.counts().total, 0);
+}
+
+#[test]
+fn offline_records_with_a_mailbox_key_are_kept_until_the_mailbox_cutoff() {
+    let d = Directory::default();
+    let key = r#"{"key":"a2V5","issued":1,"sig":"c2ln"}"#;
+    let mut r = row(1, 6, &["chat"], "offline");
+    r.identity = Some("a2V5".into());
+    r.mailbox = Some(key.into());
+    d.upsert(&r);
+    let mut plain = row(2, 6, &["chat"], "offline");
+    plain.identity = Some("a2V5".into());
+    d.upsert(&plain);
+    // Past the usual retention (11) but not the mailbox one (5): only the keyless goes.
+    assert_eq!(d.purge_offline(11, 11, 5), 1);
+    assert_eq!(d.counts().total, 1);
+    assert_eq!(d.purge_offline(11, 11, 7), 1);
     assert_eq!(d.counts().total, 0);
 }
 

@@ -15,6 +15,10 @@
 //! ([`Registry::retire`]); [`Registry::expire_hubs`] releases the agents of hubs that
 //! stopped refreshing theirs.
 
+pub mod mail;
+mod mail_postgres;
+mod mail_sql;
+mod mail_sqlite;
 mod postgres;
 mod sqlite;
 
@@ -67,6 +71,8 @@ pub struct AgentRow {
     pub relay: Option<String>,
     /// Relay: `direct` or `relay` (the reachability probe), when known.
     pub reachable: Option<String>,
+    /// Mailbox: the signed mailbox key as JSON text (docs/MAILBOX.md), when published.
+    pub mailbox: Option<String>,
 }
 
 /// A change to the registry. [`Registry::apply`] commits a batch of them in one transaction.
@@ -136,6 +142,9 @@ pub struct SweepCutoffs {
     pub purge_before: i64,
     /// `offline` 2.0 agents (no identity) last seen before this are deleted too.
     pub purge_anonymous_before: i64,
+    /// `offline` agents with a mailbox key are kept until last seen before this (mail to
+    /// them may still be stored: `MAX_TTL`).
+    pub purge_mailbox_before: i64,
 }
 
 /// What one sweep changed.
@@ -188,6 +197,8 @@ pub struct ExpiredHubs {
 pub enum Bell {
     /// A transaction committed changes from this version on.
     Rang(i64),
+    /// Mail was stored for this agent id (channel `m2m_mail`, docs/MAILBOX.md).
+    Mail(u128),
     /// The listener's connection was lost and is back: doorbells in between are lost (read
     /// the feed to catch up). Also a payload that is not a version.
     Lost,
@@ -254,6 +265,8 @@ pub trait Registry: Send + Sync + fmt::Debug {
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
     /// Closes the connections.
     fn close(&self) -> BoxFuture<'_, ()>;
+    /// The mail storage on the same database (docs/MAILBOX.md).
+    fn mail(&self) -> std::sync::Arc<dyn mail::MailStore>;
 }
 
 /// Opens the registry named by `url` and runs its migrations.
@@ -270,7 +283,7 @@ pub async fn open(url: &str, tuning: &StorageTuning) -> Result<Box<dyn Registry>
 /// Columns every query selects, in this order.
 pub(crate) const COLUMNS: &str =
     "id, address, capabilities, metadata, identity, status, last_seen, created_at, hub, session, \
-     version, relay, reachable";
+     version, relay, reachable, mailbox";
 
 /// Columns of `m2m_hubs`, in [`HubRow`] order.
 pub(crate) const HUB_COLUMNS: &str = "id, url, started_at, alive_at";
@@ -324,6 +337,7 @@ where
         version: row.try_get("version")?,
         relay: row.try_get("relay")?,
         reachable: row.try_get("reachable")?,
+        mailbox: row.try_get("mailbox")?,
         id,
     })
 }

@@ -180,10 +180,17 @@ pub(crate) fn socket_config(state: &HubState) -> WebSocketConfig {
     // Relay DATA frames are binary messages of up to 5 + 64 KiB whatever the text limit
     // (text over `max_message_bytes` is refused by the action layer, as before).
     let relay_frame = m2m_proto::relay::DATA_HEADER + m2m_proto::relay::MAX_DATA;
+    // A `mail` carries up to `max_sealed` bytes as base64 (docs/MAILBOX.md).
+    let mail_frame = if state.config.mailbox.enabled {
+        crate::actions::mail_frame_limit(state.config.mailbox.max_sealed)
+    } else {
+        0
+    };
     let hard = limits
         .hard_max_message_bytes
         .max(limits.max_message_bytes)
-        .max(relay_frame);
+        .max(relay_frame)
+        .max(mail_frame);
     // Only close and pong frames go through tungstenite's writer: they are written at once.
     WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
@@ -260,6 +267,9 @@ pub(crate) async fn serve_client<S>(
                 None => std::future::pending().await,
             }
         };
+        // The mailbox subscription's next delivery turn (docs/MAILBOX.md).
+        let mail_due = crate::mailbox::turn_due(&client, &state);
+        let mut mail_turn = false;
         let resume = async {
             match resume_at {
                 Some(at) => tokio::time::sleep_until(at).await,
@@ -294,6 +304,11 @@ pub(crate) async fn serve_client<S>(
                 resume_at = None;
                 None
             }
+            // Before reading: a client that keeps sending cannot starve its mail.
+            _ = mail_due => {
+                mail_turn = true;
+                None
+            }
             // Reading first: every turn drains the inbox too, so a busy inbox cannot keep
             // this client's own frames (its CREDIT among them) from being read.
             next = socket.next(), if resume_at.is_none() => Some(next),
@@ -321,6 +336,9 @@ pub(crate) async fn serve_client<S>(
             Turn::Quiet => {}
             Turn::Attached => Box::pin(state.publish_relay(&client)).await,
             Turn::Detached => client.relay = None,
+        }
+        if mail_turn && matches!(end, End::Open) {
+            Box::pin(state.mail_turn(&mut client, &mut out)).await;
         }
         match end {
             End::Open => {
@@ -360,6 +378,10 @@ pub(crate) async fn serve_client<S>(
     }
     if let Some(mut att) = client.relay.take() {
         att.end(&state.relay, None);
+    }
+    // Mail in flight stays stored: the agent's next subscription gets it.
+    if let Some(d) = client.mailbox.take() {
+        state.mailbox.unsubscribe(&d.recipient, &d.sub);
     }
     // Once per connection: boxed, so that its future does not enlarge every client task's.
     Box::pin(state.close_client(&mut client)).await;

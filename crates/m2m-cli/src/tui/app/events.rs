@@ -141,5 +141,6 @@ fn via(route: m2m_agent::Route) -> &'static str {
     match route {
         m2m_agent::Route::Relay => " via relay",
         m2m_agent::Route::Direct => "",
+        m2m_agent::Route::Mailbox => " via mailbox",
     }
 }

@@ -40,7 +40,9 @@ impl Doorbell {
         let mut listener = PgListener::connect_with(&pool).await?;
         // The pool is this listener's alone; nothing closes it but dropping the listener.
         listener.ignore_pool_close_event(true);
-        listener.listen(FEED_CHANNEL).await?;
+        listener
+            .listen_all([FEED_CHANNEL, crate::defaults::mail::MAIL_CHANNEL])
+            .await?;
         Ok(Doorbell { listener })
     }
 }
@@ -49,6 +51,11 @@ impl ChangeListener for Doorbell {
     fn next(&mut self) -> BoxFuture<'_, Result<Bell, StoreError>> {
         Box::pin(async move {
             Ok(match self.listener.try_recv().await? {
+                Some(n) if n.channel() == crate::defaults::mail::MAIL_CHANNEL => {
+                    // A payload that is no agent id rings nobody (a lost bell is harmless
+                    // for mail: the fallback poll finds it).
+                    u128::from_str_radix(n.payload(), 16).map_or(Bell::Mail(0), Bell::Mail)
+                }
                 Some(n) => n.payload().parse().map_or(Bell::Lost, Bell::Rang),
                 None => Bell::Lost,
             })

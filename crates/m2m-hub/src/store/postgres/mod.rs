@@ -20,8 +20,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Row};
 
 use super::{
-    decode_row, AgentRow, BoxFuture, ChangeListener, ExpiredHubs, HubRow, Loaded,
-    Registry, StatusChange, SweepCutoffs, SweepOutcome, Write, COLUMNS,
+    decode_row, AgentRow, BoxFuture, ChangeListener, ExpiredHubs, HubRow, Loaded, Registry,
+    StatusChange, SweepCutoffs, SweepOutcome, Write, COLUMNS,
 };
 use crate::config::StorageTuning;
 use crate::error::StoreError;
@@ -264,10 +264,12 @@ impl Registry for PostgresRegistry {
             .await?;
             let purged = sqlx::query(
                 "DELETE FROM m2m_agents WHERE status = 'offline' \
-                 AND (last_seen < $1 OR (identity IS NULL AND last_seen < $2)) RETURNING id",
+                 AND (last_seen < $1 OR (identity IS NULL AND last_seen < $2)) \
+                 AND (mailbox IS NULL OR last_seen < $3) RETURNING id",
             )
             .bind(cut.purge_before)
             .bind(cut.purge_anonymous_before)
+            .bind(cut.purge_mailbox_before)
             .fetch_all(&mut *tx)
             .await?
             .iter()
@@ -334,6 +336,10 @@ impl Registry for PostgresRegistry {
 
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move { self.pool.close().await })
+    }
+
+    fn mail(&self) -> std::sync::Arc<dyn super::mail::MailStore> {
+        std::sync::Arc::new(super::mail_postgres::PostgresMail::new(self.pool.clone()))
     }
 }
 

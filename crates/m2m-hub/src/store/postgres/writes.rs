@@ -49,20 +49,22 @@ pub(super) async fn insert_many(
     let created_at: Vec<i64> = rows.iter().map(|r| r.created_at).collect();
     let relay: Vec<Option<String>> = rows.iter().map(|r| r.relay.clone()).collect();
     let reachable: Vec<Option<String>> = rows.iter().map(|r| r.reachable.clone()).collect();
+    let mailbox: Vec<Option<String>> = rows.iter().map(|r| r.mailbox.clone()).collect();
     // A 2.1 id registers again on every reconnect: the new registration replaces the row
     // (keeping `created_at`) with a new version. The same id twice in one statement is an
     // error here; the writer then retries the batch one write at a time.
     let returned = sqlx::query(
         "INSERT INTO m2m_agents (id, address, capabilities, metadata, identity, status, \
-         last_seen, created_at, hub, session, relay, reachable) \
+         last_seen, created_at, hub, session, relay, reachable, mailbox) \
          SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], \
          $6::TEXT[], $7::BIGINT[], $8::BIGINT[], $9::TEXT[], $10::TEXT[], $11::TEXT[], \
-         $12::TEXT[]) \
+         $12::TEXT[], $13::TEXT[]) \
          ON CONFLICT (id) DO UPDATE SET address = EXCLUDED.address, \
          capabilities = EXCLUDED.capabilities, metadata = EXCLUDED.metadata, \
          identity = EXCLUDED.identity, status = EXCLUDED.status, \
          last_seen = EXCLUDED.last_seen, hub = EXCLUDED.hub, session = EXCLUDED.session, \
-         version = EXCLUDED.version, relay = EXCLUDED.relay, reachable = EXCLUDED.reachable \
+         version = EXCLUDED.version, relay = EXCLUDED.relay, reachable = EXCLUDED.reachable, \
+         mailbox = EXCLUDED.mailbox \
          RETURNING id, version",
     )
     .bind(col(|r| r.id.clone()))
@@ -77,6 +79,7 @@ pub(super) async fn insert_many(
     .bind(col(|r| r.token.clone()))
     .bind(relay)
     .bind(reachable)
+    .bind(mailbox)
     .fetch_all(&mut *tx)
     .await?;
     let mut by_id = std::collections::HashMap::with_capacity(returned.len());

@@ -183,7 +183,7 @@ impl Registry for SqliteRegistry {
                     let first = self.version.fetch_add(run.len() as i64, Ordering::Relaxed) + 1;
                     let mut q = QueryBuilder::<Sqlite>::new(
                         "INSERT INTO m2m_agents (id, address, capabilities, metadata, identity, \
-                         status, last_seen, created_at, hub, session, version, relay, reachable) ",
+                         status, last_seen, created_at, hub, session, version, relay, reachable, mailbox) ",
                     );
                     q.push_values(run.iter().enumerate(), |mut b, (n, row)| {
                         b.push_bind(row.id.clone())
@@ -198,7 +198,8 @@ impl Registry for SqliteRegistry {
                             .push_bind(row.token.clone())
                             .push_bind(first + n as i64)
                             .push_bind(row.relay.clone())
-                            .push_bind(row.reachable.clone());
+                            .push_bind(row.reachable.clone())
+                            .push_bind(row.mailbox.clone());
                     });
                     // A 2.1 id registers again on every reconnect: the new registration
                     // replaces the row (rows are applied in order, so within one statement
@@ -209,7 +210,8 @@ impl Registry for SqliteRegistry {
                          identity = excluded.identity, status = excluded.status, \
                          last_seen = excluded.last_seen, hub = excluded.hub, \
                          session = excluded.session, version = excluded.version, \
-                         relay = excluded.relay, reachable = excluded.reachable",
+                         relay = excluded.relay, reachable = excluded.reachable, \
+                         mailbox = excluded.mailbox",
                     );
                     q.build().execute(&mut *tx).await?;
                     versions.extend((0..run.len()).map(|n| Some(first + n as i64)));
@@ -326,10 +328,12 @@ impl Registry for SqliteRegistry {
             );
             let purged = sqlx::query(
                 "DELETE FROM m2m_agents WHERE status = 'offline' \
-                 AND (last_seen < ?1 OR (identity IS NULL AND last_seen < ?2)) RETURNING id",
+                 AND (last_seen < ?1 OR (identity IS NULL AND last_seen < ?2)) \
+                 AND (mailbox IS NULL OR last_seen < ?3) RETURNING id",
             )
             .bind(cut.purge_before)
             .bind(cut.purge_anonymous_before)
+            .bind(cut.purge_mailbox_before)
             .fetch_all(&mut *tx)
             .await?
             .iter()
@@ -384,5 +388,9 @@ impl Registry for SqliteRegistry {
 
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move { self.pool.close().await })
+    }
+
+    fn mail(&self) -> std::sync::Arc<dyn super::mail::MailStore> {
+        std::sync::Arc::new(super::mail_sqlite::SqliteMail::new(self.pool.clone()))
     }
 }

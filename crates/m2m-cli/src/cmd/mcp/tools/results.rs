@@ -24,9 +24,5 @@ pub fn message_json(r: &Received) -> Value {
 
 /// RFC 3339 UTC time of a millisecond timestamp.
 fn received_at(ms: u64) -> String {
-    i64::try_from(ms)
-        .ok()
-        .and_then(chrono::DateTime::from_timestamp_millis)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_default()
+    crate::output::time_text(ms)
 }

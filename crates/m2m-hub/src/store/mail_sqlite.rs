@@ -1,0 +1,15 @@
+//! [`MailStore`](super::mail::MailStore) on the SQLite registry's pool. One hub writes
+//! the file, so no row locks are taken (a write transaction holds the database) and no
+//! other hub needs a doorbell (the storing hub rings its own subscription).
+
+use crate::error::StoreError;
+
+async fn lock_usage(_: &mut sqlx::SqliteConnection, _: &[String]) -> Result<(), StoreError> {
+    Ok(())
+}
+
+async fn ring_mail(_: &mut sqlx::SqliteConnection, _: &str) -> Result<(), StoreError> {
+    Ok(())
+}
+
+super::mail_sql::mail_store_impl!(SqliteMail, sqlx::SqlitePool, sqlx::Sqlite);
