@@ -94,10 +94,14 @@ pub const HUBS_VISIBLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// fails the bench: a store or a push takes milliseconds, so this only stops a wedged or
 /// refusing hub (a delivery that stopped) from hanging it.
 pub const MAIL_REPLY_TIMEOUT: Duration = Duration::from_secs(30);
-/// The hub's default messages stored per recipient and per sender (docs/MAILBOX.md,
-/// `MAILBOX_MESSAGES`, `SENDER_MESSAGES`): one sender to one recipient stores at most this
-/// many before `mailbox_full`, so it is the default and the ceiling of `--messages`.
-pub const MAIL_QUOTA_MESSAGES: usize = 10_000;
+/// Most messages one mailbox bench run stores: they are sealed before the store is timed
+/// and held in memory as `mail` requests (~830 bytes each at 200 payload bytes, 166 MB at
+/// this count). The bench hub's mailbox quotas are raised to the run's count.
+pub const MAIL_MAX_MESSAGES: usize = 200_000;
+/// Sealed-size allowance per message when the bench raises the hub's byte quotas: the
+/// payload plus the body's other fields, signature, identity and HPKE overhead (~400 bytes
+/// at 200 payload bytes), with a margin.
+pub const MAIL_QUOTA_OVERHEAD: usize = 1024;
 /// The hub's default pushed-and-unacked messages per subscription (docs/MAILBOX.md,
 /// `MAIL_IN_FLIGHT`): an ack batch larger than this would wait for a push that waits for
 /// the ack, so it is the ceiling of `--ack-batch`.
