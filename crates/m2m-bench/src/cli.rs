@@ -86,6 +86,9 @@ pub enum BenchCommand {
     /// Hubs: two hubs on one PostgreSQL database; a change through A timed until visible
     /// through B, with the change doorbell and with polling only, and the database load.
     Hubs(crate::hubs::HubsArgs),
+    /// Mailbox: one sender stores sealed mail (pipelined), one recipient drains it (acks in
+    /// batches), on SQLite and PostgreSQL; database bytes per stored message.
+    Mailbox(crate::mailbox::MailboxArgs),
     /// Loopback TCP limits: throughput, round trips (in one process and across two),
     /// small records, connections per second.
     Loopback(LimitArgs),
@@ -288,6 +291,7 @@ impl BenchArgs {
             }
             BenchCommand::Relay(a) => Ok(Some(crate::run_relay(a.options(&me)?).await?)),
             BenchCommand::Hubs(a) => Ok(Some(crate::run_hubs(a.options()?).await?)),
+            BenchCommand::Mailbox(a) => Ok(Some(crate::run_mailbox(a.options()?).await?)),
             BenchCommand::Loopback(a) => Ok(Some(
                 crate::run_loopback(LoopbackOptions {
                     duration: a.duration,

@@ -87,3 +87,22 @@ pub const HUBS_WATCH_EVERY: Duration = Duration::from_millis(1);
 /// A change not visible on hub B this long after A acknowledged it fails the bench
 /// (polling at 500 ms shows one within about a second).
 pub const HUBS_VISIBLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+// ---- the mailbox bench ----
+
+/// Silence from the hub this long while a mailbox bench waits for a reply or an event
+/// fails the bench: a store or a push takes milliseconds, so this only stops a wedged or
+/// refusing hub (a delivery that stopped) from hanging it.
+pub const MAIL_REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most messages one mailbox bench run stores: they are sealed before the store is timed
+/// and held in memory as `mail` requests (~830 bytes each at 200 payload bytes, 166 MB at
+/// this count). The bench hub's mailbox quotas are raised to the run's count.
+pub const MAIL_MAX_MESSAGES: usize = 200_000;
+/// Sealed-size allowance per message when the bench raises the hub's byte quotas: the
+/// payload plus the body's other fields, signature, identity and HPKE overhead (~400 bytes
+/// at 200 payload bytes), with a margin.
+pub const MAIL_QUOTA_OVERHEAD: usize = 1024;
+/// The hub's default pushed-and-unacked messages per subscription (docs/MAILBOX.md,
+/// `MAIL_IN_FLIGHT`): an ack batch larger than this would wait for a push that waits for
+/// the ack, so it is the ceiling of `--ack-batch`.
+pub const MAIL_IN_FLIGHT: usize = 256;

@@ -17,6 +17,9 @@
 //! * [`hubs`] — two hubs in this process on one PostgreSQL database: how fast a register,
 //!   status or offline through hub A is visible through hub B, with the change doorbell
 //!   (LISTEN/NOTIFY) and with polling only, and the database work each adds.
+//! * [`mailbox`] — the hub's mailbox (docs/MAILBOX.md): one sender stores sealed mail
+//!   pipelined, one recipient drains it acking in batches, on SQLite and PostgreSQL, and
+//!   the database bytes per stored message.
 //! * [`machine`] — what this machine can do at all: AES-256-GCM, X25519, base64 per core;
 //!   loopback TCP throughput, round trip and connection rate.
 //!
@@ -69,6 +72,7 @@ mod defaults;
 pub mod hub;
 pub mod hubs;
 pub mod machine;
+pub mod mailbox;
 pub mod p2p;
 mod rawws;
 pub mod relay;
@@ -80,6 +84,7 @@ pub use hub::{
 };
 pub use hubs::{run_hubs, HubsBenchOptions, HubsMode};
 pub use machine::{run_crypto, run_loopback, CryptoOptions, LoopbackOptions};
+pub use mailbox::{run_mailbox, MailboxBenchOptions};
 pub use p2p::{run_p2p, run_peer, P2pBenchOptions, P2pScenario, PeerCommand, PeerOptions};
-pub use relay::{run_relay, RelayBenchOptions, RelayScenario};
+pub use relay::{run_relay, RelayBenchOptions, RelayLevel, RelayScenario};
 pub use stats::parse_duration;

@@ -41,7 +41,7 @@ impl DbCounters {
 }
 
 /// A server URL with another database name.
-pub(super) fn with_database(url: &str, name: &str) -> anyhow::Result<String> {
+pub(crate) fn with_database(url: &str, name: &str) -> anyhow::Result<String> {
     let (base, query) = match url.split_once('?') {
         Some((b, q)) => (b, Some(q)),
         None => (url, None),
@@ -56,14 +56,14 @@ pub(super) fn with_database(url: &str, name: &str) -> anyhow::Result<String> {
 }
 
 /// Connects to the server (the database `admin` names).
-pub(super) async fn admin(url: &str) -> anyhow::Result<PgConnection> {
+pub(crate) async fn admin(url: &str) -> anyhow::Result<PgConnection> {
     PgConnection::connect(url)
         .await
         .with_context(|| "cannot connect to --postgres".to_owned())
 }
 
 /// Creates database `name`.
-pub(super) async fn create(admin: &mut PgConnection, name: &str) -> anyhow::Result<()> {
+pub(crate) async fn create(admin: &mut PgConnection, name: &str) -> anyhow::Result<()> {
     sqlx::query(&format!("CREATE DATABASE \"{name}\""))
         .execute(admin)
         .await
@@ -72,7 +72,7 @@ pub(super) async fn create(admin: &mut PgConnection, name: &str) -> anyhow::Resu
 }
 
 /// Drops database `name` (its connections too).
-pub(super) async fn drop(admin: &mut PgConnection, name: &str) -> anyhow::Result<()> {
+pub(crate) async fn drop(admin: &mut PgConnection, name: &str) -> anyhow::Result<()> {
     sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
         .execute(admin)
         .await?;

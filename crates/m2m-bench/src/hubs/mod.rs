@@ -17,7 +17,7 @@
 //! at most about a millisecond of the watch, and the observer puts no load on B's sockets.
 
 mod args;
-mod db;
+pub(crate) mod db;
 
 pub use args::HubsArgs;
 

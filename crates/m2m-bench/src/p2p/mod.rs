@@ -35,7 +35,7 @@
 
 mod fresh;
 mod peer;
-mod scenario;
+pub(crate) mod scenario;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::str::FromStr;

@@ -21,14 +21,14 @@ use crate::sys::{self, ProcSample};
 
 /// What the workers of one scenario measured.
 #[derive(Default)]
-pub(super) struct Tally {
-    pub(super) latency: Latency,
-    pub(super) ok: u64,
-    pub(super) errors: BTreeMap<String, u64>,
+pub(crate) struct Tally {
+    pub(crate) latency: Latency,
+    pub(crate) ok: u64,
+    pub(crate) errors: BTreeMap<String, u64>,
 }
 
 impl Tally {
-    pub(super) fn json(&self, elapsed: Duration) -> Value {
+    pub(crate) fn json(&self, elapsed: Duration) -> Value {
         json!({
             "ok": self.ok,
             "errors": self.errors,
@@ -138,15 +138,16 @@ pub(super) async fn scenario_run(
     Ok((tally, opts.duration, cores))
 }
 
+/// The warm-up end and the deadline of one closed loop.
 #[derive(Clone, Copy)]
-struct Window {
-    warm_end: Instant,
-    deadline: Instant,
+pub(crate) struct Window {
+    pub(crate) warm_end: Instant,
+    pub(crate) deadline: Instant,
 }
 
 /// `workers` closed loops of `op` until the window ends; operations that start during the
 /// warm-up are not recorded.
-fn spawn_workers<F, Fut>(
+pub(crate) fn spawn_workers<F, Fut>(
     workers: usize,
     window: Window,
     op: F,

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::{RelayBenchOptions, RelayScenario};
+use super::{RelayBenchOptions, RelayLevel, RelayScenario};
 use crate::cli::Invocation;
 use crate::hub::{HubCommand, HubTarget};
 use crate::parse_duration;
@@ -13,9 +13,19 @@ use crate::sys::CommandLine;
 /// `relay` options.
 #[derive(Debug, Args)]
 pub struct RelayArgs {
+    /// `raw`: raw WebSocket clients (the hub's capacity); `sdk`: relay-only SDK agents, and
+    /// two direct SDK agents in the same run for the ratio (hub in this process by default).
+    #[arg(long, default_value = "raw")]
+    level: RelayLevel,
     /// Scenarios, comma-separated: frames, bulk, request, streams.
     #[arg(long, default_value = "frames,bulk,request,streams")]
     scenarios: String,
+    /// SDK level: messages in flight in `frames`.
+    #[arg(long, default_value_t = 256)]
+    in_flight: usize,
+    /// SDK level: messages in flight in `bulk`.
+    #[arg(long, default_value_t = 16)]
+    bulk_in_flight: usize,
     /// Measured time per scenario.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     duration: Duration,
@@ -61,6 +71,7 @@ impl RelayArgs {
             }
         } else {
             match self.hub_cmd.as_deref() {
+                None if self.level == RelayLevel::Sdk => HubTarget::InProcess,
                 None => HubTarget::Spawn(HubCommand::bench_serve(me.bench(None))),
                 Some("m2m") => HubTarget::Spawn(HubCommand::m2m_cli(me.m2m.clone())),
                 Some(line) => HubTarget::Spawn(HubCommand(CommandLine::parse(line)?)),
@@ -82,6 +93,9 @@ impl RelayArgs {
             bulk_size: self.bulk_size,
             streams: self.streams,
             repeat: self.repeat,
+            level: self.level,
+            in_flight: self.in_flight,
+            bulk_in_flight: self.bulk_in_flight,
         })
     }
 }
@@ -119,6 +133,20 @@ mod tests {
         assert_eq!(
             shown,
             "/bin/m2m bench hub-serve --port {port} --database {database}"
+        );
+        let sdk = Cli::parse_from(["x", "--level", "sdk"])
+            .relay
+            .options(&me)
+            .unwrap();
+        assert_eq!(sdk.target, HubTarget::InProcess);
+        assert_eq!(
+            sdk.scenarios,
+            [
+                RelayScenario::Frames,
+                RelayScenario::Bulk,
+                RelayScenario::Request,
+                RelayScenario::Streams
+            ]
         );
         assert!(Cli::parse_from(["x", "--scenarios", "bogus"])
             .relay

@@ -13,8 +13,9 @@
 //! the four measurements.
 
 mod args;
-mod client;
+pub(crate) mod client;
 mod scenario;
+mod sdk;
 
 pub use args::RelayArgs;
 
@@ -70,6 +71,37 @@ impl FromStr for RelayScenario {
     }
 }
 
+/// Which relay client the bench drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayLevel {
+    /// Raw WebSocket clients speaking the relay frames: the hub's capacity.
+    Raw,
+    /// Relay-only SDK agents, and direct SDK agents in the same run for the ratio.
+    Sdk,
+}
+
+impl RelayLevel {
+    /// The name on the command line and in the JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            RelayLevel::Raw => "raw",
+            RelayLevel::Sdk => "sdk",
+        }
+    }
+}
+
+impl FromStr for RelayLevel {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "raw" => Ok(RelayLevel::Raw),
+            "sdk" => Ok(RelayLevel::Sdk),
+            other => Err(format!("unknown relay level {other:?} (raw, sdk)")),
+        }
+    }
+}
+
 /// What `run_relay` measures and against which hub.
 #[derive(Debug, Clone)]
 pub struct RelayBenchOptions {
@@ -91,6 +123,12 @@ pub struct RelayBenchOptions {
     pub streams: usize,
     /// Runs (a fresh hub each).
     pub repeat: usize,
+    /// Raw clients or SDK agents.
+    pub level: RelayLevel,
+    /// SDK level: messages in flight in `frames`.
+    pub in_flight: usize,
+    /// SDK level: messages in flight in `bulk`.
+    pub bulk_in_flight: usize,
 }
 
 /// Runs the relay bench `repeat` times; returns `{bench, level, options, runs, summary}`.
@@ -103,13 +141,16 @@ pub async fn run_relay(opts: RelayBenchOptions) -> anyhow::Result<Value> {
     for run in 0..opts.repeat.max(1) {
         tracing::info!(run, "relay bench run");
         let hub = HubUnderTest::launch(&opts.target, opts.database.as_deref()).await?;
-        let result = run_once(&opts, &hub).await;
+        let result = match opts.level {
+            RelayLevel::Raw => run_once(&opts, &hub).await,
+            RelayLevel::Sdk => sdk::run_once(&opts, &hub).await,
+        };
         hub.stop().await;
         runs.push(result?);
     }
     Ok(json!({
         "bench": "relay",
-        "level": "raw",
+        "level": opts.level.name(),
         "options": {
             "scenarios": opts.scenarios.iter().map(|s| s.name()).collect::<Vec<_>>(),
             "duration_s": opts.duration.as_secs_f64(),
@@ -118,6 +159,8 @@ pub async fn run_relay(opts: RelayBenchOptions) -> anyhow::Result<Value> {
             "bulk_size": opts.bulk_size,
             "streams": opts.streams,
             "repeat": opts.repeat,
+            "in_flight": opts.in_flight,
+            "bulk_in_flight": opts.bulk_in_flight,
         },
         "machine": sys::machine_load(),
         "summary": summarize(&runs),
@@ -221,6 +264,9 @@ mod tests {
             bulk_size: 65_536,
             streams: 64,
             repeat: 1,
+            level: RelayLevel::Raw,
+            in_flight: 256,
+            bulk_in_flight: 16,
         })
         .await
         .unwrap();
@@ -238,6 +284,54 @@ mod tests {
         assert!(s["bulk"]["frames"].as_u64().unwrap() > 0, "{doc}");
         assert_eq!(s["streams"]["streams"], 64);
         assert!(s["streams"]["hub_rss_with_streams_kib"].as_u64().unwrap() > 0);
+    }
+
+    /// The SDK level: relay-only agents through a real hub and direct agents in the same
+    /// run, every operation on the route it names (a wrong route is counted as an error).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_sdk_level_measures_both_routes() {
+        let doc = run_relay(RelayBenchOptions {
+            target: HubTarget::InProcess,
+            database: None,
+            scenarios: vec![
+                RelayScenario::Frames,
+                RelayScenario::Bulk,
+                RelayScenario::Request,
+                RelayScenario::Streams,
+            ],
+            duration: Duration::from_millis(300),
+            warmup: Duration::from_millis(50),
+            size: 200,
+            bulk_size: 65_536,
+            streams: 4,
+            repeat: 1,
+            level: RelayLevel::Sdk,
+            in_flight: 32,
+            bulk_in_flight: 4,
+        })
+        .await
+        .unwrap();
+        assert_eq!(doc["level"], "sdk");
+        let f = doc["runs"][0]["figures"].as_object().unwrap();
+        for route in ["relay", "direct"] {
+            for name in [
+                "msgs_per_s",
+                "bulk_mb_per_s",
+                "request_per_s",
+                "request_p99_us",
+            ] {
+                let key = format!("sdk_{route}_{name}");
+                assert!(f[&key].as_f64().unwrap() > 0.0, "{key}: {doc}");
+            }
+        }
+        assert!(f["sdk_frames_relay_over_direct"].as_f64().unwrap() > 0.0);
+        let streams = &doc["runs"][0]["relay"]["streams"];
+        assert_eq!(streams["streams"], 4, "{doc}");
+        assert!(streams["hub_rss_with_streams_kib"].as_u64().unwrap() > 0);
+        assert!(
+            !f.keys().any(|k| k.ends_with("_errors")),
+            "an operation failed or took the other route: {doc}"
+        );
     }
 
     #[test]
