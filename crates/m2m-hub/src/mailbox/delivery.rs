@@ -2,17 +2,19 @@
 //! acked, where it is in the recipient's mail, and the turn that pushes more.
 //!
 //! A turn runs in the subscribed WebSocket's own task (like a relay turn), so pushed mail
-//! goes out in order with the replies. It reads at most [`MAIL_TURN`] rows, oldest first,
+//! goes out in order with the replies. It pushes at most [`MAIL_TURN`] rows, oldest first,
 //! past the last `seq` pushed, never more than `in_flight` unacked in all, and never a row
-//! past its `expiresAt` (the query filters them). When the read comes back short, all
-//! stored mail has been pushed: `mail_drained` goes out once (again after later mail).
+//! past its `expiresAt` (the query filters them). It reads one row more: when that one is
+//! not there, all stored mail has been pushed and `mail_drained` goes out once (again
+//! after later mail).
 //!
 //! Redelivery: when the oldest unacked push is older than `ack_timeout`, the turn starts
 //! again from the recipient's oldest stored row (everything unacked is pushed again; the
 //! SDK de-duplicates by id). The deadline is on the hub's clock (tests move a manual
-//! one and wake the subscriptions, [`crate::RunningHub::mail_wake_now`]). Memory: at most `in_flight` ids per subscription, at most
-//! [`MAIL_TURN`] messages per turn, and each pushed event is charged to the memory budget
-//! (a turn that cannot charge stops and tries again after the write).
+//! one and wake the subscriptions, [`crate::RunningHub::mail_wake_now`]). Memory: at most
+//! `in_flight` ids per subscription, at most [`MAIL_TURN`] messages per turn, and each
+//! pushed event is charged to the memory budget (a turn that cannot charge stops and goes
+//! on after its pushes are written, or after `MAIL_RETRY` when it pushed none).
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -43,7 +45,8 @@ pub(crate) struct Delivery {
     drained_due: bool,
     /// The last turn stopped early (a full batch, or the memory budget): run again.
     more: bool,
-    /// The database failed a turn: no redelivery turn before this (no busy retry loop).
+    /// A turn failed (the database, or the memory budget could not hold a push): the next
+    /// one is due then, not at once (no busy retry loop) and not never (no stall).
     retry_at: Option<Instant>,
 }
 
@@ -72,7 +75,8 @@ impl Delivery {
                 .values()
                 .min()
                 .map(|t| *t + ack_timeout)
-                .map(|at| self.retry_at.map_or(at, |r| r.max(at)))
+                .and_then(|deadline| self.retry_at.or(Some(deadline)))
+                .or(self.retry_at)
                 .map(|at| at.saturating_duration_since(now)),
             now: self.more,
         }
@@ -136,6 +140,7 @@ impl HubState {
             return;
         };
         d.more = false;
+        d.retry_at = None;
         let store = &self.mailbox.store;
         let superseded = d.sub.ended.load(Ordering::Acquire)
             || match store.lease(&d.recipient).await {
@@ -183,6 +188,7 @@ impl HubState {
             }
         };
         let full = rows.len() as i64 > limit;
+        let mut pushed = 0;
         for row in rows.into_iter().take(limit as usize) {
             if d.in_flight.contains_key(&row.id) {
                 d.cursor = row.seq;
@@ -198,10 +204,16 @@ impl HubState {
             };
             let text = serde_json::to_string(&event).unwrap_or_default();
             if !out.try_push(text) {
-                // The memory budget is spent: the rest after this write.
-                d.more = true;
+                // The memory budget cannot hold it: after this turn's pushes are written
+                // (they give their share back), or a little later when there were none.
+                if pushed == 0 {
+                    d.retry_at = Some(now + MAIL_RETRY);
+                } else {
+                    d.more = true;
+                }
                 return;
             }
+            pushed += 1;
             d.cursor = row.seq;
             d.in_flight.insert(row.id, now);
             d.drained_due = true;
