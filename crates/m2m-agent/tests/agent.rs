@@ -171,9 +171,14 @@ async fn send_to_unknown_or_offline_agents<H: TestHub>() {
     let gone_id = gone.id();
     gone.disconnect().await.unwrap();
     assert_eq!(a.lookup(&gone_id).await.unwrap().status, "offline");
-    // lookup filled the cache with "offline": send refuses without dialling.
+    // lookup filled the cache with "offline": a send that may not queue in the mailbox
+    // refuses without dialling (the default send queues for it: tests/mailbox.rs).
+    let no_queue = m2m_agent::SendOptions {
+        queue: false,
+        ttl: None,
+    };
     assert_eq!(
-        a.send(&gone_id, "x", json!({})).await,
+        a.send_with(&gone_id, "x", json!({}), no_queue).await,
         Err(AgentError::AgentOffline(gone_id.clone()))
     );
     let unknown = "0123456789abcdef0123456789abcdef";

@@ -123,8 +123,18 @@ async fn a_destination_that_left_is_a_clear_error() {
     let receiver = relay_only(&hub).await;
     let id = receiver.id();
     receiver.disconnect().await.unwrap();
-    let err = sender.send(&id, "m", json!(1)).await.unwrap_err();
+    let no_queue = m2m_agent::SendOptions {
+        queue: false,
+        ttl: None,
+    };
+    let err = sender
+        .send_with(&id, "m", json!(1), no_queue)
+        .await
+        .unwrap_err();
     let text = err.to_string();
     assert!(text.contains("offline"), "{text}");
+    // By default it goes to the destination's mailbox instead (docs/MAILBOX.md).
+    let queued = sender.send(&id, "m", json!(2)).await.unwrap();
+    assert_eq!(queued.route, Route::Mailbox, "{queued:?}");
     hub.shutdown().await;
 }
