@@ -13,7 +13,8 @@
 //!   message (the original implementation's pattern).
 //! * [`relay`] — the hub's relay (docs/RELAY.md): two raw WebSocket clients attached to a
 //!   hub process push DATA frames within their credit, echo records one at a time, and
-//!   hold many streams open while the hub's RSS is read.
+//!   hold many streams open while the hub's RSS is read; `--level sdk`: relay-only SDK
+//!   agents against direct SDK agents in the same run (what an application sees).
 //! * [`hubs`] — two hubs in this process on one PostgreSQL database: how fast a register,
 //!   status or offline through hub A is visible through hub B, with the change doorbell
 //!   (LISTEN/NOTIFY) and with polling only, and the database work each adds.
