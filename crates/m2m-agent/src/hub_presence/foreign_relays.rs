@@ -49,7 +49,14 @@ impl ForeignRelays {
     /// Keeps `client` for `url`, closing the least recently used beyond the bound.
     fn insert(&self, url: &str, client: HubClient) {
         let mut open = self.open.lock();
-        open.retain(|f| f.url != url || !f.client.is_closed());
+        // One WebSocket per hub: an older one (its relay detached) is replaced.
+        open.retain(|f| {
+            let keep = f.url != url;
+            if !keep {
+                f.client.close();
+            }
+            keep
+        });
         while open.len() >= MAX_FOREIGN_RELAYS {
             let oldest = (0..open.len())
                 .min_by_key(|&i| open[i].used)
