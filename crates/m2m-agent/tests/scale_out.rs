@@ -36,12 +36,7 @@ async fn hub_on(database: &str) -> m2m_hub::RunningHub {
 }
 
 fn agent(hub: &m2m_hub::RunningHub) -> AgentBuilder {
-    Agent::builder()
-        .hub(&hub.ws_url())
-        .heartbeat_interval(Duration::from_millis(200))
-        .reconnect_delay(Duration::from_millis(50))
-        .send_timeout(Duration::from_secs(5))
-        .hub_request_timeout(Duration::from_secs(5))
+    common::agent_at(&hub.ws_url())
 }
 
 async fn next(agent: &Agent) -> m2m_agent::Message {

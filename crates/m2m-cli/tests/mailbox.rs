@@ -9,21 +9,11 @@ mod common;
 
 use std::path::Path;
 
-use common::{m2m, run, Hub, Run, Running};
+use common::{run, Hub, Run, Running};
 use serde_json::Value;
 
 fn hub_on(database: &str, port: u16) -> Hub {
-    let mut cmd = m2m();
-    cmd.args([
-        "hub",
-        "--port",
-        &port.to_string(),
-        "--bind",
-        "127.0.0.1",
-        "--database",
-        database,
-    ]);
-    Hub::from(Running::spawn(cmd))
+    Hub::start_on(database, port, &[])
 }
 
 /// `m2m ARGS` against `hub` with the recipient's key file.
@@ -149,14 +139,7 @@ fn offline_mail_survives_a_restart_on_sqlite() {
 
 #[test]
 fn offline_mail_survives_a_restart_on_postgres() {
-    let admin = std::env::var("M2M_TEST_POSTGRES").unwrap_or_else(|_| {
-        panic!(
-            "M2M_TEST_POSTGRES is not set: this test needs a PostgreSQL superuser URL such as \
-             postgres://m2m:m2m@127.0.0.1:5432/postgres (scripts/test starts a local server)"
-        )
-    });
-    let base = &admin[..admin.rfind('/').unwrap()];
-    let db = format!("{base}/m2m_cli_mail_{:016x}", rand::random::<u64>());
+    let db = common::fresh_postgres_database("m2m_cli_mail");
     offline_mail_reaches_the_agent_once(&db);
 }
 

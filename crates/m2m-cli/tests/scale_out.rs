@@ -11,34 +11,13 @@ use std::time::{Duration, Instant};
 use common::{m2m, Hub, Running, PATIENCE};
 use serde_json::Value;
 
-fn fresh_database() -> String {
-    let admin = std::env::var("M2M_TEST_POSTGRES").unwrap_or_else(|_| {
-        panic!(
-            "M2M_TEST_POSTGRES is not set: this test needs a PostgreSQL superuser URL such as \
-             postgres://m2m:m2m@127.0.0.1:5432/postgres (scripts/test starts a local server)"
-        )
-    });
-    let base = &admin[..admin.rfind('/').expect("a URL with a database")];
-    format!("{base}/m2m_cli_test_{:016x}", rand::random::<u64>())
-}
-
 /// `m2m hub` on `database` with a short liveness expiry (1 s, refreshed every 300 ms).
 fn hub_on(database: &str) -> Hub {
-    let mut cmd = m2m();
-    cmd.args([
-        "hub",
-        "--port",
-        "0",
-        "--bind",
-        "127.0.0.1",
-        "--database",
+    Hub::start_on(
         database,
-        "--alive-interval",
-        "300ms",
-        "--hub-expiry",
-        "1s",
-    ]);
-    Hub::from(Running::spawn(cmd))
+        0,
+        &["--alive-interval", "300ms", "--hub-expiry", "1s"],
+    )
 }
 
 /// A plain HTTP/1.1 GET (the body and headers as text).
@@ -75,7 +54,7 @@ fn lookup_until(via: &Hub, id: &str, pred: impl Fn(&Value) -> bool) -> Value {
 
 #[test]
 fn a_killed_hub_s_agents_go_offline_and_failover_keeps_the_id() {
-    let db = fresh_database();
+    let db = common::fresh_postgres_database("m2m_cli_test");
     let one = hub_on(&db);
     let two = hub_on(&db);
     let three = hub_on(&db);

@@ -75,8 +75,13 @@ macro_rules! on_both_hubs {
 
 /// An agent builder with test-friendly timings, pointed at `hub`.
 pub fn agent(hub: &impl TestHub) -> AgentBuilder {
+    agent_at(&hub.url())
+}
+
+/// An agent builder with test-friendly timings, pointed at the hub at `url`.
+pub fn agent_at(url: &str) -> AgentBuilder {
     Agent::builder()
-        .hub(&hub.url())
+        .hub(url)
         .heartbeat_interval(Duration::from_millis(200))
         .reconnect_delay(Duration::from_millis(50))
         .send_timeout(Duration::from_secs(5))

@@ -226,15 +226,21 @@ impl Hub {
 
     /// As [`Hub::start`], with more `m2m hub` flags.
     pub fn start_with(flags: &[&str]) -> Hub {
+        Hub::start_on("sqlite::memory:", 0, flags)
+    }
+
+    /// `m2m hub` on `database` and 127.0.0.1:`port` (0: any free port), with more flags.
+    pub fn start_on(database: &str, port: u16, flags: &[&str]) -> Hub {
         let mut cmd = m2m();
+        let port = port.to_string();
         cmd.args([
             "hub",
             "--port",
-            "0",
+            &port,
             "--bind",
             "127.0.0.1",
             "--database",
-            "sqlite::memory:",
+            database,
         ]);
         cmd.args(flags);
         Hub::from(Running::spawn(cmd))
@@ -273,4 +279,17 @@ impl Hub {
         assert_eq!(connected["event"], "connected", "{connected}");
         (l, connected)
     }
+}
+
+/// A fresh database on the test PostgreSQL server (`M2M_TEST_POSTGRES`, which scripts/test
+/// sets; missing is a failure): its URL, for a hub to create.
+pub fn fresh_postgres_database(prefix: &str) -> String {
+    let admin = std::env::var("M2M_TEST_POSTGRES").unwrap_or_else(|_| {
+        panic!(
+            "M2M_TEST_POSTGRES is not set: this test needs a PostgreSQL superuser URL such as \
+             postgres://m2m:m2m@127.0.0.1:5432/postgres (scripts/test starts a local server)"
+        )
+    });
+    let base = &admin[..admin.rfind('/').expect("a URL with a database")];
+    format!("{base}/{prefix}_{:016x}", rand::random::<u64>())
 }
