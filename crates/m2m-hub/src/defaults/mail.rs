@@ -56,3 +56,20 @@ pub const MAIL_FRAME_OVERHEAD: usize = 2048;
 /// this long (a doorbell still wakes it sooner): an outage does not spin every
 /// subscription's task on a failing query.
 pub const MAIL_RETRY: Duration = Duration::from_secs(1);
+
+/// `mail` requests of one WebSocket read batch stored in one transaction. A sender that
+/// pipelines (the SDK keeps up to 256 in flight) pays one commit per batch instead of one
+/// per message; 256 rows of 6 bound values is 1,536 binds per INSERT, well under
+/// SQLite's 32,766 and PostgreSQL's 65,535, and the batch's replies wait at most one
+/// such transaction.
+pub const MAIL_STORE_BATCH: usize = 256;
+
+/// Sealed bytes a WebSocket holds decoded before storing its batch: with full-size
+/// (256 KiB) messages a batch stops at 16 of them, so one connection's pending batch
+/// stays a few MiB whatever the message size.
+pub const MAIL_STORE_BATCH_BYTES: usize = 4 * 1024 * 1024;
+
+/// Rows (or ids) one mail statement names at most (multi-row INSERT, the `IN` lists of
+/// the duplicate lookup and of an ack's DELETE): larger sets go in several statements of
+/// this many. 256 × 6 binds stays far under both databases' bind limits.
+pub const MAIL_SQL_ROWS: usize = 256;

@@ -3,8 +3,15 @@
 
 /// Implements [`MailStore`](super::mail::MailStore) for `$name { pool: $pool }` on
 /// database `$db`. The invoking module defines `lock_usage(tx, keys)` (locks the usage
-/// rows named, in key order, or nothing) and `ring_mail(tx, recipient)` (the doorbell of
-/// other hubs, in the storing transaction, or nothing).
+/// rows named, in key order, or nothing), `LOCK_ROWS` (what ends the `SELECT` that reads
+/// a storing batch's usage rows: the same lock, or only the order) and `ring_mail(tx,
+/// recipient)` (the doorbell of other hubs, in the storing transaction, or nothing).
+///
+/// A store is set-based: one transaction per batch ensures and reads its usage rows once,
+/// looks up its ids already stored with one query per recipient, decides every message in
+/// memory ([`plan`](super::mail_batch::plan)), inserts the accepted ones with one
+/// multi-row `INSERT`, moves each usage key once and rings each recipient once. An ack is
+/// one `DELETE … RETURNING` and one update per key.
 macro_rules! mail_store_impl {
     ($name:ident, $pool:ty, $db:ty) => {
         /// Mail storage on the registry's pool.
@@ -81,9 +88,12 @@ macro_rules! mail_store_impl {
                 'a,
                 Result<Vec<$crate::store::mail::StoreOutcome>, $crate::error::StoreError>,
             > {
-                use $crate::store::mail::StoreOutcome;
+                use $crate::defaults::mail::MAIL_SQL_ROWS;
                 use sqlx::Row;
                 Box::pin(async move {
+                    if mails.is_empty() {
+                        return Ok(Vec::new());
+                    }
                     let mut keys: Vec<String> = mails
                         .iter()
                         .flat_map(|m| $crate::store::mail::usage_keys(&m.recipient, &m.sender))
@@ -91,80 +101,86 @@ macro_rules! mail_store_impl {
                     keys.sort();
                     keys.dedup();
                     let mut tx = self.pool.begin().await?;
-                    for key in &keys {
-                        sqlx::query(
-                            "INSERT INTO m2m_mail_usage (key, messages, bytes) VALUES ($1, 0, 0) \
-                             ON CONFLICT (key) DO NOTHING",
-                        )
-                        .bind(key)
-                        .execute(&mut *tx)
-                        .await?;
+                    let mut usage = std::collections::HashMap::new();
+                    for chunk in keys.chunks(MAIL_SQL_ROWS) {
+                        let mut b = sqlx::QueryBuilder::<$db>::new(
+                            "INSERT INTO m2m_mail_usage (key, messages, bytes) ",
+                        );
+                        b.push_values(chunk, |mut row, key| {
+                            row.push_bind(key).push("0").push("0");
+                        });
+                        b.push(" ON CONFLICT (key) DO NOTHING");
+                        b.build().execute(&mut *tx).await?;
                     }
-                    lock_usage(&mut tx, &keys).await?;
-                    let mut out = Vec::with_capacity(mails.len());
+                    // Read (and on PostgreSQL lock, in key order) the batch's counters once.
+                    for chunk in keys.chunks(MAIL_SQL_ROWS) {
+                        let mut b = sqlx::QueryBuilder::<$db>::new(
+                            "SELECT key, messages, bytes FROM m2m_mail_usage WHERE key IN (",
+                        );
+                        let mut list = b.separated(", ");
+                        for key in chunk {
+                            list.push_bind(key);
+                        }
+                        b.push(")").push(LOCK_ROWS);
+                        for r in b.build().fetch_all(&mut *tx).await? {
+                            let key: String = r.try_get("key")?;
+                            usage.insert(key, (r.try_get("messages")?, r.try_get("bytes")?));
+                        }
+                    }
+                    // The batch's ids already stored, per recipient.
+                    let mut ids: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
                     for m in mails {
-                        let inserted = sqlx::query(
-                            "INSERT INTO m2m_mail (recipient, id, sender, sealed, stored_at, \
-                             expires_at) VALUES ($1, $2, $3, $4, $5, $6) \
-                             ON CONFLICT (recipient, id) DO NOTHING",
-                        )
-                        .bind(&m.recipient)
-                        .bind(&m.id)
-                        .bind(&m.sender)
-                        .bind(&m.sealed)
-                        .bind(m.stored_at)
-                        .bind(m.expires_at)
-                        .execute(&mut *tx)
-                        .await?
-                        .rows_affected();
-                        if inserted == 0 {
-                            let row = sqlx::query(
-                                "SELECT expires_at FROM m2m_mail WHERE recipient = $1 AND id = $2",
-                            )
-                            .bind(&m.recipient)
-                            .bind(&m.id)
-                            .fetch_one(&mut *tx)
-                            .await?;
-                            out.push(StoreOutcome::Duplicate {
-                                expires_at: row.try_get("expires_at")?,
-                            });
-                            continue;
-                        }
-                        let n = m.sealed.len() as i64;
-                        let [r, s, all] =
-                            $crate::store::mail::usage_keys(&m.recipient, &m.sender);
-                        let limits = [
-                            (r, Some((q.recipient_messages, q.recipient_bytes))),
-                            (s, Some((q.sender_messages, q.sender_bytes))),
-                            (all, Some((i64::MAX, q.budget_bytes))),
-                        ];
-                        let mut taken = 0;
-                        for (key, max) in &limits {
-                            if !bump(&mut tx, key, 1, n, *max).await? {
-                                break;
+                        ids.entry(&m.recipient).or_default().push(&m.id);
+                    }
+                    let mut stored = std::collections::HashMap::new();
+                    for (recipient, ids) in &mut ids {
+                        ids.sort_unstable();
+                        ids.dedup();
+                        for chunk in ids.chunks(MAIL_SQL_ROWS) {
+                            let mut b = sqlx::QueryBuilder::<$db>::new(
+                                "SELECT id, expires_at FROM m2m_mail WHERE recipient = ",
+                            );
+                            b.push_bind(*recipient).push(" AND id IN (");
+                            let mut list = b.separated(", ");
+                            for id in chunk {
+                                list.push_bind(*id);
                             }
-                            taken += 1;
+                            b.push(")");
+                            for r in b.build().fetch_all(&mut *tx).await? {
+                                let id: String = r.try_get("id")?;
+                                stored.insert(
+                                    (recipient.to_string(), id),
+                                    r.try_get::<i64, _>("expires_at")?,
+                                );
+                            }
                         }
-                        if taken == limits.len() {
-                            ring_mail(&mut tx, &m.recipient).await?;
-                            out.push(StoreOutcome::Stored {
-                                expires_at: m.expires_at,
-                            });
-                            continue;
-                        }
-                        // A quota is reached: undo what this message took.
-                        for (key, _) in &limits[..taken] {
-                            bump(&mut tx, key, -1, -n, None).await?;
-                        }
-                        sqlx::query("DELETE FROM m2m_mail WHERE recipient = $1 AND id = $2")
-                            .bind(&m.recipient)
-                            .bind(&m.id)
-                            .execute(&mut *tx)
-                            .await?;
-                        out.push(StoreOutcome::Full);
+                    }
+                    let plan = $crate::store::mail_batch::plan(mails, &stored, &usage, q);
+                    for chunk in plan.accepted.chunks(MAIL_SQL_ROWS) {
+                        let mut b = sqlx::QueryBuilder::<$db>::new(
+                            "INSERT INTO m2m_mail (recipient, id, sender, sealed, stored_at, \
+                             expires_at) ",
+                        );
+                        b.push_values(chunk, |mut row, i| {
+                            let m = &mails[*i];
+                            row.push_bind(&m.recipient)
+                                .push_bind(&m.id)
+                                .push_bind(&m.sender)
+                                .push_bind(&m.sealed)
+                                .push_bind(m.stored_at)
+                                .push_bind(m.expires_at);
+                        });
+                        b.build().execute(&mut *tx).await?;
+                    }
+                    // Key order, as they were locked.
+                    for (key, (m, n)) in &plan.deltas {
+                        bump(&mut tx, key, *m, *n, None).await?;
+                    }
+                    for recipient in &plan.rung {
+                        ring_mail(&mut tx, recipient).await?;
                     }
                     tx.commit().await?;
-                    Ok(out)
+                    Ok(plan.outcomes)
                 })
             }
 
@@ -235,16 +251,23 @@ macro_rules! mail_store_impl {
                     // The total row first, as a store locks it first (`*` sorts before
                     // `r:`/`s:`): a delete racing a store of the same id cannot deadlock.
                     lock_usage(&mut tx, &["*".to_owned()]).await?;
+                    let mut ids: Vec<&String> = ids.iter().collect();
+                    ids.sort_unstable();
+                    ids.dedup();
                     let mut gone = Vec::new();
-                    for id in ids {
-                        let rows = sqlx::query(
-                            "DELETE FROM m2m_mail WHERE recipient = $1 AND id = $2 \
-                             RETURNING recipient, sender, CAST(length(sealed) AS BIGINT) AS n",
-                        )
-                        .bind(recipient)
-                        .bind(id)
-                        .fetch_all(&mut *tx)
-                        .await?;
+                    for chunk in ids.chunks($crate::defaults::mail::MAIL_SQL_ROWS) {
+                        let mut b = sqlx::QueryBuilder::<$db>::new(
+                            "DELETE FROM m2m_mail WHERE recipient = ",
+                        );
+                        b.push_bind(recipient).push(" AND id IN (");
+                        let mut list = b.separated(", ");
+                        for id in chunk {
+                            list.push_bind(*id);
+                        }
+                        b.push(
+                            ") RETURNING recipient, sender, CAST(length(sealed) AS BIGINT) AS n",
+                        );
+                        let rows = b.build().fetch_all(&mut *tx).await?;
                         gone.extend(gone_rows(&rows)?);
                     }
                     release(&mut tx, &gone).await?;

@@ -8,6 +8,9 @@ async fn lock_usage(_: &mut sqlx::SqliteConnection, _: &[String]) -> Result<(), 
     Ok(())
 }
 
+/// Ends the read of a storing batch's usage rows: nothing to lock.
+const LOCK_ROWS: &str = "";
+
 async fn ring_mail(_: &mut sqlx::SqliteConnection, _: &str) -> Result<(), StoreError> {
     Ok(())
 }

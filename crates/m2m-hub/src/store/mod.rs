@@ -16,6 +16,7 @@
 //! stopped refreshing theirs.
 
 pub mod mail;
+mod mail_batch;
 mod mail_postgres;
 mod mail_sql;
 mod mail_sqlite;
