@@ -847,7 +847,8 @@ async fn mixed_batch_store(backend: Backend) {
     );
     let usage = store.usage().await.unwrap();
     assert_eq!((usage.messages, usage.bytes), (4, 10 + 20 + 30 + 50));
-    let rows = store.pending(&r, 0, T0, 100).await.unwrap();
+    let (rows, more) = store.pending(&r, 0, T0, 100, i64::MAX).await.unwrap();
+    assert!(!more);
     let got: Vec<(&str, usize)> = rows
         .iter()
         .map(|m| (m.id.as_str(), m.sealed.len()))
@@ -857,7 +858,24 @@ async fn mixed_batch_store(backend: Backend) {
         rows.windows(2).all(|w| w[0].seq < w[1].seq),
         "stored in order"
     );
-    assert_eq!(store.pending(&other, 0, T0, 100).await.unwrap().len(), 1);
+    assert_eq!(
+        store
+            .pending(&other, 0, T0, 100, i64::MAX)
+            .await
+            .unwrap()
+            .0
+            .len(),
+        1
+    );
+    // A turn's bytes are bounded (the first row always comes), and what is left says so.
+    let (rows, more) = store.pending(&r, 0, T0, 100, 25).await.unwrap();
+    assert_eq!((rows.len(), more), (1, true));
+    let (rows, more) = store.pending(&r, 0, T0, 100, 30).await.unwrap();
+    assert_eq!((rows.len(), more), (2, true));
+    let (rows, more) = store.pending(&r, rows[1].seq, T0, 100, 1).await.unwrap();
+    assert_eq!((rows.len(), more), (1, false));
+    let (rows, more) = store.pending(&r, 0, T0, 2, i64::MAX).await.unwrap();
+    assert_eq!((rows.len(), more), (2, true));
     let ids: Vec<String> = ["m1", "m2", "m1", "nope"].map(String::from).to_vec();
     assert_eq!(store.ack(&r, &ids).await.unwrap(), 2);
     let usage = store.usage().await.unwrap();

@@ -26,11 +26,16 @@ pub const MAIL_BUDGET: i64 = 1024 * 1024 * 1024;
 /// keeps a fast reader busy while bounding what a slow one makes the hub redeliver.
 pub const MAIL_IN_FLIGHT: usize = 256;
 
-/// Messages read from the database and pushed in one delivery turn. Each is at most
-/// `MAX_SEALED` (256 KiB, a third more as base64): 8 of them (and the one more row a turn
-/// reads to know whether anything is left) keep what one turn holds near 3 MiB, and the
-/// turn's pushes are charged to the memory budget besides.
-pub const MAIL_TURN: i64 = 8;
+/// Messages read from the database and pushed in one delivery turn, at most. Half the
+/// in-flight window: a reader acking every 128 is answered with a turn that refills what
+/// it acked, two statements (sizes, then rows) per turn instead of per 8 messages.
+pub const MAIL_TURN: i64 = 128;
+
+/// Sealed bytes one delivery turn reads, at most (a turn always reads one message): 8
+/// full-size messages (`MAX_SEALED`, 256 KiB, a third more as base64) keep what one turn
+/// holds near 3 MiB however many small ones [`MAIL_TURN`] allows, and the turn's pushes are
+/// charged to the memory budget besides.
+pub const MAIL_TURN_BYTES: i64 = 8 * m2m_proto::mailbox::MAX_SEALED as i64;
 
 /// A pushed message not acked this long is pushed again (the contract's `ACK_TIMEOUT`).
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(30);

@@ -30,4 +30,5 @@ async fn ring_mail(tx: &mut sqlx::PgConnection, recipient: &str) -> Result<(), S
     Ok(())
 }
 
+super::mail_sql_store::mail_store_fns!(sqlx::PgPool, sqlx::Postgres);
 super::mail_sql::mail_store_impl!(PostgresMail, sqlx::PgPool, sqlx::Postgres);

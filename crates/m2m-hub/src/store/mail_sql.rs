@@ -5,13 +5,13 @@
 /// database `$db`. The invoking module defines `lock_usage(tx, keys)` (locks the usage
 /// rows named, in key order, or nothing), `LOCK_ROWS` (what ends the `SELECT` that reads
 /// a storing batch's usage rows: the same lock, or only the order) and `ring_mail(tx,
-/// recipient)` (the doorbell of other hubs, in the storing transaction, or nothing).
+/// recipient)` (the doorbell of other hubs, in the storing transaction, or nothing), and
+/// invokes [`mail_store_fns`](super::mail_sql_store::mail_store_fns) first (the
+/// set-based store and the counter helpers).
 ///
-/// A store is set-based: one transaction per batch ensures and reads its usage rows once,
-/// looks up its ids already stored with one query per recipient, decides every message in
-/// memory ([`plan`](super::mail_batch::plan)), inserts the accepted ones with one
-/// multi-row `INSERT`, moves each usage key once and rings each recipient once. An ack is
-/// one `DELETE … RETURNING` and one update per key.
+/// An ack looks its ids up (one index lookup each, in one statement), deletes them with
+/// one `DELETE … RETURNING` and moves each usage key once; a delivery turn reads the sizes
+/// first, then the rows that fit its byte bound.
 macro_rules! mail_store_impl {
     ($name:ident, $pool:ty, $db:ty) => {
         /// Mail storage on the registry's pool.
@@ -27,58 +27,6 @@ macro_rules! mail_store_impl {
             }
         }
 
-        async fn bump(
-            tx: &mut <$db as sqlx::Database>::Connection,
-            key: &str,
-            messages: i64,
-            bytes: i64,
-            max: Option<(i64, i64)>,
-        ) -> Result<bool, $crate::error::StoreError> {
-            let (max_messages, max_bytes) = max.unwrap_or((i64::MAX, i64::MAX));
-            let done = sqlx::query(
-                "UPDATE m2m_mail_usage SET messages = messages + $2, bytes = bytes + $3 \
-                 WHERE key = $1 AND messages + $2 <= $4 AND bytes + $3 <= $5",
-            )
-            .bind(key)
-            .bind(messages)
-            .bind(bytes)
-            .bind(max_messages)
-            .bind(max_bytes)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            Ok(done > 0)
-        }
-
-        /// Takes the deleted rows' (recipient, sender, bytes) off the counters.
-        async fn release(
-            tx: &mut <$db as sqlx::Database>::Connection,
-            gone: &[(String, String, i64)],
-        ) -> Result<(), $crate::error::StoreError> {
-            let mut sums: std::collections::BTreeMap<String, (i64, i64)> = Default::default();
-            for (r, s, b) in gone {
-                for key in $crate::store::mail::usage_keys(r, s) {
-                    let e = sums.entry(key).or_default();
-                    e.0 += 1;
-                    e.1 += b;
-                }
-            }
-            // BTreeMap: key order, as the storing side locks them.
-            for (key, (m, b)) in sums {
-                bump(tx, &key, -m, -b, None).await?;
-            }
-            Ok(())
-        }
-
-        fn gone_rows(
-            rows: &[<$db as sqlx::Database>::Row],
-        ) -> Result<Vec<(String, String, i64)>, $crate::error::StoreError> {
-            use sqlx::Row;
-            rows.iter()
-                .map(|r| Ok((r.try_get("recipient")?, r.try_get("sender")?, r.try_get("n")?)))
-                .collect()
-        }
-
         impl $crate::store::mail::MailStore for $name {
             fn store<'a>(
                 &'a self,
@@ -88,100 +36,7 @@ macro_rules! mail_store_impl {
                 'a,
                 Result<Vec<$crate::store::mail::StoreOutcome>, $crate::error::StoreError>,
             > {
-                use $crate::defaults::mail::MAIL_SQL_ROWS;
-                use sqlx::Row;
-                Box::pin(async move {
-                    if mails.is_empty() {
-                        return Ok(Vec::new());
-                    }
-                    let mut keys: Vec<String> = mails
-                        .iter()
-                        .flat_map(|m| $crate::store::mail::usage_keys(&m.recipient, &m.sender))
-                        .collect();
-                    keys.sort();
-                    keys.dedup();
-                    let mut tx = self.pool.begin().await?;
-                    let mut usage = std::collections::HashMap::new();
-                    for chunk in keys.chunks(MAIL_SQL_ROWS) {
-                        let mut b = sqlx::QueryBuilder::<$db>::new(
-                            "INSERT INTO m2m_mail_usage (key, messages, bytes) ",
-                        );
-                        b.push_values(chunk, |mut row, key| {
-                            row.push_bind(key).push("0").push("0");
-                        });
-                        b.push(" ON CONFLICT (key) DO NOTHING");
-                        b.build().execute(&mut *tx).await?;
-                    }
-                    // Read (and on PostgreSQL lock, in key order) the batch's counters once.
-                    for chunk in keys.chunks(MAIL_SQL_ROWS) {
-                        let mut b = sqlx::QueryBuilder::<$db>::new(
-                            "SELECT key, messages, bytes FROM m2m_mail_usage WHERE key IN (",
-                        );
-                        let mut list = b.separated(", ");
-                        for key in chunk {
-                            list.push_bind(key);
-                        }
-                        b.push(")").push(LOCK_ROWS);
-                        for r in b.build().fetch_all(&mut *tx).await? {
-                            let key: String = r.try_get("key")?;
-                            usage.insert(key, (r.try_get("messages")?, r.try_get("bytes")?));
-                        }
-                    }
-                    // The batch's ids already stored, per recipient.
-                    let mut ids: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
-                    for m in mails {
-                        ids.entry(&m.recipient).or_default().push(&m.id);
-                    }
-                    let mut stored = std::collections::HashMap::new();
-                    for (recipient, ids) in &mut ids {
-                        ids.sort_unstable();
-                        ids.dedup();
-                        for chunk in ids.chunks(MAIL_SQL_ROWS) {
-                            let mut b = sqlx::QueryBuilder::<$db>::new(
-                                "SELECT id, expires_at FROM m2m_mail WHERE recipient = ",
-                            );
-                            b.push_bind(*recipient).push(" AND id IN (");
-                            let mut list = b.separated(", ");
-                            for id in chunk {
-                                list.push_bind(*id);
-                            }
-                            b.push(")");
-                            for r in b.build().fetch_all(&mut *tx).await? {
-                                let id: String = r.try_get("id")?;
-                                stored.insert(
-                                    (recipient.to_string(), id),
-                                    r.try_get::<i64, _>("expires_at")?,
-                                );
-                            }
-                        }
-                    }
-                    let plan = $crate::store::mail_batch::plan(mails, &stored, &usage, q);
-                    for chunk in plan.accepted.chunks(MAIL_SQL_ROWS) {
-                        let mut b = sqlx::QueryBuilder::<$db>::new(
-                            "INSERT INTO m2m_mail (recipient, id, sender, sealed, stored_at, \
-                             expires_at) ",
-                        );
-                        b.push_values(chunk, |mut row, i| {
-                            let m = &mails[*i];
-                            row.push_bind(&m.recipient)
-                                .push_bind(&m.id)
-                                .push_bind(&m.sender)
-                                .push_bind(&m.sealed)
-                                .push_bind(m.stored_at)
-                                .push_bind(m.expires_at);
-                        });
-                        b.build().execute(&mut *tx).await?;
-                    }
-                    // Key order, as they were locked.
-                    for (key, (m, n)) in &plan.deltas {
-                        bump(&mut tx, key, *m, *n, None).await?;
-                    }
-                    for recipient in &plan.rung {
-                        ring_mail(&mut tx, recipient).await?;
-                    }
-                    tx.commit().await?;
-                    Ok(plan.outcomes)
-                })
+                Box::pin(store_batch(&self.pool, mails, q))
             }
 
             fn pending<'a>(
@@ -190,24 +45,54 @@ macro_rules! mail_store_impl {
                 after: i64,
                 now: i64,
                 limit: i64,
+                max_bytes: i64,
             ) -> $crate::store::BoxFuture<
                 'a,
-                Result<Vec<$crate::store::mail::StoredMail>, $crate::error::StoreError>,
+                Result<(Vec<$crate::store::mail::StoredMail>, bool), $crate::error::StoreError>,
             > {
                 use sqlx::Row;
                 Box::pin(async move {
-                    let rows = sqlx::query(
-                        "SELECT seq, id, sender, sealed, stored_at, expires_at FROM m2m_mail \
+                    // The sizes first (one row more: whether anything is left), then the
+                    // rows that fit: a turn never holds more than `max_bytes` of mail.
+                    let sizes = sqlx::query(
+                        "SELECT seq, CAST(length(sealed) AS BIGINT) AS n FROM m2m_mail \
                          WHERE recipient = $1 AND seq > $2 AND expires_at > $3 \
                          ORDER BY seq LIMIT $4",
                     )
                     .bind(recipient)
                     .bind(after)
                     .bind(now)
-                    .bind(limit)
+                    .bind(limit.saturating_add(1))
                     .fetch_all(&self.pool)
                     .await?;
-                    rows.iter()
+                    let (mut taken, mut bytes, mut last) = (0i64, 0i64, after);
+                    for r in &sizes {
+                        let n: i64 = r.try_get("n")?;
+                        if taken == limit || (taken > 0 && bytes.saturating_add(n) > max_bytes) {
+                            break;
+                        }
+                        taken += 1;
+                        bytes = bytes.saturating_add(n);
+                        last = r.try_get("seq")?;
+                    }
+                    let more = (taken as usize) < sizes.len();
+                    if taken == 0 {
+                        return Ok((Vec::new(), more));
+                    }
+                    let rows = sqlx::query(
+                        "SELECT seq, id, sender, sealed, stored_at, expires_at FROM m2m_mail \
+                         WHERE recipient = $1 AND seq > $2 AND seq <= $3 AND expires_at > $4 \
+                         ORDER BY seq LIMIT $5",
+                    )
+                    .bind(recipient)
+                    .bind(after)
+                    .bind(last)
+                    .bind(now)
+                    .bind(taken)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    let rows = rows
+                        .iter()
                         .map(|r| {
                             Ok($crate::store::mail::StoredMail {
                                 seq: r.try_get("seq")?,
@@ -218,7 +103,8 @@ macro_rules! mail_store_impl {
                                 expires_at: r.try_get("expires_at")?,
                             })
                         })
-                        .collect()
+                        .collect::<Result<Vec<_>, $crate::error::StoreError>>()?;
+                    Ok((rows, more))
                 })
             }
 
@@ -256,13 +142,23 @@ macro_rules! mail_store_impl {
                     ids.dedup();
                     let mut gone = Vec::new();
                     for chunk in ids.chunks($crate::defaults::mail::MAIL_SQL_ROWS) {
+                        use sqlx::Row;
+                        let mut b = by_ids("seq", recipient, chunk.iter().map(|s| s.as_str()));
+                        let mut seqs = Vec::with_capacity(chunk.len());
+                        for r in b.build().fetch_all(&mut *tx).await? {
+                            if let Some(seq) = r.try_get::<Option<i64>, _>("v")? {
+                                seqs.push(seq);
+                            }
+                        }
+                        if seqs.is_empty() {
+                            continue;
+                        }
                         let mut b = sqlx::QueryBuilder::<$db>::new(
-                            "DELETE FROM m2m_mail WHERE recipient = ",
+                            "DELETE FROM m2m_mail WHERE seq IN (",
                         );
-                        b.push_bind(recipient).push(" AND id IN (");
                         let mut list = b.separated(", ");
-                        for id in chunk {
-                            list.push_bind(*id);
+                        for seq in seqs {
+                            list.push_bind(seq);
                         }
                         b.push(
                             ") RETURNING recipient, sender, CAST(length(sealed) AS BIGINT) AS n",

@@ -15,4 +15,5 @@ async fn ring_mail(_: &mut sqlx::SqliteConnection, _: &str) -> Result<(), StoreE
     Ok(())
 }
 
+super::mail_sql_store::mail_store_fns!(sqlx::SqlitePool, sqlx::Sqlite);
 super::mail_sql::mail_store_impl!(SqliteMail, sqlx::SqlitePool, sqlx::Sqlite);
