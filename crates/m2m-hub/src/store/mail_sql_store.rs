@@ -8,30 +8,36 @@
 /// ids already stored, decides every message in memory
 /// ([`plan`](super::mail_batch::plan)), inserts the accepted ones with multi-row
 /// `INSERT`s, moves each usage key once and rings each recipient once) and the helpers
-/// `bump`, `release`, `by_ids` and `gone_rows`.
+/// `move_usage`, `release`, `by_ids` and `gone_rows`.
 macro_rules! mail_store_fns {
     ($pool:ty, $db:ty) => {
-        async fn bump(
+        /// Adds each (messages, bytes) of `deltas` to its usage key: one `UPDATE … FROM
+        /// (VALUES …)` for all keys (the rows are already locked: a store locks its keys
+        /// in order, an ack or purge holds `*`, which every mail write takes first).
+        async fn move_usage(
             tx: &mut <$db as sqlx::Database>::Connection,
-            key: &str,
-            messages: i64,
-            bytes: i64,
-            max: Option<(i64, i64)>,
-        ) -> Result<bool, $crate::error::StoreError> {
-            let (max_messages, max_bytes) = max.unwrap_or((i64::MAX, i64::MAX));
-            let done = sqlx::query(
-                "UPDATE m2m_mail_usage SET messages = messages + $2, bytes = bytes + $3 \
-                 WHERE key = $1 AND messages + $2 <= $4 AND bytes + $3 <= $5",
-            )
-            .bind(key)
-            .bind(messages)
-            .bind(bytes)
-            .bind(max_messages)
-            .bind(max_bytes)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            Ok(done > 0)
+            deltas: &std::collections::BTreeMap<String, (i64, i64)>,
+        ) -> Result<(), $crate::error::StoreError> {
+            let deltas: Vec<_> = deltas.iter().collect();
+            for chunk in deltas.chunks($crate::defaults::mail::MAIL_SQL_ROWS) {
+                let mut b = sqlx::QueryBuilder::<$db>::new(
+                    "UPDATE m2m_mail_usage AS u SET messages = u.messages + v.column2, \
+                     bytes = u.bytes + v.column3 FROM (VALUES ",
+                );
+                let mut list = b.separated(", ");
+                for (key, (m, n)) in chunk {
+                    list.push("(")
+                        .push_bind_unseparated(key.as_str())
+                        .push_unseparated(", ")
+                        .push_bind_unseparated(*m)
+                        .push_unseparated(", ")
+                        .push_bind_unseparated(*n)
+                        .push_unseparated(")");
+                }
+                b.push(") AS v WHERE u.key = v.column1");
+                b.build().execute(&mut *tx).await?;
+            }
+            Ok(())
         }
 
         /// Takes the deleted rows' (recipient, sender, bytes) off the counters.
@@ -47,11 +53,10 @@ macro_rules! mail_store_fns {
                     e.1 += b;
                 }
             }
-            // BTreeMap: key order, as the storing side locks them.
-            for (key, (m, b)) in sums {
-                bump(tx, &key, -m, -b, None).await?;
+            for d in sums.values_mut() {
+                *d = (-d.0, -d.1);
             }
-            Ok(())
+            move_usage(tx, &sums).await
         }
 
         /// `SELECT id, <column> AS v` for each of `ids` of `recipient` (`v` NULL when not
@@ -172,10 +177,7 @@ macro_rules! mail_store_fns {
                 });
                 b.build().execute(&mut *tx).await?;
             }
-            // Key order, as they were locked.
-            for (key, (m, n)) in &plan.deltas {
-                bump(&mut tx, key, *m, *n, None).await?;
-            }
+            move_usage(&mut tx, &plan.deltas).await?;
             for recipient in &plan.rung {
                 ring_mail(&mut tx, recipient).await?;
             }
