@@ -13,6 +13,7 @@ use tungstenite::Utf8Bytes;
 
 use super::mail::CheckedMail;
 use super::ErrorCode;
+use crate::budget::Charge;
 use crate::client::Client;
 use crate::defaults::mail::{MAIL_STORE_BATCH, MAIL_STORE_BATCH_BYTES};
 use crate::outbox::Outbox;
@@ -46,19 +47,33 @@ pub(crate) struct PendingMail {
 }
 
 /// The `mail`s of one WebSocket waiting to be stored together, with their texts (the
-/// replies copy an exact float correlationId from them).
+/// replies copy an exact float correlationId from them). What it holds (texts and
+/// decoded sealed bytes) is charged to the memory budget's frame share: when the budget
+/// cannot cover one more, the batch is stored at once.
 #[derive(Default)]
 pub(crate) struct MailBatch {
     items: Vec<(PendingMail, Utf8Bytes)>,
-    bytes: usize,
+    /// Sealed bytes held (the batch's own bound).
+    sealed: usize,
+    /// Texts and sealed bytes held, and their charge.
+    held: usize,
+    charge: Option<Charge>,
 }
 
 impl MailBatch {
-    /// Adds a checked `mail`; whether the batch is now full (store it before more).
-    pub(crate) fn push(&mut self, mail: PendingMail, text: Utf8Bytes) -> bool {
-        self.bytes += mail.checked.mail.sealed.len();
+    /// Adds a checked `mail`; whether the batch is to be stored now (full, or the memory
+    /// budget cannot hold more).
+    pub(crate) fn push(&mut self, state: &HubState, mail: PendingMail, text: Utf8Bytes) -> bool {
+        let sealed = mail.checked.mail.sealed.len();
+        self.sealed += sealed;
+        self.held += sealed + text.len();
         self.items.push((mail, text));
-        self.items.len() >= MAIL_STORE_BATCH || self.bytes >= MAIL_STORE_BATCH_BYTES
+        let charge = self
+            .charge
+            .get_or_insert_with(|| state.admission.memory.frames.empty());
+        !charge.resize(self.held)
+            || self.items.len() >= MAIL_STORE_BATCH
+            || self.sealed >= MAIL_STORE_BATCH_BYTES
     }
 
     /// Stores the batch (one transaction) and offers each reply to `out`, in order.
@@ -66,7 +81,6 @@ impl MailBatch {
         if self.items.is_empty() {
             return;
         }
-        self.bytes = 0;
         let items = std::mem::take(&mut self.items);
         let (pending, texts): (Vec<PendingMail>, Vec<Utf8Bytes>) = items.into_iter().unzip();
         let mut meta = Vec::with_capacity(pending.len());
@@ -93,6 +107,10 @@ impl MailBatch {
                 reply
             };
             out.offer(reply, text.as_str(), state);
+        }
+        (self.sealed, self.held) = (0, 0);
+        if let Some(charge) = &mut self.charge {
+            charge.resize(0);
         }
     }
 }

@@ -71,7 +71,8 @@ pub const MAIL_STORE_BATCH: usize = 256;
 
 /// Sealed bytes a WebSocket holds decoded before storing its batch: with full-size
 /// (256 KiB) messages a batch stops at 16 of them, so one connection's pending batch
-/// stays a few MiB whatever the message size.
+/// stays a few MiB whatever the message size (and what it holds is charged to the
+/// memory budget's frame share besides).
 pub const MAIL_STORE_BATCH_BYTES: usize = 4 * 1024 * 1024;
 
 /// Rows (or ids) one mail statement names at most (multi-row INSERT, the `IN` lists of

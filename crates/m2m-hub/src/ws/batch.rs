@@ -62,7 +62,7 @@ where
                 socket.get_mut().message_done();
                 let reply = match state.stage(client, t.as_str()) {
                     Staged::Mail(m) => {
-                        if mails.push(m, t.clone()) {
+                        if mails.push(state, m, t.clone()) {
                             mails.flush(state, out).await;
                         }
                         String::new()
