@@ -792,3 +792,165 @@ async fn in_flight_is_bounded_and_the_mailbox_can_be_turned_off() {
     assert_eq!(reply["error"], "mailbox_unavailable", "{reply}");
     hub.shutdown().await.unwrap();
 }
+
+/// One storing batch that mixes every outcome decides each message as one at a time
+/// would: an id already stored and one twice in the batch are duplicates (the stored
+/// expiry, no quota), a message over the recipient quota is full (and stays so when sent
+/// again in the batch), and the counters and rows are exactly the stored ones'. An ack
+/// of a batch of ids (one twice, one unknown) frees exactly what it deletes.
+async fn mixed_batch_store(backend: Backend) {
+    use m2m_hub::store::mail::{MailQuotas, NewMail, StoreOutcome};
+    let (db, _cfg, _clock, hub) = start(backend).await;
+    let store = hub.state().registry().mail();
+    let quotas = MailQuotas {
+        recipient_messages: 3,
+        recipient_bytes: i64::MAX,
+        sender_messages: i64::MAX,
+        sender_bytes: i64::MAX,
+        budget_bytes: i64::MAX,
+    };
+    let (r, other, s) = ("a".repeat(32), "b".repeat(32), "c".repeat(32));
+    let m = |to: &str, id: &str, n: usize, expires_at: i64| NewMail {
+        recipient: to.to_owned(),
+        id: id.to_owned(),
+        sender: s.clone(),
+        sealed: vec![n as u8; n],
+        stored_at: T0,
+        expires_at,
+    };
+    let first = store
+        .store(&[m(&r, "m0", 10, T0 + 1)], &quotas)
+        .await
+        .unwrap();
+    assert_eq!(first, vec![StoreOutcome::Stored { expires_at: T0 + 1 }]);
+    let batch = [
+        m(&r, "m0", 99, T0 + 9),
+        m(&r, "m1", 20, T0 + 2),
+        m(&r, "m1", 98, T0 + 8),
+        m(&r, "m2", 30, T0 + 3),
+        m(&r, "m3", 40, T0 + 4),
+        m(&other, "m3", 50, T0 + 5),
+        m(&r, "m3", 1, T0 + 6),
+    ];
+    let out = store.store(&batch, &quotas).await.unwrap();
+    assert_eq!(
+        out,
+        vec![
+            StoreOutcome::Duplicate { expires_at: T0 + 1 },
+            StoreOutcome::Stored { expires_at: T0 + 2 },
+            StoreOutcome::Duplicate { expires_at: T0 + 2 },
+            StoreOutcome::Stored { expires_at: T0 + 3 },
+            StoreOutcome::Full,
+            StoreOutcome::Stored { expires_at: T0 + 5 },
+            StoreOutcome::Full,
+        ]
+    );
+    let usage = store.usage().await.unwrap();
+    assert_eq!((usage.messages, usage.bytes), (4, 10 + 20 + 30 + 50));
+    let (rows, more) = store.pending(&r, 0, T0, 100, i64::MAX).await.unwrap();
+    assert!(!more);
+    let got: Vec<(&str, usize)> = rows
+        .iter()
+        .map(|m| (m.id.as_str(), m.sealed.len()))
+        .collect();
+    assert_eq!(got, vec![("m0", 10), ("m1", 20), ("m2", 30)]);
+    assert!(
+        rows.windows(2).all(|w| w[0].seq < w[1].seq),
+        "stored in order"
+    );
+    assert_eq!(
+        store
+            .pending(&other, 0, T0, 100, i64::MAX)
+            .await
+            .unwrap()
+            .0
+            .len(),
+        1
+    );
+    // A turn's bytes are bounded (the first row always comes), and what is left says so.
+    let (rows, more) = store.pending(&r, 0, T0, 100, 25).await.unwrap();
+    assert_eq!((rows.len(), more), (1, true));
+    let (rows, more) = store.pending(&r, 0, T0, 100, 30).await.unwrap();
+    assert_eq!((rows.len(), more), (2, true));
+    let (rows, more) = store.pending(&r, rows[1].seq, T0, 100, 1).await.unwrap();
+    assert_eq!((rows.len(), more), (1, false));
+    let (rows, more) = store.pending(&r, 0, T0, 2, i64::MAX).await.unwrap();
+    assert_eq!((rows.len(), more), (2, true));
+    let ids: Vec<String> = ["m1", "m2", "m1", "nope"].map(String::from).to_vec();
+    assert_eq!(store.ack(&r, &ids).await.unwrap(), 2);
+    let usage = store.usage().await.unwrap();
+    assert_eq!((usage.messages, usage.bytes), (2, 10 + 50));
+    // The recipient's quota has room again: the refused id stores now.
+    let again = store
+        .store(&[m(&r, "m3", 40, T0 + 4)], &quotas)
+        .await
+        .unwrap();
+    assert_eq!(again, vec![StoreOutcome::Stored { expires_at: T0 + 4 }]);
+    hub.shutdown().await.unwrap();
+    db.drop_db().await;
+}
+
+/// `mail`s pipelined on one WebSocket (stored together) are answered in order, each with
+/// its own outcome, and a request between them runs after the mail before it is stored.
+async fn pipelined_mail_answers_in_order(backend: Backend) {
+    let (db, mut cfg, _clock, hub) = start(backend).await;
+    hub.shutdown().await.unwrap();
+    cfg.mailbox.recipient_messages = 2;
+    let hub = Hub::start(cfg).await.unwrap();
+    let (alice, bob) = (identity(), identity());
+    agent(&hub, &bob).await.close().await;
+    let mut a = agent(&hub, &alice).await;
+    let bid = bob.agent_id();
+    let s = sealed_to(&mut a, &alice, bid, "p", "x").await;
+    let send = |id: &str, cid: &str| {
+        json!({"action":"mail","correlationId":cid,"to":bid,"id":id,"sealed":s}).to_string()
+    };
+    let frames = [
+        send("p1", "1"),
+        send("p1", "2"),
+        send("p2", "3"),
+        json!({"action":"stats","correlationId":"4"}).to_string(),
+        send("p3", "5"),
+        send("p3", "6"),
+        json!({"action":"mail","correlationId":"7","to":bid,"id":"p4","sealed":"!"}).to_string(),
+        send("p2", "8"),
+    ];
+    for f in frames {
+        a.send_text(f).await;
+    }
+    let mut replies = Vec::new();
+    for _ in 0..8 {
+        replies.push(next(&mut a).await);
+    }
+    let cids: Vec<&str> = replies
+        .iter()
+        .map(|r| r["correlationId"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        cids,
+        ["1", "2", "3", "4", "5", "6", "7", "8"],
+        "{replies:?}"
+    );
+    for i in [0, 1, 2, 7] {
+        assert_eq!(replies[i]["status"], "ok", "{}", replies[i]);
+        assert_eq!(replies[i]["queued"], true, "{}", replies[i]);
+    }
+    assert_eq!(replies[0]["messageId"], "p1");
+    assert_eq!(replies[7]["messageId"], "p2");
+    assert_eq!(replies[3]["status"], "ok", "{}", replies[3]);
+    assert_eq!(replies[4]["error"], "mailbox_full", "{}", replies[4]);
+    assert_eq!(replies[5]["error"], "mailbox_full", "{}", replies[5]);
+    assert_eq!(
+        replies[6]["error"],
+        "invalid field `sealed`: must be base64"
+    );
+    assert_eq!(metric(&hub, "m2m_hub_mail_stored_total").await, 2);
+    assert_eq!(metric(&hub, "m2m_hub_mail_duplicates_total").await, 2);
+    hub.shutdown().await.unwrap();
+    db.drop_db().await;
+}
+
+on_both_backends! {
+    a_mixed_batch_stores_as_one_at_a_time => super::mixed_batch_store;
+    pipelined_mail_is_answered_in_order => super::pipelined_mail_answers_in_order;
+}

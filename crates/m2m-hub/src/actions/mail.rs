@@ -17,16 +17,37 @@ use crate::directory::parse_id;
 use crate::state::HubState;
 use crate::store::mail::{NewMail, StoreOutcome};
 
+/// A `mail` that passed every check and waits for its batch's store.
+#[derive(Debug)]
+pub(crate) struct CheckedMail {
+    /// What to store.
+    pub(crate) mail: NewMail,
+    /// The message id, for the reply.
+    message_id: String,
+}
+
 impl HubState {
     pub(super) async fn mail(&self, client: &mut Client, m: Mail) -> Result<MailQueued, ErrorCode> {
-        let result = self.mail_inner(client, m).await;
-        if let Err(ErrorCode(code)) = &result {
-            self.mailbox.counters.refused(code);
-        }
-        result
+        let checked = match self.mail_check(client, m) {
+            Ok(c) => c,
+            Err(e) => return Err(self.mail_refused(e)),
+        };
+        let mut out = self.mail_store(vec![checked]).await;
+        out.pop().unwrap_or(Err(errors::UNAVAILABLE.into()))
     }
 
-    async fn mail_inner(&self, client: &mut Client, m: Mail) -> Result<MailQueued, ErrorCode> {
+    /// Counts a refused `mail` by its code.
+    pub(super) fn mail_refused(&self, e: ErrorCode) -> ErrorCode {
+        self.mailbox.counters.refused(&e.0);
+        e
+    }
+
+    /// Every check of a `mail` before the store: the message to store, or the refusal.
+    pub(super) fn mail_check(
+        &self,
+        client: &mut Client,
+        m: Mail,
+    ) -> Result<CheckedMail, ErrorCode> {
         let cfg = &self.config.mailbox;
         if !cfg.enabled {
             return Err(errors::MAILBOX_UNAVAILABLE.into());
@@ -64,44 +85,68 @@ impl HubState {
         }
         let now = self.now_ms();
         let expires_at = now.saturating_add(i64::try_from(ttl_ms).unwrap_or(i64::MAX));
-        let bytes = sealed.len() as u64;
-        let mail = [NewMail {
-            recipient: entry.id.to_string(),
-            id: m.id.clone(),
-            sender: from,
-            sealed,
-            stored_at: now,
-            expires_at,
-        }];
-        let outcome = self
-            .mailbox
-            .store
-            .store(&mail, &self.mail_quotas())
-            .await
-            .map_err(|_| {
-                self.metrics.db_errors.fetch_add(1, Ordering::Relaxed);
-                ErrorCode::from(errors::UNAVAILABLE)
-            })?;
-        let c = &self.mailbox.counters;
-        let expires_at = match outcome.first() {
-            Some(StoreOutcome::Stored { expires_at }) => {
-                c.stored.fetch_add(1, Ordering::Relaxed);
-                c.stored_bytes.fetch_add(bytes, Ordering::Relaxed);
-                self.mailbox.ring(&entry.id);
-                *expires_at
-            }
-            Some(StoreOutcome::Duplicate { expires_at }) => {
-                c.duplicates.fetch_add(1, Ordering::Relaxed);
-                *expires_at
-            }
-            Some(StoreOutcome::Full) => return Err(errors::MAILBOX_FULL.into()),
-            None => return Err(errors::UNAVAILABLE.into()),
-        };
-        Ok(MailQueued {
-            queued: true,
+        Ok(CheckedMail {
+            mail: NewMail {
+                recipient: entry.id.to_string(),
+                id: m.id.clone(),
+                sender: from,
+                sealed,
+                stored_at: now,
+                expires_at,
+            },
             message_id: m.id,
-            expires_at: expires_at.max(0) as u64,
         })
+    }
+
+    /// Stores checked mail in one transaction; one answer each, in order (refusals
+    /// counted). The recipients that got mail are rung here.
+    pub(super) async fn mail_store(
+        &self,
+        batch: Vec<CheckedMail>,
+    ) -> Vec<Result<MailQueued, ErrorCode>> {
+        let (mails, ids): (Vec<NewMail>, Vec<String>) =
+            batch.into_iter().map(|c| (c.mail, c.message_id)).unzip();
+        let outcomes = match self.mailbox.store.store(&mails, &self.mail_quotas()).await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(error = %e, n = mails.len(), "mail not stored");
+                self.metrics.db_errors.fetch_add(1, Ordering::Relaxed);
+                Vec::new()
+            }
+        };
+        let c = &self.mailbox.counters;
+        let mut rung = std::collections::HashSet::new();
+        let mut outcomes = outcomes.into_iter();
+        mails
+            .iter()
+            .zip(ids)
+            .map(|(m, message_id)| {
+                let expires_at = match outcomes.next() {
+                    Some(StoreOutcome::Stored { expires_at }) => {
+                        c.stored.fetch_add(1, Ordering::Relaxed);
+                        c.stored_bytes
+                            .fetch_add(m.sealed.len() as u64, Ordering::Relaxed);
+                        if rung.insert(m.recipient.as_str()) {
+                            self.mailbox.ring(&m.recipient);
+                        }
+                        expires_at
+                    }
+                    Some(StoreOutcome::Duplicate { expires_at }) => {
+                        c.duplicates.fetch_add(1, Ordering::Relaxed);
+                        expires_at
+                    }
+                    Some(StoreOutcome::Full) => {
+                        return Err(self.mail_refused(errors::MAILBOX_FULL.into()))
+                    }
+                    None => return Err(self.mail_refused(errors::UNAVAILABLE.into())),
+                };
+                Ok(MailQueued {
+                    queued: true,
+                    message_id,
+                    expires_at: expires_at.max(0) as u64,
+                })
+            })
+            .collect()
     }
 }
 

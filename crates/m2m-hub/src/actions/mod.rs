@@ -19,6 +19,7 @@ mod heartbeat;
 mod lookup;
 mod mail;
 mod mail_ack;
+mod mail_batch;
 mod mailbox;
 mod register;
 mod relay;
@@ -42,6 +43,7 @@ use crate::state::HubState;
 use crate::store::Write;
 use crate::writer::Unavailable;
 pub(crate) use mail::mail_frame_limit;
+pub(crate) use mail_batch::{MailBatch, Staged};
 
 impl HubState {
     /// Answers one WebSocket message. Never fails: every problem is an error reply.

@@ -26,11 +26,16 @@ pub const MAIL_BUDGET: i64 = 1024 * 1024 * 1024;
 /// keeps a fast reader busy while bounding what a slow one makes the hub redeliver.
 pub const MAIL_IN_FLIGHT: usize = 256;
 
-/// Messages read from the database and pushed in one delivery turn. Each is at most
-/// `MAX_SEALED` (256 KiB, a third more as base64): 8 of them (and the one more row a turn
-/// reads to know whether anything is left) keep what one turn holds near 3 MiB, and the
-/// turn's pushes are charged to the memory budget besides.
-pub const MAIL_TURN: i64 = 8;
+/// Messages read from the database and pushed in one delivery turn, at most. Half the
+/// in-flight window: a reader acking every 128 is answered with a turn that refills what
+/// it acked, two statements (sizes, then rows) per turn instead of per 8 messages.
+pub const MAIL_TURN: i64 = 128;
+
+/// Sealed bytes one delivery turn reads, at most (a turn always reads one message): 8
+/// full-size messages (`MAX_SEALED`, 256 KiB, a third more as base64) keep what one turn
+/// holds near 3 MiB however many small ones [`MAIL_TURN`] allows, and the turn's pushes are
+/// charged to the memory budget besides.
+pub const MAIL_TURN_BYTES: i64 = 8 * m2m_proto::mailbox::MAX_SEALED as i64;
 
 /// A pushed message not acked this long is pushed again (the contract's `ACK_TIMEOUT`).
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(30);
@@ -56,3 +61,21 @@ pub const MAIL_FRAME_OVERHEAD: usize = 2048;
 /// this long (a doorbell still wakes it sooner): an outage does not spin every
 /// subscription's task on a failing query.
 pub const MAIL_RETRY: Duration = Duration::from_secs(1);
+
+/// `mail` requests of one WebSocket read batch stored in one transaction. A sender that
+/// pipelines (the SDK keeps up to 256 in flight) pays one commit per batch instead of one
+/// per message; 256 rows of 6 bound values is 1,536 binds per INSERT, well under
+/// SQLite's 32,766 and PostgreSQL's 65,535, and the batch's replies wait at most one
+/// such transaction.
+pub const MAIL_STORE_BATCH: usize = 256;
+
+/// Sealed bytes a WebSocket holds decoded before storing its batch: with full-size
+/// (256 KiB) messages a batch stops at 16 of them, so one connection's pending batch
+/// stays a few MiB whatever the message size (and what it holds is charged to the
+/// memory budget's frame share besides).
+pub const MAIL_STORE_BATCH_BYTES: usize = 4 * 1024 * 1024;
+
+/// Rows (or ids) one mail statement names at most (multi-row INSERT, the `IN` lists of
+/// the duplicate lookup and of an ack's DELETE): larger sets go in several statements of
+/// this many. 256 × 6 binds stays far under both databases' bind limits.
+pub const MAIL_SQL_ROWS: usize = 256;

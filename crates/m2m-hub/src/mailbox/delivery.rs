@@ -2,7 +2,8 @@
 //! acked, where it is in the recipient's mail, and the turn that pushes more.
 //!
 //! A turn runs in the subscribed WebSocket's own task (like a relay turn), so pushed mail
-//! goes out in order with the replies. It pushes at most [`MAIL_TURN`] rows, oldest first,
+//! goes out in order with the replies. It reads at most [`MAIL_TURN`] rows (and at most
+//! [`MAIL_TURN_BYTES`] of sealed bytes, the first row always), oldest first,
 //! past the last `seq` pushed, never more than `in_flight` unacked in all, and never a row
 //! past its `expiresAt` (the query filters them). It reads one row more: when that one is
 //! not there, all stored mail has been pushed and `mail_drained` goes out once (again
@@ -12,9 +13,10 @@
 //! again from the recipient's oldest stored row (everything unacked is pushed again; the
 //! SDK de-duplicates by id). The deadline is on the hub's clock (tests move a manual
 //! one and wake the subscriptions, [`crate::RunningHub::mail_wake_now`]). Memory: at most
-//! `in_flight` ids per subscription, at most [`MAIL_TURN`] messages per turn, and each
-//! pushed event is charged to the memory budget (a turn that cannot charge stops and goes
-//! on after its pushes are written, or after `MAIL_RETRY` when it pushed none).
+//! `in_flight` ids per subscription, at most [`MAIL_TURN`] messages and [`MAIL_TURN_BYTES`]
+//! per turn, and each pushed event is charged to the memory budget (a turn that cannot
+//! charge stops and goes on after its pushes are written, or after `MAIL_RETRY` when it
+//! pushed none).
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -26,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use super::Sub;
 use crate::client::Client;
-use crate::defaults::mail::{MAIL_RETRY, MAIL_TURN};
+use crate::defaults::mail::{MAIL_RETRY, MAIL_TURN, MAIL_TURN_BYTES};
 use crate::outbox::Outbox;
 use crate::state::HubState;
 
@@ -174,22 +176,26 @@ impl HubState {
             return;
         }
         let limit = MAIL_TURN.min(room as i64);
-        let rows = match store
-            // One row more than may be pushed: whether anything is left after this turn
-            // (then no `mail_drained` yet).
-            .pending(&d.recipient, d.cursor, self.now_ms(), limit + 1)
+        // `full`: something is left after this turn (then no `mail_drained` yet).
+        let (rows, full) = match store
+            .pending(
+                &d.recipient,
+                d.cursor,
+                self.now_ms(),
+                limit,
+                MAIL_TURN_BYTES,
+            )
             .await
         {
-            Ok(rows) => rows,
+            Ok(read) => read,
             Err(e) => {
                 tracing::warn!(error = %e, "mail not read; will retry");
                 d.retry_at = Some(now + MAIL_RETRY);
                 return;
             }
         };
-        let full = rows.len() as i64 > limit;
         let mut pushed = 0;
-        for row in rows.into_iter().take(limit as usize) {
+        for row in rows {
             if d.in_flight.contains_key(&row.id) {
                 d.cursor = row.seq;
                 continue;

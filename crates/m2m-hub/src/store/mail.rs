@@ -96,14 +96,16 @@ pub trait MailStore: Send + Sync + fmt::Debug {
         quotas: &'a MailQuotas,
     ) -> BoxFuture<'a, Result<Vec<StoreOutcome>, StoreError>>;
     /// Up to `limit` messages of `recipient` not expired at `now` with `seq` above
-    /// `after`, oldest first.
+    /// `after`, oldest first, and no more than `max_bytes` sealed bytes in all (the first
+    /// always); whether more such messages are stored past them.
     fn pending<'a>(
         &'a self,
         recipient: &'a str,
         after: i64,
         now: i64,
         limit: i64,
-    ) -> BoxFuture<'a, Result<Vec<StoredMail>, StoreError>>;
+        max_bytes: i64,
+    ) -> BoxFuture<'a, Result<(Vec<StoredMail>, bool), StoreError>>;
     /// How many messages of `recipient` are stored and not expired at `now`.
     fn count<'a>(&'a self, recipient: &'a str, now: i64) -> BoxFuture<'a, Result<i64, StoreError>>;
     /// Deletes those of `ids` stored for `recipient`; how many were.

@@ -18,6 +18,9 @@ async fn lock_usage(tx: &mut sqlx::PgConnection, keys: &[String]) -> Result<(), 
     Ok(())
 }
 
+/// Ends the read of a storing batch's usage rows: locked, in key order.
+const LOCK_ROWS: &str = " ORDER BY key FOR UPDATE";
+
 async fn ring_mail(tx: &mut sqlx::PgConnection, recipient: &str) -> Result<(), StoreError> {
     sqlx::query("SELECT pg_notify($1, $2)")
         .bind(crate::defaults::mail::MAIL_CHANNEL)
@@ -27,4 +30,5 @@ async fn ring_mail(tx: &mut sqlx::PgConnection, recipient: &str) -> Result<(), S
     Ok(())
 }
 
+super::mail_sql_store::mail_store_fns!(sqlx::PgPool, sqlx::Postgres);
 super::mail_sql::mail_store_impl!(PostgresMail, sqlx::PgPool, sqlx::Postgres);

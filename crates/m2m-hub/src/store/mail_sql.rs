@@ -3,8 +3,15 @@
 
 /// Implements [`MailStore`](super::mail::MailStore) for `$name { pool: $pool }` on
 /// database `$db`. The invoking module defines `lock_usage(tx, keys)` (locks the usage
-/// rows named, in key order, or nothing) and `ring_mail(tx, recipient)` (the doorbell of
-/// other hubs, in the storing transaction, or nothing).
+/// rows named, in key order, or nothing), `LOCK_ROWS` (what ends the `SELECT` that reads
+/// a storing batch's usage rows: the same lock, or only the order) and `ring_mail(tx,
+/// recipient)` (the doorbell of other hubs, in the storing transaction, or nothing), and
+/// invokes [`mail_store_fns`](super::mail_sql_store::mail_store_fns) first (the
+/// set-based store and the counter helpers).
+///
+/// An ack looks its ids up (one index lookup each, in one statement), deletes them with
+/// one `DELETE … RETURNING` and moves each usage key once; a delivery turn reads the sizes
+/// first, then the rows that fit its byte bound.
 macro_rules! mail_store_impl {
     ($name:ident, $pool:ty, $db:ty) => {
         /// Mail storage on the registry's pool.
@@ -20,58 +27,6 @@ macro_rules! mail_store_impl {
             }
         }
 
-        async fn bump(
-            tx: &mut <$db as sqlx::Database>::Connection,
-            key: &str,
-            messages: i64,
-            bytes: i64,
-            max: Option<(i64, i64)>,
-        ) -> Result<bool, $crate::error::StoreError> {
-            let (max_messages, max_bytes) = max.unwrap_or((i64::MAX, i64::MAX));
-            let done = sqlx::query(
-                "UPDATE m2m_mail_usage SET messages = messages + $2, bytes = bytes + $3 \
-                 WHERE key = $1 AND messages + $2 <= $4 AND bytes + $3 <= $5",
-            )
-            .bind(key)
-            .bind(messages)
-            .bind(bytes)
-            .bind(max_messages)
-            .bind(max_bytes)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            Ok(done > 0)
-        }
-
-        /// Takes the deleted rows' (recipient, sender, bytes) off the counters.
-        async fn release(
-            tx: &mut <$db as sqlx::Database>::Connection,
-            gone: &[(String, String, i64)],
-        ) -> Result<(), $crate::error::StoreError> {
-            let mut sums: std::collections::BTreeMap<String, (i64, i64)> = Default::default();
-            for (r, s, b) in gone {
-                for key in $crate::store::mail::usage_keys(r, s) {
-                    let e = sums.entry(key).or_default();
-                    e.0 += 1;
-                    e.1 += b;
-                }
-            }
-            // BTreeMap: key order, as the storing side locks them.
-            for (key, (m, b)) in sums {
-                bump(tx, &key, -m, -b, None).await?;
-            }
-            Ok(())
-        }
-
-        fn gone_rows(
-            rows: &[<$db as sqlx::Database>::Row],
-        ) -> Result<Vec<(String, String, i64)>, $crate::error::StoreError> {
-            use sqlx::Row;
-            rows.iter()
-                .map(|r| Ok((r.try_get("recipient")?, r.try_get("sender")?, r.try_get("n")?)))
-                .collect()
-        }
-
         impl $crate::store::mail::MailStore for $name {
             fn store<'a>(
                 &'a self,
@@ -81,91 +36,7 @@ macro_rules! mail_store_impl {
                 'a,
                 Result<Vec<$crate::store::mail::StoreOutcome>, $crate::error::StoreError>,
             > {
-                use $crate::store::mail::StoreOutcome;
-                use sqlx::Row;
-                Box::pin(async move {
-                    let mut keys: Vec<String> = mails
-                        .iter()
-                        .flat_map(|m| $crate::store::mail::usage_keys(&m.recipient, &m.sender))
-                        .collect();
-                    keys.sort();
-                    keys.dedup();
-                    let mut tx = self.pool.begin().await?;
-                    for key in &keys {
-                        sqlx::query(
-                            "INSERT INTO m2m_mail_usage (key, messages, bytes) VALUES ($1, 0, 0) \
-                             ON CONFLICT (key) DO NOTHING",
-                        )
-                        .bind(key)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                    lock_usage(&mut tx, &keys).await?;
-                    let mut out = Vec::with_capacity(mails.len());
-                    for m in mails {
-                        let inserted = sqlx::query(
-                            "INSERT INTO m2m_mail (recipient, id, sender, sealed, stored_at, \
-                             expires_at) VALUES ($1, $2, $3, $4, $5, $6) \
-                             ON CONFLICT (recipient, id) DO NOTHING",
-                        )
-                        .bind(&m.recipient)
-                        .bind(&m.id)
-                        .bind(&m.sender)
-                        .bind(&m.sealed)
-                        .bind(m.stored_at)
-                        .bind(m.expires_at)
-                        .execute(&mut *tx)
-                        .await?
-                        .rows_affected();
-                        if inserted == 0 {
-                            let row = sqlx::query(
-                                "SELECT expires_at FROM m2m_mail WHERE recipient = $1 AND id = $2",
-                            )
-                            .bind(&m.recipient)
-                            .bind(&m.id)
-                            .fetch_one(&mut *tx)
-                            .await?;
-                            out.push(StoreOutcome::Duplicate {
-                                expires_at: row.try_get("expires_at")?,
-                            });
-                            continue;
-                        }
-                        let n = m.sealed.len() as i64;
-                        let [r, s, all] =
-                            $crate::store::mail::usage_keys(&m.recipient, &m.sender);
-                        let limits = [
-                            (r, Some((q.recipient_messages, q.recipient_bytes))),
-                            (s, Some((q.sender_messages, q.sender_bytes))),
-                            (all, Some((i64::MAX, q.budget_bytes))),
-                        ];
-                        let mut taken = 0;
-                        for (key, max) in &limits {
-                            if !bump(&mut tx, key, 1, n, *max).await? {
-                                break;
-                            }
-                            taken += 1;
-                        }
-                        if taken == limits.len() {
-                            ring_mail(&mut tx, &m.recipient).await?;
-                            out.push(StoreOutcome::Stored {
-                                expires_at: m.expires_at,
-                            });
-                            continue;
-                        }
-                        // A quota is reached: undo what this message took.
-                        for (key, _) in &limits[..taken] {
-                            bump(&mut tx, key, -1, -n, None).await?;
-                        }
-                        sqlx::query("DELETE FROM m2m_mail WHERE recipient = $1 AND id = $2")
-                            .bind(&m.recipient)
-                            .bind(&m.id)
-                            .execute(&mut *tx)
-                            .await?;
-                        out.push(StoreOutcome::Full);
-                    }
-                    tx.commit().await?;
-                    Ok(out)
-                })
+                Box::pin(store_batch(&self.pool, mails, q))
             }
 
             fn pending<'a>(
@@ -174,24 +45,54 @@ macro_rules! mail_store_impl {
                 after: i64,
                 now: i64,
                 limit: i64,
+                max_bytes: i64,
             ) -> $crate::store::BoxFuture<
                 'a,
-                Result<Vec<$crate::store::mail::StoredMail>, $crate::error::StoreError>,
+                Result<(Vec<$crate::store::mail::StoredMail>, bool), $crate::error::StoreError>,
             > {
                 use sqlx::Row;
                 Box::pin(async move {
-                    let rows = sqlx::query(
-                        "SELECT seq, id, sender, sealed, stored_at, expires_at FROM m2m_mail \
+                    // The sizes first (one row more: whether anything is left), then the
+                    // rows that fit: a turn never holds more than `max_bytes` of mail.
+                    let sizes = sqlx::query(
+                        "SELECT seq, CAST(length(sealed) AS BIGINT) AS n FROM m2m_mail \
                          WHERE recipient = $1 AND seq > $2 AND expires_at > $3 \
                          ORDER BY seq LIMIT $4",
                     )
                     .bind(recipient)
                     .bind(after)
                     .bind(now)
-                    .bind(limit)
+                    .bind(limit.saturating_add(1))
                     .fetch_all(&self.pool)
                     .await?;
-                    rows.iter()
+                    let (mut taken, mut bytes, mut last) = (0i64, 0i64, after);
+                    for r in &sizes {
+                        let n: i64 = r.try_get("n")?;
+                        if taken == limit || (taken > 0 && bytes.saturating_add(n) > max_bytes) {
+                            break;
+                        }
+                        taken += 1;
+                        bytes = bytes.saturating_add(n);
+                        last = r.try_get("seq")?;
+                    }
+                    let more = (taken as usize) < sizes.len();
+                    if taken == 0 {
+                        return Ok((Vec::new(), more));
+                    }
+                    let rows = sqlx::query(
+                        "SELECT seq, id, sender, sealed, stored_at, expires_at FROM m2m_mail \
+                         WHERE recipient = $1 AND seq > $2 AND seq <= $3 AND expires_at > $4 \
+                         ORDER BY seq LIMIT $5",
+                    )
+                    .bind(recipient)
+                    .bind(after)
+                    .bind(last)
+                    .bind(now)
+                    .bind(taken)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    let rows = rows
+                        .iter()
                         .map(|r| {
                             Ok($crate::store::mail::StoredMail {
                                 seq: r.try_get("seq")?,
@@ -202,7 +103,8 @@ macro_rules! mail_store_impl {
                                 expires_at: r.try_get("expires_at")?,
                             })
                         })
-                        .collect()
+                        .collect::<Result<Vec<_>, $crate::error::StoreError>>()?;
+                    Ok((rows, more))
                 })
             }
 
@@ -235,16 +137,33 @@ macro_rules! mail_store_impl {
                     // The total row first, as a store locks it first (`*` sorts before
                     // `r:`/`s:`): a delete racing a store of the same id cannot deadlock.
                     lock_usage(&mut tx, &["*".to_owned()]).await?;
+                    let mut ids: Vec<&String> = ids.iter().collect();
+                    ids.sort_unstable();
+                    ids.dedup();
                     let mut gone = Vec::new();
-                    for id in ids {
-                        let rows = sqlx::query(
-                            "DELETE FROM m2m_mail WHERE recipient = $1 AND id = $2 \
-                             RETURNING recipient, sender, CAST(length(sealed) AS BIGINT) AS n",
-                        )
-                        .bind(recipient)
-                        .bind(id)
-                        .fetch_all(&mut *tx)
-                        .await?;
+                    for chunk in ids.chunks($crate::defaults::mail::MAIL_SQL_ROWS) {
+                        use sqlx::Row;
+                        let mut b = by_ids("seq", recipient, chunk.iter().map(|s| s.as_str()));
+                        let mut seqs = Vec::with_capacity(chunk.len());
+                        for r in b.build().fetch_all(&mut *tx).await? {
+                            if let Some(seq) = r.try_get::<Option<i64>, _>("v")? {
+                                seqs.push(seq);
+                            }
+                        }
+                        if seqs.is_empty() {
+                            continue;
+                        }
+                        let mut b = sqlx::QueryBuilder::<$db>::new(
+                            "DELETE FROM m2m_mail WHERE seq IN (",
+                        );
+                        let mut list = b.separated(", ");
+                        for seq in seqs {
+                            list.push_bind(seq);
+                        }
+                        b.push(
+                            ") RETURNING recipient, sender, CAST(length(sealed) AS BIGINT) AS n",
+                        );
+                        let rows = b.build().fetch_all(&mut *tx).await?;
                         gone.extend(gone_rows(&rows)?);
                     }
                     release(&mut tx, &gone).await?;

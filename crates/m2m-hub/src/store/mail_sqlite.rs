@@ -8,8 +8,12 @@ async fn lock_usage(_: &mut sqlx::SqliteConnection, _: &[String]) -> Result<(), 
     Ok(())
 }
 
+/// Ends the read of a storing batch's usage rows: nothing to lock.
+const LOCK_ROWS: &str = "";
+
 async fn ring_mail(_: &mut sqlx::SqliteConnection, _: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+super::mail_sql_store::mail_store_fns!(sqlx::SqlitePool, sqlx::Sqlite);
 super::mail_sql::mail_store_impl!(SqliteMail, sqlx::SqlitePool, sqlx::Sqlite);

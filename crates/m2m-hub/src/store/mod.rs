@@ -16,8 +16,10 @@
 //! stopped refreshing theirs.
 
 pub mod mail;
+mod mail_batch;
 mod mail_postgres;
 mod mail_sql;
+mod mail_sql_store;
 mod mail_sqlite;
 mod postgres;
 mod sqlite;

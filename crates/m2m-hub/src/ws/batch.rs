@@ -1,6 +1,7 @@
 //! One turn of a WebSocket's task: answering what has arrived ([`read_batch`]) and the
 //! relay's share of it ([`relay_turn`]): relay frames in, what other WebSockets relayed to
-//! this one out, batched with the replies.
+//! this one out, batched with the replies. Consecutive `mail`s of a read batch are stored
+//! together ([`MailBatch`]).
 
 use std::sync::atomic::Ordering;
 
@@ -11,6 +12,7 @@ use tokio_tungstenite::WebSocketStream;
 use tungstenite::Message;
 
 use super::{CLOSE_INVALID_PAYLOAD, CLOSE_PROTOCOL, CLOSE_TRY_AGAIN_LATER};
+use crate::actions::{MailBatch, Staged};
 use crate::client::Client;
 use crate::metered::Metered;
 use crate::metrics::Refusal;
@@ -31,7 +33,13 @@ pub(super) async fn read_batch<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    // Consecutive `mail`s wait here and are stored in one transaction (before anything
+    // else is handled, and before this returns): replies stay in order.
+    let mut mails = MailBatch::default();
     loop {
+        if !matches!(next, Some(Ok(Message::Text(_)))) {
+            mails.flush(state, out).await;
+        }
         match next {
             None | Some(Ok(Message::Close(_))) => return End::Closed,
             Some(Err(e)) => {
@@ -52,7 +60,22 @@ where
             }
             Some(Ok(Message::Text(t))) => {
                 socket.get_mut().message_done();
-                let reply = state.handle_text(client, t.as_str()).await;
+                let reply = match state.stage(client, t.as_str()) {
+                    Staged::Mail(m) => {
+                        if mails.push(state, m, t.clone()) {
+                            mails.flush(state, out).await;
+                        }
+                        String::new()
+                    }
+                    Staged::Reply(reply) => {
+                        mails.flush(state, out).await;
+                        reply
+                    }
+                    Staged::Run(p) => {
+                        mails.flush(state, out).await;
+                        state.run_staged(client, p, t.as_str()).await
+                    }
+                };
                 // A deferred reply (`relay` waiting for its probe) comes later.
                 if !reply.is_empty() {
                     out.offer(reply, t.as_str(), state);
@@ -95,13 +118,19 @@ where
                 socket.get_mut().message_done();
             }
         }
+        // The batch's replies are not in `out` until it is stored: a batch grows to its
+        // own bound (`MAIL_STORE_BATCH`) while `out` holds what came before it.
         if out.is_full() {
+            mails.flush(state, out).await;
             return End::Open;
         }
         // `next` is cancel-safe: when nothing is buffered or readable, nothing is lost.
         match socket.next().now_or_never() {
             Some(more) => next = more,
-            None => return End::Open,
+            None => {
+                mails.flush(state, out).await;
+                return End::Open;
+            }
         }
     }
 }
