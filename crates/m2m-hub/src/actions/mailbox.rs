@@ -5,7 +5,6 @@
 //! Also here: how a WebSocket proves the identity that `mail` and `mailbox` act as.
 
 use m2m_proto::hub::errors;
-use m2m_proto::identity::{relay_attach_message, IdentityKey};
 use m2m_proto::mailbox::MailboxSubscribed;
 use serde_json::Value;
 
@@ -26,13 +25,7 @@ impl HubState {
         signature: Option<&str>,
     ) -> Result<String, ErrorCode> {
         if let Some(claimed) = identity {
-            let key = IdentityKey::from_b64(claimed).map_err(|_| errors::INVALID_IDENTITY)?;
-            let signature = signature.ok_or(errors::INVALID_SIGNATURE)?;
-            key.verify(&relay_attach_message(&client.nonce, &key), signature)
-                .map_err(|_| errors::INVALID_SIGNATURE)?;
-            let id = key.agent_id();
-            client.proven = Some(id.as_str().into());
-            return Ok(id);
+            return super::relay::prove_attach(client, claimed, signature);
         }
         if let Some(entry) = client
             .owned

@@ -24,6 +24,23 @@ use crate::reply::ok;
 use crate::state::HubState;
 use crate::store::Write;
 
+/// Checks the attach proof of a WebSocket that did not register (docs/RELAY.md section 1:
+/// the key, and a signature over this connection's nonce), used by `relay`, `mailbox` and
+/// `mail`; remembers the proven id on the client and returns it.
+pub(super) fn prove_attach(
+    client: &mut Client,
+    claimed: &str,
+    signature: Option<&str>,
+) -> Result<String, ErrorCode> {
+    let key = IdentityKey::from_b64(claimed).map_err(|_| errors::INVALID_IDENTITY)?;
+    let signature = signature.ok_or(errors::INVALID_SIGNATURE)?;
+    key.verify(&relay_attach_message(&client.nonce, &key), signature)
+        .map_err(|_| errors::INVALID_SIGNATURE)?;
+    let id = key.agent_id();
+    client.proven = Some(id.as_str().into());
+    Ok(id)
+}
+
 /// The reply of a `relay` whose answer comes later (after the probe): nothing now.
 pub(crate) const DEFERRED: String = String::new();
 
@@ -40,12 +57,7 @@ impl HubState {
         }
         let (id, registered) = match identity.as_deref() {
             Some(claimed) => {
-                let key = IdentityKey::from_b64(claimed).map_err(|_| errors::INVALID_IDENTITY)?;
-                let signature = signature.as_deref().ok_or(errors::INVALID_SIGNATURE)?;
-                key.verify(&relay_attach_message(&client.nonce, &key), signature)
-                    .map_err(|_| errors::INVALID_SIGNATURE)?;
-                let id = key.agent_id();
-                client.proven = Some(id.as_str().into());
+                let id = prove_attach(client, claimed, signature.as_deref())?;
                 let entry = client.owned(&id).filter(|e| !e.is_replaced());
                 (id, entry)
             }
