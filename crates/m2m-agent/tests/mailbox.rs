@@ -91,6 +91,20 @@ fn open_as(identity: &Identity, from: &str, req: &Value) -> MailBody {
         .body
 }
 
+/// An agent that registered once (its record and mailbox key are at the hub) and left:
+/// its identity and id.
+async fn registered_then_gone(hub: &MailHub) -> (Identity, String) {
+    let identity = Identity::generate(&mut rand::thread_rng());
+    let gone = agent(hub)
+        .identity(identity.clone())
+        .connect()
+        .await
+        .unwrap();
+    let id = gone.id();
+    gone.disconnect().await.unwrap();
+    (identity, id)
+}
+
 #[tokio::test]
 async fn key_published_and_subscribed_at_every_registration() {
     let hub = MailHub::start().await;
@@ -246,14 +260,7 @@ async fn bad_mail_is_dropped_with_its_reason() {
 #[tokio::test]
 async fn send_to_an_offline_agent_queues_sealed_mail_it_receives_later() {
     let hub = MailHub::start().await;
-    let b_identity = Identity::generate(&mut rand::thread_rng());
-    let b = agent(&hub)
-        .identity(b_identity.clone())
-        .connect()
-        .await
-        .unwrap();
-    let b_id = b.id();
-    b.disconnect().await.unwrap();
+    let (b_identity, b_id) = registered_then_gone(&hub).await;
     let a = agent(&hub).connect().await.unwrap();
 
     let no_queue = SendOptions {
@@ -335,14 +342,7 @@ async fn a_substituted_mailbox_key_is_refused() {
 #[tokio::test]
 async fn a_queued_request_is_answered_by_mail() {
     let hub = MailHub::start().await;
-    let b_identity = Identity::generate(&mut rand::thread_rng());
-    let b = agent(&hub)
-        .identity(b_identity.clone())
-        .connect()
-        .await
-        .unwrap();
-    let b_id = b.id();
-    b.disconnect().await.unwrap();
+    let (b_identity, b_id) = registered_then_gone(&hub).await;
     // a's address answers nobody, so b can only answer through a's mailbox.
     let a = agent(&hub).address("127.0.0.1:1").connect().await.unwrap();
     hub.wait_until("a's subscription", |h| h.requests("mailbox").len() == 2)
